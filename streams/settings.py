@@ -1,0 +1,256 @@
+"""The one settings object, read from ``ENGAGEMENT_*`` environment variables.
+
+Durations accept ``500ms``/``10s``/``15m``/``36h``/``7d``/``2w`` or integer ms
+and are held as int milliseconds in fields whose names end in ``_ms``. Nothing
+else in the project reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tables.durations import parse_duration_ms
+from tables.errors import ConfigurationError
+
+DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+
+
+def _env(name: str, field: str) -> AliasChoices:
+    return AliasChoices(f"ENGAGEMENT_{name}", field)
+
+
+class Settings(BaseSettings):
+    """Frozen settings; change them only with ``model_copy(update=...)``."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    broker: str = Field("kafka://127.0.0.1:9092", validation_alias=_env("BROKER", "broker"))
+    topic_events: str = Field(
+        "engagement.events", validation_alias=_env("TOPIC_EVENTS", "topic_events")
+    )
+    topic_signals: str = Field(
+        "engagement.signals", validation_alias=_env("TOPIC_SIGNALS", "topic_signals")
+    )
+    topic_lifecycle: str = Field(
+        "engagement.lifecycle", validation_alias=_env("TOPIC_LIFECYCLE", "topic_lifecycle")
+    )
+    topic_status: str = Field(
+        "engagement.user-status", validation_alias=_env("TOPIC_STATUS", "topic_status")
+    )
+    topic_dlq: str = Field("engagement.dlq", validation_alias=_env("TOPIC_DLQ", "topic_dlq"))
+    topic_config: str = Field(
+        "engagement.config", validation_alias=_env("TOPIC_CONFIG", "topic_config")
+    )
+    partitions: int = Field(8, ge=1, le=4096, validation_alias=_env("PARTITIONS", "partitions"))
+    replication_factor: int = Field(
+        1, ge=1, validation_alias=_env("REPLICATION_FACTOR", "replication_factor")
+    )
+    app_id: str = Field("engagement", validation_alias=_env("APP_ID", "app_id"))
+
+    at_risk_ms: DurationMs = Field(7 * 86_400_000, validation_alias=_env("AT_RISK", "at_risk_ms"))
+    dormant_ms: DurationMs = Field(
+        14 * 86_400_000, validation_alias=_env("DORMANT", "dormant_ms")
+    )
+    churned_ms: DurationMs = Field(
+        30 * 86_400_000, validation_alias=_env("CHURNED", "churned_ms")
+    )
+    threshold_min_ms: DurationMs = Field(
+        86_400_000, validation_alias=_env("THRESHOLD_MIN", "threshold_min_ms")
+    )
+    threshold_max_ms: DurationMs = Field(
+        90 * 86_400_000, validation_alias=_env("THRESHOLD_MAX", "threshold_max_ms")
+    )
+    lateness_ms: DurationMs = Field(600_000, validation_alias=_env("LATENESS", "lateness_ms"))
+    tick_interval_ms: DurationMs = Field(
+        5_000, validation_alias=_env("TICK_INTERVAL", "tick_interval_ms")
+    )
+    stall_guard_ms: DurationMs = Field(
+        900_000, validation_alias=_env("STALL_GUARD", "stall_guard_ms")
+    )
+    max_future_ms: DurationMs = Field(
+        3_600_000, validation_alias=_env("MAX_FUTURE", "max_future_ms")
+    )
+    horizon_ms: DurationMs = Field(
+        30 * 86_400_000, validation_alias=_env("HORIZON", "horizon_ms")
+    )
+    day_ms: DurationMs = Field(86_400_000, validation_alias=_env("DAY_MS", "day_ms"))
+    new_days: int = Field(7, ge=0, validation_alias=_env("NEW_DAYS", "new_days"))
+    resurrected_days: int = Field(
+        14, ge=0, validation_alias=_env("RESURRECTED_DAYS", "resurrected_days")
+    )
+    holdout_share: float = Field(
+        0.1, ge=0.0, le=1.0, validation_alias=_env("HOLDOUT_SHARE", "holdout_share")
+    )
+    holdout_salt: SecretStr | None = Field(
+        None, validation_alias=_env("HOLDOUT_SALT", "holdout_salt")
+    )
+    clock_keys: SecretStr | None = Field(None, validation_alias=_env("CLOCK_KEYS", "clock_keys"))
+    clock_signing_kid: str | None = Field(
+        None, validation_alias=_env("CLOCK_SIGNING_KID", "clock_signing_kid")
+    )
+    erasure_salt: SecretStr | None = Field(
+        None, validation_alias=_env("ERASURE_SALT", "erasure_salt")
+    )
+    erasure_suppress_ms: DurationMs = Field(
+        30 * 86_400_000, validation_alias=_env("ERASURE_SUPPRESS", "erasure_suppress_ms")
+    )
+    max_event_bytes: int = Field(
+        65_536, ge=256, validation_alias=_env("MAX_EVENT_BYTES", "max_event_bytes")
+    )
+    dedup_ids: int = Field(4, ge=0, le=4, validation_alias=_env("DEDUP_IDS", "dedup_ids"))
+    status_flush_ms: DurationMs = Field(
+        1_000, validation_alias=_env("STATUS_FLUSH", "status_flush_ms")
+    )
+    event_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("EVENT_TYPES", "event_types")
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL", "redis_url")
+    )
+    web_port: int = Field(6066, ge=0, le=65535, validation_alias=_env("WEB_PORT", "web_port"))
+    web_host: str = Field("127.0.0.1", validation_alias=_env("WEB_HOST", "web_host"))
+    api_token: SecretStr | None = Field(None, validation_alias=_env("API_TOKEN", "api_token"))
+    store: str = Field("memory://", validation_alias=_env("STORE", "store"))
+    data_dir: str = Field("./run/data", validation_alias=_env("DATA_DIR", "data_dir"))
+    session_timeout_ms: DurationMs = Field(
+        10_000, validation_alias=_env("SESSION_TIMEOUT", "session_timeout_ms")
+    )
+    commit_interval_ms: DurationMs = Field(
+        1_000, validation_alias=_env("COMMIT_INTERVAL", "commit_interval_ms")
+    )
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", "log_level"))
+
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT",
+        validation_alias=_env("KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol"),
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None, validation_alias=_env("KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism")
+    )
+    kafka_sasl_username: str | None = Field(
+        None, validation_alias=_env("KAFKA_SASL_USERNAME", "kafka_sasl_username")
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None, validation_alias=_env("KAFKA_SASL_PASSWORD", "kafka_sasl_password")
+    )
+    kafka_ssl_cafile: str | None = Field(
+        None, validation_alias=_env("KAFKA_SSL_CAFILE", "kafka_ssl_cafile")
+    )
+    kafka_ssl_certfile: str | None = Field(
+        None, validation_alias=_env("KAFKA_SSL_CERTFILE", "kafka_ssl_certfile")
+    )
+    kafka_ssl_keyfile: str | None = Field(
+        None, validation_alias=_env("KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile")
+    )
+
+    @field_validator("event_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("day_ms", "tick_interval_ms", "at_risk_ms", "dormant_ms", "churned_ms")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        if not self.at_risk_ms < self.dormant_ms < self.churned_ms:
+            raise ConfigurationError(
+                "thresholds must grow: ENGAGEMENT_AT_RISK < ENGAGEMENT_DORMANT < "
+                "ENGAGEMENT_CHURNED"
+            )
+        if self.threshold_min_ms > self.threshold_max_ms:
+            raise ConfigurationError("ENGAGEMENT_THRESHOLD_MIN exceeds ENGAGEMENT_THRESHOLD_MAX")
+
+    @property
+    def tier_thresholds_ms(self) -> tuple[int, int, int]:
+        return (self.at_risk_ms, self.dormant_ms, self.churned_ms)
+
+    @property
+    def broker_hosts(self) -> str:
+        """``host:port,...`` for aiokafka, from the Faust-style URL list."""
+        hosts = []
+        for part in self.broker.replace(";", ",").split(","):
+            part = part.strip()
+            if "://" in part:
+                part = part.split("://", 1)[1]
+            if part:
+                hosts.append(part.rstrip("/"))
+        return ",".join(hosts)
+
+    def clock_key_map(self) -> dict[str, bytes]:
+        """``kid -> secret`` from ``CLOCK_KEYS`` (``kid:secret,...``)."""
+        if self.clock_keys is None:
+            return {}
+        keys: dict[str, bytes] = {}
+        for part in self.clock_keys.get_secret_value().split(","):
+            if not part.strip():
+                continue
+            kid, sep, secret = part.strip().partition(":")
+            if not sep or not kid or not secret:
+                raise ConfigurationError(
+                    "ENGAGEMENT_CLOCK_KEYS must be 'kid:secret,...' (a part has no ':')"
+                )
+            keys[kid] = secret.encode()
+        return keys
+
+    def require_secrets(self) -> None:
+        """The worker refuses to start without salts and clock keys."""
+        missing = [
+            name
+            for name, value in (
+                ("ENGAGEMENT_HOLDOUT_SALT", self.holdout_salt),
+                ("ENGAGEMENT_ERASURE_SALT", self.erasure_salt),
+                ("ENGAGEMENT_CLOCK_KEYS", self.clock_keys),
+            )
+            if value is None or not value.get_secret_value()
+        ]
+        if missing:
+            raise ConfigurationError(
+                "missing required secrets: "
+                + ", ".join(missing)
+                + " (set them in the environment; `engagement demo` generates its own)"
+            )
+        keys = self.clock_key_map()
+        if self.signing_kid not in keys:
+            raise ConfigurationError(
+                f"ENGAGEMENT_CLOCK_SIGNING_KID={self.signing_kid!r} is not in ENGAGEMENT_CLOCK_KEYS"
+            )
+
+    @property
+    def signing_kid(self) -> str:
+        """The kid that signs; defaults to the first key listed."""
+        if self.clock_signing_kid:
+            return self.clock_signing_kid
+        keys = self.clock_key_map()
+        return next(iter(keys), "")
+
+    def with_generated_secrets(self) -> Settings:
+        """A copy with fresh random salts and a clock key (demo and tests only)."""
+        update: dict[str, Any] = {}
+        if self.holdout_salt is None:
+            update["holdout_salt"] = SecretStr(secrets.token_hex(16))
+        if self.erasure_salt is None:
+            update["erasure_salt"] = SecretStr(secrets.token_hex(16))
+        if self.clock_keys is None:
+            update["clock_keys"] = SecretStr(f"k1:{secrets.token_hex(32)}")
+            update["clock_signing_kid"] = "k1"
+        return self.model_copy(update=update)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides on top."""
+    try:
+        return Settings(**overrides)
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # pydantic's ValidationError, reworded for operators
+        raise ConfigurationError(f"invalid settings: {exc}") from exc

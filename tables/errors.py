@@ -1,0 +1,38 @@
+"""The error hierarchy: ``EngagementError`` at the root, every failure a named class.
+
+``retriable`` tells a retry loop whether trying again can help.
+"""
+
+from __future__ import annotations
+
+
+class EngagementError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    retriable = False
+
+
+class ConfigurationError(EngagementError):
+    """A setting is missing or invalid; fix the environment and restart."""
+
+
+class BadDurationError(ConfigurationError, ValueError):
+    """A duration could not be parsed."""
+
+
+class BadInstantError(ConfigurationError, ValueError):
+    """A time could not be parsed."""
+
+
+class StateFormatError(EngagementError):
+    """Stored per-user state has an unknown version or a bad length."""
+
+
+class TopicMismatchError(EngagementError):
+    """An existing topic disagrees with what the deployment needs."""
+
+
+class ServiceStartError(EngagementError):
+    """A process this project starts (broker, Redis) did not come up."""
+
+    retriable = True
