@@ -48,6 +48,7 @@ class EventResult(msgspec.Struct, frozen=True):
     outcome: str
     emissions: list[Emission]
     state: UserState | None
+    created: bool = False
 
 
 class PartitionEngine:
@@ -65,6 +66,7 @@ class PartitionEngine:
         self.config = config
         self.store = store
         self.high_ms = high_ms
+        self.users_tracked = 0
         self.index = DueIndex(bucket_ms or max(1_000, min(config.policy.defaults_ms) // 64))
 
     @property
@@ -114,7 +116,9 @@ class PartitionEngine:
         # A late event for a user already due (e.g. first seen long ago) is judged at once.
         if (due := self._due(after)) is not None and due <= self.clock_ms:
             emissions.extend(self._judge_user(event.user_id, after))
-        return EventResult(outcome, emissions, after)
+        if before is None:
+            self.users_tracked += 1
+        return EventResult(outcome, emissions, after, created=before is None)
 
     def forget(self, user_id: str) -> None:
         """Remove a user's state and due entry (erasure)."""
@@ -123,6 +127,7 @@ class PartitionEngine:
             due = self._due(state)
             if due is not None:
                 self.index.discard(user_id, due)
+            self.users_tracked -= 1
         self.store.delete(user_id)
 
     def _judge_user(self, user_id: str, state: UserState) -> list[Emission]:

@@ -1,0 +1,30 @@
+"""Start a worker process: topics first, then the Faust worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from agents.worker import build_worker
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> None:
+    """Blocks until the worker stops (SIGINT/SIGTERM)."""
+    settings.require_secrets()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    worker = build_worker(settings)
+    faust.Worker(
+        worker.app,
+        loop=loop,
+        loglevel=settings.log_level,
+        quiet=True,
+        override_logging=False,
+    ).execute_from_commandline()

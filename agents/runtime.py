@@ -1,0 +1,230 @@
+"""The worker's per-record pipeline: decode → model → table → emit.
+
+Holds one ``PartitionEngine`` per owned input partition, backed by the Faust
+tables of ``streams.app``; the Faust agent only feeds records in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from base64 import b64encode
+from collections.abc import Iterable
+from typing import Any
+
+from agents.metrics import Metrics
+from streams.app import EngineApp
+from streams.control import ControlSigner
+from streams.decode import Control, DecodeRules, Rejected, decode_record, partition_for
+from streams.records import DlqRecord, Erase, Signal, Tick, encode
+from streams.settings import Settings
+from tables.clock import NEVER, tick_contribution_ms
+from tables.engine import PartitionEngine
+from tables.model import APPLIED, Emission, ModelConfig
+from tables.state import UserState, pack_state, unpack_state
+from tables.thresholds import ThresholdPolicy
+
+log = logging.getLogger(__name__)
+
+
+def model_config(settings: Settings) -> ModelConfig:
+    salt = settings.holdout_salt.get_secret_value() if settings.holdout_salt else ""
+    return ModelConfig(
+        policy=ThresholdPolicy(
+            defaults_ms=settings.tier_thresholds_ms,
+            min_ms=settings.threshold_min_ms,
+            max_ms=settings.threshold_max_ms,
+        ),
+        lateness_ms=settings.lateness_ms,
+        day_ms=settings.day_ms,
+        horizon_ms=settings.horizon_ms,
+        dedup_ids=settings.dedup_ids,
+        new_days=settings.new_days,
+        resurrected_days=settings.resurrected_days,
+        holdout_salt=salt,
+        holdout_share=settings.holdout_share,
+    )
+
+
+def signer_for(settings: Settings) -> ControlSigner | None:
+    keys = settings.clock_key_map()
+    return ControlSigner(keys, settings.signing_kid) if keys else None
+
+
+class TableStore:
+    """``StateStore`` over the Faust users table (packed bytes, UTF-8 keys)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, user_id: str) -> UserState | None:
+        blob = self._table.get(user_id.encode())
+        return None if blob is None else unpack_state(blob)
+
+    def put(self, user_id: str, state: UserState) -> None:
+        self._table[user_id.encode()] = pack_state(state)
+
+    def delete(self, user_id: str) -> None:
+        self._table.pop(user_id.encode(), None)
+
+
+def _pack_clock(high_ms: int, events_seen_ms: int) -> bytes:
+    return high_ms.to_bytes(8, "big", signed=True) + events_seen_ms.to_bytes(8, "big", signed=True)
+
+
+def _unpack_clock(blob: bytes | None) -> tuple[int, int]:
+    if not blob or len(blob) != 16:
+        return NEVER, 0
+    return int.from_bytes(blob[:8], "big", signed=True), int.from_bytes(blob[8:], "big", signed=True)
+
+
+class Runtime:
+    """Everything a worker keeps between records."""
+
+    def __init__(self, engine_app: EngineApp, metrics: Metrics) -> None:
+        self.engine_app = engine_app
+        self.settings = engine_app.settings
+        self.metrics = metrics
+        self.config = model_config(self.settings)
+        self.signer = signer_for(self.settings)
+        self.rules = DecodeRules(
+            topic=self.settings.topic_events,
+            partitions=self.settings.partitions,
+            max_event_bytes=self.settings.max_event_bytes,
+            max_future_ms=self.settings.max_future_ms,
+            signer=self.signer,
+        )
+        self.store = TableStore(engine_app.users)
+        self.engines: dict[int, PartitionEngine] = {}
+        self.events_seen_append_ms = 0
+        self.signals_sent = 0
+
+    # -- engines -------------------------------------------------------
+    def engine(self, partition: int) -> PartitionEngine:
+        engine = self.engines.get(partition)
+        if engine is None:
+            high_ms, seen_ms = _unpack_clock(self.engine_app.clocks.get(str(partition).encode()))
+            engine = PartitionEngine(partition, self.config, self.store, high_ms=high_ms)
+            self.events_seen_append_ms = max(self.events_seen_append_ms, seen_ms)
+            self.engines[partition] = engine
+        return engine
+
+    def rebuild(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Fresh engines for ``partitions``, indexes rebuilt from the user table."""
+        wanted = set(partitions)
+        for partition in list(self.engines):
+            if partition not in wanted:
+                del self.engines[partition]
+        started = time.perf_counter()
+        fresh = {p: self.engine(p) if p not in self.engines else self.engines[p] for p in wanted}
+        for engine in fresh.values():
+            engine.index.clear()
+        counts = dict.fromkeys(wanted, 0)
+        n = self.settings.partitions
+        for key, blob in self.engine_app.users.items():
+            partition = partition_for(key, n)
+            engine = fresh.get(partition)
+            if engine is None or blob is None:
+                continue
+            engine.index_user(key.decode(), unpack_state(blob))
+            counts[partition] += 1
+        for partition, count in counts.items():
+            fresh[partition].users_tracked = count
+            self.metrics.users.labels(partition=str(partition)).set(count)
+        self.metrics.index_rebuild.observe(time.perf_counter() - started)
+        return counts
+
+    # -- records -------------------------------------------------------
+    async def handle(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        partition: int,
+        offset: int,
+        append_ms: int,
+    ) -> None:
+        started = time.perf_counter()
+        header_list = list(headers.items()) if isinstance(headers, dict) else headers
+        result = decode_record(key, value, header_list, partition, append_ms, offset, self.rules)
+        if isinstance(result, Rejected):
+            await self._dead_letter(result, key, value, partition, offset, append_ms)
+        elif isinstance(result, Control):
+            await self._control(result, partition, append_ms)
+        else:
+            self.events_seen_append_ms = max(self.events_seen_append_ms, append_ms)
+            engine = self.engine(partition)
+            outcome = engine.on_event(result)
+            self.metrics.events.labels(
+                type=self.metrics.type_label(result.type), outcome=outcome.outcome
+            ).inc()
+            if outcome.outcome != APPLIED:
+                self.metrics.duplicates.labels(kind=outcome.outcome).inc()
+            elif outcome.created:
+                self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
+            await self._emit(outcome.emissions)
+        self.metrics.latency.observe(time.perf_counter() - started)
+
+    async def _control(self, control: Control, partition: int, append_ms: int) -> None:
+        record = control.record
+        engine = self.engine(partition)
+        if isinstance(record, Tick):
+            contribution = tick_contribution_ms(
+                record.wall_ms,
+                append_ms,
+                record.events_seen_append_ms,
+                self.settings.stall_guard_ms,
+            )
+            before = engine.high_ms
+            emissions = engine.observe(contribution)
+            self.metrics.ticks.labels(outcome="advanced" if engine.high_ms > before else "held").inc()
+            self.engine_app.clocks[str(partition).encode()] = _pack_clock(
+                engine.high_ms, self.events_seen_append_ms
+            )
+            clock_s = engine.clock_ms / 1000
+            self.metrics.clock.labels(partition=str(partition)).set(clock_s)
+            self.metrics.clock_lag.labels(partition=str(partition)).set(time.time() - clock_s)
+            await self._emit(emissions)
+        elif isinstance(record, Erase):
+            if record.issued_ms >= append_ms - self.settings.max_future_ms:
+                engine.forget(record.user_id)
+                self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
+        else:
+            self.metrics.ticks.labels(outcome="config_ignored").inc()
+
+    async def _emit(self, emissions: list[Emission]) -> None:
+        for emission in emissions:
+            signal = Signal.from_emission(emission)
+            await self.engine_app.signals.send(key=emission.user_id.encode(), value=encode(signal))
+            self.metrics.signals.labels(kind=emission.kind).inc()
+            self.signals_sent += 1
+
+    async def _dead_letter(
+        self,
+        rejected: Rejected,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        offset: int,
+        append_ms: int,
+    ) -> None:
+        record = DlqRecord(
+            reason=rejected.reason,
+            detail=rejected.detail,
+            topic=self.settings.topic_events,
+            partition=partition,
+            offset=offset,
+            record_ts=append_ms,
+            key_b64=None if key is None else b64encode(key).decode(),
+            value_b64=None if value is None else b64encode(value).decode(),
+            seen_at=int(time.time() * 1000),
+        )
+        await self.engine_app.dlq.send(key=key, value=encode(record))
+        self.metrics.dlq.labels(reason=rejected.reason).inc()
+
+    # -- ticks ---------------------------------------------------------
+    def tick_record(self, partition: int, wall_ms: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+        if self.signer is None:
+            raise RuntimeError("no clock keys configured: cannot sign ticks")
+        tick = Tick(wall_ms=wall_ms, events_seen_append_ms=self.events_seen_append_ms)
+        return self.signer.sign(self.settings.topic_events, partition, tick)

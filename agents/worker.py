@@ -1,0 +1,96 @@
+"""Wire the Faust app: the ingest agent, the clock ticker, recovery, web views."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from agents.metrics import Metrics
+from agents.runtime import Runtime
+from streams.app import EngineApp, create_app
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Worker(msgspec.Struct):
+    engine_app: EngineApp
+    runtime: Runtime
+    metrics: Metrics
+    ingest: Any
+
+    @property
+    def app(self) -> Any:
+        return self.engine_app.app
+
+
+def owned_partitions(engine_app: EngineApp) -> set[int]:
+    """Input partitions this worker actively owns right now."""
+    topic = engine_app.settings.topic_events
+    return {
+        tp.partition for tp in engine_app.app.assignor.assigned_actives() if tp.topic == topic
+    }
+
+
+def build_worker(
+    settings: Settings, registry: CollectorRegistry | None = None, **app_overrides: Any
+) -> Worker:
+    engine_app = create_app(settings, **app_overrides)
+    app = engine_app.app
+    metrics = Metrics(registry or CollectorRegistry(), settings.event_types)
+    runtime = Runtime(engine_app, metrics)
+    ready = {"recovered": False}
+
+    async def ingest(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            await runtime.handle(
+                message.key,
+                message.value,
+                message.headers,
+                message.partition,
+                message.offset,
+                round(message.timestamp * 1000),
+            )
+
+    agent = app.agent(engine_app.events, name="ingest", concurrency=1)(ingest)
+
+    async def on_recovered() -> None:
+        partitions = owned_partitions(engine_app)
+        counts = runtime.rebuild(partitions)
+        ready["recovered"] = True
+        log.info(
+            "recovered %d partitions, %d users indexed", len(counts), sum(counts.values())
+        )
+
+    engine_app.users.on_recover(on_recovered)
+
+    async def tick() -> None:
+        if runtime.signer is None:
+            return
+        wall_ms = int(time.time() * 1000)
+        for partition in sorted(owned_partitions(engine_app)):
+            value, headers = runtime.tick_record(partition, wall_ms)
+            await engine_app.events.send(value=value, partition=partition, headers=headers)
+
+    app.timer(interval=settings.tick_interval_ms / 1000, name="clock_tick")(tick)
+
+    async def metrics_view(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    async def readyz(web: Any, request: Any) -> Any:
+        if ready["recovered"]:
+            return web.json({"ready": True})
+        return web.json({"ready": False}, status=503)
+
+    app.page("/metrics")(metrics_view)
+    app.page("/healthz")(healthz)
+    app.page("/readyz")(readyz)
+    return Worker(engine_app=engine_app, runtime=runtime, metrics=metrics, ingest=agent)

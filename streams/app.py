@@ -1,0 +1,106 @@
+"""The ``faust.App`` factory: topics and the tables that hold the model's state.
+
+One app per call (fresh per test). Keys and values are raw bytes: user ids as
+UTF-8 keys, user states packed by ``tables.state``, partition clocks as 8-byte
+integers. Every table write lands in the changelog partition of the record
+being processed, which is the user's (and the clock's) own partition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import msgspec
+
+from streams.kafka import ssl_context
+from streams.settings import Settings
+
+
+class EngineApp(msgspec.Struct, frozen=True):
+    """The app and the channels and tables the agents use."""
+
+    app: Any
+    settings: Settings
+    events: Any
+    signals: Any
+    lifecycle: Any
+    status: Any
+    dlq: Any
+    users: Any
+    clocks: Any
+
+
+def _credentials(settings: Settings) -> Any:
+    mechanism = settings.kafka_sasl_mechanism
+    context = ssl_context(settings)
+    if mechanism:
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=(
+                settings.kafka_sasl_password.get_secret_value()
+                if settings.kafka_sasl_password
+                else None
+            ),
+            mechanism=mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def create_app(settings: Settings, **overrides: Any) -> EngineApp:
+    """Build the app; ``overrides`` go to ``faust.App`` (tests pass e.g. ``web_enabled``)."""
+    options: dict[str, Any] = {
+        "broker": settings.broker,
+        "store": settings.store,
+        "datadir": settings.data_dir,
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "broker_session_timeout": settings.session_timeout_ms / 1000,
+        "broker_heartbeat_interval": max(settings.session_timeout_ms / 10_000, 0.5),
+        "broker_commit_interval": settings.commit_interval_ms / 1000,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_host,
+        "web_host": settings.web_host,
+        "autodiscover": False,
+        "stream_wait_empty": False,
+        "table_standby_replicas": 0,
+    }
+    credentials = _credentials(settings)
+    if credentials is not None:
+        options["broker_credentials"] = credentials
+    options.update(overrides)
+    app = faust.App(settings.app_id, **options)
+
+    def topic(name: str, partitions: int | None = None) -> Any:
+        return app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            partitions=partitions or settings.partitions,
+            internal=False,
+        )
+
+    users = app.Table(
+        "users", partitions=settings.partitions, key_type=bytes, value_type=bytes
+    )
+    clocks = app.Table(
+        "clocks", partitions=settings.partitions, key_type=bytes, value_type=bytes
+    )
+    return EngineApp(
+        app=app,
+        settings=settings,
+        events=topic(settings.topic_events),
+        signals=topic(settings.topic_signals),
+        lifecycle=topic(settings.topic_lifecycle),
+        status=topic(settings.topic_status),
+        dlq=topic(settings.topic_dlq),
+        users=users,
+        clocks=clocks,
+    )

@@ -1,0 +1,134 @@
+"""Record types on the wire: input events, control records, signals, DLQ records.
+
+These structs are the contract; ``streams/schemas/*.json`` is generated from
+them (``engagement schemas``) and a test fails when the two drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from tables.model import Emission, Reason
+
+SCHEMA_VERSION: Final = 1
+CONTROL_HEADER: Final = "engagement-control"
+
+DLQ_REASONS: Final = (
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "ts_non_finite",
+    "ts_out_of_range",
+    "ts_in_future",
+    "too_large",
+    "too_deep",
+    "key_mismatch",
+    "wrong_partition",
+    "reserved_type",
+    "bad_signature",
+)
+
+
+class InputEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """A user event published by a producer; key = ``user_id``."""
+
+    event_id: str
+    user_id: str
+    type: str
+    ts: int | str
+    tenant: str | None = None
+    segment: str | None = None
+    props: dict[str, Any] | None = None
+
+
+class Tick(msgspec.Struct, frozen=True, tag="$tick", tag_field="type"):
+    """Clock record a worker writes into each partition it owns."""
+
+    wall_ms: int
+    events_seen_append_ms: int
+    kid: str = ""
+    sig: str = ""
+
+
+class Erase(msgspec.Struct, frozen=True, tag="$erase", tag_field="type"):
+    """Erasure request for one user, written into the user's partition."""
+
+    user_id: str
+    issued_ms: int
+    kid: str = ""
+    sig: str = ""
+
+
+class ConfigUpdate(msgspec.Struct, frozen=True, tag="$config", tag_field="type"):
+    """One threshold version forwarded from the config topic into every partition."""
+
+    scope: str
+    effective_from: int
+    at_risk_ms: int
+    dormant_ms: int
+    churned_ms: int
+    kid: str = ""
+    sig: str = ""
+
+
+ControlRecord = Tick | Erase | ConfigUpdate
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An inactivity tier or a reactivation; key = ``user_id``; ``signal_id`` is stable."""
+
+    signal_id: str
+    kind: str
+    user_id: str
+    tenant: str
+    segment: str
+    episode: int
+    as_of: int
+    last_seen: int
+    inactive_ms: int
+    threshold_ms: int
+    threshold_source: str
+    risk: float
+    horizon_ms: int
+    reasons: tuple[Reason, ...]
+    group: str
+    schema_version: int = SCHEMA_VERSION
+    tier_reached: str | None = None
+    gap_ms: int | None = None
+    time_to_return_ms: int | None = None
+    late: bool | None = None
+
+    @classmethod
+    def from_emission(cls, emission: Emission) -> Signal:
+        return cls(signal_id=emission.signal_id, **msgspec.structs.asdict(emission))
+
+
+class DlqRecord(msgspec.Struct, frozen=True):
+    """A rejected input record, with why and where it came from."""
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    record_ts: int
+    key_b64: str | None
+    value_b64: str | None
+    seen_at: int
+
+
+SCHEMA_TYPES: Final[dict[str, Any]] = {
+    "input-event": InputEvent,
+    "signal": Signal,
+    "dlq-record": DlqRecord,
+    "control-record": ControlRecord,
+}
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(record: msgspec.Struct) -> bytes:
+    return _encoder.encode(record)

@@ -1,0 +1,67 @@
+"""JSON Schemas (and an AsyncAPI document) generated from the record types.
+
+``engagement schemas`` writes them to ``streams/schemas/``; a test regenerates
+them in memory and fails if the committed files drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from streams.records import SCHEMA_TYPES, SCHEMA_VERSION
+
+SCHEMA_DIR = Path(__file__).with_name("schemas")
+
+
+def render_schemas() -> dict[str, str]:
+    """File name -> JSON text for every schema document."""
+    docs: dict[str, str] = {}
+    for name, record_type in SCHEMA_TYPES.items():
+        schema: dict[str, Any] = msgspec.json.schema(record_type)
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"urn:engagement-streams:{name}:v{SCHEMA_VERSION}"
+        docs[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    docs["asyncapi.json"] = json.dumps(_asyncapi(), indent=2, sort_keys=True) + "\n"
+    return docs
+
+
+def _asyncapi() -> dict[str, Any]:
+    def ref(name: str) -> dict[str, str]:
+        return {"$ref": f"./{name}.schema.json"}
+
+    channels = {
+        "engagement.events": ("input-event", "User events (key = user id), plus signed control records"),
+        "engagement.signals": ("signal", "at_risk / dormant / churned / reactivated (key = user id)"),
+        "engagement.dlq": ("dlq-record", "Rejected input with a reason code"),
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "engagement-streams",
+            "version": str(SCHEMA_VERSION),
+            "description": "Topic names are defaults; see ENGAGEMENT_TOPIC_* settings.",
+        },
+        "channels": {
+            topic: {
+                "address": topic,
+                "description": text,
+                "messages": {schema: {"payload": ref(schema)}},
+            }
+            for topic, (schema, text) in channels.items()
+        },
+    }
+
+
+def write_schemas(out: Path | None = None) -> list[Path]:
+    target = out or SCHEMA_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in render_schemas().items():
+        path = target / name
+        path.write_text(text)
+        written.append(path)
+    return written

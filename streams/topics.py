@@ -1,0 +1,83 @@
+"""Topic specifications and their creation up front, with explicit configs.
+
+Topics created on first use get a broker default partition count (the
+embedded broker gives 4 whatever was declared), so every topic is created
+here before the worker starts, and the input topic's partition count is
+checked against ``ENGAGEMENT_PARTITIONS``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from streams.kafka import client_options
+from streams.settings import Settings
+from tables.errors import TopicMismatchError
+
+log = logging.getLogger(__name__)
+SEVEN_DAYS_MS = str(7 * 86_400_000)
+
+
+class TopicSpec(msgspec.Struct, frozen=True):
+    name: str
+    partitions: int
+    configs: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    n = settings.partitions
+    delete_7d = {"cleanup.policy": "delete", "retention.ms": SEVEN_DAYS_MS}
+    return [
+        TopicSpec(
+            settings.topic_events,
+            n,
+            {"cleanup.policy": "delete", "message.timestamp.type": "LogAppendTime"},
+        ),
+        TopicSpec(settings.topic_signals, n, dict(delete_7d)),
+        TopicSpec(settings.topic_lifecycle, n, dict(delete_7d)),
+        TopicSpec(settings.topic_status, n, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.topic_dlq, n, dict(delete_7d)),
+        TopicSpec(settings.topic_config, 1, {"cleanup.policy": "compact"}),
+    ]
+
+
+async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> None:
+    """Create missing topics; refuse an input topic whose partition count differs."""
+    specs = specs if specs is not None else topic_specs(settings)
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [
+                        NewTopic(
+                            name=spec.name,
+                            num_partitions=spec.partitions,
+                            replication_factor=settings.replication_factor,
+                            topic_configs=spec.configs,
+                        )
+                        for spec in missing
+                    ]
+                )
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race
+            log.info("created topics: %s", ", ".join(spec.name for spec in missing))
+        described: list[Any] = await admin.describe_topics([settings.topic_events])
+        for topic in described:
+            count = len(topic.get("partitions", []))
+            if count and count != settings.partitions:
+                raise TopicMismatchError(
+                    f"topic {settings.topic_events} has {count} partitions but "
+                    f"ENGAGEMENT_PARTITIONS={settings.partitions}; state lives per partition, "
+                    "so the count is fixed for a deployment"
+                )
+    finally:
+        await admin.close()
