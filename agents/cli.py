@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+import msgspec
 
 from streams.settings import Settings, load_settings
 from tables.durations import parse_duration_ms, parse_instant_ms
@@ -52,7 +53,9 @@ def worker() -> None:
 
 
 @main.command()
-@click.option("--duration", type=float, default=None, help="Seconds to run (default: until Ctrl-C).")
+@click.option(
+    "--duration", type=float, default=None, help="Seconds to run (default: until Ctrl-C)."
+)
 @click.option("--broker", type=click.Choice(["embedded", "kafka"]), default="embedded")
 @click.option("--users", type=int, default=300, show_default=True)
 def demo(duration: float | None, broker: str, users: int) -> None:
@@ -85,7 +88,7 @@ def replay(events: Path, as_of: str, horizon: str, scores: Path, signals: Path |
         raise click.BadParameter(str(exc)) from exc
     settings = _settings()
     config = model_config(settings)
-    config = type(config)(**{**_fields(config), "horizon_ms": horizon_ms})
+    config = msgspec.structs.replace(config, horizon_ms=horizon_ms)
     with scores.open("w", newline="") as scores_out:
         if signals is None:
             stats = run_replay(events, as_of_ms, config, scores_out)
@@ -107,12 +110,6 @@ def replay(events: Path, as_of: str, horizon: str, scores: Path, signals: Path |
         ),
         err=True,
     )
-
-
-def _fields(struct: object) -> dict[str, object]:
-    import msgspec
-
-    return msgspec.structs.asdict(struct)  # type: ignore[arg-type]
 
 
 @main.command()

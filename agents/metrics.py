@@ -40,7 +40,9 @@ class Metrics:
             "engagement_ticks", "Clock records handled", ["outcome"], registry=registry
         )
         self.users = Gauge(
-            "engagement_users_tracked", "Users with state, per partition", ["partition"],
+            "engagement_users_tracked",
+            "Users with state, per partition",
+            ["partition"],
             registry=registry,
         )
         self.clock_lag = Gauge(

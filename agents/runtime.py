@@ -75,7 +75,9 @@ def _pack_clock(high_ms: int, events_seen_ms: int) -> bytes:
 def _unpack_clock(blob: bytes | None) -> tuple[int, int]:
     if not blob or len(blob) != 16:
         return NEVER, 0
-    return int.from_bytes(blob[:8], "big", signed=True), int.from_bytes(blob[8:], "big", signed=True)
+    return int.from_bytes(blob[:8], "big", signed=True), int.from_bytes(
+        blob[8:], "big", signed=True
+    )
 
 
 class Runtime:
@@ -116,17 +118,17 @@ class Runtime:
             if partition not in wanted:
                 del self.engines[partition]
         started = time.perf_counter()
-        fresh = {p: self.engine(p) if p not in self.engines else self.engines[p] for p in wanted}
+        fresh = {p: self.engine(p) for p in wanted}
         for engine in fresh.values():
             engine.index.clear()
         counts = dict.fromkeys(wanted, 0)
         n = self.settings.partitions
         for key, blob in self.engine_app.users.items():
             partition = partition_for(key, n)
-            engine = fresh.get(partition)
-            if engine is None or blob is None:
+            target = fresh.get(partition)
+            if target is None or blob is None:
                 continue
-            engine.index_user(key.decode(), unpack_state(blob))
+            target.index_user(key.decode(), unpack_state(blob))
             counts[partition] += 1
         for partition, count in counts.items():
             fresh[partition].users_tracked = count
@@ -177,7 +179,9 @@ class Runtime:
             )
             before = engine.high_ms
             emissions = engine.observe(contribution)
-            self.metrics.ticks.labels(outcome="advanced" if engine.high_ms > before else "held").inc()
+            self.metrics.ticks.labels(
+                outcome="advanced" if engine.high_ms > before else "held"
+            ).inc()
             self.engine_app.clocks[str(partition).encode()] = _pack_clock(
                 engine.high_ms, self.events_seen_append_ms
             )

@@ -31,9 +31,7 @@ class Worker(msgspec.Struct):
 def owned_partitions(engine_app: EngineApp) -> set[int]:
     """Input partitions this worker actively owns right now."""
     topic = engine_app.settings.topic_events
-    return {
-        tp.partition for tp in engine_app.app.assignor.assigned_actives() if tp.topic == topic
-    }
+    return {tp.partition for tp in engine_app.app.assignor.assigned_actives() if tp.topic == topic}
 
 
 def build_worker(
@@ -63,9 +61,7 @@ def build_worker(
         partitions = owned_partitions(engine_app)
         counts = runtime.rebuild(partitions)
         ready["recovered"] = True
-        log.info(
-            "recovered %d partitions, %d users indexed", len(counts), sum(counts.values())
-        )
+        log.info("recovered %d partitions, %d users indexed", len(counts), sum(counts.values()))
 
     engine_app.users.on_recover(on_recovered)
 

@@ -87,12 +87,8 @@ def create_app(settings: Settings, **overrides: Any) -> EngineApp:
             internal=False,
         )
 
-    users = app.Table(
-        "users", partitions=settings.partitions, key_type=bytes, value_type=bytes
-    )
-    clocks = app.Table(
-        "clocks", partitions=settings.partitions, key_type=bytes, value_type=bytes
-    )
+    users = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    clocks = app.Table("clocks", partitions=settings.partitions, key_type=bytes, value_type=bytes)
     return EngineApp(
         app=app,
         settings=settings,

@@ -17,7 +17,7 @@ import rfc8785
 from streams.records import CONTROL_HEADER, ConfigUpdate, ControlRecord, Erase, Tick
 from tables.errors import ConfigurationError
 
-HEADER_VALUES = {Tick: "tick", Erase: "erase", ConfigUpdate: "config"}
+HEADER_VALUES: dict[type, str] = {Tick: "tick", Erase: "erase", ConfigUpdate: "config"}
 _control_decoder = msgspec.json.Decoder(ControlRecord)
 
 
@@ -36,7 +36,9 @@ class ControlSigner:
         self._keys = dict(keys)
         self._kid = signing_kid
 
-    def sign(self, topic: str, partition: int, record: ControlRecord) -> tuple[bytes, list[tuple[str, bytes]]]:
+    def sign(
+        self, topic: str, partition: int, record: ControlRecord
+    ) -> tuple[bytes, list[tuple[str, bytes]]]:
         """The value bytes and headers of a signed control record for ``topic[partition]``."""
         header_value = HEADER_VALUES[type(record)]
         value = msgspec.to_builtins(msgspec.structs.replace(record, kid=self._kid, sig=""))

@@ -51,7 +51,7 @@ def id_hash(event_id: str) -> int:
 
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2 of the key bytes, as the Java client)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 def nesting_depth(raw: bytes) -> int:
@@ -95,7 +95,9 @@ _NOT_JSON: Final = object()
 
 def _timestamp_ms(ts: Any) -> int | Rejected:
     if isinstance(ts, bool):
-        return Rejected("wrong_type", "ts must be int epoch ms or an RFC 3339 string, not a boolean")
+        return Rejected(
+            "wrong_type", "ts must be int epoch ms or an RFC 3339 string, not a boolean"
+        )
     if isinstance(ts, int):
         return ts
     if isinstance(ts, float):
@@ -142,7 +144,9 @@ def decode_record(
             else rules.signer.verify(rules.topic, partition, control_header, obj)
         )
         if record is None:
-            return Rejected("bad_signature", f"control record {control_header!r} failed verification")
+            return Rejected(
+                "bad_signature", f"control record {control_header!r} failed verification"
+            )
         return Control(record)
 
     for name in _REQUIRED:
@@ -172,7 +176,9 @@ def decode_record(
         )
     event_type: str = obj["type"]
     if event_type.startswith("$"):
-        return Rejected("reserved_type", f"type {event_type[:40]!r} is reserved for control records")
+        return Rejected(
+            "reserved_type", f"type {event_type[:40]!r} is reserved for control records"
+        )
     user_id: str = obj["user_id"]
     user_bytes = user_id.encode()
     if key != user_bytes:

