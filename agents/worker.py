@@ -15,6 +15,10 @@ from streams.app import EngineApp, create_app
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+# aiohttp takes the charset separately; the exposition format is UTF-8 text.
+METRICS_CONTENT_TYPE = ";".join(
+    part for part in CONTENT_TYPE_LATEST.split(";") if "charset" not in part
+).strip()
 
 
 class Worker(msgspec.Struct):
@@ -76,7 +80,7 @@ def build_worker(
     app.timer(interval=settings.tick_interval_ms / 1000, name="clock_tick")(tick)
 
     async def metrics_view(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        return web.bytes(generate_latest(metrics.registry), content_type=METRICS_CONTENT_TYPE)
 
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
