@@ -187,7 +187,7 @@ _running: dict[int, Service] = {}
 def _stop_all_at_exit() -> None:
     for service in list(_running.values()):
         try:
-            service.stop()
+            service.close()
         except Exception as exc:  # keep stopping the others
             print(f"engagement services: stopping {service!r} failed: {exc}", file=sys.stderr)
 

@@ -16,7 +16,8 @@
 #   KAFKA_QUORUM [$NODE_ID@127.0.0.1:$CONTROLLER_PORT]  e.g. 1@127.0.0.1:10092,2@...,3@...
 #   KAFKA_CLUSTER_ID [generated once, kept in $KAFKA_DATA/cluster.id]
 #   KAFKA_HEAP [-Xmx512m]          KAFKA_LOG_LEVEL [WARN]   KAFKA_START_TIMEOUT [60]
-#   KAFKA_STOP_TIMEOUT [20]        KAFKA_PYTHON [<repo>/.venv/bin/python, else python3]
+#   KAFKA_STOP_TIMEOUT [20]        KAFKA_BROKER_SESSION_MS [3000]
+#   KAFKA_PYTHON [<repo>/.venv/bin/python, else python3]
 #   KAFKA_CLUSTER_DATA [<repo>/run/kafka-cluster-$KAFKA_PORT] (cluster-* only; nodes on port, port+1, port+2)
 set -euo pipefail
 
@@ -182,6 +183,10 @@ share.coordinator.state.topic.min.isr=$min_isr
 auto.create.topics.enable=false
 # The default 3 s delay before the first rebalance only slows tests down.
 group.initial.rebalance.delay.ms=0
+# After kill -9 the restarted broker cannot register until its old session
+# expires (DUPLICATE_BROKER_REGISTRATION): 9 s by default, 3 s here.
+broker.session.timeout.ms=${KAFKA_BROKER_SESSION_MS:-3000}
+broker.heartbeat.interval.ms=500
 EOF
     cat >"$DATA/log4j2.properties" <<EOF
 status = warn

@@ -35,9 +35,7 @@ def _topic() -> str:
 async def _produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> int:
     """Produce one record, acknowledged by all replicas; returns its partition."""
     async with AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all") as producer:
-        meta = await producer.send_and_wait(
-            topic, value, key=key, headers=[("kind", b"probe")]
-        )
+        meta = await producer.send_and_wait(topic, value, key=key, headers=[("kind", b"probe")])
     partition: int = meta.partition
     return partition
 
@@ -147,7 +145,7 @@ def test_service_that_cannot_bind_reports_its_log() -> None:
         taken.listen()
         server = RedisServer(port=taken.getsockname()[1], start_timeout_s=5)
         try:
-            with pytest.raises(ServiceStartError, match="(?i)address already in use"):
+            with pytest.raises(ServiceStartError, match=r"(?i)address already in use"):
                 server.start()
             assert server.pid is None
         finally:

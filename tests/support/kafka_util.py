@@ -81,6 +81,22 @@ async def _all_have_leaders(admin: AIOKafkaAdminClient, topics: Mapping[str, int
     return True
 
 
+async def _partitions(bootstrap: str, topic: str, timeout_s: float) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            (described,) = await admin.describe_topics([topic])
+            if described["error_code"] == 0 and described["partitions"]:
+                return sorted(p["partition"] for p in described["partitions"])
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"topic {topic!r} not found on {bootstrap}")
+            await asyncio.sleep(_POLL_MS / 1000)
+    finally:
+        await admin.close()
+
+
 async def consume_all(
     bootstrap: str,
     topic: str,
@@ -104,17 +120,12 @@ async def consume_all(
         auto_offset_reset="earliest",
         isolation_level=isolation_level,
     )
+    deadline = time.monotonic() + timeout_s
+    partitions = await _partitions(bootstrap, topic, timeout_s)
     await consumer.start()
     records: list[Record] = []
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        deadline = time.monotonic() + timeout_s
-        while not partitions:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"topic {topic!r} not found on {bootstrap}")
-            await consumer.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         last_new = time.monotonic()
