@@ -15,8 +15,8 @@ import msgspec
 from agents.simulation.population import poison_records
 from streams.decode import partition_for
 from streams.records import CONTROL_HEADER, DLQ_REASONS, DlqRecord
-from tests.support.metrics import sample
-from tests.support.workers import (
+from support.metrics import sample
+from support.workers import (
     Deployment,
     event,
     latest_states,
