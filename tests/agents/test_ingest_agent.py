@@ -33,15 +33,23 @@ class Harness:
     def registry(self) -> CollectorRegistry:
         return self.worker.metrics.registry
 
-    async def event(self, user: str, event_id: str, ts_ms: int, append_ms: int | None = None) -> None:
+    async def event(
+        self, user: str, event_id: str, ts_ms: int, append_ms: int | None = None
+    ) -> None:
         value = json.dumps({"event_id": event_id, "user_id": user, "type": "login", "ts": ts_ms})
-        await self.raw(user.encode(), value.encode(), partition_for(user.encode(), PARTITIONS),
-                       append_ms if append_ms is not None else ts_ms)
+        await self.raw(
+            user.encode(),
+            value.encode(),
+            partition_for(user.encode(), PARTITIONS),
+            append_ms if append_ms is not None else ts_ms,
+        )
 
-    async def raw(self, key: bytes | None, value: bytes, partition: int, append_ms: int,
-                  headers: Any = None) -> None:
-        await self.ctx.put(value, key=key, partition=partition, timestamp=append_ms / 1000,
-                           headers=headers)
+    async def raw(
+        self, key: bytes | None, value: bytes, partition: int, append_ms: int, headers: Any = None
+    ) -> None:
+        await self.ctx.put(
+            value, key=key, partition=partition, timestamp=append_ms / 1000, headers=headers
+        )
 
     async def tick(self, partition: int, wall_ms: int, events_seen_ms: int) -> None:
         self.worker.runtime.events_seen_append_ms = events_seen_ms
@@ -56,8 +64,13 @@ class Harness:
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
     settings = load_settings(
-        partitions=PARTITIONS, at_risk_ms="3s", dormant_ms="6s", churned_ms="9s",
-        lateness_ms="500ms", day_ms="1s", stall_guard_ms="1h",
+        partitions=PARTITIONS,
+        at_risk_ms="3s",
+        dormant_ms="6s",
+        churned_ms="9s",
+        lateness_ms="500ms",
+        day_ms="1s",
+        stall_guard_ms="1h",
     ).with_generated_secrets()
     worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
     app = worker.app
@@ -85,9 +98,12 @@ async def test_valid_event_is_applied_to_the_users_table(harness: Harness) -> No
     state = harness.state("alice")
     assert state.events_total == 2
     assert state.last_seen_ms == now + 10
-    assert harness.registry.get_sample_value(
-        "engagement_events_total", {"type": "other", "outcome": "applied"}
-    ) == 2
+    assert (
+        harness.registry.get_sample_value(
+            "engagement_events_total", {"type": "other", "outcome": "applied"}
+        )
+        == 2
+    )
 
 
 async def test_producer_duplicate_is_dropped_and_counted(harness: Harness) -> None:
@@ -95,9 +111,12 @@ async def test_producer_duplicate_is_dropped_and_counted(harness: Harness) -> No
     await harness.event("bob", "same", now)
     await harness.event("bob", "same", now)
     assert harness.state("bob").events_total == 1
-    assert harness.registry.get_sample_value(
-        "engagement_duplicates_dropped_total", {"kind": "duplicate_id"}
-    ) == 1
+    assert (
+        harness.registry.get_sample_value(
+            "engagement_duplicates_dropped_total", {"kind": "duplicate_id"}
+        )
+        == 1
+    )
 
 
 async def test_malformed_record_goes_to_the_dlq_with_reason(harness: Harness) -> None:
@@ -134,8 +153,15 @@ async def test_forged_tick_goes_to_the_dlq_and_moves_no_clock(harness: Harness) 
     now = int(time.time() * 1000)
     await harness.event("erin", "x1", now)
     partition = partition_for(b"erin", PARTITIONS)
-    forged = json.dumps({"type": "$tick", "wall_ms": now + 10**9, "events_seen_append_ms": now + 10**9,
-                         "kid": "k1", "sig": "ab" * 32}).encode()
+    forged = json.dumps(
+        {
+            "type": "$tick",
+            "wall_ms": now + 10**9,
+            "events_seen_append_ms": now + 10**9,
+            "kid": "k1",
+            "sig": "ab" * 32,
+        }
+    ).encode()
     await harness.raw(None, forged, partition, now + 10**9, [(CONTROL_HEADER, b"tick")])
     assert [d.reason for d in harness.dlq] == ["bad_signature"]
     assert harness.signals == []

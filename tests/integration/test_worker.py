@@ -11,10 +11,6 @@ from collections import Counter
 from typing import Any
 
 import msgspec
-
-from agents.simulation.population import poison_records
-from streams.decode import partition_for
-from streams.records import CONTROL_HEADER, DLQ_REASONS, DlqRecord
 from support.metrics import sample
 from support.workers import (
     Deployment,
@@ -25,6 +21,10 @@ from support.workers import (
     signals_of,
     wait_for,
 )
+
+from agents.simulation.population import poison_records
+from streams.decode import partition_for
+from streams.records import CONTROL_HEADER, DLQ_REASONS, DlqRecord
 
 PARTITIONS = 4
 
