@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from base64 import b64encode
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from agents.metrics import Metrics
@@ -25,6 +25,7 @@ from tables.state import UserState, pack_state, unpack_state
 from tables.thresholds import ThresholdPolicy
 
 log = logging.getLogger(__name__)
+StateObserver = Callable[[str, UserState | None], None]
 
 
 def model_config(settings: Settings) -> ModelConfig:
@@ -52,10 +53,15 @@ def signer_for(settings: Settings) -> ControlSigner | None:
 
 
 class TableStore:
-    """``StateStore`` over the Faust users table (packed bytes, UTF-8 keys)."""
+    """``StateStore`` over the Faust users table (packed bytes, UTF-8 keys).
+
+    Observers (the Redis mirror, the status topic) hear of every change:
+    ``observer(user_id, state)`` with ``state=None`` for a deletion.
+    """
 
     def __init__(self, table: Any) -> None:
         self._table = table
+        self.observers: list[StateObserver] = []
 
     def get(self, user_id: str) -> UserState | None:
         blob = self._table.get(user_id.encode())
@@ -63,9 +69,13 @@ class TableStore:
 
     def put(self, user_id: str, state: UserState) -> None:
         self._table[user_id.encode()] = pack_state(state)
+        for observer in self.observers:
+            observer(user_id, state)
 
     def delete(self, user_id: str) -> None:
         self._table.pop(user_id.encode(), None)
+        for observer in self.observers:
+            observer(user_id, None)
 
 
 def _pack_clock(high_ms: int, events_seen_ms: int) -> bytes:

@@ -85,7 +85,9 @@ def _parse(raw: bytes) -> Any:
     # msgspec refuses NaN/Infinity/1e999; the standard library reads them, so a
     # non-finite timestamp is reported as such rather than as "not JSON".
     try:
-        return json.loads(raw)
+        obj = json.loads(raw)
+        json.dumps(obj, ensure_ascii=False).encode()  # lone surrogates (\ud800) are not text
+        return obj
     except (ValueError, RecursionError):
         return _NOT_JSON
 
