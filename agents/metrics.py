@@ -63,9 +63,71 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+        self.erasures = Counter(
+            "engagement_erasures",
+            "Erasure requests handled, by outcome (applied, stale)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.erasure_suppressions = Gauge(
+            "engagement_erasure_suppressions",
+            "Erased users whose late events are still dropped, per partition",
+            ["partition"],
+            registry=registry,
+        )
+        self.status_writes = Counter(
+            "engagement_status_writes",
+            "Records written to the user-status topic, by kind (immediate, coalesced, tombstone)",
+            ["kind"],
+            registry=registry,
+        )
+        self.status_pending = Gauge(
+            "engagement_status_pending",
+            "Coalesced user-status writes waiting for the next flush",
+            registry=registry,
+        )
         self.index_rebuild = Histogram(
             "engagement_index_rebuild_seconds",
             "Time to rebuild a partition's due index after recovery",
+            registry=registry,
+        )
+        # The Redis serving mirror (agents.redis_mirror).
+        self.redis_backlog = Gauge(
+            "engagement_redis_backlog_users",
+            "Users changed but not yet written to the Redis mirror",
+            registry=registry,
+        )
+        self.redis_writes = Counter(
+            "engagement_redis_writes",
+            "User writes to the Redis mirror by outcome (written, deleted, failed, not_owned)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.redis_errors = Counter(
+            "engagement_redis_errors",
+            "Failed round trips to Redis (retried with backoff)",
+            registry=registry,
+        )
+        self.redis_up = Gauge(
+            "engagement_redis_up",
+            "1 if the last round trip to Redis succeeded, else 0",
+            registry=registry,
+        )
+        self.redis_needs_resync = Gauge(
+            "engagement_redis_needs_resync",
+            "1 while the mirror must be (or is being) rewritten from the table",
+            registry=registry,
+        )
+        self.redis_resyncs = Counter(
+            "engagement_redis_resyncs",
+            "Mirror resyncs from the table, by cause (recovery, overflow)",
+            ["cause"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "engagement_consumer_lag_records",
+            "Records of an owned input partition not yet processed (high water - next offset)",
+            ["partition"],
             registry=registry,
         )
 

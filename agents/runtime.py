@@ -12,15 +12,16 @@ from base64 import b64encode
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from agents.erasure import SUPPRESSED, Erasures
 from agents.metrics import Metrics
 from streams.app import EngineApp
 from streams.control import ControlSigner
 from streams.decode import Control, DecodeRules, Rejected, decode_record, partition_for
 from streams.records import DlqRecord, Erase, Signal, Tick, encode
 from streams.settings import Settings
-from tables.clock import NEVER, tick_contribution_ms
+from tables.clock import NEVER, event_contribution_ms, tick_contribution_ms
 from tables.engine import PartitionEngine
-from tables.model import APPLIED, Emission, ModelConfig
+from tables.model import APPLIED, Emission, ModelConfig, ModelEvent
 from tables.state import UserState, pack_state, unpack_state
 from tables.thresholds import ThresholdPolicy
 
@@ -107,8 +108,10 @@ class Runtime:
             signer=self.signer,
         )
         self.store = TableStore(engine_app.users)
+        self.erasures = Erasures(engine_app.erased, self.settings, metrics)
         self.engines: dict[int, PartitionEngine] = {}
         self.events_seen_append_ms = 0
+        self._persisted_seen_ms: dict[int, int] = {}
         self.signals_sent = 0
 
     # -- engines -------------------------------------------------------
@@ -140,6 +143,7 @@ class Runtime:
                 continue
             target.index_user(key.decode(), unpack_state(blob))
             counts[partition] += 1
+        self.erasures.rebuild(wanted)
         for partition, count in counts.items():
             fresh[partition].users_tracked = count
             self.metrics.users.labels(partition=str(partition)).set(count)
@@ -166,6 +170,9 @@ class Runtime:
         else:
             self.events_seen_append_ms = max(self.events_seen_append_ms, append_ms)
             engine = self.engine(partition)
+            if await self._drop_if_erased(engine, result):
+                self.metrics.latency.observe(time.perf_counter() - started)
+                return
             outcome = engine.on_event(result)
             self.metrics.events.labels(
                 type=self.metrics.type_label(result.type), outcome=outcome.outcome
@@ -175,7 +182,18 @@ class Runtime:
             elif outcome.created:
                 self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
             await self._emit(outcome.emissions)
+            if append_ms > self._persisted_seen_ms.get(partition, 0) + self.settings.tick_interval_ms:
+                # Keep the restart value of events_seen within a tick of the truth, so a
+                # worker restarted on a quiet topic does not hold every clock (stall guard).
+                self._persist_clock(partition, engine)
         self.metrics.latency.observe(time.perf_counter() - started)
+
+    def _persist_clock(self, partition: int, engine: PartitionEngine) -> None:
+        """Write the partition's clock (inside stream iteration: lands in partition P)."""
+        self.engine_app.clocks[str(partition).encode()] = _pack_clock(
+            engine.high_ms, self.events_seen_append_ms
+        )
+        self._persisted_seen_ms[partition] = self.events_seen_append_ms
 
     async def _control(self, control: Control, partition: int, append_ms: int) -> None:
         record = control.record
@@ -192,19 +210,33 @@ class Runtime:
             self.metrics.ticks.labels(
                 outcome="advanced" if engine.high_ms > before else "held"
             ).inc()
-            self.engine_app.clocks[str(partition).encode()] = _pack_clock(
-                engine.high_ms, self.events_seen_append_ms
-            )
+            self._persist_clock(partition, engine)
+            self.erasures.expire(partition, engine.clock_ms)
             clock_s = engine.clock_ms / 1000
             self.metrics.clock.labels(partition=str(partition)).set(clock_s)
             self.metrics.clock_lag.labels(partition=str(partition)).set(time.time() - clock_s)
             await self._emit(emissions)
         elif isinstance(record, Erase):
-            if record.issued_ms >= append_ms - self.settings.max_future_ms:
-                engine.forget(record.user_id)
+            if self.erasures.apply(engine, record, append_ms):
                 self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
         else:
             self.metrics.ticks.labels(outcome="config_ignored").inc()
+
+    async def _drop_if_erased(self, engine: PartitionEngine, event: ModelEvent) -> bool:
+        """Drop (and count) an event of a user erased within the suppression window.
+
+        The event still contributes its time to the partition clock first: the
+        clock belongs to the partition, and the window is measured on it.
+        """
+        if not self.erasures.active(engine.partition):
+            return False
+        await self._emit(engine.observe(event_contribution_ms(event.ts_ms, event.append_ms)))
+        if not self.erasures.suppresses(engine.partition, event.user_id, engine.clock_ms):
+            return False
+        self.metrics.events.labels(
+            type=self.metrics.type_label(event.type), outcome=SUPPRESSED
+        ).inc()
+        return True
 
     async def _emit(self, emissions: list[Emission]) -> None:
         for emission in emissions:

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from agents.metrics import Metrics
 from agents.runtime import Runtime
+from agents.status import StatusWriter, clock_reader, flush_before_commit
 from streams.app import EngineApp, create_app
 from streams.settings import Settings
 
@@ -26,6 +27,7 @@ class Worker(msgspec.Struct):
     runtime: Runtime
     metrics: Metrics
     ingest: Any
+    status: StatusWriter | None = None
 
     @property
     def app(self) -> Any:
@@ -78,6 +80,7 @@ def build_worker(
             await engine_app.events.send(value=value, partition=partition, headers=headers)
 
     app.timer(interval=settings.tick_interval_ms / 1000, name="clock_tick")(tick)
+    status = _wire_status(engine_app, runtime, metrics)
 
     async def metrics_view(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(metrics.registry), content_type=METRICS_CONTENT_TYPE)
@@ -93,4 +96,37 @@ def build_worker(
     app.page("/metrics")(metrics_view)
     app.page("/healthz")(healthz)
     app.page("/readyz")(readyz)
-    return Worker(engine_app=engine_app, runtime=runtime, metrics=metrics, ingest=agent)
+    return Worker(
+        engine_app=engine_app, runtime=runtime, metrics=metrics, ingest=agent, status=status
+    )
+
+
+def _wire_status(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> StatusWriter:
+    """The user-status writer: observer of the store, flushed by a timer, before
+    every offset commit and when partitions are revoked (see ``agents.status``)."""
+    app, settings = engine_app.app, engine_app.settings
+
+    def send(key: bytes, value: bytes | None, partition: int) -> Any:
+        return engine_app.status.send_soon(key=key, value=value, partition=partition)
+
+    status = StatusWriter(
+        send,
+        runtime.config,
+        clock_reader(runtime),
+        runtime.store.get,
+        metrics,
+        partitions=settings.partitions,
+    )
+    runtime.store.observers.append(status.observe)
+    app.timer(interval=settings.status_flush_ms / 1000, name="status_flush")(status.tick)
+
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # Before any record of the new assignment is processed, so before any commit.
+        flush_before_commit(app.consumer, status.flush)
+
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await status.flush({tp.partition for tp in revoked if tp.topic == settings.topic_events})
+
+    app.on_partitions_assigned.connect(on_assigned)
+    app.on_partitions_revoked.connect(on_revoked)
+    return status

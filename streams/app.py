@@ -2,8 +2,10 @@
 
 One app per call (fresh per test). Keys and values are raw bytes: user ids as
 UTF-8 keys, user states packed by ``tables.state``, partition clocks as 8-byte
-integers. Every table write lands in the changelog partition of the record
-being processed, which is the user's (and the clock's) own partition.
+integers, erased users as ``"{P}:{salted hash}"`` keys with the 8-byte clock
+time their suppression ends (``tables.erasure``). Every table write lands in
+the changelog partition of the record being processed, which is the user's
+(and the clock's) own partition.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class EngineApp(msgspec.Struct, frozen=True):
     dlq: Any
     users: Any
     clocks: Any
+    erased: Any
 
 
 def _credentials(settings: Settings) -> Any:
@@ -67,7 +70,14 @@ def create_app(settings: Settings, **overrides: Any) -> EngineApp:
         "producer_acks": -1,
         "web_port": settings.web_port,
         "web_bind": settings.web_host,
-        "web_host": settings.web_host,
+        # The address other workers use to reach this one (Faust's table routing).
+        "web_host": settings.web_advertised_host or settings.web_host,
+        # Faust's own debug views (/table, /router, /graph, stats) would bypass
+        # the API token and expose raw state: only our views are served.
+        "web_router_enabled": False,
+        "web_tables_enabled": False,
+        "web_graph_enabled": False,
+        "web_stats_enabled": False,
         "autodiscover": False,
         "stream_wait_empty": False,
         "table_standby_replicas": 0,
@@ -89,6 +99,7 @@ def create_app(settings: Settings, **overrides: Any) -> EngineApp:
 
     users = app.Table("users", partitions=settings.partitions, key_type=bytes, value_type=bytes)
     clocks = app.Table("clocks", partitions=settings.partitions, key_type=bytes, value_type=bytes)
+    erased = app.Table("erased", partitions=settings.partitions, key_type=bytes, value_type=bytes)
     return EngineApp(
         app=app,
         settings=settings,
@@ -99,4 +110,5 @@ def create_app(settings: Settings, **overrides: Any) -> EngineApp:
         dlq=topic(settings.topic_dlq),
         users=users,
         clocks=clocks,
+        erased=erased,
     )

@@ -56,6 +56,8 @@ class ControlSigner:
         sig = value.get("sig")
         if not isinstance(kid, str) or not isinstance(sig, str) or kid not in self._keys:
             return None
+        if len(sig) != 64 or not sig.isascii():
+            return None
         try:
             record = _control_decoder.decode(msgspec.json.encode(value))
         except (msgspec.DecodeError, TypeError):

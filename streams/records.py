@@ -1,4 +1,4 @@
-"""Record types on the wire: input events, control records, signals, DLQ records.
+"""Record types on the wire: input events, control records, signals, lifecycle, DLQ records.
 
 These structs are the contract; ``streams/schemas/*.json`` is generated from
 them (``engagement schemas``) and a test fails when the two drift apart.
@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import msgspec
 
-from tables.model import Emission, Reason
+from tables.model import Emission, Reason, Transition
 
 SCHEMA_VERSION: Final = 1
 CONTROL_HEADER: Final = "engagement-control"
@@ -106,6 +106,29 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
         return cls(signal_id=emission.signal_id, **msgspec.structs.asdict(emission))
 
 
+class LifecycleTransition(msgspec.Struct, frozen=True, kw_only=True):
+    """A lifecycle stage change; key = ``user_id``; ``transition_id`` is stable.
+
+    ``from_stage`` is null for the first record of a user (its arrival as ``new``).
+    """
+
+    transition_id: str
+    user_id: str
+    tenant: str
+    segment: str
+    from_stage: str | None
+    to_stage: str
+    as_of: int
+    episode: int
+    reasons: tuple[Reason, ...]
+    group: str
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_transition(cls, transition: Transition) -> LifecycleTransition:
+        return cls(transition_id=transition.transition_id, **msgspec.structs.asdict(transition))
+
+
 class DlqRecord(msgspec.Struct, frozen=True):
     """A rejected input record, with why and where it came from."""
 
@@ -123,6 +146,7 @@ class DlqRecord(msgspec.Struct, frozen=True):
 SCHEMA_TYPES: Final[dict[str, Any]] = {
     "input-event": InputEvent,
     "signal": Signal,
+    "lifecycle-transition": LifecycleTransition,
     "dlq-record": DlqRecord,
     "control-record": ControlRecord,
 }

@@ -42,6 +42,10 @@ def _asyncapi() -> dict[str, Any]:
             "signal",
             "at_risk / dormant / churned / reactivated (key = user id)",
         ),
+        "engagement.lifecycle": (
+            "lifecycle-transition",
+            "Lifecycle stage transitions (key = user id)",
+        ),
         "engagement.dlq": ("dlq-record", "Rejected input with a reason code"),
     }
     return {

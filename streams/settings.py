@@ -7,11 +7,18 @@ else in the project reads ``os.environ`` for configuration.
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from tables.durations import parse_duration_ms
 from tables.errors import ConfigurationError
@@ -19,8 +26,24 @@ from tables.errors import ConfigurationError
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
 
 
-def _env(name: str, field: str) -> AliasChoices:
-    return AliasChoices(f"ENGAGEMENT_{name}", field)
+def _env(name: str, field: str) -> str:
+    # Only the prefixed variable is read from the environment; code may still
+    # pass the field name (populate_by_name).
+    del field
+    return f"ENGAGEMENT_{name}"
+
+
+PREFIX = "ENGAGEMENT_"
+
+
+class _PrefixedEnvironment(PydanticBaseSettingsSource):
+    """Only ``ENGAGEMENT_*`` variables, keyed by their names (the field aliases)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {name: value for name, value in os.environ.items() if name.startswith(PREFIX)}
 
 
 class Settings(BaseSettings):
@@ -106,7 +129,13 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL", "redis_url")
     )
     web_port: int = Field(6066, ge=0, le=65535, validation_alias=_env("WEB_PORT", "web_port"))
+    redis_backlog_max: int = Field(
+        100_000, ge=1, validation_alias=_env("REDIS_BACKLOG_MAX", "redis_backlog_max")
+    )
     web_host: str = Field("127.0.0.1", validation_alias=_env("WEB_HOST", "web_host"))
+    web_advertised_host: str | None = Field(
+        None, validation_alias=_env("WEB_ADVERTISED_HOST", "web_advertised_host")
+    )
     api_token: SecretStr | None = Field(None, validation_alias=_env("API_TOKEN", "api_token"))
     store: str = Field("memory://", validation_alias=_env("STORE", "store"))
     data_dir: str = Field("./run/data", validation_alias=_env("DATA_DIR", "data_dir"))
@@ -140,6 +169,17 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: str | None = Field(
         None, validation_alias=_env("KAFKA_SSL_KEYFILE", "kafka_ssl_keyfile")
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _PrefixedEnvironment(settings_cls))
 
     @field_validator("event_types", mode="before")
     @classmethod

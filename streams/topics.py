@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from streams.kafka import client_options
 from streams.settings import Settings
@@ -74,6 +76,7 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
                         f"could not create topic {name}: error {code} {message}".strip()
                     )
             log.info("created topics: %s", ", ".join(spec.name for spec in missing))
+        await _check_log_append_time(admin, settings.topic_events)
         described: list[Any] = await admin.describe_topics([settings.topic_events])
         for topic in described:
             count = len(topic.get("partitions", []))
@@ -85,3 +88,38 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
                 )
     finally:
         await admin.close()
+
+
+async def _check_log_append_time(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    """Whether the input topic stamps records with the broker's append time.
+
+    Without it ``R`` is the producer's timestamp, so a producer with a fast
+    clock can move a partition's clock ahead by up to ``MAX_FUTURE``.
+    """
+    try:
+        value = await topic_config(admin, topic, "message.timestamp.type")
+    except KafkaError as exc:
+        log.warning("could not read the configs of topic %s: %s", topic, exc)
+        return False
+    if value != "LogAppendTime":
+        log.warning(
+            "topic %s has message.timestamp.type=%s, not LogAppendTime: the clock then trusts "
+            "producer timestamps (see README, 'Time')",
+            topic,
+            value,
+        )
+        return False
+    return True
+
+
+async def topic_config(admin: AIOKafkaAdminClient, topic: str, name: str) -> str | None:
+    """One config value of a topic as the broker reports it (``None`` if absent)."""
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, topic)]
+    )
+    for response in responses:
+        for resource in response.resources:
+            for entry in resource[4]:
+                if entry[0] == name:
+                    return str(entry[1]) if entry[1] is not None else None
+    return None

@@ -1,21 +1,42 @@
 """One input partition's engine: its clock, its due index, its users' states.
 
 The same object runs live (states in a Faust table) and in offline replay
-(states in a dict), so both decide alike. Storage is injected.
+(states in a dict), so both decide alike. Storage is injected. Signals come
+back from each call; lifecycle transitions collect in ``transitions`` until
+the caller takes them (``take_transitions``), so the calls keep their shape.
+A user's due time is the earlier of the next tier and the next stage change
+that time alone makes (new → active, resurrected → active).
+
+Tenant and segment thresholds arrive as versions (``receive_config``); the
+engine switches its policy exactly when a version starts to apply on the
+clock, judging the users due before that instant with the old thresholds,
+and rebuilds the due index, which needs every user's exact due time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import msgspec
 
 from tables.clock import NEVER, clock_ms, event_contribution_ms
 from tables.due_index import DueIndex
-from tables.model import APPLIED, Emission, ModelConfig, ModelEvent, apply_event, judge
+from tables.errors import ConfigurationError
+from tables.model import (
+    APPLIED,
+    Emission,
+    ModelConfig,
+    ModelEvent,
+    Transition,
+    advance_user,
+    next_change_ms,
+    step_event,
+)
 from tables.state import UserState
-from tables.thresholds import next_due_ms
+from tables.thresholds import ThresholdBook, Tiers
+
+UsersOf = Callable[[], Iterable[tuple[str, UserState]]]
 
 
 class StateStore(Protocol):
@@ -43,12 +64,16 @@ class DictStore:
     def delete(self, user_id: str) -> None:
         self.states.pop(user_id, None)
 
+    def items(self) -> Iterable[tuple[str, UserState]]:
+        return list(self.states.items())
+
 
 class EventResult(msgspec.Struct, frozen=True):
     outcome: str
     emissions: list[Emission]
     state: UserState | None
     created: bool = False
+    previous: UserState | None = None
 
 
 class PartitionEngine:
@@ -61,6 +86,8 @@ class PartitionEngine:
         store: StateStore,
         high_ms: int = NEVER,
         bucket_ms: int | None = None,
+        users: UsersOf | None = None,
+        book: ThresholdBook | None = None,
     ) -> None:
         self.partition = partition
         self.config = config
@@ -68,14 +95,24 @@ class PartitionEngine:
         self.high_ms = high_ms
         self.users_tracked = 0
         self.index = DueIndex(bucket_ms or max(1_000, min(config.policy.defaults_ms) // 64))
+        self.transitions: list[Transition] = []
+        self._users = users if users is not None else getattr(store, "items", None)
+        self._base_overrides = dict(config.policy.overrides)
+        self.book = book if book is not None else ThresholdBook()
+        self._next_activation_ms: int | None = None
+        self._apply_book(self.clock_ms)
 
     @property
     def clock_ms(self) -> int:
         return clock_ms(self.high_ms, self.config.lateness_ms)
 
     def _due(self, state: UserState) -> int | None:
-        tiers, _source = self.config.policy.resolve(state)
-        return next_due_ms(state, tiers)
+        return next_change_ms(state, self.config)
+
+    def take_transitions(self) -> list[Transition]:
+        """The lifecycle transitions decided since the last call, in order."""
+        taken, self.transitions = self.transitions, []
+        return taken
 
     def index_user(self, user_id: str, state: UserState) -> None:
         """Put a restored user into the due index (rebuild after restart/rebalance)."""
@@ -93,10 +130,47 @@ class PartitionEngine:
 
     def observe(self, contribution_ms: int) -> list[Emission]:
         """Feed a clock contribution (event or tick); judge whoever fell due."""
-        if contribution_ms > self.high_ms:
-            self.high_ms = contribution_ms
-            return self._judge_due()
-        return []
+        if contribution_ms <= self.high_ms:
+            return []
+        emissions: list[Emission] = []
+        target_ms = clock_ms(contribution_ms, self.config.lateness_ms)
+        while self._next_activation_ms is not None and self._next_activation_ms <= target_ms:
+            switch_ms = self._next_activation_ms
+            emissions.extend(self._judge_due(switch_ms - 1))
+            self._apply_book(switch_ms)
+            self.reindex()
+        self.high_ms = contribution_ms
+        emissions.extend(self._judge_due(self.clock_ms))
+        return emissions
+
+    def receive_config(
+        self, scope: str, effective_from_ms: int, tiers_ms: Tiers
+    ) -> tuple[bool, list[Emission]]:
+        """A threshold version for ``scope``: ``(changed, signals now due)``."""
+        now = self.clock_ms
+        book = self.book.receive(scope, effective_from_ms, tiers_ms, now)
+        if book is None:
+            return False, []
+        self.book = book.pruned(now)
+        before = self.config.policy.overrides
+        self._apply_book(now)
+        if self.config.policy.overrides == before:
+            return True, []  # applies later: observe switches when the clock gets there
+        self.reindex()
+        return True, self._judge_due(now)
+
+    def reindex(self) -> int:
+        """Rebuild the due index from every user of the partition (after a threshold change)."""
+        if self._users is None:
+            raise ConfigurationError("this engine cannot list its users, so cannot reindex")
+        return self.rebuild_index(self._users())
+
+    def _apply_book(self, at_ms: int) -> None:
+        overrides = {**self._base_overrides, **self.book.overrides_at(at_ms)}
+        if overrides != self.config.policy.overrides:
+            policy = msgspec.structs.replace(self.config.policy, overrides=overrides)
+            self.config = msgspec.structs.replace(self.config, policy=policy)
+        self._next_activation_ms = self.book.next_activation_ms(at_ms)
 
     def advance_to(self, clock_at_ms: int) -> list[Emission]:
         """Move the clock itself to ``clock_at_ms`` (replay's ``--as-of``)."""
@@ -105,9 +179,11 @@ class PartitionEngine:
     def on_event(self, event: ModelEvent) -> EventResult:
         emissions = self.observe(event_contribution_ms(event.ts_ms, event.append_ms))
         before = self.store.get(event.user_id)
-        outcome, after, more = apply_event(before, event, self.config)
+        step = step_event(before, event, self.config)
+        outcome, after, more = step.outcome, step.state, step.emissions
         if outcome != APPLIED:
-            return EventResult(outcome, emissions, before)
+            return EventResult(outcome, emissions, before, previous=before)
+        self.transitions.extend(step.transitions)
         self.store.put(event.user_id, after)
         self.index.move(
             event.user_id, None if before is None else self._due(before), self._due(after)
@@ -115,10 +191,12 @@ class PartitionEngine:
         emissions.extend(more)
         # A late event for a user already due (e.g. first seen long ago) is judged at once.
         if (due := self._due(after)) is not None and due <= self.clock_ms:
-            emissions.extend(self._judge_user(event.user_id, after))
+            judged, more = self._judge_user(event.user_id, after)
+            emissions.extend(more)
+            after = judged
         if before is None:
             self.users_tracked += 1
-        return EventResult(outcome, emissions, after, created=before is None)
+        return EventResult(outcome, emissions, after, created=before is None, previous=before)
 
     def forget(self, user_id: str) -> None:
         """Remove a user's state and due entry (erasure)."""
@@ -130,16 +208,16 @@ class PartitionEngine:
             self.users_tracked -= 1
         self.store.delete(user_id)
 
-    def _judge_user(self, user_id: str, state: UserState) -> list[Emission]:
+    def _judge_user(self, user_id: str, state: UserState) -> tuple[UserState, list[Emission]]:
         old_due = self._due(state)
-        judged, emissions = judge(state, user_id, self.clock_ms, self.config)
-        if emissions:
-            self.store.put(user_id, judged)
-            self.index.move(user_id, old_due, self._due(judged))
-        return emissions
+        step = advance_user(state, user_id, self.clock_ms, self.config)
+        if step.state != state:
+            self.store.put(user_id, step.state)
+            self.index.move(user_id, old_due, self._due(step.state))
+            self.transitions.extend(step.transitions)
+        return step.state, step.emissions
 
-    def _judge_due(self) -> list[Emission]:
-        now = self.clock_ms
+    def _judge_due(self, now: int) -> list[Emission]:
         start = self.index.next_bucket_start_ms()
         if start is None or start > now:
             return []
@@ -148,10 +226,12 @@ class PartitionEngine:
             state = self.store.get(user_id)
             if state is None:
                 continue
-            judged, more = judge(state, user_id, now, self.config)
-            if more:
+            step = advance_user(state, user_id, now, self.config)
+            judged = step.state
+            if judged != state:
                 self.store.put(user_id, judged)
-                emissions.extend(more)
+                emissions.extend(step.emissions)
+                self.transitions.extend(step.transitions)
             due = self._due(judged)
             if due is not None:
                 self.index.add(user_id, due)

@@ -1,6 +1,8 @@
 """The engagement model: apply an event to a user's state, judge the state on the clock.
 
-Pure functions over frozen state; time is always an argument.
+Pure functions over frozen state; time is always an argument. Besides the
+signals (``Emission``) the model announces lifecycle stage changes
+(``Transition``, see ``tables.lifecycle``).
 """
 
 from __future__ import annotations
@@ -9,8 +11,18 @@ from typing import Final
 
 import msgspec
 
+from tables.cadence import recent_negative_kinds, update_negative_flags
 from tables.groups import group_of
-from tables.risk import risk_not_active
+from tables.lifecycle import (
+    STAGE_ACTIVE,
+    STAGE_NEW,
+    projected_stage,
+    stage_after_return,
+    stage_due_ms,
+    stage_of_tier,
+)
+from tables.lifecycle import STAGES as STAGES  # re-exported: stage names by code
+from tables.risk import DEFAULT_PARAMS, RiskParams, expected_active_days, risk_not_active
 from tables.state import (
     DAY_WINDOW,
     ID_SLOTS,
@@ -32,8 +44,6 @@ DUPLICATE_ID: Final = "duplicate_id"
 REACTIVATED: Final = "reactivated"
 GAP_EWMA_WEIGHT: Final = 0.3
 
-STAGES: Final = ("new", "active", "at_risk", "dormant", "churned", "resurrected")
-
 
 class ModelConfig(msgspec.Struct, frozen=True):
     """What the model needs from the settings (all durations in ms)."""
@@ -47,6 +57,7 @@ class ModelConfig(msgspec.Struct, frozen=True):
     resurrected_days: int = 14
     holdout_salt: str = ""
     holdout_share: float = 0.1
+    risk: RiskParams = DEFAULT_PARAMS
 
 
 class ModelEvent(msgspec.Struct, frozen=True, gc=False):
@@ -96,6 +107,33 @@ class Emission(msgspec.Struct, frozen=True):
         return f"{self.user_id}:{self.episode}:{self.kind}"
 
 
+class Transition(msgspec.Struct, frozen=True):
+    """A lifecycle stage change as the model decides it; the shell adds the schema."""
+
+    user_id: str
+    tenant: str
+    segment: str
+    from_stage: str | None
+    to_stage: str
+    as_of: int
+    episode: int
+    reasons: tuple[Reason, ...]
+    group: str
+
+    @property
+    def transition_id(self) -> str:
+        return f"{self.user_id}:{self.as_of}:{self.to_stage}"
+
+
+class Step(msgspec.Struct, frozen=True):
+    """What one event or one clock advance did to one user."""
+
+    outcome: str
+    state: UserState
+    emissions: list[Emission]
+    transitions: list[Transition]
+
+
 def new_state(event: ModelEvent, day_ms: int) -> UserState:
     day = event.ts_ms // day_ms
     return UserState(
@@ -109,6 +147,8 @@ def new_state(event: ModelEvent, day_ms: int) -> UserState:
         active_days=1,
         streak_days=1,
         events_total=1,
+        stage=STAGE_NEW,
+        negative_flags=update_negative_flags(0, day, day, event.type),
         tenant=event.tenant or "",
         segment=event.segment or "",
     )
@@ -150,13 +190,22 @@ def apply_event(
     state: UserState | None, event: ModelEvent, config: ModelConfig
 ) -> tuple[str, UserState, list[Emission]]:
     """Apply one event: ``(outcome, new state, emissions)``; duplicates change nothing."""
+    step = step_event(state, event, config)
+    return step.outcome, step.state, step.emissions
+
+
+def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) -> Step:
+    """Apply one event, with the lifecycle transitions it causes."""
     if state is None:
-        return APPLIED, new_state(event, config.day_ms), []
+        created = new_state(event, config.day_ms)
+        born = _transition(created, event.user_id, None, STAGE_NEW, event.ts_ms, (), config)
+        return Step(APPLIED, created, [], [born])
     duplicate = is_duplicate(state, event, config.dedup_ids)
     if duplicate is not None:
-        return duplicate, state, []
+        return Step(duplicate, state, [], [])
 
     emissions: list[Emission] = []
+    transitions: list[Transition] = []
     day = event.ts_ms // config.day_ms
     newest_day, day_counts, first_of_day = _bump_day(state, day)
     last_day = state.last_seen_ms // config.day_ms
@@ -172,12 +221,26 @@ def apply_event(
         )
 
     tier = state.tier
+    stage = state.stage
     first_signal_as_of = state.first_signal_as_of_ms
     returned_day = state.returned_day
     last_seen = state.last_seen_ms
     if event.ts_ms > last_seen:
         if tier > TIER_NONE:
-            emissions.append(_reactivated(state, event, config))
+            back = _reactivated(state, event, config)
+            emissions.append(back)
+            stage = stage_after_return(tier)
+            transitions.append(
+                _transition(
+                    state,
+                    event.user_id,
+                    STAGES[stage_of_tier(tier)],
+                    stage,
+                    event.ts_ms,
+                    back.reasons,
+                    config,
+                )
+            )
             if tier >= TIER_DORMANT:
                 returned_day = day
             tier = TIER_NONE
@@ -199,60 +262,114 @@ def apply_event(
         usual_gap_centidays=min(usual_gap, 0xFFFF),
         events_total=state.events_total + 1,
         tier=tier,
+        stage=stage,
         first_signal_as_of_ms=first_signal_as_of,
         returned_day=returned_day,
+        negative_flags=update_negative_flags(state.negative_flags, last_day, day, event.type),
         tenant=event.tenant if event.tenant is not None else state.tenant,
         segment=event.segment if event.segment is not None else state.segment,
     )
-    return APPLIED, updated, emissions
+    return Step(APPLIED, updated, emissions, transitions)
 
 
 def judge(
     state: UserState, user_id: str, clock_ms: int, config: ModelConfig
 ) -> tuple[UserState, list[Emission]]:
     """Emit every tier whose due time the clock has passed, in order, once per episode."""
+    step = advance_user(state, user_id, clock_ms, config)
+    return step.state, step.emissions
+
+
+def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelConfig) -> Step:
+    """Everything the clock has passed for this user: tiers and stage changes, in time order.
+
+    On a tie a tier goes first, so a user who falls silent exactly when the
+    ``new`` days end goes from new straight to at_risk.
+    """
     tiers, source = config.policy.resolve(state)
     emissions: list[Emission] = []
-    while state.tier < TIER_CHURNED:
-        threshold = tiers[state.tier]
-        due = state.last_seen_ms + threshold
-        if due > clock_ms:
-            break
-        tier = state.tier + 1
-        emissions.append(_tier_emission(state, user_id, tier, due, threshold, source, config))
-        state = msgspec.structs.replace(
-            state, tier=tier, first_signal_as_of_ms=state.first_signal_as_of_ms or due
-        )
-    return state, emissions
+    transitions: list[Transition] = []
+    while True:
+        tier_due = state.last_seen_ms + tiers[state.tier] if state.tier < TIER_CHURNED else None
+        stage_due = stage_due_ms(state, config.new_days, config.resurrected_days, config.day_ms)
+        if (
+            tier_due is not None
+            and tier_due <= clock_ms
+            and (stage_due is None or tier_due <= stage_due)
+        ):
+            tier = state.tier + 1
+            threshold = tiers[state.tier]
+            emission = _tier_emission(state, user_id, tier, tier_due, threshold, source, config)
+            emissions.append(emission)
+            to_stage = stage_of_tier(tier)
+            if to_stage != state.stage:
+                transitions.append(
+                    _transition(
+                        state,
+                        user_id,
+                        STAGES[state.stage],
+                        to_stage,
+                        tier_due,
+                        emission.reasons,
+                        config,
+                    )
+                )
+            state = msgspec.structs.replace(
+                state,
+                tier=tier,
+                stage=to_stage,
+                first_signal_as_of_ms=state.first_signal_as_of_ms or tier_due,
+            )
+        elif stage_due is not None and stage_due <= clock_ms:
+            reasons = (Reason("active_days", float(state.active_days), None),)
+            transitions.append(
+                _transition(
+                    state, user_id, STAGES[state.stage], STAGE_ACTIVE, stage_due, reasons, config
+                )
+            )
+            state = msgspec.structs.replace(state, stage=STAGE_ACTIVE)
+        else:
+            return Step(APPLIED, state, emissions, transitions)
+
+
+def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
+    """When the clock next changes this user: the next tier or stage change due."""
+    tiers, _source = config.policy.resolve(state)
+    tier_due = state.last_seen_ms + tiers[state.tier] if state.tier < TIER_CHURNED else None
+    stage_due = stage_due_ms(state, config.new_days, config.resurrected_days, config.day_ms)
+    if tier_due is None:
+        return stage_due
+    return tier_due if stage_due is None else min(tier_due, stage_due)
 
 
 def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:
+    """P(no active day within the horizon) as of ``at_ms`` (see ``tables.risk``)."""
     day = config.day_ms
     return risk_not_active(
+        config.risk,
         state.active_days,
         (state.last_seen_ms - state.first_seen_ms) / day,
-        (at_ms - state.last_seen_ms) / day,
+        (max(at_ms, state.last_seen_ms) - state.first_seen_ms) / day,
         config.horizon_ms / day,
     )
 
 
 def stage_at(state: UserState, clock_ms: int, config: ModelConfig) -> str:
     """The lifecycle stage as of ``clock_ms`` (tiers already judged)."""
-    if state.tier > TIER_NONE:
-        return STAGES[1 + state.tier]
-    clock_day = clock_ms // config.day_ms
-    if state.returned_day != NO_DAY and clock_day - state.returned_day < config.resurrected_days:
-        return "resurrected"
-    if clock_ms - state.first_seen_ms < config.new_days * config.day_ms:
-        return "new"
-    return "active"
+    return STAGES[
+        projected_stage(state, clock_ms, config.new_days, config.resurrected_days, config.day_ms)
+    ]
 
 
 def thresholds_for(state: UserState, config: ModelConfig) -> tuple[Tiers, str]:
     return config.policy.resolve(state)
 
 
-def _reasons(state: UserState, inactive_ms: int, threshold_ms: int, day_ms: int) -> list[Reason]:
+def _reasons(
+    state: UserState, inactive_ms: int, threshold_ms: int, config: ModelConfig
+) -> list[Reason]:
+    """Why this user looks inactive: codes with values and the user's own baselines."""
+    day_ms = config.day_ms
     inactive_days = round(inactive_ms / day_ms, 3)
     reasons = [Reason("inactive_days", inactive_days, round(threshold_ms / day_ms, 3))]
     if state.active_days >= 3 and state.usual_gap_centidays > 0:
@@ -262,9 +379,42 @@ def _reasons(state: UserState, inactive_ms: int, threshold_ms: int, day_ms: int)
     earlier_weeks = sum(counts[7:DAY_WINDOW]) / 3
     if earlier_weeks > 0 and recent_week < earlier_weeks:
         reasons.append(Reason("frequency_drop", float(recent_week), round(earlier_weeks, 3)))
+    active_recent = sum(1 for count in counts[:7] if count)
+    active_earlier = sum(1 for count in counts[7:DAY_WINDOW] if count) / 3
+    if active_earlier > 0 and active_recent < active_earlier:
+        reasons.append(Reason("active_days_drop", float(active_recent), round(active_earlier, 3)))
     if state.streak_days >= 3:
         reasons.append(Reason("streak_broken", float(state.streak_days), None))
+    for kind in recent_negative_kinds(state.negative_flags):
+        reasons.append(Reason(f"recent_{kind}", 1.0, None))
+    if state.active_days == 1:
+        reasons.append(Reason("single_visit", 1.0, None))
+    age_days = (state.last_seen_ms + inactive_ms - state.first_seen_ms) / day_ms
+    expected = expected_active_days(config.risk, state.active_days, age_days) * inactive_days
+    reasons.append(Reason("expected_active_days", round(expected, 3), None))
     return reasons
+
+
+def _transition(
+    state: UserState,
+    user_id: str,
+    from_stage: str | None,
+    to_stage: int,
+    as_of_ms: int,
+    reasons: tuple[Reason, ...],
+    config: ModelConfig,
+) -> Transition:
+    return Transition(
+        user_id=user_id,
+        tenant=state.tenant,
+        segment=state.segment,
+        from_stage=from_stage,
+        to_stage=STAGES[to_stage],
+        as_of=as_of_ms,
+        episode=state.last_seen_ms,
+        reasons=reasons,
+        group=group_of(user_id, config.holdout_salt, config.holdout_share),
+    )
 
 
 def _tier_emission(
@@ -290,7 +440,7 @@ def _tier_emission(
         threshold_source=source,
         risk=risk_at(state, due_ms, config),
         horizon_ms=config.horizon_ms,
-        reasons=tuple(_reasons(state, inactive_ms, threshold_ms, config.day_ms)),
+        reasons=tuple(_reasons(state, inactive_ms, threshold_ms, config)),
         group=group_of(user_id, config.holdout_salt, config.holdout_share),
     )
 

@@ -1,41 +1,112 @@
-"""A first honest risk model: P(no activity within the horizon).
+"""Calibrated risk: P(no active day within the horizon), from an MBG/NBD model.
 
-Active days are treated as a Poisson process with a per-user rate, shrunk
-towards a population prior (gamma posterior mean), and the user may have
-dropped out silently. The chance of being "alive" after ``t`` quiet days
-follows Bayes: alive users go quiet that long with probability ``exp(-λt)``,
-dropped-out users always do. Users with few active days get a higher prior
-dropout chance (Laplace's rule), which keeps single-visit users from
-looking permanently alive, the known flaw of plain BG/NBD.
+The model (Batislam, Denizel & Filiztekin 2007; Hoppe & Wagner 2007), a
+member of the BG/NBD and Pareto/NBD family (Fader, Hardie & Lee 2005):
 
-O(1) per call; every input comes from the state and the clock passed in.
+- while "alive" a user has active days as a Poisson process of rate λ;
+  across users λ ~ Gamma(r, alpha) (alpha in days);
+- at the first active day and after every further one the user may drop
+  out for good with probability p; across users p ~ Beta(a, b).
+
+Plain BG/NBD lets users drop out only after a *repeat* day, so a user seen
+on one day only keeps P(alive) = 1 forever; MBG/NBD also allows dropping out
+right after the first day, which is the special care one-day users need.
+With ``x`` repeat active days, the last one ``t_x`` days after the first and
+the user ``T`` days old (all from the state), the posterior gives
+
+    P(alive) = 1 / (1 + a / (b + x) · ((alpha + T) / (alpha + t_x))^(r + x))
+    P(no active day in h | alive) = ((alpha + T) / (alpha + T + h))^(r + x)
+
+(an alive user cannot drop out before the next active day, and λ given the
+data is Gamma(r + x, alpha + T)), so
+
+    risk = 1 - P(alive) · (1 - ((alpha + T) / (alpha + T + h))^(r + x)).
+
+Shrinkage comes with the Bayesian form: with little history the population
+parameters dominate; each further active day moves the user's own rate and
+survival away from them. The population parameters are fitted from data by
+maximum likelihood (``agents.fit``); the defaults below are weak priors.
+O(1) per call, pure: every input is passed in.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Final
 
-PRIOR_ACTIVE_DAYS = 1.0
-PRIOR_SPAN_DAYS = 7.0
-
-
-def rate_per_day(active_days: int, span_days: float) -> float:
-    return (active_days + PRIOR_ACTIVE_DAYS) / (max(span_days, 0.0) + PRIOR_SPAN_DAYS)
+import msgspec
 
 
-def p_alive(active_days: int, span_days: float, quiet_days: float) -> float:
-    rate = rate_per_day(active_days, span_days)
-    dropout_prior = 1.0 / (active_days + 2.0)
-    odds_dropped = dropout_prior / (1.0 - dropout_prior)
-    exponent = min(rate * max(quiet_days, 0.0), 700.0)
-    return 1.0 / (1.0 + odds_dropped * math.exp(exponent))
+class RiskParams(msgspec.Struct, frozen=True):
+    """Population parameters of the MBG/NBD model (``alpha`` in days)."""
+
+    r: float = 0.5
+    alpha: float = 3.0
+    a: float = 0.5
+    b: float = 3.0
+
+    def __post_init__(self) -> None:
+        for name in ("r", "alpha", "a", "b"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"risk parameter {name} must be positive and finite, got {value}")
+
+
+DEFAULT_PARAMS: Final = RiskParams()
+_MAX_EXP: Final = 700.0
+
+
+def log_odds_dropped(
+    params: RiskParams, repeat_days: int, last_day_age: float, age_days: float
+) -> float:
+    """log of P(dropped out) / P(alive) given the user's history."""
+    x = max(repeat_days, 0)
+    age = max(age_days, last_day_age, 0.0)
+    last = max(last_day_age, 0.0)
+    return (
+        math.log(params.a)
+        - math.log(params.b + x)
+        + (params.r + x) * (math.log(params.alpha + age) - math.log(params.alpha + last))
+    )
+
+
+def p_alive(params: RiskParams, repeat_days: int, last_day_age: float, age_days: float) -> float:
+    """Probability that the user has not dropped out by ``age_days``."""
+    log_odds = log_odds_dropped(params, repeat_days, last_day_age, age_days)
+    return 1.0 / (1.0 + math.exp(min(log_odds, _MAX_EXP)))
+
+
+def p_quiet_if_alive(
+    params: RiskParams, repeat_days: int, age_days: float, horizon_days: float
+) -> float:
+    """Probability that an alive user has no active day in the next ``horizon_days``."""
+    x = max(repeat_days, 0)
+    age = max(age_days, 0.0)
+    shape = params.r + x
+    return math.exp(
+        shape
+        * (math.log(params.alpha + age) - math.log(params.alpha + age + max(horizon_days, 0.0)))
+    )
 
 
 def risk_not_active(
-    active_days: int, span_days: float, quiet_days: float, horizon_days: float
+    params: RiskParams,
+    active_days: int,
+    last_day_age: float,
+    age_days: float,
+    horizon_days: float,
 ) -> float:
-    """Probability that the user has no active day within ``horizon_days``."""
-    alive = p_alive(active_days, span_days, quiet_days)
-    rate = rate_per_day(active_days, span_days)
-    p_active_if_alive = 1.0 - math.exp(-rate * max(horizon_days, 0.0))
-    return round(min(1.0, max(0.0, 1.0 - alive * p_active_if_alive)), 6)
+    """P(no active day within ``horizon_days``) for a user with ``active_days`` so far.
+
+    ``last_day_age``: days from the first to the last activity (t_x);
+    ``age_days``: days from the first activity to now (T).
+    """
+    repeat = max(active_days - 1, 0)
+    alive = p_alive(params, repeat, last_day_age, age_days)
+    active_if_alive = 1.0 - p_quiet_if_alive(params, repeat, age_days, horizon_days)
+    return round(min(1.0, max(0.0, 1.0 - alive * active_if_alive)), 6)
+
+
+def expected_active_days(params: RiskParams, active_days: int, age_days: float) -> float:
+    """The posterior mean rate of active days per day of an alive user (for reasons)."""
+    return (params.r + max(active_days - 1, 0)) / (params.alpha + max(age_days, 0.0))

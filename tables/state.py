@@ -1,7 +1,10 @@
 """Per-user state: a frozen struct and its packed binary form (no field names).
 
-Layout of version 1 (little-endian, 111 bytes + tenant + segment):
-version, tier, stage, id ring position (4 x u8); first/last seen (2 x i64 ms);
+Layout of version 1 (little-endian, 118 bytes + tenant + segment):
+version; tier (low 2 bits) and lifecycle stage (next 3 bits) in one byte;
+flags of recent negative event types (``NEGATIVE_TYPES``, this and the
+previous week of activity); id ring position (4 x u8); first/last seen (2 x
+i64 ms);
 source partition (u16) and offset (i64) of the last applied event; four 8-byte
 event-id hashes; the day index of the newest day counter (i32) and 28
 saturating one-byte counters, newest first; active days in total (u32),
@@ -9,7 +12,8 @@ current streak (u16); the usual gap between active days in hundredths of a
 day (u16); events
 in total (u32); the first signal's ``as_of`` in this episode (i64, 0 = none);
 the day of the last return from dormant/churned (i32, -1 = none); tenant and
-segment as length-prefixed UTF-8.
+segment as length-prefixed UTF-8. Blobs written before the stage and the
+flags were used (both zero then) read the same.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
     stage: int = 0
     first_signal_as_of_ms: int = 0
     returned_day: int = NO_DAY
+    negative_flags: int = 0
     tenant: str = ""
     segment: str = ""
 
@@ -65,15 +70,15 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
 
 
 def pack_state(state: UserState) -> bytes:
-    """The compact serialised form (≤ 128 bytes for short tenant/segment names)."""
+    """The compact serialised form: 120 bytes plus tenant and segment (≤ 128 while they total ≤ 8)."""
     ids = tuple(state.recent_ids[-ID_SLOTS:])
     ring = ids + (0,) * (ID_SLOTS - len(ids))
-    tenant = state.tenant.encode()[:255]
-    segment = state.segment.encode()[:255]
+    tenant = _label_bytes(state.tenant)
+    segment = _label_bytes(state.segment)
     fixed = _FIXED.pack(
         STATE_VERSION,
-        state.tier,
-        state.stage,
+        (state.tier & 0b11) | (state.stage & 0b111) << 2,
+        state.negative_flags & 0xFF,
         len(ids),
         state.first_seen_ms,
         state.last_seen_ms,
@@ -92,6 +97,14 @@ def pack_state(state: UserState) -> bytes:
     return b"".join((fixed, bytes((len(tenant),)), tenant, bytes((len(segment),)), segment))
 
 
+def _label_bytes(label: str) -> bytes:
+    """UTF-8 of a tenant/segment, cut to 255 bytes on a character boundary."""
+    raw = label.encode()
+    if len(raw) <= 255:
+        return raw
+    return raw[:255].decode(errors="ignore").encode()
+
+
 def unpack_state(blob: bytes) -> UserState:
     """Inverse of :func:`pack_state`; raises ``StateFormatError`` on a foreign blob."""
     if len(blob) < _FIXED.size + 2 or blob[0] != STATE_VERSION:
@@ -101,8 +114,8 @@ def unpack_state(blob: bytes) -> UserState:
         )
     (
         _version,
-        tier,
-        stage,
+        tier_stage,
+        negative_flags,
         id_count,
         first_seen_ms,
         last_seen_ms,
@@ -123,10 +136,14 @@ def unpack_state(blob: bytes) -> UserState:
     ) = _FIXED.unpack_from(blob)
     pos = _FIXED.size
     tenant_len = blob[pos]
-    tenant = blob[pos + 1 : pos + 1 + tenant_len].decode()
-    pos += 1 + tenant_len
-    segment_len = blob[pos]
-    segment = blob[pos + 1 : pos + 1 + segment_len].decode()
+    segment_at = pos + 1 + tenant_len
+    if segment_at >= len(blob) or segment_at + 1 + blob[segment_at] != len(blob):
+        raise StateFormatError(f"user state of {len(blob)} bytes has a bad length")
+    try:
+        tenant = blob[pos + 1 : segment_at].decode()
+        segment = blob[segment_at + 1 :].decode()
+    except UnicodeDecodeError as exc:
+        raise StateFormatError("user state has a tenant or segment that is not UTF-8") from exc
     return UserState(
         first_seen_ms=first_seen_ms,
         last_seen_ms=last_seen_ms,
@@ -139,10 +156,11 @@ def unpack_state(blob: bytes) -> UserState:
         streak_days=streak_days,
         usual_gap_centidays=usual_gap_centidays,
         events_total=events_total,
-        tier=tier,
-        stage=stage,
+        tier=tier_stage & 0b11,
+        stage=(tier_stage >> 2) & 0b111,
         first_signal_as_of_ms=first_signal_as_of_ms,
         returned_day=returned_day,
+        negative_flags=negative_flags,
         tenant=tenant,
         segment=segment,
     )

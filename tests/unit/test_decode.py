@@ -68,9 +68,9 @@ def decode(
     return decode_record(key, value, headers, partition, NOW_MS, 42, rules)
 
 
-def signed(record: Any, partition: int = HOME, signer: ControlSigner = SIGNER) -> tuple[
-    bytes, list[tuple[str, bytes]]
-]:
+def signed(
+    record: Any, partition: int = HOME, signer: ControlSigner = SIGNER
+) -> tuple[bytes, list[tuple[str, bytes]]]:
     return signer.sign(TOPIC, partition, record)
 
 
@@ -247,7 +247,7 @@ def test_every_listed_kid_verifies_during_rotation() -> None:
 def test_tick_signed_for_another_partition_fails() -> None:
     value, headers = signed(TICK, partition=AWAY)
     result = decode(value, key=None, headers=headers, partition=HOME)
-    assert result == Rejected("bad_signature", result.detail)  # type: ignore[union-attr]
+    assert isinstance(result, Rejected) and result.reason == "bad_signature"
 
 
 def test_tick_signed_for_another_topic_fails() -> None:
@@ -309,12 +309,6 @@ def test_lone_surrogate_escapes_are_not_json() -> None:
         assert isinstance(result, Rejected) and result.reason == "not_json"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="ControlSigner.verify passes a non-ASCII 'sig' to hmac.compare_digest, "
-    "which raises TypeError: decode_record raises instead of rejecting",
-)
 def test_non_ascii_signature_with_a_known_kid_is_bad_signature() -> None:
     value, headers = signed(TICK)
     obj = json.loads(value)
@@ -333,29 +327,38 @@ JSON_VALUES = st.recursive(
 )
 FIELD_VALUES = st.one_of(
     JSON_VALUES,
+    TEXT,
     st.sampled_from([USER, "$tick", "k1", "k9", "visit", "2023-11-14T22:13:20Z", "NaN"]),
     st.integers(NOW_MS - 10**12, NOW_MS + 10**8),
 )
-EVENT_LIKE = st.dictionaries(
-    st.sampled_from(
-        [
-            "event_id",
-            "user_id",
-            "type",
-            "ts",
-            "tenant",
-            "segment",
-            "props",
-            "kid",
-            "sig",
-            "wall_ms",
-            "events_seen_append_ms",
-            "issued_ms",
-        ]
-    ),
-    FIELD_VALUES,
+FIELDS = (
+    "event_id",
+    "user_id",
+    "type",
+    "ts",
+    "tenant",
+    "segment",
+    "props",
+    "kid",
+    "sig",
+    "wall_ms",
+    "events_seen_append_ms",
+    "issued_ms",
 )
-HEADERS = st.one_of(
+
+
+@st.composite
+def event_like(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid event with some fields replaced, added or dropped: reaches the late checks."""
+    obj = body()
+    obj.update(draw(st.dictionaries(st.sampled_from(FIELDS), FIELD_VALUES, max_size=3)))
+    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=2)):
+        obj.pop(name, None)
+    return obj
+
+
+EVENT_LIKE = event_like()
+HEADERS: st.SearchStrategy[list[tuple[str, bytes]] | None] = st.one_of(
     st.none(),
     st.just([]),
     st.lists(
@@ -405,7 +408,9 @@ def test_arbitrary_event_like_objects_never_raise(
 @FUZZ
 @given(
     record=st.one_of(
-        st.builds(Tick, wall_ms=st.integers(0, 2**53 - 1), events_seen_append_ms=st.integers(0, 2**53 - 1)),
+        st.builds(
+            Tick, wall_ms=st.integers(0, 2**53 - 1), events_seen_append_ms=st.integers(0, 2**53 - 1)
+        ),
         st.builds(Erase, user_id=st.text(max_size=10), issued_ms=st.integers(0, 2**53 - 1)),
     ),
     partition=st.integers(0, 7),

@@ -16,6 +16,7 @@ from streams.records import Signal
 from tables.due_index import DueIndex
 from tables.engine import DictStore, PartitionEngine
 from tables.groups import HOLDOUT, TREATMENT, group_of
+from tables.lifecycle import STAGE_ACTIVE
 from tables.model import (
     APPLIED,
     DUPLICATE_ID,
@@ -354,7 +355,8 @@ def test_clock_advance_costs_the_due_users_not_all_users() -> None:
     users = 2_000
     store = CountingStore()
     for i in range(users):
-        store.put(f"user-{i:05d}", UserState(T0 + i * DAY_MS, T0 + i * DAY_MS))
+        # Already past their ``new`` days, so only tiers fall due.
+        store.put(f"user-{i:05d}", UserState(T0 + i * DAY_MS, T0 + i * DAY_MS, stage=STAGE_ACTIVE))
     e = engine(store, high_ms=T0 + LATENESS_MS)  # restored: clock at T0
     assert e.rebuild_index(store.states.items()) == users
     assert store.gets == 0

@@ -45,9 +45,7 @@ CONFIG = ModelConfig(
     holdout_share=0.5,
 )
 
-PROPERTY = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- logs ------------------------------------------------------------------
@@ -146,9 +144,7 @@ def arrival(timeline: Timeline, delayed: bool) -> list[Record]:
 def number_offsets(items: Sequence[tuple[Moment, int]]) -> list[Record]:
     records: list[Record] = []
     for offset, (moment, append_ms) in enumerate(items):
-        records.append(
-            moment if isinstance(moment, Tick) else Delivery(moment, offset, append_ms)
-        )
+        records.append(moment if isinstance(moment, Tick) else Delivery(moment, offset, append_ms))
     return records
 
 
@@ -224,9 +220,7 @@ def user_times(events: Sequence[Event]) -> dict[str, list[int]]:
     return {user: sorted(set(ts)) for user, ts in times.items()}
 
 
-def certain_and_band(
-    events: Sequence[Event], final_clock_ms: int
-) -> tuple[set[str], set[str]]:
+def certain_and_band(events: Sequence[Event], final_clock_ms: int) -> tuple[set[str], set[str]]:
     """Signal ids every in-lateness order must emit, and those it may emit.
 
     A silence from ``s`` to the user's next event ``e`` earns tier k for sure
@@ -410,9 +404,7 @@ def producer_duplicates(draw: st.DrawFn) -> tuple[Timeline, list[Record], list[R
     timeline = draw(timelines())
     records = arrival(timeline, draw(st.booleans()))
     deliveries = {i: r for i, r in enumerate(records) if isinstance(r, Delivery)}
-    chosen = (
-        draw(st.lists(st.sampled_from(sorted(deliveries)), max_size=6)) if deliveries else []
-    )
+    chosen = draw(st.lists(st.sampled_from(sorted(deliveries)), max_size=6)) if deliveries else []
     copies_before: dict[int, list[Delivery]] = defaultdict(list)
     for original in chosen:
         user = deliveries[original].event.user_id

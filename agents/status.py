@@ -1,0 +1,276 @@
+"""The user-status writer: latest stage, tier, risk, episode, last_seen per user.
+
+It listens to ``TableStore.observers`` and writes ``engagement.user-status``
+(compacted, key = user id, partition = the user's input partition, so only
+the worker owning that partition writes a user's status):
+
+- a stage or tier change is sent at once;
+- other changes wait, coalesced per user (newest wins), for the next flush,
+  at most ``STATUS_FLUSH`` later;
+- everything pending is sent, and its delivery awaited, before each offset
+  commit (a committed offset never outruns the status it produced) and when
+  partitions are revoked (a worker never writes for a partition it no longer
+  owns);
+- an erasure drops the user's pending write and sends a tombstone.
+
+Every record goes through one FIFO (Faust's producer buffer, ``send_soon``),
+so per user the newest write is also the last one in the topic. To know
+whether stage or tier changed, the writer remembers the last written pair of
+the most recently written users (bounded); a user it has forgotten is
+written at once, which is never wrong, only less coalesced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final, NamedTuple
+
+import msgspec
+
+from agents.metrics import Metrics
+from streams.decode import partition_for
+from tables.clock import NEVER
+from tables.model import STAGES, ModelConfig, risk_at, stage_at
+from tables.state import TIER_NAMES, UserState
+
+log = logging.getLogger(__name__)
+
+STATUS_SCHEMA_VERSION: Final = 1
+REMEMBERED_USERS: Final = 200_000
+DELIVERY_TIMEOUT_S: Final = 60.0
+IMMEDIATE: Final = "immediate"
+COALESCED: Final = "coalesced"
+TOMBSTONE: Final = "tombstone"
+_STAGE_CODE: Final = {name: index for index, name in enumerate(STAGES)}
+
+
+class UserStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One user's status; ``as_of`` is the partition clock it was taken at."""
+
+    user_id: str
+    stage: str
+    tier: str | None
+    risk: float
+    episode: int
+    last_seen: int
+    as_of: int
+    tenant: str
+    segment: str
+    schema_version: int = STATUS_SCHEMA_VERSION
+
+
+# (key, value or None for a tombstone, partition) -> a future resolved on delivery
+Sender = Callable[[bytes, bytes | None, int], "asyncio.Future[Any]"]
+StateReader = Callable[[str], UserState | None]
+
+
+class _Pending(NamedTuple):
+    partition: int
+    state: UserState
+    clock_ms: int
+
+
+class _InFlight(NamedTuple):
+    user_id: str
+    partition: int
+    future: asyncio.Future[Any]
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def status_of(user_id: str, state: UserState, clock_ms: int, config: ModelConfig) -> UserStatus:
+    """The status record of a user as of ``clock_ms``."""
+    at_ms = max(clock_ms, state.last_seen_ms)
+    return UserStatus(
+        user_id=user_id,
+        stage=stage_at(state, at_ms, config),
+        tier=TIER_NAMES[state.tier] or None,
+        risk=round(risk_at(state, at_ms, config), 6),
+        episode=state.episode_ms,
+        last_seen=state.last_seen_ms,
+        as_of=at_ms,
+        tenant=state.tenant,
+        segment=state.segment,
+    )
+
+
+class StatusWriter:
+    """Coalesces status writes per user and sends them through ``send``."""
+
+    def __init__(
+        self,
+        send: Sender,
+        config: ModelConfig,
+        clock_of: Callable[[int], int],
+        read_state: StateReader,
+        metrics: Metrics,
+        *,
+        partitions: int,
+        remembered_users: int = REMEMBERED_USERS,
+        delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
+    ) -> None:
+        self._send = send
+        self._config = config
+        self._clock_of = clock_of
+        self._read_state = read_state
+        self._metrics = metrics
+        self._partitions = partitions
+        self._remembered_users = remembered_users
+        self._delivery_timeout_s = delivery_timeout_s
+        self._pending: dict[str, _Pending] = {}
+        self._written: OrderedDict[str, int] = OrderedDict()
+        self._in_flight: list[_InFlight] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -- the observer --------------------------------------------------
+    def observe(self, user_id: str, state: UserState | None) -> None:
+        """``TableStore`` observer: a user's state was written (``None``: deleted)."""
+        if state is None:
+            self._pending.pop(user_id, None)
+            self._written.pop(user_id, None)
+            partition = partition_for(user_id.encode(), self._partitions)
+            self._write(user_id, partition, None, TOMBSTONE)
+            self._metrics.status_pending.set(len(self._pending))
+            return
+        clock_ms = self._clock_of(state.partition)
+        stage = stage_at(state, max(clock_ms, state.last_seen_ms), self._config)
+        code = _STAGE_CODE[stage] * len(TIER_NAMES) + state.tier
+        if self._written.get(user_id) != code:
+            self._pending.pop(user_id, None)
+            self._send_status(user_id, state.partition, state, clock_ms, IMMEDIATE, code)
+        else:
+            self._pending[user_id] = _Pending(state.partition, state, clock_ms)
+        self._metrics.status_pending.set(len(self._pending))
+
+    # -- flushing ------------------------------------------------------
+    def send_pending(self, partitions: Iterable[int] | None = None) -> int:
+        """Send the coalesced writes (of ``partitions``, default all); returns how many."""
+        if partitions is None:
+            chosen = list(self._pending.items())
+            self._pending = {}
+        else:
+            wanted = set(partitions)
+            chosen = [(u, p) for u, p in self._pending.items() if p.partition in wanted]
+            for user_id, _ in chosen:
+                del self._pending[user_id]
+        for user_id, item in chosen:
+            self._send_status(user_id, item.partition, item.state, item.clock_ms, COALESCED)
+        self._metrics.status_pending.set(len(self._pending))
+        return len(chosen)
+
+    async def tick(self) -> None:
+        """The periodic flush (every ``STATUS_FLUSH``): send, do not wait."""
+        self.send_pending()
+        self._settle(done_only=True)
+
+    async def flush(self, partitions: Iterable[int] | None = None) -> bool:
+        """Send pending writes and wait until every write so far is delivered.
+
+        Returns False if a write failed or timed out; the affected users are
+        pending again (with their current state), so the caller must not
+        commit offsets this time.
+        """
+        wanted = None if partitions is None else set(partitions)
+        self.send_pending(wanted)
+        waiting = [
+            item.future for item in self._in_flight if wanted is None or item.partition in wanted
+        ]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self._delivery_timeout_s)
+        return self._settle(done_only=False, partitions=wanted)
+
+    def _settle(self, *, done_only: bool, partitions: set[int] | None = None) -> bool:
+        """Forget delivered writes; re-pend failed (or, unless ``done_only``, late) ones."""
+        ok = True
+        keep: list[_InFlight] = []
+        for item in self._in_flight:
+            chosen = partitions is None or item.partition in partitions
+            future = item.future
+            if not future.done():
+                if done_only or not chosen:
+                    keep.append(item)
+                    continue
+                ok = False  # still not delivered after the timeout: try again later
+                keep.append(item)
+                continue
+            if future.cancelled() or future.exception() is not None:
+                ok = False
+                self._retry(item)
+        self._in_flight = keep
+        return ok
+
+    def _retry(self, item: _InFlight) -> None:
+        self._written.pop(item.user_id, None)
+        if item.user_id in self._pending:
+            return
+        state = self._read_state(item.user_id)
+        if state is not None:  # None: erased meanwhile, its tombstone follows in order
+            self._pending[item.user_id] = _Pending(
+                item.partition, state, self._clock_of(item.partition)
+            )
+        log.warning("a user-status write failed; it will be sent again")
+
+    # -- sending -------------------------------------------------------
+    def _send_status(
+        self,
+        user_id: str,
+        partition: int,
+        state: UserState,
+        clock_ms: int,
+        kind: str,
+        code: int | None = None,
+    ) -> None:
+        status = status_of(user_id, state, clock_ms, self._config)
+        if code is None:
+            code = _STAGE_CODE[status.stage] * len(TIER_NAMES) + state.tier
+        self._write(user_id, partition, _encoder.encode(status), kind)
+        written = self._written
+        written[user_id] = code
+        written.move_to_end(user_id)
+        if len(written) > self._remembered_users:
+            written.popitem(last=False)
+
+    def _write(self, user_id: str, partition: int, value: bytes | None, kind: str) -> None:
+        future = self._send(user_id.encode(), value, partition)
+        self._in_flight.append(_InFlight(user_id, partition, future))
+        self._metrics.status_writes.labels(kind=kind).inc()
+
+
+def clock_reader(runtime: Any) -> Callable[[int], int]:
+    """The partition clock from the runtime's engines (``NEVER`` if none yet)."""
+
+    def clock_of(partition: int) -> int:
+        engine = runtime.engines.get(partition)
+        return NEVER if engine is None else int(engine.clock_ms)
+
+    return clock_of
+
+
+def flush_before_commit(consumer: Any, flush: Callable[[], Awaitable[bool]]) -> None:
+    """Make ``consumer`` send and confirm pending status writes before committing offsets.
+
+    Faust has no awaitable before-commit hook (the sensor's
+    ``on_commit_initiated`` is synchronous), so this wraps the consumer's
+    ``_commit_offsets`` (every commit path goes through it, also the one on
+    shutdown). If the writes are not confirmed the offsets are not committed
+    this time: the records are processed again after a crash, never skipped.
+    """
+    if getattr(consumer, "_engagement_status_hooked", False):
+        return
+    original = consumer._commit_offsets
+
+    async def commit_offsets(offsets: Any, start_new_transaction: bool = True) -> bool:
+        if not await flush():
+            log.warning("user-status writes not confirmed: offsets not committed this time")
+            return False
+        return bool(await original(offsets, start_new_transaction=start_new_transaction))
+
+    consumer._commit_offsets = commit_offsets
+    consumer._engagement_status_hooked = True

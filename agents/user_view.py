@@ -1,0 +1,54 @@
+"""What readers see of one user's state: the Redis hash and the HTTP answer.
+
+One derivation for both serving paths, from the packed state and the
+partition's event-time clock, through the model's own functions (stage,
+risk, thresholds), so Redis and ``GET /users/{id}`` always agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from tables.groups import group_of
+from tables.model import ModelConfig, risk_at, stage_at, thresholds_for
+from tables.state import TIER_CHURNED, TIER_NAMES, UserState
+
+NO_TIER: Final = "none"
+AT_RISK_STAGE: Final = "at_risk"
+
+UserFields = dict[str, str | int | float]
+
+
+def user_fields(user_id: str, state: UserState, clock_ms: int, config: ModelConfig) -> UserFields:
+    """The user's serving view as of ``clock_ms`` (never earlier than ``last_seen``).
+
+    Every field is always present, so writing the whole mapping replaces the
+    previous one exactly (idempotent, no stale fields).
+    """
+    at_ms = max(clock_ms, state.last_seen_ms)
+    tiers, source = thresholds_for(state, config)
+    next_tier = min(state.tier, TIER_CHURNED - 1)
+    return {
+        "stage": stage_at(state, at_ms, config),
+        "tier": TIER_NAMES[state.tier] or NO_TIER,
+        "risk": round(risk_at(state, at_ms, config), 6),
+        "as_of": at_ms,
+        "first_seen": state.first_seen_ms,
+        "last_seen": state.last_seen_ms,
+        "episode": state.episode_ms,
+        "inactive_ms": at_ms - state.last_seen_ms,
+        "next_threshold_ms": tiers[next_tier],
+        "threshold_source": source,
+        "tenant": state.tenant,
+        "segment": state.segment,
+        "group": group_of(user_id, config.holdout_salt, config.holdout_share),
+        "active_days": state.active_days,
+        "streak_days": state.streak_days,
+        "events_total": state.events_total,
+        "usual_gap_days": state.usual_gap_centidays / 100,
+    }
+
+
+def is_at_risk(fields: UserFields) -> bool:
+    """Members of the at-risk sorted set: users whose stage is ``at_risk`` now."""
+    return fields["stage"] == AT_RISK_STAGE

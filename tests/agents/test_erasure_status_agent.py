@@ -1,0 +1,276 @@
+"""Erasure and the user-status writer inside the ingest agent (Faust test_context)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agents.status import UserStatus
+from agents.worker import Worker, build_worker
+from streams.decode import partition_for
+from streams.records import Erase, Signal
+from streams.settings import load_settings
+from tables.erasure import erased_hash
+from tables.state import unpack_state
+
+PARTITIONS = 2
+_signal = msgspec.json.Decoder(Signal)
+_status = msgspec.json.Decoder(UserStatus)
+
+
+class Harness:
+    def __init__(self, worker: Worker, ctx: Any) -> None:
+        self.worker = worker
+        self.ctx = ctx
+        self.signals: list[Signal] = []
+        self.status: list[tuple[bytes, bytes | None, int]] = []
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.worker.metrics.registry
+
+    def sample(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+    async def event(self, user: str, event_id: str, ts_ms: int) -> None:
+        value = json.dumps({"event_id": event_id, "user_id": user, "type": "login", "ts": ts_ms})
+        await self.ctx.put(
+            value.encode(),
+            key=user.encode(),
+            partition=partition_for(user.encode(), PARTITIONS),
+            timestamp=ts_ms / 1000,
+        )
+
+    async def control(self, record: Any, partition: int, append_ms: int) -> None:
+        signer = self.worker.runtime.signer
+        assert signer is not None
+        value, headers = signer.sign(self.worker.engine_app.settings.topic_events, partition, record)
+        await self.ctx.put(
+            value, key=None, partition=partition, timestamp=append_ms / 1000, headers=headers
+        )
+
+    async def erase(self, user: str, issued_ms: int, append_ms: int | None = None) -> None:
+        partition = partition_for(user.encode(), PARTITIONS)
+        record = Erase(user_id=user, issued_ms=issued_ms)
+        await self.control(record, partition, issued_ms if append_ms is None else append_ms)
+
+    async def tick(self, partition: int, wall_ms: int, events_seen_ms: int) -> None:
+        self.worker.runtime.events_seen_append_ms = events_seen_ms
+        value, headers = self.worker.runtime.tick_record(partition, wall_ms)
+        await self.ctx.put(
+            value, key=None, partition=partition, timestamp=wall_ms / 1000, headers=headers
+        )
+
+    def state(self, user: str) -> Any:
+        blob = self.worker.engine_app.users.get(user.encode())
+        return None if blob is None else unpack_state(blob)
+
+    def statuses(self, user: str) -> list[UserStatus | None]:
+        return [
+            None if value is None else _status.decode(value)
+            for key, value, _p in self.status
+            if key == user.encode()
+        ]
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    settings = load_settings(
+        partitions=PARTITIONS,
+        at_risk_ms="3s",
+        dormant_ms="6s",
+        churned_ms="9s",
+        lateness_ms="500ms",
+        day_ms="1s",
+        stall_guard_ms="1h",
+        erasure_suppress_ms="20s",
+    ).with_generated_secrets()
+    worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
+    app = worker.app
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    async with worker.ingest.test_context() as ctx:
+        h = Harness(worker, ctx)
+
+        async def capture_signal(*, key: bytes, value: bytes, **_: Any) -> None:
+            h.signals.append(_signal.decode(value))
+
+        def capture_status(
+            *, key: bytes, value: bytes | None, partition: int, **_: Any
+        ) -> asyncio.Future[Any]:
+            h.status.append((key, value, partition))
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+
+        worker.engine_app.signals.send = capture_signal
+        worker.engine_app.status.send_soon = capture_status
+        yield h
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def test_erasure_removes_state_and_due_entry_and_keeps_only_a_hash(
+    harness: Harness,
+) -> None:
+    t0 = now_ms()
+    await harness.event("alice", "a1", t0)
+    await harness.event("bob", "b1", t0)
+    assert harness.state("alice") is not None
+    partition = partition_for(b"alice", PARTITIONS)
+    await harness.erase("alice", t0 + 10)
+    assert harness.state("alice") is None
+    engine = harness.worker.runtime.engines[partition]
+    assert "alice" not in {u for users in engine.index._buckets.values() for u in users}
+    keys = [key.decode() for key in harness.worker.engine_app.erased.keys()]
+    salt = harness.worker.engine_app.settings.erasure_salt
+    assert salt is not None
+    digest = erased_hash(salt.get_secret_value().encode(), "alice")
+    assert keys == [f"{partition}:{digest}"]
+    assert all("alice" not in key for key in keys)
+    assert harness.sample("engagement_erasures_total", outcome="applied") == 1
+    # a tick past alice's due time emits nothing for her
+    await harness.tick(partition, t0 + 4_000, t0)
+    assert all(s.user_id != "alice" for s in harness.signals)
+
+
+async def test_late_events_of_an_erased_user_are_dropped_and_counted(harness: Harness) -> None:
+    t0 = now_ms()
+    await harness.event("carol", "c1", t0)
+    await harness.erase("carol", t0 + 10)
+    await harness.event("carol", "c2", t0 + 20)
+    await harness.event("carol", "c3", t0 + 30)
+    assert harness.state("carol") is None
+    assert harness.sample("engagement_events_total", type="other", outcome="suppressed") == 2
+    assert harness.sample("engagement_dlq_total") == 0
+
+
+async def test_after_the_window_the_user_starts_as_new(harness: Harness) -> None:
+    t0 = now_ms()
+    await harness.event("dave", "d1", t0)
+    await harness.erase("dave", t0)
+    partition = partition_for(b"dave", PARTITIONS)
+    # window 20 s on the clock; a tick moves the clock past it and expires the entry
+    await harness.tick(partition, t0 + 21_000, t0 + 21_000)
+    assert len(harness.worker.engine_app.erased) == 0
+    await harness.event("dave", "d2", t0 + 21_500)
+    state = harness.state("dave")
+    assert state is not None and state.events_total == 1
+
+
+async def test_a_stale_erase_request_is_ignored(harness: Harness) -> None:
+    t0 = now_ms()
+    await harness.event("erin", "e1", t0)
+    await harness.erase("erin", t0 - 2 * 3_600_000, append_ms=t0)
+    assert harness.state("erin") is not None
+    assert harness.sample("engagement_erasures_total", outcome="stale") == 1
+
+
+async def test_erasure_writes_a_status_tombstone_and_drops_the_pending_write(
+    harness: Harness,
+) -> None:
+    t0 = now_ms()
+    await harness.event("fay", "f1", t0)
+    await harness.event("fay", "f2", t0 + 10)  # coalesced: same stage and tier
+    assert harness.worker.status is not None
+    assert harness.worker.status.pending == 1
+    await harness.erase("fay", t0 + 20)
+    assert harness.worker.status.pending == 0
+    statuses = harness.statuses("fay")
+    assert statuses[-1] is None  # the tombstone is the last write
+    assert [s.last_seen for s in statuses if s is not None] == [t0]
+    await harness.worker.status.flush()
+    assert harness.statuses("fay")[-1] is None
+
+
+async def test_status_tier_changes_are_written_at_once_others_coalesced(
+    harness: Harness,
+) -> None:
+    t0 = now_ms()
+    partition = partition_for(b"gus", PARTITIONS)
+    await harness.event("gus", "g1", t0)
+    first = harness.statuses("gus")
+    assert len(first) == 1 and first[0] is not None
+    assert first[0].stage == "new" and first[0].tier is None
+    for n in range(2, 6):
+        await harness.event("gus", f"g{n}", t0 + n)
+    assert len(harness.statuses("gus")) == 1  # coalesced, waiting for the flush
+    await harness.tick(partition, t0 + 4_000, t0)  # at_risk: a tier change
+    statuses = harness.statuses("gus")
+    assert len(statuses) == 2
+    latest = statuses[-1]
+    assert latest is not None and latest.tier == "at_risk" and latest.stage == "at_risk"
+    assert latest.last_seen == t0 + 5 and latest.episode == t0 + 5
+    assert 0.0 <= latest.risk <= 1.0
+    # every record goes to the user's own input partition
+    assert {p for key, _v, p in harness.status if key == b"gus"} == {partition}
+    await harness.worker.status.flush() if harness.worker.status else None
+    assert len(harness.statuses("gus")) == 2  # nothing was left pending
+
+
+async def test_flush_sends_the_newest_coalesced_state(harness: Harness) -> None:
+    t0 = now_ms()
+    await harness.event("hal", "h1", t0)
+    await harness.event("hal", "h2", t0 + 100)
+    await harness.event("hal", "h3", t0 + 200)
+    status = harness.worker.status
+    assert status is not None
+    assert await status.flush()
+    statuses = harness.statuses("hal")
+    assert [s.last_seen for s in statuses if s is not None] == [t0, t0 + 200]
+    assert harness.sample("engagement_status_writes_total", kind="coalesced") == 1
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.committed: list[Any] = []
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        self.committed.append(offsets)
+        return True
+
+
+async def test_offsets_are_committed_only_after_status_writes_are_confirmed(
+    harness: Harness,
+) -> None:
+    from agents.status import flush_before_commit
+
+    status = harness.worker.status
+    assert status is not None
+    consumer = FakeConsumer()
+    flush_before_commit(consumer, status.flush)
+    flush_before_commit(consumer, status.flush)  # idempotent
+    loop = asyncio.get_running_loop()
+    failing: list[asyncio.Future[Any]] = []
+
+    def flaky_send(*, key: bytes, value: bytes | None, partition: int, **_: Any) -> Any:
+        future: asyncio.Future[Any] = loop.create_future()
+        if failing is not None and len(failing) == 0:
+            future.set_exception(RuntimeError("broker unavailable"))
+            failing.append(future)
+        else:
+            future.set_result(None)
+        harness.status.append((key, value, partition))
+        return future
+
+    harness.worker.engine_app.status.send_soon = flaky_send
+    t0 = now_ms()
+    await harness.event("ivy", "i1", t0)  # immediate write: fails
+    assert not await consumer._commit_offsets({"tp": 1})
+    assert consumer.committed == []
+    assert status.pending == 1  # re-pended with the current state
+    assert await consumer._commit_offsets({"tp": 2})
+    assert consumer.committed == [{"tp": 2}]
+    assert status.pending == 0
+    last = harness.statuses("ivy")[-1]
+    assert last is not None and last.last_seen == t0

@@ -1,0 +1,233 @@
+"""Settings from ENGAGEMENT_* variables: durations, validation, secrets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from streams.settings import Settings, load_settings
+from tables.durations import format_duration_ms, parse_duration_ms
+from tables.errors import BadDurationError, ConfigurationError
+
+DAY_MS = 86_400_000
+SECRETS = {
+    "ENGAGEMENT_HOLDOUT_SALT": "holdout-salt-3f9a",
+    "ENGAGEMENT_ERASURE_SALT": "erasure-salt-77c1",
+    "ENGAGEMENT_CLOCK_KEYS": "k1:clock-secret-one,k2:clock-secret-two",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ENGAGEMENT_* (nor a bare field name) leaks in from the developer's shell."""
+    fields = {name.lower() for name in Settings.model_fields}
+    for name in list(os.environ):
+        if name.startswith("ENGAGEMENT_") or name.lower() in fields:
+            monkeypatch.delenv(name)
+
+
+def with_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_defaults_follow_the_contracts() -> None:
+    settings = load_settings()
+    assert settings.tier_thresholds_ms == (7 * DAY_MS, 14 * DAY_MS, 30 * DAY_MS)
+    assert settings.lateness_ms == 10 * 60_000
+    assert settings.tick_interval_ms == 5_000
+    assert settings.stall_guard_ms == 15 * 60_000
+    assert settings.max_future_ms == 3_600_000
+    assert settings.day_ms == DAY_MS
+    assert settings.dedup_ids == 4
+    assert settings.max_event_bytes == 65_536
+    assert settings.holdout_share == 0.1
+    assert settings.partitions == 8
+    assert settings.topic_events == "engagement.events"
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "field", "ms"),
+    [
+        ("ENGAGEMENT_AT_RISK", "5d", "at_risk_ms", 5 * DAY_MS),
+        ("ENGAGEMENT_LATENESS", "15m", "lateness_ms", 15 * 60_000),
+        ("ENGAGEMENT_TICK_INTERVAL", "500ms", "tick_interval_ms", 500),
+        ("ENGAGEMENT_STALL_GUARD", "90000", "stall_guard_ms", 90_000),
+        ("ENGAGEMENT_STALL_GUARD", "0", "stall_guard_ms", 0),
+        ("ENGAGEMENT_MAX_FUTURE", "36h", "max_future_ms", 36 * 3_600_000),
+        ("ENGAGEMENT_CHURNED", "6w", "churned_ms", 42 * DAY_MS),
+        ("ENGAGEMENT_STATUS_FLUSH", "10s", "status_flush_ms", 10_000),
+        ("ENGAGEMENT_DAY_MS", "1000", "day_ms", 1_000),
+    ],
+)
+def test_durations_are_parsed_to_milliseconds(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str, field: str, ms: int
+) -> None:
+    monkeypatch.setenv(variable, text)
+    assert getattr(load_settings(), field) == ms
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("7d", 7 * DAY_MS),
+        ("15m", 900_000),
+        ("500ms", 500),
+        ("2w", 14 * DAY_MS),
+        ("1.5s", 1_500),
+        ("42", 42),
+        (42, 42),
+        (" 10s ", 10_000),
+    ],
+)
+def test_parse_duration(text: str | int, ms: int) -> None:
+    assert parse_duration_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "7x", "-5", "d", "7 days", "1e3", True, -1])
+def test_parse_duration_refuses_nonsense(text: str | int) -> None:
+    with pytest.raises(BadDurationError):
+        parse_duration_ms(text)
+
+
+@pytest.mark.parametrize("ms", [1, 500, 1_000, 90_000, 36 * 3_600_000, 7 * DAY_MS, 1_234_567])
+def test_format_duration_round_trips(ms: int) -> None:
+    assert parse_duration_ms(format_duration_ms(ms)) == ms
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ENGAGEMENT_AT_RISK", "7x"),
+        ("ENGAGEMENT_LATENESS", "-5m"),
+        ("ENGAGEMENT_STALL_GUARD", "soon"),
+        ("ENGAGEMENT_DAY_MS", "0"),
+        ("ENGAGEMENT_TICK_INTERVAL", "0ms"),
+        ("ENGAGEMENT_PARTITIONS", "zero"),
+        ("ENGAGEMENT_PARTITIONS", "0"),
+        ("ENGAGEMENT_HOLDOUT_SHARE", "1.5"),
+        ("ENGAGEMENT_DEDUP_IDS", "5"),
+        ("ENGAGEMENT_MAX_EVENT_BYTES", "10"),
+        ("ENGAGEMENT_WEB_PORT", "70000"),
+    ],
+)
+def test_invalid_value_raises_configuration_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert variable in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ENGAGEMENT_AT_RISK": "14d"},  # equal to dormant
+        {"ENGAGEMENT_DORMANT": "40d"},  # above churned
+        {"ENGAGEMENT_AT_RISK": "3d", "ENGAGEMENT_DORMANT": "2d", "ENGAGEMENT_CHURNED": "9d"},
+    ],
+)
+def test_thresholds_must_grow(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert "ENGAGEMENT_AT_RISK" in str(raised.value)
+
+
+def test_threshold_min_must_not_exceed_max(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGAGEMENT_THRESHOLD_MIN", "91d")
+    with pytest.raises(ConfigurationError, match="ENGAGEMENT_THRESHOLD_MIN"):
+        load_settings()
+
+
+def test_event_types_are_a_comma_separated_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGAGEMENT_EVENT_TYPES", "visit, purchase,,login ")
+    assert load_settings().event_types == ("visit", "purchase", "login")
+
+
+def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGAGEMENT_LATENESS", "10m")
+    assert load_settings(lateness_ms="500ms").lateness_ms == 500
+
+
+def test_settings_are_frozen() -> None:
+    settings = load_settings()
+    with pytest.raises(ValidationError):
+        settings.partitions = 3
+    assert settings.model_copy(update={"partitions": 3}).partitions == 3
+
+
+def test_require_secrets_refuses_missing_salts_and_keys() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings().require_secrets()
+    for name in SECRETS:
+        assert name in str(raised.value)
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_require_secrets_refuses_each_missing_secret(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    with_secrets(monkeypatch)
+    monkeypatch.setenv(missing, "")
+    with pytest.raises(ConfigurationError, match=missing):
+        load_settings().require_secrets()
+
+
+def test_require_secrets_accepts_a_complete_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_secrets(monkeypatch)
+    settings = load_settings()
+    settings.require_secrets()
+    assert settings.signing_kid == "k1"  # the first key listed
+    assert settings.clock_key_map() == {"k1": b"clock-secret-one", "k2": b"clock-secret-two"}
+
+
+def test_signing_kid_must_have_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_secrets(monkeypatch)
+    monkeypatch.setenv("ENGAGEMENT_CLOCK_SIGNING_KID", "k3")
+    with pytest.raises(ConfigurationError, match="ENGAGEMENT_CLOCK_SIGNING_KID"):
+        load_settings().require_secrets()
+    monkeypatch.setenv("ENGAGEMENT_CLOCK_SIGNING_KID", "k2")
+    assert load_settings().signing_kid == "k2"
+
+
+def test_malformed_clock_keys_are_refused_without_echoing_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with_secrets(monkeypatch)
+    monkeypatch.setenv("ENGAGEMENT_CLOCK_KEYS", "k1:clock-secret-one,clock-secret-two")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings().require_secrets()
+    assert "ENGAGEMENT_CLOCK_KEYS" in str(raised.value)
+    assert "clock-secret" not in str(raised.value)
+
+
+def test_secrets_do_not_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_secrets(monkeypatch)
+    monkeypatch.setenv("ENGAGEMENT_API_TOKEN", "api-token-9b2e")
+    monkeypatch.setenv("ENGAGEMENT_KAFKA_SASL_PASSWORD", "sasl-password-0d4c")
+    settings = load_settings()
+    shown = repr(settings) + str(settings) + settings.model_dump_json()
+    secrets = [*SECRETS.values(), "clock-secret-one", "api-token-9b2e", "sasl-password-0d4c"]
+    for secret in secrets:
+        assert secret not in shown
+
+
+def test_generated_secrets_satisfy_require_secrets() -> None:
+    settings = load_settings().with_generated_secrets()
+    settings.require_secrets()
+    assert settings.signing_kid == "k1"
+
+
+def test_only_engagement_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("PARTITIONS", "3")
+    monkeypatch.setenv("BROKER", "kafka://elsewhere:9092")
+    settings = load_settings()
+    assert settings.log_level == "INFO"
+    assert settings.partitions == 8
+    assert settings.broker == "kafka://127.0.0.1:9092"
