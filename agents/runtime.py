@@ -182,7 +182,8 @@ class Runtime:
             elif outcome.created:
                 self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
             await self._emit(outcome.emissions)
-            if append_ms > self._persisted_seen_ms.get(partition, 0) + self.settings.tick_interval_ms:
+            persisted_ms = self._persisted_seen_ms.get(partition, 0)
+            if append_ms > persisted_ms + self.settings.tick_interval_ms:
                 # Keep the restart value of events_seen within a tick of the truth, so a
                 # worker restarted on a quiet topic does not hold every clock (stall guard).
                 self._persist_clock(partition, engine)

@@ -70,7 +70,7 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
 
 
 def pack_state(state: UserState) -> bytes:
-    """The compact serialised form: 120 bytes plus tenant and segment (≤ 128 while they total ≤ 8)."""
+    """The compact form: 120 bytes + tenant + segment (≤ 128 while they total ≤ 8)."""
     ids = tuple(state.recent_ids[-ID_SLOTS:])
     ring = ids + (0,) * (ID_SLOTS - len(ids))
     tenant = _label_bytes(state.tenant)
