@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -76,7 +77,20 @@ def demo(duration: float | None, broker: str, users: int) -> None:
 @click.option("--horizon", required=True, help="Duration, e.g. 30d.")
 @click.option("--scores", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--signals", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def replay(events: Path, as_of: str, horizon: str, scores: Path, signals: Path | None) -> None:
+@click.option(
+    "--lifecycle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the lifecycle transitions (JSON Lines).",
+)
+def replay(
+    events: Path,
+    as_of: str,
+    horizon: str,
+    scores: Path,
+    signals: Path | None,
+    lifecycle: Path | None,
+) -> None:
     """Replay a JSON Lines history through the model; write scores (and signals)."""
     from agents.replay import replay as run_replay
     from agents.runtime import model_config
@@ -89,12 +103,13 @@ def replay(events: Path, as_of: str, horizon: str, scores: Path, signals: Path |
     settings = _settings()
     config = model_config(settings)
     config = msgspec.structs.replace(config, horizon_ms=horizon_ms)
-    with scores.open("w", newline="") as scores_out:
-        if signals is None:
-            stats = run_replay(events, as_of_ms, config, scores_out)
-        else:
-            with signals.open("wb") as signals_out:
-                stats = run_replay(events, as_of_ms, config, scores_out, signals_out)
+    with contextlib.ExitStack() as files:
+        scores_out = files.enter_context(scores.open("w", newline=""))
+        signals_out = None if signals is None else files.enter_context(signals.open("wb"))
+        lifecycle_out = None if lifecycle is None else files.enter_context(lifecycle.open("wb"))
+        stats = run_replay(
+            events, as_of_ms, config, scores_out, signals_out, lifecycle_out=lifecycle_out
+        )
     click.echo(
         json.dumps(
             {
@@ -135,6 +150,148 @@ def erase(user_id: str) -> None:
     except EngagementError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo("erasure request written")
+
+
+@main.command("redis-sync")
+def redis_sync() -> None:
+    """Rebuild the Redis mirror from the tables' changelogs (best with workers stopped)."""
+    from aiokafka.errors import KafkaError
+
+    from agents.redis_mirror import REDIS_FAILURES
+    from agents.redis_sync import redis_sync as run_sync
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    try:
+        stats = asyncio.run(run_sync(settings, progress=lambda text: click.echo(text, err=True)))
+    except EngagementError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (*REDIS_FAILURES, KafkaError) as exc:
+        # Only the type: the message may carry the Redis URL with its password.
+        raise click.ClickException(f"redis-sync failed: {type(exc).__name__}") from exc
+    click.echo(json.dumps(msgspec.to_builtins(stats)))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--quick", is_flag=True, help="About a minute: 100k events over 10k users.")
+@click.option("--broker", type=click.Choice(["embedded", "kafka"]), default="embedded")
+def bench(as_json: bool, quick: bool, broker: str) -> None:
+    """Measure the event path in one run (ceiling, worker, naive Faust, replay, ...)."""
+    from agents.bench import main as run_bench
+
+    configure_logging("ERROR")
+    sys.exit(run_bench(broker, quick, as_json))
+
+
+@main.command()
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--cutoff", required=True, help="Fit on events up to this time (RFC 3339 or ms).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("risk-params.json"),
+    show_default=True,
+    help="Parameters file for ENGAGEMENT_RISK_PARAMS.",
+)
+def fit(events: Path, cutoff: str, out: Path) -> None:
+    """Fit the risk model's population parameters (MBG/NBD) from a history."""
+    from agents.fit import fit_history, params_document, write_params
+    from agents.runtime import model_config
+
+    try:
+        cutoff_ms = parse_instant_ms(cutoff)
+    except EngagementError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cutoff") from exc
+    try:
+        result = fit_history(events, cutoff_ms, model_config(_settings()))
+    except EngagementError as exc:
+        raise click.ClickException(str(exc)) from exc
+    write_params(out, result)
+    click.echo(json.dumps({"params": str(out), **params_document(result)}))
+
+
+@main.command()
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--cutoff", required=True, help="Split time (RFC 3339 or epoch ms).")
+@click.option("--horizon", required=True, help="Inactive means no event within this, e.g. 30d.")
+@click.option(
+    "--params",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Risk parameters (default: fitted on the events before the cutoff).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("reliability.png"),
+    show_default=True,
+)
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def evaluate(
+    events: Path, cutoff: str, horizon: str, params: Path | None, plot: Path, json_out: Path | None
+) -> None:
+    """Score users as of the cutoff and compare with who was really inactive afterwards."""
+    from agents.evaluate import evaluate as run_evaluate
+    from agents.evaluate import plot_reliability, summary_lines
+    from agents.fit import load_params
+    from agents.runtime import model_config
+
+    try:
+        cutoff_ms = parse_instant_ms(cutoff)
+        horizon_ms = parse_duration_ms(horizon)
+    except EngagementError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    settings = _settings()
+    try:
+        risk = None if params is None else load_params(params, settings.day_ms)
+        result = run_evaluate(events, cutoff_ms, horizon_ms, model_config(settings), risk)
+    except EngagementError as exc:
+        raise click.ClickException(str(exc)) from exc
+    plot_reliability(result, plot)
+    document = json.dumps(result.report, indent=2, sort_keys=True)
+    if json_out is not None:
+        json_out.write_text(document + "\n")
+    for line in summary_lines(result.report):
+        click.echo(line, err=True)
+    click.echo(f"reliability plot: {plot}", err=True)
+    click.echo(document)
+
+
+@main.command()
+@click.argument("signals", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--lifecycle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--window", default="30d", show_default=True, help="Return counted within this.")
+@click.option("--as-of", "as_of", default=None, help="End of observation (default: newest).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("report"),
+    show_default=True,
+)
+def report(
+    signals: Path, lifecycle: Path | None, window: str, as_of: str | None, out: Path
+) -> None:
+    """Reactivation per group and tier, uplift with intervals, charts (PNG + HTML)."""
+    from agents.report import write_report
+
+    try:
+        window_ms = parse_duration_ms(window)
+        as_of_ms = None if as_of is None else parse_instant_ms(as_of)
+    except EngagementError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    settings = _settings()
+    result = write_report(signals, out, window_ms, as_of_ms, lifecycle, settings.day_ms)
+    click.echo(
+        json.dumps(
+            {
+                "groups": result["groups"],
+                "uplift": result["uplift"],
+                "eligible_episodes": result["eligible_episodes"],
+                "files": result["files"],
+            }
+        )
+    )
 
 
 def _register_simulate() -> None:

@@ -1,0 +1,494 @@
+"""``engagement bench``: every figure of the event path in ONE run, same broker, same data.
+
+Figures: the raw aiokafka ceiling, the worker end to end and its ratio to the
+ceiling, a naive Faust agent (one table write per event), offline replay,
+state bytes per user (serialised and resident), the cost of a clock tick with
+none and with 10k users due among 1M, signal latency after due + lateness,
+and pipelined Redis writes. It measures; it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from agents.services import EmbeddedBroker, KafkaBroker, RedisServer
+from agents.worker_process import WorkerProcess
+from streams.decode import id_hash, partition_for
+from streams.records import Signal
+from streams.settings import load_settings
+from streams.topics import ensure_topics
+from tables.engine import DictStore, PartitionEngine
+from tables.model import ModelConfig, ModelEvent
+from tables.state import UserState, pack_state
+from tables.thresholds import ThresholdPolicy
+
+DAY_MS = 86_400_000
+PARTITIONS = 8
+
+
+class BenchSize(msgspec.Struct, frozen=True):
+    events: int
+    users: int
+    tick_users: int
+    tick_due: int
+    latency_users: int
+
+
+FULL = BenchSize(
+    events=1_000_000, users=100_000, tick_users=1_000_000, tick_due=10_000, latency_users=2_000
+)
+QUICK = BenchSize(
+    events=100_000, users=10_000, tick_users=100_000, tick_due=10_000, latency_users=500
+)
+
+
+def _say(text: str) -> None:
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def make_events(size: BenchSize, start_ms: int) -> list[tuple[bytes, bytes, int]]:
+    """``(key, value, partition)`` of ~150-byte events spread over the users."""
+    out = []
+    step_ms = max(1, (60_000 * 60) // size.events)
+    for n in range(size.events):
+        user = f"u{(n * 7919) % size.users:07d}"
+        key = user.encode()
+        value = (
+            f'{{"event_id":"e{n:09d}","user_id":"{user}","type":"view",'
+            f'"ts":{start_ms + n * step_ms},"tenant":"acme","props":{{"page":"p{n % 50}"}}}}'
+        ).encode()
+        out.append((key, value, partition_for(key, PARTITIONS)))
+    return out
+
+
+async def produce_fast(
+    bootstrap: str, topic: str, records: list[tuple[bytes, bytes, int]]
+) -> float:
+    """Produce with ``send_batch`` per partition; returns events/s."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        batches: dict[int, Any] = {}
+        pending = []
+        for key, value, partition in records:
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = batches[partition] = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        for partition, batch in batches.items():
+            pending.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return len(records) / (time.perf_counter() - started)
+
+
+async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
+    """Raw aiokafka getmany + msgspec decode + a trivial per-user update."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    decoder = msgspec.json.Decoder()
+    last_seen: dict[str, int] = {}
+    seen = 0
+    started = 0.0
+    idle_since = time.monotonic()
+    try:
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if batches:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > 30:
+                raise RuntimeError(f"ceiling: only {seen} of {expected} events arrived")
+            if not started and batches:
+                started = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    event = decoder.decode(record.value)
+                    user = event["user_id"]
+                    if event["ts"] > last_seen.get(user, 0):
+                        last_seen[user] = event["ts"]
+                    seen += 1
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def _metric(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def worker_rate(
+    broker_url: str, run_dir: Path, topics: dict[str, str], expected: int, extra_env: dict[str, str]
+) -> tuple[float, WorkerProcess]:
+    """Start a worker on a pre-filled topic; events/s from first to last event applied."""
+    env = {
+        "ENGAGEMENT_BROKER": broker_url,
+        "ENGAGEMENT_PARTITIONS": str(PARTITIONS),
+        "ENGAGEMENT_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+        "ENGAGEMENT_HOLDOUT_SALT": uuid.uuid4().hex,
+        "ENGAGEMENT_ERASURE_SALT": uuid.uuid4().hex,
+        "ENGAGEMENT_CLOCK_KEYS": f"k1:{uuid.uuid4().hex}",
+        "ENGAGEMENT_WEB_PORT": str(_free_port()),
+        "ENGAGEMENT_DATA_DIR": str(run_dir / "worker-data"),
+        "ENGAGEMENT_SESSION_TIMEOUT": "6s",
+        "ENGAGEMENT_LOG_LEVEL": "WARNING",
+        "ENGAGEMENT_MAX_FUTURE": "3650d",
+        **topics,
+        **extra_env,
+    }
+    process = WorkerProcess(env, run_dir / f"worker-{env['ENGAGEMENT_APP_ID']}.log")
+    process.start()
+    await process.wait_ready(180)
+    first = last = 0.0
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            count = _metric(
+                await asyncio.to_thread(process.metrics_text), "engagement_events_total{"
+            )
+            now = time.monotonic()
+            if count > 0 and not first:
+                first = now
+            if count >= expected:
+                last = now
+                break
+        await asyncio.sleep(0.1)
+    if not last:
+        raise RuntimeError(f"worker did not apply {expected} events; see {process.log_path}")
+    # the first poll that saw events is up to one poll late: count from the first poll
+    return expected / max(last - first, 1e-6), process
+
+
+async def naive_faust_rate(broker_url: str, topic: str, expected: int) -> float:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agents.bench_naive",
+        broker_url,
+        topic,
+        str(expected),
+        f"naive-{uuid.uuid4().hex[:8]}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=3600)
+        figures = json.loads(line)
+        return float(figures["events"] / (figures["last_s"] - figures["first_s"]))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        await proc.wait()
+
+
+def replay_rate(
+    records: list[tuple[bytes, bytes, int]], config: ModelConfig, as_of_ms: int
+) -> tuple[float, DictStore]:
+    from agents.replay import replay
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        with path.open("wb") as handle:
+            for _key, value, _partition in records:
+                handle.write(value + b"\n")
+        started = time.perf_counter()
+        with open(os.devnull, "w") as scores:
+            replay(path, as_of_ms, config, scores, progress=False)
+        elapsed = time.perf_counter() - started
+    # the states for the size figures: the same model, in memory
+    store = DictStore()
+    engine = PartitionEngine(0, config, store)
+    decoder = msgspec.json.Decoder()
+    for _key, value, _partition in records:
+        event = decoder.decode(value)
+        engine.on_event(
+            ModelEvent(
+                event["user_id"],
+                id_hash(event["event_id"]),
+                event["type"],
+                event["ts"],
+                event["ts"],
+                tenant=event.get("tenant"),
+            )
+        )
+    return len(records) / elapsed, store
+
+
+def state_sizes(store: DictStore) -> tuple[float, float]:
+    """Serialised bytes per user, and resident bytes per user in a memory-store-like dict."""
+    states = list(store.states.items())
+    serialised = statistics.fmean(len(pack_state(state)) for _user, state in states)
+    gc.collect()
+    before = _rss_bytes()
+    held = {user.encode(): pack_state(state) for user, state in states}
+    gc.collect()
+    resident = (_rss_bytes() - before) / len(held)
+    del held
+    return serialised, resident
+
+
+def tick_costs(config: ModelConfig, users: int, due: int) -> tuple[float, float]:
+    """ms of one clock advance with none due, and with ``due`` users due, among ``users``."""
+    store = DictStore()
+    base = 1_700_000_000_000
+    far = UserState(first_seen_ms=base, last_seen_ms=base + 30 * DAY_MS, active_days=3)
+    near = UserState(first_seen_ms=base, last_seen_ms=base, active_days=3)
+    for n in range(users):
+        store.states[f"u{n}"] = near if n < due else far
+    engine = PartitionEngine(0, config, store)
+    engine.rebuild_index(store.states.items())
+    engine.high_ms = base + config.lateness_ms
+    samples = []
+    for step in range(20):
+        started = time.perf_counter()
+        engine.observe(base + config.lateness_ms + 1 + step)
+        samples.append(time.perf_counter() - started)
+    none_due_ms = statistics.median(samples) * 1000
+    started = time.perf_counter()
+    emitted = engine.observe(base + config.policy.defaults_ms[0] + config.lateness_ms + 1)
+    due_ms = (time.perf_counter() - started) * 1000
+    assert len(emitted) == due
+    return none_due_ms, due_ms
+
+
+async def signal_latency(
+    broker_url: str, bootstrap: str, run_dir: Path, users: int, redis_url: str
+) -> tuple[float, float, int]:
+    """p50/p99 ms from due + lateness to the signal record's timestamp, when caught up."""
+    tag = uuid.uuid4().hex[:6]
+    topics = {
+        "ENGAGEMENT_TOPIC_EVENTS": f"lat{tag}.events",
+        "ENGAGEMENT_TOPIC_SIGNALS": f"lat{tag}.signals",
+        "ENGAGEMENT_TOPIC_DLQ": f"lat{tag}.dlq",
+        "ENGAGEMENT_TOPIC_LIFECYCLE": f"lat{tag}.lifecycle",
+        "ENGAGEMENT_TOPIC_STATUS": f"lat{tag}.status",
+        "ENGAGEMENT_TOPIC_CONFIG": f"lat{tag}.config",
+    }
+    settings = load_settings(broker=broker_url, partitions=PARTITIONS, **topics)
+    await ensure_topics(settings)
+    lateness_ms, tick_ms = 1000, 1000
+    env = {
+        "ENGAGEMENT_AT_RISK": "4s",
+        "ENGAGEMENT_DORMANT": "1h",
+        "ENGAGEMENT_CHURNED": "2h",
+        "ENGAGEMENT_THRESHOLD_MIN": "1s",
+        "ENGAGEMENT_LATENESS": f"{lateness_ms}ms",
+        "ENGAGEMENT_TICK_INTERVAL": f"{tick_ms}ms",
+        "ENGAGEMENT_REDIS_URL": redis_url,
+    }
+    _rate, process = await worker_rate(broker_url, run_dir, topics, 0, env)
+    try:
+        now = int(time.time() * 1000)
+        records = []
+        for n in range(users):
+            user = f"lat{n}"
+            value = json.dumps(
+                {"event_id": f"l{n}", "user_id": user, "type": "login", "ts": now}
+            ).encode()
+            records.append((user.encode(), value, partition_for(user.encode(), PARTITIONS)))
+        await produce_fast(bootstrap, settings.topic_events, records)
+        consumer = AIOKafkaConsumer(
+            settings.topic_signals,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            group_id=None,
+        )
+        await consumer.start()
+        decoder = msgspec.json.Decoder(Signal)
+        delays: list[float] = []
+        deadline = time.monotonic() + 120
+        try:
+            while len(delays) < users and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=500)
+                for part in batches.values():
+                    for record in part:
+                        signal = decoder.decode(record.value)
+                        delays.append(record.timestamp - (signal.as_of + lateness_ms))
+        finally:
+            await consumer.stop()
+        delays.sort()
+        return (
+            delays[len(delays) // 2],
+            delays[min(len(delays) - 1, int(len(delays) * 0.99))],
+            tick_ms,
+        )
+    finally:
+        process.stop()
+
+
+async def redis_rate(server: RedisServer, users: int) -> float:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(server.url)
+    started = time.perf_counter()
+    for begin in range(0, users, 1000):
+        pipe = client.pipeline(transaction=False)
+        for n in range(begin, min(begin + 1000, users)):
+            pipe.hset(
+                f"engagement:user:u{n}",
+                mapping={"stage": "active", "tier": "", "risk": "0.1", "last_seen": "1"},
+            )
+        await pipe.execute()
+    rate = users / (time.perf_counter() - started)
+    await client.aclose()
+    return rate
+
+
+async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
+    size = QUICK if quick else FULL
+    broker: EmbeddedBroker | KafkaBroker = (
+        KafkaBroker() if broker_kind == "kafka" else EmbeddedBroker()
+    )
+    redis = RedisServer()
+    await asyncio.to_thread(broker.start)
+    await asyncio.to_thread(redis.start)
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-"))
+    result: dict[str, Any] = {
+        "broker": broker_kind,
+        "events": size.events,
+        "users": size.users,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+    }
+    try:
+        tag = uuid.uuid4().hex[:6]
+        topics = {
+            "ENGAGEMENT_TOPIC_EVENTS": f"b{tag}.events",
+            "ENGAGEMENT_TOPIC_SIGNALS": f"b{tag}.signals",
+            "ENGAGEMENT_TOPIC_DLQ": f"b{tag}.dlq",
+            "ENGAGEMENT_TOPIC_LIFECYCLE": f"b{tag}.lifecycle",
+            "ENGAGEMENT_TOPIC_STATUS": f"b{tag}.status",
+            "ENGAGEMENT_TOPIC_CONFIG": f"b{tag}.config",
+            "ENGAGEMENT_REDIS_URL": redis.url,
+        }
+        settings = load_settings(broker=broker.url, partitions=PARTITIONS, **topics)
+        await ensure_topics(settings)
+        start_ms = int(time.time() * 1000) - 3_600_000
+        records = make_events(size, start_ms)
+        _say("measuring produce")
+        result["produce_events_per_s"] = round(
+            await produce_fast(broker.bootstrap, settings.topic_events, records)
+        )
+        _say("measuring ceiling")
+        result["ceiling_events_per_s"] = round(
+            await ceiling(broker.bootstrap, settings.topic_events, size.events)
+        )
+        big = {
+            "ENGAGEMENT_AT_RISK": "3650d",
+            "ENGAGEMENT_DORMANT": "3651d",
+            "ENGAGEMENT_CHURNED": "3652d",
+            "ENGAGEMENT_THRESHOLD_MAX": "3660d",
+        }
+        rate, process = await worker_rate(broker.url, run_dir, topics, size.events, big)
+        process.stop()
+        _say("measuring worker")
+        result["worker_events_per_s"] = round(rate)
+        result["worker_vs_ceiling"] = round(rate / result["ceiling_events_per_s"], 4)
+        naive = await naive_faust_rate(broker.url, settings.topic_events, size.events)
+        _say("measuring naive_faust")
+        result["naive_faust_events_per_s"] = round(naive)
+        result["naive_vs_ceiling"] = round(naive / result["ceiling_events_per_s"], 4)
+        config = ModelConfig(
+            policy=ThresholdPolicy((7 * DAY_MS, 14 * DAY_MS, 30 * DAY_MS), DAY_MS, 90 * DAY_MS),
+            lateness_ms=600_000,
+            day_ms=DAY_MS,
+            horizon_ms=30 * DAY_MS,
+            holdout_salt="bench",
+        )
+        replay_per_s, store = replay_rate(records, config, start_ms + 3_600_000)
+        _say("measuring replay")
+        result["replay_events_per_s"] = round(replay_per_s)
+        serialised, resident = state_sizes(store)
+        result["bytes_per_user"] = round(serialised, 1)
+        result["rss_bytes_per_user"] = round(resident, 1)
+        del records, store
+        gc.collect()
+        none_ms, due_ms = tick_costs(config, size.tick_users, size.tick_due)
+        small_none_ms, _ = tick_costs(config, 1_000, 10)
+        result["tick_users"] = size.tick_users
+        result["tick_ms_none_due"] = round(none_ms, 4)
+        result["tick_ms_none_due_1k_users"] = round(small_none_ms, 4)
+        _say("measuring tick_ms_10k_due")
+        result["tick_ms_10k_due"] = round(due_ms, 2)
+        p50, p99, tick_ms = await signal_latency(
+            broker.url, broker.bootstrap, run_dir, size.latency_users, redis.url
+        )
+        result["signal_latency_p50_ms"] = round(p50)
+        _say("measuring signal_latency_p99_ms")
+        result["signal_latency_p99_ms"] = round(p99)
+        result["signal_latency_target_ms"] = tick_ms + 1000
+        _say("measuring redis_writes")
+        result["redis_writes_per_s"] = round(await redis_rate(redis, size.users))
+        return result
+    finally:
+        await asyncio.to_thread(redis.stop)
+        await asyncio.to_thread(broker.stop)
+
+
+def _free_port() -> int:
+    from agents.services import free_port
+
+    return free_port()
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [
+        f"engagement bench on {result['broker']} broker, {result['events']:,} events, "
+        f"{result['users']:,} users ({result['machine']})"
+    ]
+    for key, value in result.items():
+        if key in {"broker", "events", "users", "machine"}:
+            continue
+        lines.append(
+            f"  {key:<28} {value:>14,}" if isinstance(value, int) else f"  {key:<28} {value:>14}"
+        )
+    return "\n".join(lines)
+
+
+def main(broker: str, quick: bool, as_json: bool) -> int:
+    result = asyncio.run(run_bench(broker, quick))
+    print(json.dumps(result) if as_json else format_result(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main("embedded", True, False))
