@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint unit integration faults faults-full bench kafka-jars clean
+.PHONY: setup deps demo test lint unit integration faults faults-full bench kafka-jars clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# System packages the tests use: promtool and prometheus (Debian package
+# `prometheus`), installed only when promtool is missing (sudo when not root).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+deps:
+	@command -v promtool >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 kafka-jars:
 	bash deploy/kafka/kafka.sh fetch
@@ -31,7 +39,7 @@ unit: setup
 	$(BIN)/python -m pytest tests/unit tests/agents -q
 
 # The CI gate: lint, unit, agent, integration (both brokers), a reduced fault set.
-test: setup kafka-jars lint
+test: setup deps kafka-jars lint
 	$(BIN)/python -m pytest tests -q -m "not full" -p no:cacheprovider
 
 faults-full: setup kafka-jars

@@ -1,7 +1,8 @@
 """Prometheus metrics of a worker, registered on an injected registry.
 
 Labels are bounded sets only: ``type`` (an allow-list, else ``other``),
-``outcome``, ``reason``, ``kind``, ``partition``. Never a user id.
+``outcome``, ``reason``, ``kind``, ``stage``, ``partition``, ``tenant`` (tenants
+of the config topic, else ``other``). Never a user id.
 """
 
 from __future__ import annotations
@@ -128,6 +129,46 @@ class Metrics:
             "engagement_consumer_lag_records",
             "Records of an owned input partition not yet processed (high water - next offset)",
             ["partition"],
+            registry=registry,
+        )
+
+        self.users_by_stage = Gauge(
+            "engagement_users_by_stage",
+            "Users per lifecycle stage, per partition",
+            ["stage", "partition"],
+            registry=registry,
+        )
+        self.transitions = Counter(
+            "engagement_lifecycle_transitions",
+            "Lifecycle transitions emitted, by the stage entered",
+            ["stage"],
+            registry=registry,
+        )
+        self.active_users = {
+            days: Gauge(
+                f"engagement_{name}",
+                f"Users active in the trailing {days} day(s) on the partition's event time",
+                ["tenant", "partition"],
+                registry=registry,
+            )
+            for name, days in (("dau", 1), ("wau", 7), ("mau", 30))
+        }
+        self.dau_mau = Gauge(
+            "engagement_dau_mau_ratio",
+            "DAU / MAU per partition (stickiness)",
+            ["tenant", "partition"],
+            registry=registry,
+        )
+        self.streaks = Histogram(
+            "engagement_streak_days",
+            "Current active-day streak, observed on each user's first event of a day",
+            buckets=(1, 2, 3, 5, 7, 14, 30, 60, 100, 365),
+            registry=registry,
+        )
+        self.configs = Counter(
+            "engagement_config_records",
+            "Threshold config records handled, by outcome",
+            ["outcome"],
             registry=registry,
         )
 

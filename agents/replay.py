@@ -11,18 +11,26 @@ from __future__ import annotations
 import csv
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import msgspec
 
 from streams.decode import id_hash
-from streams.records import InputEvent, Signal, encode
+from streams.records import InputEvent, LifecycleTransition, Signal, encode
 from tables.durations import parse_rfc3339_ms
 from tables.engine import DictStore, PartitionEngine
 from tables.errors import BadInstantError
-from tables.model import ModelConfig, ModelEvent, risk_at, stage_at, thresholds_for
+from tables.model import (
+    Emission,
+    ModelConfig,
+    ModelEvent,
+    Transition,
+    risk_at,
+    stage_at,
+    thresholds_for,
+)
 from tables.state import TIER_NAMES, TIER_NONE
 
 MIN_TS_MS = 946_684_800_000
@@ -95,15 +103,23 @@ def read_events(
     return keyed
 
 
-def replay(
+class ReplayRun(msgspec.Struct):
+    """The engine after a replay, with what it emitted."""
+
+    engine: PartitionEngine
+    store: DictStore
+    stats: ReplayStats
+
+
+def run_history(
     events_path: Path,
     as_of_ms: int,
     config: ModelConfig,
-    scores_out: IO[str],
-    signals_out: IO[bytes] | None = None,
+    on_signals: Callable[[list[Emission]], None] | None = None,
+    on_transitions: Callable[[list[Transition]], None] | None = None,
     progress: bool | None = None,
-) -> ReplayStats:
-    """Run the model over the file and write scores (and signals)."""
+) -> ReplayRun:
+    """Run the model over the file up to ``as_of_ms``; emissions go to the callbacks."""
     stats = ReplayStats()
     with events_path.open("rb") as handle:
         ordered = read_events(iter(handle), as_of_ms, stats)
@@ -112,11 +128,15 @@ def replay(
     signal_counts: Counter[str] = Counter()
     show = sys.stderr.isatty() if progress is None else progress
 
-    def write(emissions: list) -> None:  # type: ignore[type-arg]
+    def write(emissions: list[Emission]) -> None:
         for emission in emissions:
             signal_counts[emission.kind] += 1
-            if signals_out is not None:
-                signals_out.write(encode(Signal.from_emission(emission)) + b"\n")
+        if on_signals is not None and emissions:
+            on_signals(emissions)
+        if engine.transitions:
+            taken = engine.take_transitions()
+            if on_transitions is not None:
+                on_transitions(taken)
 
     iterator: Iterator[tuple[int, int, ModelEvent]] = iter(ordered)
     bar = None
@@ -131,8 +151,7 @@ def replay(
             stats.applied += 1
         else:
             stats.duplicates += 1
-        if result.emissions:
-            write(result.emissions)
+        write(result.emissions)
         if bar is not None and position % 50_000 == 49_999:
             bar.update(50_000)
     if bar is not None:
@@ -141,8 +160,34 @@ def replay(
     write(engine.advance_to(as_of_ms))
     stats.signals = dict(signal_counts)
     stats.users = len(store.states)
-    write_scores(store, as_of_ms, config, scores_out)
-    return stats
+    return ReplayRun(engine=engine, store=store, stats=stats)
+
+
+def replay(
+    events_path: Path,
+    as_of_ms: int,
+    config: ModelConfig,
+    scores_out: IO[str],
+    signals_out: IO[bytes] | None = None,
+    progress: bool | None = None,
+    lifecycle_out: IO[bytes] | None = None,
+) -> ReplayStats:
+    """Run the model over the file and write scores (and signals, and transitions)."""
+
+    def signals(emissions: list[Emission]) -> None:
+        if signals_out is not None:
+            for emission in emissions:
+                signals_out.write(encode(Signal.from_emission(emission)) + b"\n")
+
+    def transitions(taken: list[Transition]) -> None:
+        if lifecycle_out is not None:
+            for transition in taken:
+                record = LifecycleTransition.from_transition(transition)
+                lifecycle_out.write(encode(record) + b"\n")
+
+    run = run_history(events_path, as_of_ms, config, signals, transitions, progress)
+    write_scores(run.store, as_of_ms, run.engine.config, scores_out)
+    return run.stats
 
 
 def write_scores(store: DictStore, as_of_ms: int, config: ModelConfig, out: IO[str]) -> None:

@@ -14,16 +14,27 @@ from typing import Any
 
 from agents.erasure import SUPPRESSED, Erasures
 from agents.metrics import Metrics
+from agents.stickiness import StageCounts, Stickiness
 from streams.app import EngineApp
 from streams.control import ControlSigner
 from streams.decode import Control, DecodeRules, Rejected, decode_record, partition_for
-from streams.records import DlqRecord, Erase, Signal, Tick, encode
+from streams.records import (
+    ConfigUpdate,
+    DlqRecord,
+    Erase,
+    LifecycleTransition,
+    Signal,
+    Tick,
+    encode,
+)
 from streams.settings import Settings
 from tables.clock import NEVER, event_contribution_ms, tick_contribution_ms
 from tables.engine import PartitionEngine
-from tables.model import APPLIED, Emission, ModelConfig, ModelEvent
+from tables.lifecycle import STAGES
+from tables.model import APPLIED, DUPLICATE_OFFSET, Emission, ModelConfig, ModelEvent
+from tables.risk import DEFAULT_PARAMS, RiskParams
 from tables.state import UserState, pack_state, unpack_state
-from tables.thresholds import ThresholdPolicy
+from tables.thresholds import ThresholdPolicy, decode_book, encode_book
 
 log = logging.getLogger(__name__)
 StateObserver = Callable[[str, UserState | None], None]
@@ -31,12 +42,20 @@ StateObserver = Callable[[str, UserState | None], None]
 
 def model_config(settings: Settings) -> ModelConfig:
     salt = settings.holdout_salt.get_secret_value() if settings.holdout_salt else ""
+    risk: RiskParams = DEFAULT_PARAMS
+    if settings.risk_params is not None:
+        from agents.fit import load_params  # numpy/scipy only when a fitted file is used
+
+        risk = load_params(settings.risk_params, settings.day_ms)
     return ModelConfig(
         policy=ThresholdPolicy(
             defaults_ms=settings.tier_thresholds_ms,
             min_ms=settings.threshold_min_ms,
             max_ms=settings.threshold_max_ms,
+            user_min_active_days=settings.adaptive_min_days,
+            day_ms=settings.day_ms,
         ),
+        risk=risk,
         lateness_ms=settings.lateness_ms,
         day_ms=settings.day_ms,
         horizon_ms=settings.horizon_ms,
@@ -78,6 +97,16 @@ class TableStore:
         for observer in self.observers:
             observer(user_id, None)
 
+    def announce(self, user_id: str, state: UserState) -> None:
+        """Tell the observers about a state already stored (nothing is written)."""
+        for observer in self.observers:
+            observer(user_id, state)
+
+
+def _config_key(partition: int) -> bytes:
+    """Key of a partition's threshold versions in the clocks table (written in P)."""
+    return f"{partition}:config".encode()
+
 
 def _pack_clock(high_ms: int, events_seen_ms: int) -> bytes:
     return high_ms.to_bytes(8, "big", signed=True) + events_seen_ms.to_bytes(8, "big", signed=True)
@@ -113,13 +142,29 @@ class Runtime:
         self.events_seen_append_ms = 0
         self._persisted_seen_ms: dict[int, int] = {}
         self.signals_sent = 0
+        self.transitions_sent = 0
+        self.stages = StageCounts(metrics.users_by_stage)
+        self.stickiness = Stickiness(
+            metrics.active_users,
+            metrics.dau_mau,
+            metrics.streaks,
+            self.settings.day_ms,
+            self.config_tenants,
+        )
 
     # -- engines -------------------------------------------------------
     def engine(self, partition: int) -> PartitionEngine:
         engine = self.engines.get(partition)
         if engine is None:
             high_ms, seen_ms = _unpack_clock(self.engine_app.clocks.get(str(partition).encode()))
-            engine = PartitionEngine(partition, self.config, self.store, high_ms=high_ms)
+            engine = PartitionEngine(
+                partition,
+                self.config,
+                self.store,
+                high_ms=high_ms,
+                users=lambda: self._partition_users(partition),
+                book=decode_book(self.engine_app.clocks.get(_config_key(partition))),
+            )
             self.events_seen_append_ms = max(self.events_seen_append_ms, seen_ms)
             self.engines[partition] = engine
         return engine
@@ -130,10 +175,14 @@ class Runtime:
         for partition in list(self.engines):
             if partition not in wanted:
                 del self.engines[partition]
+                self.stages.forget(partition)
+                self.stickiness.forget(partition)
         started = time.perf_counter()
         fresh = {p: self.engine(p) for p in wanted}
-        for engine in fresh.values():
+        for partition, engine in fresh.items():
             engine.index.clear()
+            self.stages.clear(partition)
+            self.stickiness.clear(partition)
         counts = dict.fromkeys(wanted, 0)
         n = self.settings.partitions
         for key, blob in self.engine_app.users.items():
@@ -141,8 +190,14 @@ class Runtime:
             target = fresh.get(partition)
             if target is None or blob is None:
                 continue
-            target.index_user(key.decode(), unpack_state(blob))
+            state = unpack_state(blob)
+            target.index_user(key.decode(), state)
+            self.stages.add(partition, state)
+            self.stickiness.add(partition, state, target.high_ms)
             counts[partition] += 1
+        for partition, engine in fresh.items():
+            self.stages.publish(partition)
+            self.stickiness.publish(partition, engine.high_ms)
         self.erasures.rebuild(wanted)
         for partition, count in counts.items():
             fresh[partition].users_tracked = count
@@ -179,8 +234,17 @@ class Runtime:
             ).inc()
             if outcome.outcome != APPLIED:
                 self.metrics.duplicates.labels(kind=outcome.outcome).inc()
-            elif outcome.created:
-                self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
+                if outcome.outcome == DUPLICATE_OFFSET and outcome.state is not None:
+                    # Re-delivered after a crash: the state was saved, but what the
+                    # observers derived from it (status topic, Redis) may have been lost.
+                    self.store.announce(result.user_id, outcome.state)
+            else:
+                if outcome.created:
+                    self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
+                if outcome.state is not None:
+                    self.stickiness.on_event(
+                        partition, outcome.previous, outcome.state, engine.high_ms
+                    )
             await self._emit(outcome.emissions)
             persisted_ms = self._persisted_seen_ms.get(partition, 0)
             if append_ms > persisted_ms + self.settings.tick_interval_ms:
@@ -216,12 +280,51 @@ class Runtime:
             clock_s = engine.clock_ms / 1000
             self.metrics.clock.labels(partition=str(partition)).set(clock_s)
             self.metrics.clock_lag.labels(partition=str(partition)).set(time.time() - clock_s)
+            self.stickiness.publish(partition, engine.high_ms)
             await self._emit(emissions)
         elif isinstance(record, Erase):
+            erased = self.store.get(record.user_id)
             if self.erasures.apply(engine, record, append_ms):
                 self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
-        else:
-            self.metrics.ticks.labels(outcome="config_ignored").inc()
+                if erased is not None:
+                    self.stages.move(partition, STAGES[erased.stage], None)
+        elif isinstance(record, ConfigUpdate):
+            await self._config(engine, record)
+
+    async def _config(self, engine: PartitionEngine, update: ConfigUpdate) -> None:
+        """Apply a threshold version in log order; persist the partition's book (in P)."""
+        tiers = (update.at_risk_ms, update.dormant_ms, update.churned_ms)
+        if not (0 < tiers[0] <= tiers[1] <= tiers[2]) or not update.scope:
+            self.metrics.configs.labels(outcome="rejected").inc()
+            return
+        tenants_before = self.config_tenants()
+        changed, emissions = engine.receive_config(update.scope, update.effective_from, tiers)
+        self.metrics.configs.labels(outcome="applied" if changed else "unchanged").inc()
+        if not changed:
+            return
+        self.engine_app.clocks[_config_key(engine.partition)] = encode_book(engine.book)
+        if self.config_tenants() != tenants_before:
+            # A new tenant label: recount the partition's gauges under it.
+            self.stickiness.reset(
+                engine.partition,
+                (state for _user, state in self._partition_users(engine.partition)),
+                engine.high_ms,
+            )
+        await self._emit(emissions)
+
+    def config_tenants(self) -> set[str]:
+        """Tenants present in the config topic (the allowed ``tenant`` metric labels)."""
+        tenants: set[str] = set()
+        for engine in self.engines.values():
+            tenants |= engine.book.tenants()
+        return tenants
+
+    def _partition_users(self, partition: int) -> Iterable[tuple[str, UserState]]:
+        """The users of one owned partition, read from the table (rebuilds only)."""
+        n = self.settings.partitions
+        for key, blob in self.engine_app.users.items():
+            if blob is not None and partition_for(key, n) == partition:
+                yield key.decode(), unpack_state(blob)
 
     async def _drop_if_erased(self, engine: PartitionEngine, event: ModelEvent) -> bool:
         """Drop (and count) an event of a user erased within the suppression window.
@@ -245,6 +348,18 @@ class Runtime:
             await self.engine_app.signals.send(key=emission.user_id.encode(), value=encode(signal))
             self.metrics.signals.labels(kind=emission.kind).inc()
             self.signals_sent += 1
+        # Lifecycle transitions decided while handling this record go to their own topic.
+        for engine in self.engines.values():
+            if not engine.transitions:
+                continue
+            for transition in engine.take_transitions():
+                record = LifecycleTransition.from_transition(transition)
+                await self.engine_app.lifecycle.send(
+                    key=transition.user_id.encode(), value=encode(record)
+                )
+                self.stages.move(engine.partition, transition.from_stage, transition.to_stage)
+                self.metrics.transitions.labels(stage=transition.to_stage).inc()
+                self.transitions_sent += 1
 
     async def _dead_letter(
         self,

@@ -168,7 +168,7 @@ class StatusWriter:
     async def tick(self) -> None:
         """The periodic flush (every ``STATUS_FLUSH``): send, do not wait."""
         self.send_pending()
-        self._settle(done_only=True)
+        self._settle()
 
     async def flush(self, partitions: Iterable[int] | None = None) -> bool:
         """Send pending writes and wait until every write so far is delivered.
@@ -179,28 +179,26 @@ class StatusWriter:
         """
         wanted = None if partitions is None else set(partitions)
         self.send_pending(wanted)
-        waiting = [
+        # Writes sent while we wait (the agent keeps processing) belong to later commits.
+        waiting = {
             item.future for item in self._in_flight if wanted is None or item.partition in wanted
-        ]
+        }
         if waiting:
             await asyncio.wait(waiting, timeout=self._delivery_timeout_s)
-        return self._settle(done_only=False, partitions=wanted)
+        return self._settle(waiting)
 
-    def _settle(self, *, done_only: bool, partitions: set[int] | None = None) -> bool:
-        """Forget delivered writes; re-pend failed (or, unless ``done_only``, late) ones."""
+    def _settle(self, awaited: set[asyncio.Future[Any]] | None = None) -> bool:
+        """Forget delivered writes and re-pend failed ones; False if one of
+        ``awaited`` failed or is still not delivered."""
         ok = True
         keep: list[_InFlight] = []
         for item in self._in_flight:
-            chosen = partitions is None or item.partition in partitions
             future = item.future
             if not future.done():
-                if done_only or not chosen:
-                    keep.append(item)
-                    continue
-                ok = False  # still not delivered after the timeout: try again later
                 keep.append(item)
-                continue
-            if future.cancelled() or future.exception() is not None:
+                if awaited is not None and future in awaited:
+                    ok = False  # not delivered within the timeout: try again later
+            elif future.cancelled() or future.exception() is not None:
                 ok = False
                 self._retry(item)
         self._in_flight = keep

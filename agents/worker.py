@@ -7,19 +7,19 @@ import time
 from typing import Any
 
 import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
+from agents.config_forwarder import ConfigForwarder
+from agents.lag import sample_consumer_lag
 from agents.metrics import Metrics
+from agents.redis_mirror import MirrorKeys, RedisMirror, TableSource, redis_client
 from agents.runtime import Runtime
 from agents.status import StatusWriter, clock_reader, flush_before_commit
+from agents.web import register_web
 from streams.app import EngineApp, create_app
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-# aiohttp takes the charset separately; the exposition format is UTF-8 text.
-METRICS_CONTENT_TYPE = ";".join(
-    part for part in CONTENT_TYPE_LATEST.split(";") if "charset" not in part
-).strip()
 
 
 class Worker(msgspec.Struct):
@@ -28,6 +28,7 @@ class Worker(msgspec.Struct):
     metrics: Metrics
     ingest: Any
     status: StatusWriter | None = None
+    mirror: RedisMirror | None = None
 
     @property
     def app(self) -> Any:
@@ -66,6 +67,8 @@ def build_worker(
     async def on_recovered() -> None:
         partitions = owned_partitions(engine_app)
         counts = runtime.rebuild(partitions)
+        if mirror is not None:
+            mirror.request_resync(partitions)
         ready["recovered"] = True
         log.info("recovered %d partitions, %d users indexed", len(counts), sum(counts.values()))
 
@@ -80,25 +83,64 @@ def build_worker(
             await engine_app.events.send(value=value, partition=partition, headers=headers)
 
     app.timer(interval=settings.tick_interval_ms / 1000, name="clock_tick")(tick)
+    _wire_config_forwarder(engine_app, runtime)
     status = _wire_status(engine_app, runtime, metrics)
+    mirror = _wire_mirror(engine_app, runtime, metrics)
 
-    async def metrics_view(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.registry), content_type=METRICS_CONTENT_TYPE)
+    async def lag() -> None:
+        sample_consumer_lag(app, settings.topic_events, owned_partitions(engine_app), metrics)
 
-    async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
-
-    async def readyz(web: Any, request: Any) -> Any:
-        if ready["recovered"]:
-            return web.json({"ready": True})
-        return web.json({"ready": False}, status=503)
-
-    app.page("/metrics")(metrics_view)
-    app.page("/healthz")(healthz)
-    app.page("/readyz")(readyz)
+    app.timer(interval=settings.tick_interval_ms / 1000, name="consumer_lag")(lag)
+    register_web(runtime, metrics, mirror, lambda: ready["recovered"], clock_reader(runtime))
     return Worker(
-        engine_app=engine_app, runtime=runtime, metrics=metrics, ingest=agent, status=status
+        engine_app=engine_app,
+        runtime=runtime,
+        metrics=metrics,
+        ingest=agent,
+        status=status,
+        mirror=mirror,
     )
+
+
+def _wire_config_forwarder(engine_app: EngineApp, runtime: Runtime) -> ConfigForwarder | None:
+    """The owner of input partition 0 forwards the config topic (``agents.config_forwarder``)."""
+    if runtime.signer is None:
+        return None
+
+    async def send(value: bytes, partition: int, headers: list[tuple[str, bytes]]) -> Any:
+        return await engine_app.events.send(value=value, partition=partition, headers=headers)
+
+    forwarder = ConfigForwarder(
+        engine_app.settings, runtime.signer, send, lambda: 0 in owned_partitions(engine_app)
+    )
+    engine_app.app.task(forwarder.run)
+    return forwarder
+
+
+def _wire_mirror(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> RedisMirror | None:
+    """The Redis serving mirror: observer of the store, written by its own task
+    (``agents.redis_mirror``); none when ``ENGAGEMENT_REDIS_URL`` is empty."""
+    settings = engine_app.settings
+    if not settings.redis_url:
+        return None
+    source = TableSource(
+        runtime.store,
+        engine_app.users,
+        settings.partitions,
+        runtime.config,
+        clock_reader(runtime),
+        owned=lambda: owned_partitions(engine_app),
+    )
+    mirror = RedisMirror(
+        source,
+        MirrorKeys(settings.app_id),
+        metrics,
+        lambda: redis_client(settings.redis_url),
+        max_backlog=settings.redis_backlog_max,
+    )
+    runtime.store.observers.append(mirror.observe)
+    engine_app.app.task(mirror.run)
+    return mirror
 
 
 def _wire_status(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> StatusWriter:

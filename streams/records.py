@@ -77,6 +77,20 @@ class ConfigUpdate(msgspec.Struct, frozen=True, tag="$config", tag_field="type")
 ControlRecord = Tick | Erase | ConfigUpdate
 
 
+class ThresholdConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """A threshold version on the config topic; key = ``tenant[/segment]@effective_from``.
+
+    Durations as ``"3d"`` or int ms; ``scope`` and ``effective_from`` (epoch ms
+    or RFC 3339) default to the key's parts.
+    """
+
+    at_risk: int | str
+    dormant: int | str
+    churned: int | str
+    scope: str | None = None
+    effective_from: int | str | None = None
+
+
 class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """An inactivity tier or a reactivation; key = ``user_id``; ``signal_id`` is stable."""
 
@@ -149,6 +163,7 @@ SCHEMA_TYPES: Final[dict[str, Any]] = {
     "lifecycle-transition": LifecycleTransition,
     "dlq-record": DlqRecord,
     "control-record": ControlRecord,
+    "threshold-config": ThresholdConfig,
 }
 
 _encoder = msgspec.json.Encoder()

@@ -47,6 +47,10 @@ def _asyncapi() -> dict[str, Any]:
             "Lifecycle stage transitions (key = user id)",
         ),
         "engagement.dlq": ("dlq-record", "Rejected input with a reason code"),
+        "engagement.config": (
+            "threshold-config",
+            "Threshold versions (key = tenant[/segment]@effective_from, compacted)",
+        ),
     }
     return {
         "asyncapi": "3.0.0",

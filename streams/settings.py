@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     threshold_max_ms: DurationMs = Field(
         90 * 86_400_000, validation_alias=_env("THRESHOLD_MAX", "threshold_max_ms")
     )
+    adaptive_min_days: int = Field(
+        5, ge=0, le=10_000, validation_alias=_env("ADAPTIVE_MIN_DAYS", "adaptive_min_days")
+    )
+    risk_params: str | None = Field(None, validation_alias=_env("RISK_PARAMS", "risk_params"))
     lateness_ms: DurationMs = Field(600_000, validation_alias=_env("LATENESS", "lateness_ms"))
     tick_interval_ms: DurationMs = Field(
         5_000, validation_alias=_env("TICK_INTERVAL", "tick_interval_ms")

@@ -113,6 +113,11 @@ async def harness() -> AsyncIterator[Harness]:
 
         worker.engine_app.signals.send = capture_signal
         worker.engine_app.status.send_soon = capture_status
+
+        async def ignore_lifecycle(**_: Any) -> None:  # transitions: tests/agents/test_config.py
+            return None
+
+        worker.engine_app.lifecycle.send = ignore_lifecycle
         yield h
 
 

@@ -5,6 +5,8 @@ A "day" is 1000 ms; thresholds 7/14/30 days, NEW_DAYS 3, RESURRECTED_DAYS 5.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -176,7 +178,7 @@ def test_transitions_chain_per_user_and_survive_a_restart(
         if not chain:
             continue
         assert chain[0].from_stage is None and chain[0].to_stage == "new"
-        for earlier, later in zip(chain, chain[1:], strict=False):
+        for earlier, later in pairwise(chain):
             assert later.from_stage == earlier.to_stage
             assert later.as_of >= earlier.as_of
         state = whole.store.get(user)

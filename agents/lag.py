@@ -1,0 +1,49 @@
+"""Consumer lag of the input partitions this worker owns, as a gauge.
+
+Lag = the partition's high water mark (from the consumer's last fetch) minus
+the next offset to be handed to the agent. Ticks the worker writes count like
+any record: they are read and processed too. A partition whose high water is
+not known yet (no fetch answered) is left out rather than reported as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from agents.metrics import Metrics
+
+
+def partition_lag(consumer: Any, tp: Any) -> int | None:
+    """Records of ``tp`` not yet read, or ``None`` while unknown."""
+    try:
+        highwater = consumer.highwater(tp)
+    except (AssertionError, KeyError, AttributeError, TypeError, ValueError):
+        return None  # not assigned (any more) or no fetch yet
+    if highwater is None:
+        return None
+    read: int | None = consumer._read_offset.get(tp)  # Faust keeps the last offset handed out
+    if read is None:
+        return None  # nothing read since the assignment; ticks arrive within a tick interval
+    return max(int(highwater) - (read + 1), 0)
+
+
+def sample_consumer_lag(app: Any, topic: str, partitions: Iterable[int], metrics: Metrics) -> None:
+    """Set the gauge for owned partitions; drop it for partitions owned no more."""
+    from faust.types import TP
+
+    consumer = app.consumer
+    owned = {str(p) for p in partitions}
+    for partition in owned:
+        lag = partition_lag(consumer, TP(topic, int(partition)))
+        if lag is not None:
+            metrics.consumer_lag.labels(partition=partition).set(lag)
+    for labels in _label_values(metrics.consumer_lag):
+        if labels[0] not in owned:
+            metrics.consumer_lag.remove(*labels)
+
+
+def _label_values(gauge: Any) -> list[tuple[str, ...]]:
+    # prometheus_client has no public listing of a metric's children.
+    with gauge._lock:
+        return list(gauge._metrics)

@@ -1,0 +1,497 @@
+"""The Redis serving mirror of the users table.
+
+Owns the key layout of the serving API, the bounded backlog of user changes
+not yet written, and the one task that writes them:
+
+- ``{prefix}:user:{user_id}`` — a hash of the user's serving view
+  (``agents.user_view``: stage, tier, risk, last_seen, episode, tenant, ...);
+- ``{prefix}:at_risk`` — a sorted set of the users whose stage is
+  ``at_risk``, scored by risk.
+
+``prefix`` is the app id (``ENGAGEMENT_APP_ID``), so deployments sharing a
+Redis never touch each other's keys. Nothing but the user id is in a key.
+
+The ingest path only records the change (``observe``: a dict assignment,
+coalesced per user, no I/O). One background task writes pipelined batches
+(``transaction=False``) of whole hashes and ZADD/ZREM: idempotent (set, never
+increment), and in change order per user because there is one writer. A
+failed batch goes back to the backlog (a newer change of the same user wins)
+and is retried with exponential backoff: Redis errors never reach the
+ingest path. If the backlog would pass ``REDIS_BACKLOG_MAX`` users it is
+dropped and the mirror is marked "needs resync": once Redis answers, every
+user of the owned partitions is rewritten from the table and keys of users
+no longer there are removed. The same resync runs after each table recovery
+(start, restart, rebalance), which also repairs changes a crash lost; after
+Redis restarts (a new ``run_id``: an unpersisted Redis comes back empty); and
+after a timed-out write (a hung Redis may still apply the abandoned batch
+when it wakes, after newer ones). Changes of partitions this worker no longer
+owns are not written: their new owner rewrites them after its recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from itertools import islice
+from typing import Any, Protocol, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agents.metrics import Metrics
+from agents.user_view import UserFields, is_at_risk, user_fields
+from streams.decode import partition_for
+from tables.errors import StateFormatError
+from tables.model import ModelConfig
+from tables.state import UserState
+
+log = logging.getLogger(__name__)
+
+BATCH_USERS = 1000
+SOCKET_TIMEOUT_S = 2.0
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 5.0
+IDLE_PING_S = 5.0
+SCAN_COUNT = 1000
+# A Redis outage shows up as any of these; anything else is a bug and stops the task.
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class MirrorKeys:
+    """Key names of the serving API."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.user_prefix = f"{prefix}:user:"
+        self.at_risk = f"{prefix}:at_risk"
+
+    def user(self, user_id: str) -> str:
+        return self.user_prefix + user_id
+
+    def user_of(self, key: str) -> str | None:
+        return key[len(self.user_prefix) :] if key.startswith(self.user_prefix) else None
+
+    @property
+    def user_pattern(self) -> str:
+        """SCAN pattern of all user hashes (glob characters of the prefix escaped)."""
+        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.user_prefix)
+        return escaped + "*"
+
+
+def redis_client(url: str) -> Redis:
+    """A client that fails fast: the mirror retries with its own backoff."""
+    client: Redis = Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=SOCKET_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return client
+
+
+def write_user(pipe: Any, keys: MirrorKeys, user_id: str, fields: UserFields) -> None:
+    """Queue the user's whole hash and their at-risk membership (idempotent)."""
+    pipe.hset(keys.user(user_id), mapping=fields)
+    if is_at_risk(fields):
+        pipe.zadd(keys.at_risk, {user_id: float(fields["risk"])})
+    else:
+        pipe.zrem(keys.at_risk, user_id)
+
+
+def delete_user(pipe: Any, keys: MirrorKeys, user_id: str) -> None:
+    pipe.delete(keys.user(user_id))
+    pipe.zrem(keys.at_risk, user_id)
+
+
+async def scan_users(client: Redis, keys: MirrorKeys) -> AsyncIterator[str]:
+    """User ids of every hash and at-risk member in the mirror (may repeat)."""
+    async for key in client.scan_iter(match=keys.user_pattern, count=SCAN_COUNT):
+        user_id = keys.user_of(str(key))
+        if user_id is not None:
+            yield user_id
+    async for member, _score in client.zscan_iter(keys.at_risk, count=SCAN_COUNT):
+        yield str(member)
+
+
+async def remove_absent(
+    client: Redis, keys: MirrorKeys, absent: Callable[[str], bool], batch: int = BATCH_USERS
+) -> int:
+    """Delete the keys of mirrored users for whom ``absent(user_id)`` holds."""
+    doomed: set[str] = set()
+    async for user_id in scan_users(client, keys):
+        if absent(user_id):
+            doomed.add(user_id)
+    ordered = sorted(doomed)
+    for start in range(0, len(ordered), batch):
+        pipe = client.pipeline(transaction=False)
+        for user_id in ordered[start : start + batch]:
+            delete_user(pipe, keys, user_id)
+        await pipe.execute()
+    return len(doomed)
+
+
+async def top_at_risk(client: Redis, keys: MirrorKeys, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` users most at risk, highest risk first, with their hashes."""
+    members: list[tuple[str, float]] = cast(
+        list[tuple[str, float]],
+        await client.zrevrange(keys.at_risk, 0, limit - 1, withscores=True),
+    )
+    if not members:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for member, _score in members:
+        pipe.hgetall(keys.user(str(member)))
+    hashes = await pipe.execute()
+    return [
+        {**dict(fields), "user_id": str(member), "risk": float(score)}
+        for (member, score), fields in zip(members, hashes, strict=True)
+        if fields
+    ]
+
+
+class MirrorSource(Protocol):
+    """What the mirror reads from the worker: ownership, the table, the clock."""
+
+    def owned(self) -> set[int] | None:
+        """Input partitions this worker owns now (``None``: all of them)."""
+
+    def partition_of(self, user_id: str) -> int: ...
+
+    def user_ids(self, partitions: set[int] | None) -> list[str]:
+        """A snapshot of the users stored for ``partitions`` (``None``: all)."""
+
+    def get(self, user_id: str) -> UserState | None: ...
+
+    def fields(self, user_id: str, state: UserState) -> UserFields: ...
+
+
+class StateReader(Protocol):
+    def get(self, user_id: str) -> UserState | None: ...
+
+
+class TableSource:
+    """``MirrorSource`` over the worker's users table (UTF-8 keys, packed states).
+
+    States are read through ``store`` (the runtime's ``TableStore``), keys
+    are listed from ``table``.
+    """
+
+    def __init__(
+        self,
+        store: StateReader,
+        table: Any,
+        partitions: int,
+        config: ModelConfig,
+        clock_of: Callable[[int], int],
+        owned: Callable[[], set[int]] | None = None,
+    ) -> None:
+        self._store = store
+        self._table = table
+        self._partitions = partitions
+        self._config = config
+        self._clock_of = clock_of
+        self._owned = owned
+
+    def owned(self) -> set[int] | None:
+        return None if self._owned is None else self._owned()
+
+    def partition_of(self, user_id: str) -> int:
+        return partition_for(user_id.encode(), self._partitions)
+
+    def user_ids(self, partitions: set[int] | None) -> list[str]:
+        # A snapshot of the keys: the agent keeps writing while the mirror reads.
+        keys: list[bytes] = list(self._table.keys())
+        n = self._partitions
+        return [
+            key.decode()
+            for key in keys
+            if partitions is None or partition_for(key, n) in partitions
+        ]
+
+    def get(self, user_id: str) -> UserState | None:
+        try:
+            return self._store.get(user_id)
+        except StateFormatError:
+            log.error("redis mirror: a user state of an unknown format is not mirrored")
+            return None
+
+    def fields(self, user_id: str, state: UserState) -> UserFields:
+        clock = self._clock_of(self.partition_of(user_id))
+        return user_fields(user_id, state, clock, self._config)
+
+
+def backoff_s(failures: int) -> float:
+    return float(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** max(failures - 1, 0)))
+
+
+class RedisMirror:
+    """Observer of user state changes and their single writer to Redis."""
+
+    RECOVERY = "recovery"
+    OVERFLOW = "overflow"
+    REDIS_RESTART = "redis_restart"
+    TIMEOUT = "timeout"
+
+    def __init__(
+        self,
+        source: MirrorSource,
+        keys: MirrorKeys,
+        metrics: Metrics,
+        client_factory: Callable[[], Redis],
+        *,
+        max_backlog: int,
+        batch_users: int = BATCH_USERS,
+    ) -> None:
+        self.source = source
+        self.keys = keys
+        self.metrics = metrics
+        self._client_factory = client_factory
+        self._client: Redis | None = None
+        self.max_backlog = max_backlog
+        self.batch_users = batch_users
+        self._pending: dict[str, UserState | None] = {}
+        self._needs_resync = False
+        self._resync_partitions: set[int] | None = set()
+        self._resync_cause = self.RECOVERY
+        self._wake = asyncio.Event()
+        self._last_ok = 0.0
+        self.failures = 0
+        # Redis restarted without persistence is empty: its run_id tells.
+        self._run_id: str | None = None
+        self._check_run_id = True
+        metrics.redis_backlog.set_function(lambda: len(self._pending))
+        metrics.redis_needs_resync.set_function(lambda: 1 if self.resync_pending else 0)
+
+    # -- the ingest side (no I/O) -----------------------------------------
+    def observe(self, user_id: str, state: UserState | None) -> None:
+        """``TableStore`` observer: remember the newest state of ``user_id``."""
+        if self._needs_resync:
+            return  # the resync reads every user from the table anyway
+        pending = self._pending
+        if user_id not in pending and len(pending) >= self.max_backlog:
+            self._overflow()
+            return
+        pending[user_id] = state
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def request_resync(self, partitions: Iterable[int] | None, cause: str = RECOVERY) -> None:
+        """Rewrite every user of ``partitions`` (``None``: all owned) from the table."""
+        if not self.resync_pending:
+            self._resync_cause = cause
+        if partitions is None or self._resync_partitions is None:
+            self._resync_partitions = None
+        else:
+            self._resync_partitions |= set(partitions)
+        self._wake.set()
+
+    @property
+    def backlog_users(self) -> int:
+        return len(self._pending)
+
+    @property
+    def resync_pending(self) -> bool:
+        return (
+            self._needs_resync or self._resync_partitions is None or bool(self._resync_partitions)
+        )
+
+    def _overflow(self) -> None:
+        if not self._needs_resync:
+            log.warning(
+                "redis mirror backlog passed %d users: dropped, will resync from the table",
+                self.max_backlog,
+            )
+        self._pending.clear()
+        self.request_resync(None, self.OVERFLOW)
+        self._needs_resync = True
+
+    # -- the writer task ----------------------------------------------------
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    async def run(self) -> None:
+        """Write until cancelled; never raises on Redis errors."""
+        try:
+            while True:
+                try:
+                    busy = await self.step()
+                except REDIS_FAILURES as exc:
+                    self._failed(exc)
+                    await asyncio.sleep(backoff_s(self.failures))
+                    continue
+                if not busy:
+                    await self._idle()
+        finally:
+            await self.aclose()
+
+    async def step(self) -> bool:
+        """One unit of work: a resync, a batch, or an idle ping. True if there was work."""
+        if self._check_run_id:
+            await self._notice_restart()
+        if self.resync_pending:
+            await self.resync()
+        elif self._pending:
+            await self.flush_batch()
+        else:
+            if time.monotonic() - self._last_ok >= IDLE_PING_S:
+                await self.client.ping()
+                self._succeeded()
+            return False
+        self._succeeded()
+        return True
+
+    async def drain(self) -> None:
+        """Write everything pending now (tests, shutdown); raises on Redis errors."""
+        while self.resync_pending or self._pending:
+            await self.step()
+
+    async def _idle(self) -> None:
+        self._wake.clear()
+        if self._pending or self.resync_pending:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), IDLE_PING_S)
+
+    async def _notice_restart(self) -> None:
+        info = await self.client.info("server")
+        run_id = str(info.get("run_id", ""))
+        if self._run_id is not None and run_id != self._run_id:
+            log.warning("redis restarted (new run_id): rewriting the mirror from the table")
+            self.request_resync(None, self.REDIS_RESTART)
+        self._run_id = run_id
+        self._check_run_id = False
+
+    def _succeeded(self) -> None:
+        if self.failures:
+            log.info("redis mirror reachable again after %d failed attempts", self.failures)
+        self.failures = 0
+        self._last_ok = time.monotonic()
+        self.metrics.redis_up.set(1)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self._check_run_id = True
+        if isinstance(exc, TimeoutError | RedisTimeoutError):
+            # A hung Redis may still apply the abandoned pipeline when it wakes,
+            # after newer writes: rewrite everything once it answers again.
+            self.request_resync(None, self.TIMEOUT)
+        self.metrics.redis_up.set(0)
+        self.metrics.redis_errors.inc()
+        # The 1st, 2nd, 4th, 8th... failure only: an outage of hours
+        # must not flood the log. Only the type: the text may carry the URL.
+        level = logging.WARNING if self.failures & (self.failures - 1) == 0 else logging.DEBUG
+        log.log(
+            level,
+            "redis mirror write failed (%s); backlog %d users, retry %d in %.1f s",
+            type(exc).__name__,
+            len(self._pending),
+            self.failures,
+            backoff_s(self.failures),
+        )
+
+    async def flush_batch(self) -> int:
+        """Write up to ``batch_users`` pending users; on failure they go back."""
+        batch: list[tuple[str, UserState | None]] = []
+        pending = self._pending
+        for user_id in list(islice(pending, self.batch_users)):
+            batch.append((user_id, pending.pop(user_id)))
+        owned = self.source.owned()
+        pipe = self.client.pipeline(transaction=False)
+        written = deleted = not_owned = 0
+        for user_id, state in batch:
+            if owned is not None and self.source.partition_of(user_id) not in owned:
+                # Its new owner rewrites the partition after recovering it.
+                not_owned += 1
+            elif state is None:
+                delete_user(pipe, self.keys, user_id)
+                deleted += 1
+            else:
+                write_user(pipe, self.keys, user_id, self.source.fields(user_id, state))
+                written += 1
+        try:
+            if written or deleted:
+                await pipe.execute()
+        except BaseException:
+            self._requeue(batch)
+            self.metrics.redis_writes.labels(outcome="failed").inc(written + deleted)
+            raise
+        self._count(written=written, deleted=deleted, not_owned=not_owned)
+        return written + deleted
+
+    def _requeue(self, batch: list[tuple[str, UserState | None]]) -> None:
+        for user_id, state in batch:
+            if self._needs_resync:
+                return
+            if user_id not in self._pending and len(self._pending) >= self.max_backlog:
+                self._overflow()
+                return
+            self._pending.setdefault(user_id, state)  # a newer change wins
+
+    def _count(self, **outcomes: int) -> None:
+        for outcome, count in outcomes.items():
+            if count:
+                self.metrics.redis_writes.labels(outcome=outcome).inc(count)
+
+    async def resync(self) -> int:
+        """Rewrite the requested partitions from the table; remove users gone from it."""
+        requested = self._resync_partitions
+        cause = self._resync_cause
+        self._resync_partitions = set()
+        # From here on every change is observed again; the table has the rest.
+        self._needs_resync = False
+        owned = self.source.owned()
+        if requested is None:
+            partitions = owned
+        else:
+            partitions = requested if owned is None else requested & owned
+        try:
+            written = await self._rewrite(partitions)
+            removed = await remove_absent(
+                self.client, self.keys, lambda user_id: self._absent(user_id, partitions)
+            )
+        except BaseException:
+            self.request_resync(requested, cause)
+            raise
+        self.metrics.redis_resyncs.labels(cause=cause).inc()
+        self._count(written=written, deleted=removed)
+        log.info(
+            "redis mirror resynced (%s): %d users written, %d removed", cause, written, removed
+        )
+        return written
+
+    async def _rewrite(self, partitions: set[int] | None) -> int:
+        if partitions is not None and not partitions:
+            return 0
+        user_ids = self.source.user_ids(partitions)
+        written = 0
+        for start in range(0, len(user_ids), self.batch_users):
+            pipe = self.client.pipeline(transaction=False)
+            # States are read when the pipeline is built: a later change is
+            # observed and written after this batch by the same task.
+            for user_id in user_ids[start : start + self.batch_users]:
+                state = self.source.get(user_id)
+                if state is not None:
+                    write_user(pipe, self.keys, user_id, self.source.fields(user_id, state))
+                    written += 1
+            await pipe.execute()
+        return written
+
+    def _absent(self, user_id: str, partitions: set[int] | None) -> bool:
+        if partitions is not None and self.source.partition_of(user_id) not in partitions:
+            return False
+        return self.source.get(user_id) is None
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

@@ -1,0 +1,446 @@
+"""The Redis serving mirror against a real redis-server, stopped and restarted.
+
+The first tests drive ``RedisMirror`` directly over an in-memory source (fast,
+exact); the last ones run real workers on real Kafka and compare the mirror
+with the users table's changelog, through an outage and a ``redis-sync``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from support.metrics import sample
+from support.workers import Deployment, event, latest_states, produce, wait_for
+
+from agents.metrics import Metrics
+from agents.redis_mirror import MirrorKeys, RedisMirror, redis_client
+from agents.runtime import model_config
+from agents.services import RedisServer
+from agents.user_view import UserFields, user_fields
+from streams.decode import partition_for
+from streams.settings import load_settings
+from tables.state import TIER_AT_RISK, TIER_NAMES, UserState
+
+PARTITIONS = 4
+CONFIG = model_config(load_settings(holdout_salt="salt"))
+DAY_MS = 86_400_000
+NOW_MS = 1_760_000_000_000
+
+
+def state(last_seen_ms: int, tier: int = 0, events: int = 1) -> UserState:
+    return UserState(
+        first_seen_ms=last_seen_ms - 20 * DAY_MS,
+        last_seen_ms=last_seen_ms,
+        active_days=5,
+        events_total=events,
+        tier=tier,
+    )
+
+
+class FakeSource:
+    """``MirrorSource`` over a dict; ``put``/``delete`` also tell the mirror."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, UserState] = {}
+        self.owned_partitions: set[int] | None = None
+        self.mirror: RedisMirror | None = None
+
+    def owned(self) -> set[int] | None:
+        return self.owned_partitions
+
+    def partition_of(self, user_id: str) -> int:
+        return partition_for(user_id.encode(), PARTITIONS)
+
+    def user_ids(self, partitions: set[int] | None) -> list[str]:
+        return [u for u in self.states if partitions is None or self.partition_of(u) in partitions]
+
+    def get(self, user_id: str) -> UserState | None:
+        return self.states.get(user_id)
+
+    def fields(self, user_id: str, state: UserState) -> UserFields:
+        return user_fields(user_id, state, NOW_MS, CONFIG)
+
+    def put(self, user_id: str, value: UserState) -> None:
+        self.states[user_id] = value
+        assert self.mirror is not None
+        self.mirror.observe(user_id, value)
+
+    def delete(self, user_id: str) -> None:
+        self.states.pop(user_id, None)
+        assert self.mirror is not None
+        self.mirror.observe(user_id, None)
+
+
+class Snapshot(msgspec.Struct):
+    users: dict[str, dict[str, str]]
+    at_risk: dict[str, float]
+
+
+async def snapshot(url: str, prefix: str) -> Snapshot:
+    keys = MirrorKeys(prefix)
+    client = redis_client(url)
+    try:
+        users: dict[str, dict[str, str]] = {}
+        async for key in client.scan_iter(match=keys.user_pattern, count=1000):
+            user_id = keys.user_of(key)
+            assert user_id is not None
+            users[user_id] = await client.hgetall(key)
+        members = await client.zrange(keys.at_risk, 0, -1, withscores=True)
+        return Snapshot(users, {str(m): float(s) for m, s in members})
+    finally:
+        await client.aclose()
+
+
+def differences(states: dict[str, UserState], snap: Snapshot) -> list[str]:
+    """Why the mirror does not show ``states`` (empty: it does)."""
+    problems = []
+    if set(states) != set(snap.users):
+        problems.append(
+            f"users: {len(set(states) - set(snap.users))} missing, "
+            f"{len(set(snap.users) - set(states))} extra"
+        )
+    for user_id, st in states.items():
+        got = snap.users.get(user_id)
+        if got is None:
+            continue
+        want = {
+            "last_seen": str(st.last_seen_ms),
+            "episode": str(st.episode_ms),
+            "events_total": str(st.events_total),
+            "tier": TIER_NAMES[st.tier] or "none",
+        }
+        if {k: got.get(k) for k in want} != want:
+            problems.append(f"fields differ for one user: {want} vs {got}")
+    expected_set = {u for u, h in snap.users.items() if h.get("stage") == "at_risk"}
+    if set(snap.at_risk) != expected_set:
+        problems.append(f"at_risk set {sorted(snap.at_risk)} != {sorted(expected_set)}")
+    return problems
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+async def mirror_setup(
+    redis_server: RedisServer, registry: CollectorRegistry
+) -> AsyncIterator[tuple[RedisMirror, FakeSource]]:
+    if not redis_server.running:
+        redis_server.start()
+    source = FakeSource()
+    mirror = RedisMirror(
+        source,
+        MirrorKeys(f"mirror-{uuid.uuid4().hex[:8]}"),
+        Metrics(registry),
+        lambda: redis_client(redis_server.url),
+        max_backlog=5,
+        batch_users=3,
+    )
+    source.mirror = mirror
+    yield mirror, source
+    await mirror.aclose()
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_mirror_writes_hashes_and_the_at_risk_set_idempotently(
+    redis_server: RedisServer,
+    mirror_setup: tuple[RedisMirror, FakeSource],
+    registry: CollectorRegistry,
+) -> None:
+    mirror, source = mirror_setup
+    source.put("calm", state(NOW_MS - DAY_MS))
+    source.put("drifting", state(NOW_MS - 8 * DAY_MS, tier=TIER_AT_RISK, events=7))
+    await mirror.drain()
+    first = await snapshot(redis_server.url, mirror.keys.prefix)
+    assert differences(source.states, first) == []
+    assert list(first.at_risk) == ["drifting"]
+    assert first.users["drifting"]["stage"] == "at_risk"
+    assert first.at_risk["drifting"] == pytest.approx(float(first.users["drifting"]["risk"]))
+    # the same change again (a re-delivery) leaves exactly the same mirror
+    source.put("drifting", source.states["drifting"])
+    await mirror.drain()
+    assert await snapshot(redis_server.url, mirror.keys.prefix) == first
+    assert value(registry, "engagement_redis_writes_total", outcome="written") == 3
+    assert value(registry, "engagement_redis_backlog_users") == 0
+
+
+async def test_a_return_leaves_the_at_risk_set_and_an_erasure_leaves_no_key(
+    redis_server: RedisServer, mirror_setup: tuple[RedisMirror, FakeSource]
+) -> None:
+    mirror, source = mirror_setup
+    source.put("back", state(NOW_MS - 8 * DAY_MS, tier=TIER_AT_RISK))
+    source.put("erased", state(NOW_MS - 9 * DAY_MS, tier=TIER_AT_RISK))
+    await mirror.drain()
+    assert set((await snapshot(redis_server.url, mirror.keys.prefix)).at_risk) == {
+        "back",
+        "erased",
+    }
+    source.put("back", state(NOW_MS))
+    source.delete("erased")
+    await mirror.drain()
+    snap = await snapshot(redis_server.url, mirror.keys.prefix)
+    assert snap.at_risk == {}
+    assert set(snap.users) == {"back"}
+    assert snap.users["back"]["tier"] == "none"
+
+
+async def test_changes_of_partitions_owned_elsewhere_are_left_to_their_owner(
+    redis_server: RedisServer,
+    mirror_setup: tuple[RedisMirror, FakeSource],
+    registry: CollectorRegistry,
+) -> None:
+    mirror, source = mirror_setup
+    mine = next(f"u{i}" for i in range(100) if partition_for(f"u{i}".encode(), PARTITIONS) == 0)
+    theirs = next(f"u{i}" for i in range(100) if partition_for(f"u{i}".encode(), PARTITIONS) == 1)
+    source.owned_partitions = {0}
+    source.put(mine, state(NOW_MS))
+    source.put(theirs, state(NOW_MS))
+    await mirror.drain()
+    assert set((await snapshot(redis_server.url, mirror.keys.prefix)).users) == {mine}
+    assert value(registry, "engagement_redis_writes_total", outcome="not_owned") == 1
+
+
+async def test_outage_keeps_a_bounded_backlog_then_converges(
+    redis_server: RedisServer,
+    mirror_setup: tuple[RedisMirror, FakeSource],
+    registry: CollectorRegistry,
+) -> None:
+    mirror, source = mirror_setup
+    source.put("before", state(NOW_MS))
+    await mirror.drain()
+    task = asyncio.create_task(mirror.run())
+    try:
+        redis_server.stop()
+        for i in range(3):
+            source.put(f"during{i}", state(NOW_MS - i))
+        assert await wait_for(lambda: value(registry, "engagement_redis_errors_total") >= 1, 30)
+        assert value(registry, "engagement_redis_up") == 0
+        assert value(registry, "engagement_redis_backlog_users") == 3
+        # past the bound (5 users): the backlog is dropped, a resync is due
+        for i in range(3, 10):
+            source.put(f"during{i}", state(NOW_MS - i))
+        assert value(registry, "engagement_redis_backlog_users") <= 5
+        assert value(registry, "engagement_redis_needs_resync") == 1
+        source.delete("before")
+        redis_server.start()
+
+        async def converged() -> bool:
+            snap = await snapshot(redis_server.url, mirror.keys.prefix)
+            return not differences(source.states, snap)
+
+        assert await wait_for(converged, 30)
+        assert value(registry, "engagement_redis_up") == 1
+        assert value(registry, "engagement_redis_backlog_users") == 0
+        assert value(registry, "engagement_redis_needs_resync") == 0
+        assert value(registry, "engagement_redis_resyncs_total", cause="overflow") >= 1
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if not redis_server.running:
+            redis_server.start()
+
+
+async def test_a_restarted_empty_redis_is_rewritten_without_new_changes(
+    redis_server: RedisServer,
+    mirror_setup: tuple[RedisMirror, FakeSource],
+    registry: CollectorRegistry,
+) -> None:
+    mirror, source = mirror_setup
+    for i in range(4):
+        source.put(f"kept{i}", state(NOW_MS - i, tier=TIER_AT_RISK))
+    task = asyncio.create_task(mirror.run())
+    try:
+
+        async def converged() -> bool:
+            snap = await snapshot(redis_server.url, mirror.keys.prefix)
+            return not differences(source.states, snap)
+
+        assert await wait_for(converged, 30)
+        redis_server.stop()  # no persistence: it comes back empty
+        redis_server.start()
+        assert await wait_for(
+            lambda: value(registry, "engagement_redis_resyncs_total", cause="redis_restart") >= 1,
+            30,
+        )
+        assert await wait_for(converged, 30)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_a_frozen_redis_delays_writes_without_losing_them(
+    redis_server: RedisServer,
+    mirror_setup: tuple[RedisMirror, FakeSource],
+    registry: CollectorRegistry,
+) -> None:
+    mirror, source = mirror_setup
+    task = asyncio.create_task(mirror.run())
+    try:
+        source.put("first", state(NOW_MS))
+        redis_server.freeze()
+        source.put("second", state(NOW_MS))
+        assert await wait_for(lambda: value(registry, "engagement_redis_errors_total") >= 1, 30)
+        redis_server.thaw()
+
+        async def converged() -> bool:
+            snap = await snapshot(redis_server.url, mirror.keys.prefix)
+            return not differences(source.states, snap)
+
+        assert await wait_for(converged, 30)
+    finally:
+        redis_server.thaw()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+# ------------------------------------------------------------- real workers
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def mirror_deployment(kafka_url: str, redis_url: str, tmp_path: Any, **env: str) -> Deployment:
+    # at_risk falls due after 2 s and stays: the at-risk set is not empty.
+    return Deployment(
+        kafka_url,
+        tmp_path,
+        ENGAGEMENT_REDIS_URL=redis_url,
+        ENGAGEMENT_AT_RISK="2s",
+        ENGAGEMENT_DORMANT="1h",
+        ENGAGEMENT_CHURNED="2h",
+        **env,
+    )
+
+
+async def mirror_matches_table(deployment: Deployment, redis_url: str) -> list[str]:
+    states = await latest_states(deployment)
+    if not states:
+        return ["no states yet"]
+    return differences(states, await snapshot(redis_url, deployment.settings.app_id))
+
+
+async def metric(worker: Any, name: str, **labels: str) -> float:
+    with contextlib.suppress(OSError):
+        return sample(await asyncio.to_thread(worker.metrics_text), name, **labels)
+    return -1.0
+
+
+async def test_worker_mirror_matches_the_table_through_a_redis_outage(
+    kafka_broker: Any, redis_server: RedisServer, tmp_path: Any
+) -> None:
+    if not redis_server.running:
+        redis_server.start()
+    deployment = mirror_deployment(kafka_broker.url, redis_server.url, tmp_path)
+    await deployment.create_topics()
+    topic = deployment.settings.topic_events
+    worker = await deployment.start_worker()
+    try:
+        base = now_ms()
+        users = [f"m{i}" for i in range(12)]
+        first = [event(u, f"{u}-0", base) for u in users]
+        await produce(deployment.bootstrap, topic, first)
+
+        async def matches() -> bool:
+            return not await mirror_matches_table(deployment, redis_server.url)
+
+        async def all_at_risk() -> bool:
+            snap = await snapshot(redis_server.url, deployment.settings.app_id)
+            return set(snap.at_risk) == set(users) and await matches()
+
+        # silent for 2 s: every user falls at risk, in the table and in the set
+        assert await wait_for(all_at_risk, 60, interval_s=1.0), deployment.log_tail()
+
+        redis_server.stop()
+        applied_before = await metric(worker, "engagement_events_total", outcome="applied")
+        second = [event(u, f"{u}-1", now_ms()) for u in users[:6]]
+        second += [event(f"n{i}", f"n{i}-0", now_ms()) for i in range(6)]
+        await produce(deployment.bootstrap, topic, second)
+
+        async def kept_processing() -> bool:
+            applied = await metric(worker, "engagement_events_total", outcome="applied")
+            backlog = await metric(worker, "engagement_redis_backlog_users")
+            return applied >= applied_before + len(second) and backlog > 0
+
+        assert await wait_for(kept_processing, 60), deployment.log_tail()
+        assert await metric(worker, "engagement_redis_up") == 0
+
+        redis_server.start()  # empty: everything must be rewritten
+        assert await wait_for(matches, 60, interval_s=1.0), deployment.log_tail()
+        assert await metric(worker, "engagement_redis_backlog_users") == 0
+        text = await asyncio.to_thread(worker.metrics_text)
+        assert all(u not in text for u in users)
+    finally:
+        deployment.stop_all()
+        if not redis_server.running:
+            redis_server.start()
+
+
+async def test_redis_sync_rebuilds_the_mirror_after_flushdb(
+    kafka_broker: Any, redis_server: RedisServer, tmp_path: Any
+) -> None:
+    if not redis_server.running:
+        redis_server.start()
+    deployment = mirror_deployment(kafka_broker.url, redis_server.url, tmp_path)
+    await deployment.create_topics()
+    worker = await deployment.start_worker()
+    users = [f"s{i}" for i in range(10)]
+    try:
+        base = now_ms()
+        await produce(
+            deployment.bootstrap,
+            deployment.settings.topic_events,
+            [event(u, f"{u}-{n}", base + n) for u in users for n in range(2)],
+        )
+
+        async def matches() -> bool:
+            return not await mirror_matches_table(deployment, redis_server.url)
+
+        assert await wait_for(matches, 60, interval_s=1.0), deployment.log_tail()
+    finally:
+        worker.stop()
+    before = await snapshot(redis_server.url, deployment.settings.app_id)
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await client.flushdb()
+        # a user the table does not know must not survive the rebuild
+        await client.hset(f"{deployment.settings.app_id}:user:ghost", mapping={"stage": "new"})
+        await client.zadd(f"{deployment.settings.app_id}:at_risk", {"ghost": 0.5})
+    finally:
+        await client.aclose()
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agents.cli", "redis-sync"],
+        env={**os.environ, **deployment.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    stats = msgspec.json.decode(done.stdout.strip().splitlines()[-1])
+    assert stats["users"] == len(users) and stats["removed"] == 1
+    after = await snapshot(redis_server.url, deployment.settings.app_id)
+    assert differences(await latest_states(deployment), after) == []
+    assert set(after.users) == set(before.users) == set(users)
+    for user_id in users:  # the same derivation as the worker, at the same clock or later
+        for field in ("last_seen", "episode", "events_total", "tier", "first_seen", "group"):
+            assert after.users[user_id][field] == before.users[user_id][field]

@@ -1,0 +1,743 @@
+"""Fault-injection harness: a steady event feed, progress by committed offsets,
+a three-broker cluster, and the final comparison with the oracle.
+
+A scenario starts a ``FaultRun`` (one isolated deployment, real workers),
+feeds at least 100k events at a fixed rate in real time (``ts`` = now, so
+event time and broker time agree, as in production), injects its faults
+while waiting on *outcomes* (committed offsets, readiness), then stops the
+workers and compares everything they wrote with the oracle run over the same
+input log (``support.oracle``). One line of figures per scenario is printed
+and kept in ``run/faults/figures.jsonl`` for docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from support.kafka_util import Record, _partitions
+from support.oracle import OracleResult, run_oracle
+from support.workers import Deployment
+
+from agents.services import KAFKA_SCRIPT, kafka_answers
+from agents.simulation.population import poison_record
+from agents.simulation.producer import forged_tick, misrouted_event
+from agents.worker_process import WorkerProcess
+from streams.records import CONTROL_HEADER, DlqRecord, Signal
+from tables.state import TIER_NAMES, UserState, unpack_state
+
+REPO = Path(__file__).resolve().parents[2]
+FIGURES = REPO / "run" / "faults" / "figures.jsonl"
+EVENT_TYPES = ("login", "view", "add_to_cart", "purchase", "checkout_failed", "support_ticket")
+POISON_KINDS = 13  # the 11 of the population + wrong_partition + bad_signature
+OutRecord = tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
+
+
+# ---------------------------------------------------------------- the feed
+
+
+@dataclass
+class FeedPlan:
+    """What the feed sends; shares are of all records sent."""
+
+    events: int = 100_000
+    rate_per_s: float = 2_000.0
+    users: int = 3_000
+    seed: int = 7
+    late_share: float = 0.02  # ts up to 2 s in the past
+    dup_share: float = 0.0  # the same event (event_id) sent again at a new offset
+    poison_every: int = 0  # one bad record after every N events, cycling every DLQ reason
+    hot_share: float = 0.0  # share of events of one hot user
+    acks: str | int = "all"
+
+
+class EventFeed:
+    """Deterministic event content (user, type, ids) from a seed; ``ts`` is now."""
+
+    def __init__(self, plan: FeedPlan, prefix: str, partitions: int) -> None:
+        self.plan = plan
+        self.prefix = prefix
+        self.partitions = partitions
+        self.rng = random.Random(plan.seed)
+        self.users = [f"{prefix}-u{i}" for i in range(plan.users)]
+        self.hot_user = f"{prefix}-hot"
+        # Zipf-like activity: a few busy users, a long tail of rare ones (they go silent
+        # for seconds and get signals); a tenth stop for good at some point (churn).
+        weights = [1.0 / (i + 10) ** 0.9 for i in range(plan.users)]
+        total = sum(weights)
+        self.cumulative: list[float] = []
+        acc = 0.0
+        for weight in weights:
+            acc += weight / total
+            self.cumulative.append(acc)
+        self.stop_at = {
+            user: self.rng.randrange(plan.events)
+            for user in self.rng.sample(self.users, plan.users // 10)
+        }
+        self.sent = 0
+        self.poison_sent = 0
+        self.recent: list[bytes] = []
+
+    def _user(self) -> str:
+        if self.plan.hot_share and self.rng.random() < self.plan.hot_share:
+            return self.hot_user
+        while True:
+            index = bisect.bisect_left(self.cumulative, self.rng.random())
+            user = self.users[min(index, len(self.users) - 1)]
+            if self.stop_at.get(user, self.plan.events + 1) > self.sent:
+                return user
+
+    def next_records(self, count: int, now_ms: int) -> list[OutRecord]:
+        out: list[OutRecord] = []
+        for _ in range(count):
+            plan = self.plan
+            if plan.poison_every and self.sent and self.sent % plan.poison_every == 0:
+                out.append(self._poison(now_ms))
+            self.sent += 1
+            if plan.dup_share and self.recent and self.rng.random() < plan.dup_share:
+                value = self.recent[self.rng.randrange(len(self.recent))]
+                out.append((json.loads(value)["user_id"].encode(), value, None, None))
+                continue
+            user = self._user()
+            ts = now_ms
+            if self.rng.random() < plan.late_share:
+                ts -= self.rng.randrange(1, 2_000)
+            value = json.dumps(
+                {
+                    "event_id": f"{self.prefix}-e{self.sent}",
+                    "user_id": user,
+                    "type": self.rng.choice(EVENT_TYPES),
+                    "ts": ts,
+                    "tenant": "acme" if zlib.crc32(user.encode()) % 2 else "globex",
+                }
+            ).encode()
+            self.recent.append(value)
+            if len(self.recent) > 50:
+                self.recent.pop(0)
+            out.append((user.encode(), value, None, None))
+        return out
+
+    def _poison(self, now_ms: int) -> OutRecord:
+        index = self.poison_sent
+        self.poison_sent += 1
+        kind = index % POISON_KINDS
+        if kind < 11:
+            bad = poison_record(index, self.plan.seed, now_ms=now_ms)
+            return (bad.key, bad.value, None, None)
+        if kind == 11:
+            key, value, partition = misrouted_event(index, self.plan.seed, now_ms, self.partitions)
+            return (key, value, partition, None)
+        value, headers = forged_tick(now_ms)
+        return (None, value, index % self.partitions, headers)
+
+
+@dataclass
+class FeedStats:
+    records: int = 0
+    failed: int = 0
+    offsets: dict[int, list[int]] = field(default_factory=dict)  # partition -> sorted offsets
+    done: bool = False
+
+
+async def run_feed(bootstrap: str, topic: str, feed: EventFeed, stats: FeedStats) -> None:
+    """Send ``plan.events`` events at ``plan.rate_per_s``; survives broker outages."""
+    plan = feed.plan
+    step_s = 0.05
+    per_step = max(1, round(plan.rate_per_s * step_s))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=plan.acks,
+        linger_ms=10,
+        request_timeout_ms=15_000,
+        retry_backoff_ms=200,
+    )
+    await producer.start()
+    try:
+        next_at = time.monotonic()
+        while feed.sent < plan.events:
+            count = min(per_step, plan.events - feed.sent)
+            batch = feed.next_records(count, int(time.time() * 1000))
+            futures = []
+            for key, value, partition, headers in batch:
+                try:
+                    futures.append(
+                        await producer.send(
+                            topic, value=value, key=key, partition=partition, headers=headers
+                        )
+                    )
+                except Exception:  # broker down: this record is simply not in the log
+                    stats.failed += 1
+            for result in await asyncio.gather(*futures, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    stats.failed += 1
+                    continue
+                stats.records += 1
+                bisect.insort(stats.offsets.setdefault(result.partition, []), result.offset)
+            next_at += step_s
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_at = time.monotonic()  # fell behind (outage): no catch-up burst
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        stats.done = True
+
+
+# ---------------------------------------------------------------- reading topics
+
+
+async def read_all(bootstrap: str, topic: str, timeout_s: float = 180.0) -> list[Record]:
+    """Every record of ``topic`` up to its end offsets at the time of the call."""
+    partitions = await _partitions(bootstrap, topic, timeout_s)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    await consumer.start()
+    records: list[Record] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: not all records read in {timeout_s} s")
+            batches = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for tp, batch in batches.items():
+                for msg in batch:
+                    if msg.offset < ends[tp]:
+                        records.append(
+                            Record(
+                                topic=msg.topic,
+                                partition=msg.partition,
+                                offset=msg.offset,
+                                timestamp_ms=msg.timestamp,
+                                key=msg.key,
+                                value=msg.value,
+                                headers=tuple((k, bytes(v)) for k, v in msg.headers),
+                            )
+                        )
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return records
+
+
+def last_per_key(records: list[Record]) -> dict[bytes, bytes | None]:
+    out: dict[bytes, bytes | None] = {}
+    for record in records:
+        if record.key is not None:
+            out[record.key] = record.value
+    return out
+
+
+# ---------------------------------------------------------------- a three-broker cluster
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class KafkaCluster:
+    """Three KRaft nodes (each broker and controller) via ``kafka.sh cluster-*``."""
+
+    def __init__(self) -> None:
+        rng = random.Random()
+        while True:
+            base = rng.randrange(20_000, 40_000)
+            ports = [base, base + 1, base + 2, base + 1000, base + 1001, base + 1002]
+            if all(_port_free(p) for p in ports):
+                break
+        self.base = base
+        self.data = Path(tempfile.mkdtemp(prefix="engagement-kcluster-"))
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.base + i}" for i in range(3))
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"kafka://127.0.0.1:{self.base + i}" for i in range(3))
+
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            KAFKA_PORT=str(self.base),
+            KAFKA_CLUSTER_DATA=str(self.data),
+            KAFKA_HEAP="-Xmx400m",
+            KAFKA_PYTHON=sys.executable,
+            KAFKA_START_TIMEOUT="90",
+        )
+        env.update(extra)
+        return env
+
+    def _run(self, command: str, timeout_s: float = 180.0, **extra: str) -> None:
+        done = subprocess.run(
+            ["bash", str(KAFKA_SCRIPT), command],
+            env=self._env(**extra),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+            start_new_session=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"kafka.sh {command} failed: {done.stderr[-3000:]}")
+
+    def start(self) -> None:
+        self._run("cluster-start")
+
+    def _node_env(self, node: int) -> dict[str, str]:
+        quorum = ",".join(f"{i}@127.0.0.1:{self.base + 999 + i}" for i in (1, 2, 3))
+        return {
+            "KAFKA_NODE_ID": str(node),
+            "KAFKA_PORT": str(self.base + node - 1),
+            "KAFKA_DATA": str(self.data / f"node-{node}"),
+            "KAFKA_CONTROLLER_PORT": str(self.base + 999 + node),
+            "KAFKA_QUORUM": quorum,
+            "KAFKA_CLUSTER_ID": (self.data / "cluster.id").read_text().strip(),
+        }
+
+    def kill_node(self, node: int) -> None:
+        self._run("kill9", **self._node_env(node))
+
+    def start_node(self, node: int) -> None:
+        self._run("start", **self._node_env(node))
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._run("cluster-stop", timeout_s=120)
+        with contextlib.suppress(Exception):
+            self._run("cluster-kill9", timeout_s=60)
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def answers(self) -> bool:
+        return kafka_answers(self.bootstrap)
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Figures:
+    scenario: str
+    events_in: int
+    applied: int
+    dlq: int
+    deduplicated: int
+    suppressed: int
+    lost: int
+    double_applied: int
+    signals: int
+    signals_missing: int
+    signals_extra: int
+    duplicate_signal_ids: int
+    redis_mismatches: int | None
+    status_mismatches: int
+    recovery_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        redis = "n/a" if self.redis_mismatches is None else str(self.redis_mismatches)
+        return (
+            f"{self.scenario}: events_in={self.events_in} applied={self.applied} "
+            f"dlq={self.dlq} deduplicated={self.deduplicated} lost={self.lost} "
+            f"double_applied={self.double_applied} signals={self.signals} "
+            f"missing={self.signals_missing} extra={self.signals_extra} "
+            f"duplicate_signal_ids={self.duplicate_signal_ids} redis_mismatches={redis} "
+            f"status_mismatches={self.status_mismatches} recovery_s={self.recovery_s:.1f}"
+        )
+
+    def assert_clean(self, details: str = "") -> None:
+        bad = {
+            "lost": self.lost,
+            "double_applied": self.double_applied,
+            "signals_missing": self.signals_missing,
+            "signals_extra": self.signals_extra,
+            "redis_mismatches": self.redis_mismatches or 0,
+            "status_mismatches": self.status_mismatches,
+        }
+        notes = "\n".join(self.notes)
+        assert not any(bad.values()), f"{self.line()}\n{notes}\n{details}"
+
+
+class FaultRun:
+    """One isolated deployment under fault injection."""
+
+    def __init__(
+        self,
+        name: str,
+        broker_url: str,
+        run_dir: Path,
+        plan: FeedPlan,
+        *,
+        redis_url: str | None = None,
+        **overrides: str,
+    ) -> None:
+        self.name = name
+        env = dict(overrides)
+        if redis_url is not None:
+            env["ENGAGEMENT_REDIS_URL"] = redis_url
+        self.deployment = Deployment(broker_url, run_dir, **env)
+        self.settings = self.deployment.settings
+        self.plan = plan
+        self.feed = EventFeed(plan, self.deployment.settings.app_id, self.settings.partitions)
+        self.stats = FeedStats()
+        self.redis_url = redis_url
+        self.recoveries_s: list[float] = []
+        self._feed_task: asyncio.Task[None] | None = None
+        self._committed: dict[int, int] = {}
+        self.workers: dict[str, WorkerProcess] = {}
+        self.notes: list[str] = []
+        self._t0 = time.monotonic()
+
+    def mark(self, what: str) -> None:
+        """Keep a timestamped note (printed with a failure, kept with the figures)."""
+        self.notes.append(f"{time.monotonic() - self._t0:.1f}s {what}")
+
+    @property
+    def bootstrap(self) -> str:
+        return self.deployment.bootstrap
+
+    # -- lifecycle -------------------------------------------------------
+    async def start(self, *names: str) -> None:
+        self._t0 = time.monotonic()
+        await self.deployment.create_topics()
+        for name in names or ("w0",):
+            self.workers[name] = await self.deployment.start_worker(name)
+        self.mark("workers ready, feed starts")
+        self._feed_task = asyncio.create_task(
+            run_feed(self.bootstrap, self.settings.topic_events, self.feed, self.stats)
+        )
+
+    async def start_worker(self, name: str, wait_ready: bool = True) -> WorkerProcess:
+        process = self.deployment.worker(name)
+        process.start()
+        self.workers[name] = process
+        if wait_ready:
+            await process.wait_ready(180)
+        return process
+
+    def kill9(self, name: str = "w0") -> None:
+        self.workers[name].kill9()
+        self.mark(f"kill -9 {name}")
+
+    async def restart(self, name: str = "w0", *, kill_during_recovery: bool = False) -> float:
+        """Start ``name`` again after a crash; returns seconds until it processes again."""
+        before = await self.processed()
+        started = time.monotonic()
+        process = await self.start_worker(name, wait_ready=not kill_during_recovery)
+        if kill_during_recovery:
+            # crash again as soon as its web server answers, before it is ready
+            # (restoring its tables); the note says whether it was still recovering
+            assert await _wait_for(lambda: _http_status(process, "/healthz") == 200, 120, 0.05)
+            recovering = _http_status(process, "/readyz") != 200
+            process.kill9()
+            self.mark(f"kill -9 {name} again {'during' if recovering else 'after'} recovery")
+            process = await self.start_worker(name)
+        seconds = await self.wait_processing_since(before, started)
+        return seconds
+
+    async def wait_processing_since(self, before: int, started: float) -> float:
+        """Seconds from ``started`` until the committed event count passes ``before``."""
+        ok = await _wait_for(self._progressed(before), 300)
+        assert ok, f"no progress after the fault\n{self.deployment.log_tail()}"
+        seconds = time.monotonic() - started
+        self.recoveries_s.append(seconds)
+        self.mark(f"processing again after {seconds:.1f}s")
+        return seconds
+
+    def _progressed(self, before: int) -> Any:
+        async def check() -> bool:
+            return await self.processed() > before
+
+        return check
+
+    # -- progress --------------------------------------------------------
+    async def committed(self) -> dict[int, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5_000)
+        try:
+            await admin.start()
+            offsets = await admin.list_consumer_group_offsets(self.settings.app_id)
+            self._committed = {
+                tp.partition: meta.offset
+                for tp, meta in offsets.items()
+                if tp.topic == self.settings.topic_events and meta.offset >= 0
+            }
+        except Exception:  # broker down: keep the last answer
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        return dict(self._committed)
+
+    async def processed(self) -> int:
+        """Events (and poison) sent by the feed whose offsets the group has committed."""
+        committed = await self.committed()
+        return sum(
+            bisect.bisect_left(offsets, committed.get(partition, 0))
+            for partition, offsets in list(self.stats.offsets.items())
+        )
+
+    async def wait_fraction(self, fraction: float, timeout_s: float = 600.0) -> None:
+        target = int(self.plan.events * fraction)
+
+        async def reached() -> bool:
+            return await self.processed() >= target
+
+        assert await _wait_for(reached, timeout_s, 0.3), (
+            f"{self.name}: {fraction:.0%} not processed in {timeout_s} s\n"
+            f"{self.deployment.log_tail()}"
+        )
+        self.mark(f"{fraction:.0%} processed")
+
+    async def wait_done(self, timeout_s: float = 900.0) -> None:
+        """The feed finished and every record it sent is committed."""
+        if self._feed_task is not None:
+            await asyncio.wait_for(asyncio.shield(self._feed_task), timeout_s)
+
+        async def caught_up() -> bool:
+            return await self.processed() >= self.stats.records
+
+        self.mark(f"feed done: {self.stats.records} records, {self.stats.failed} failed")
+        assert await _wait_for(caught_up, timeout_s, 0.5), (
+            f"{self.name}: not caught up ({await self.processed()} of {self.stats.records})\n"
+            f"{self.deployment.log_tail()}"
+        )
+        self.mark("all committed")
+
+    def stop_all(self) -> None:
+        for process in self.workers.values():
+            process.stop(grace_s=20.0)
+
+    async def close(self) -> None:
+        if self._feed_task is not None and not self._feed_task.done():
+            self._feed_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._feed_task
+        self.stop_all()
+
+    # -- the verdict -----------------------------------------------------
+    async def verdict(self) -> Figures:
+        """Stop the workers, read everything back, compare with the oracle."""
+        self.stop_all()
+        self.mark("workers stopped")
+        committed = await self.committed()
+        settings = self.settings
+        log = await read_all(self.bootstrap, settings.topic_events)
+        oracle = run_oracle(settings, log, committed)
+        signals = await read_all(self.bootstrap, settings.topic_signals)
+        dlq = await read_all(self.bootstrap, settings.topic_dlq)
+        changelog = await read_all(self.bootstrap, f"{settings.app_id}-users-changelog")
+        status = await read_all(self.bootstrap, settings.topic_status)
+        self.mark("outputs read, oracle run")
+        figures = compare(
+            self.name,
+            oracle,
+            signals,
+            dlq,
+            changelog,
+            status,
+            await self._redis_users(),
+            max(self.recoveries_s, default=0.0),
+        )
+        figures.notes = list(self.notes)
+        return figures
+
+    async def _redis_users(self) -> dict[str, dict[str, str]] | None:
+        """The mirror's hashes of this run's users, ``None`` when there is no mirror."""
+        if self.redis_url is None:
+            return None
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(self.redis_url, decode_responses=True)
+        try:
+            out: dict[str, dict[str, str]] = {}
+            prefix = f"{self.settings.app_id}:user:"  # agents.redis_mirror.MirrorKeys
+            async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                out[key[len(prefix) :]] = await client.hgetall(key)
+            return out
+        finally:
+            await client.aclose()
+
+
+def compare(
+    name: str,
+    oracle: OracleResult,
+    signal_records: list[Record],
+    dlq_records: list[Record],
+    changelog: list[Record],
+    status_records: list[Record],
+    redis_users: dict[str, dict[str, str]] | None,
+    recovery_s: float,
+) -> Figures:
+    low, high = oracle.committed, oracle.end
+    # -- state: every event counted once (between the two marks when in flight)
+    states: dict[str, UserState] = {}
+    for key, value in last_per_key(changelog).items():
+        if value is not None:
+            states[key.decode()] = unpack_state(value)
+    lost = double = 0
+    for user in set(low.states) | set(high.states) | set(states):
+        got = states[user].events_total if user in states else 0
+        need = low.states[user].events_total if user in low.states else 0
+        most = high.states[user].events_total if user in high.states else 0
+        lost += max(0, need - got)
+        double += max(0, got - most)
+        if user in states and user in high.states and got == most:
+            mine, theirs = states[user], high.states[user]
+            if (mine.newest_day, mine.day_counts) != (theirs.newest_day, theirs.day_counts):
+                double += 1  # same total, other days: counted in the wrong place
+    # -- DLQ: every bad record quarantined with its reason
+    dlq_decoder = msgspec.json.Decoder(DlqRecord)
+    quarantined: dict[tuple[int, int], str] = {}
+    for record in dlq_records:
+        item = dlq_decoder.decode(record.value or b"")
+        quarantined[(item.partition, item.offset)] = item.reason
+    lost += sum(1 for where in low.dlq if where not in quarantined)
+    wrong_reason = sum(
+        1 for where, reason in quarantined.items() if high.dlq.get(where, reason) != reason
+    )
+    double += sum(1 for where in quarantined if where not in high.dlq) + wrong_reason
+    # -- signals: at least once, stable ids, never invented
+    signal_decoder = msgspec.json.Decoder(Signal)
+    ids = Counter(signal_decoder.decode(r.value or b"").signal_id for r in signal_records)
+    missing = len(low.signal_ids - set(ids))
+    extra = len(set(ids) - high.signal_ids)
+    duplicates = sum(count - 1 for count in ids.values())
+    # -- status topic: the latest status of every user, tombstones for the gone
+    status_mismatches = 0
+    latest_status = last_per_key(status_records)
+    for user, state in states.items():
+        raw = latest_status.get(user.encode())
+        if raw is None:
+            status_mismatches += 1
+            continue
+        doc = json.loads(raw)
+        if doc["last_seen"] != state.last_seen_ms or doc["tier"] != (
+            TIER_NAMES[state.tier] or None
+        ):
+            status_mismatches += 1
+    status_mismatches += sum(
+        1 for key, value in latest_status.items() if value is not None and key.decode() not in states
+    )
+    # -- Redis mirror (when it exists): same users, same figures
+    redis_mismatches: int | None = None
+    if redis_users is not None:
+        redis_mismatches = 0
+        for user, state in states.items():
+            fields = redis_users.get(user)
+            if fields is None:
+                redis_mismatches += 1
+                continue
+            want = {
+                "events_total": str(state.events_total),
+                "last_seen": str(state.last_seen_ms),
+                "tier": TIER_NAMES[state.tier] or "none",
+            }
+            if any(fields.get(name) != value for name, value in want.items()):
+                redis_mismatches += 1
+        redis_mismatches += sum(1 for user in redis_users if user not in states)
+    figures = Figures(
+        scenario=name,
+        events_in=high.events_in,
+        applied=sum(s.events_total for s in states.values()),
+        dlq=len(quarantined),
+        deduplicated=sum(high.duplicates.values()),
+        suppressed=high.suppressed,
+        lost=lost,
+        double_applied=double,
+        signals=len(ids),
+        signals_missing=missing,
+        signals_extra=extra,
+        duplicate_signal_ids=duplicates,
+        redis_mismatches=redis_mismatches,
+        status_mismatches=status_mismatches,
+        recovery_s=recovery_s,
+    )
+    return figures
+
+
+def record_figures(figures: Figures, reporter: Any = None) -> None:
+    """Print the one line and keep the figures for docs/RELIABILITY.md."""
+    line = "FAULTS " + figures.line()
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(line)
+    else:
+        print(line, flush=True)
+    FIGURES.parent.mkdir(parents=True, exist_ok=True)
+    with FIGURES.open("a") as out:
+        out.write(json.dumps({**asdict(figures), "at": time.strftime("%FT%TZ", time.gmtime())}))
+        out.write("\n")
+
+
+async def _wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return True
+        await asyncio.sleep(interval_s)
+    return False
+
+
+def _http_status(process: WorkerProcess, path: str) -> int | None:
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{process.web_port}{path}", timeout=1
+        ) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return None
+
+
+__all__ = [
+    "CONTROL_HEADER",
+    "EventFeed",
+    "FaultRun",
+    "FeedPlan",
+    "Figures",
+    "KafkaCluster",
+    "record_figures",
+]

@@ -1,0 +1,136 @@
+"""The MBG/NBD risk model: shape, one-day users, shrinkage, fitting, calibration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents.fit import Summary, fit, load_params, log_likelihood, params_document
+from tables.errors import ConfigurationError
+from tables.risk import DEFAULT_PARAMS, RiskParams, p_alive, risk_not_active
+
+PARAMS = RiskParams(r=0.8, alpha=4.0, a=0.6, b=5.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    active_days=st.integers(1, 500),
+    span=st.floats(0, 400),
+    quiet=st.floats(0, 400),
+    more_quiet=st.floats(0, 100),
+    horizon=st.floats(0.1, 120),
+)
+def test_risk_is_a_probability_that_grows_with_silence(
+    active_days: int, span: float, quiet: float, more_quiet: float, horizon: float
+) -> None:
+    risk = risk_not_active(PARAMS, active_days, span, span + quiet, horizon)
+    later = risk_not_active(PARAMS, active_days, span, span + quiet + more_quiet, horizon)
+    assert 0.0 <= risk <= 1.0
+    assert later >= risk - 1e-6
+
+
+def test_a_one_day_user_is_not_alive_forever() -> None:
+    # Plain BG/NBD would keep P(alive) = 1 for x = 0; MBG/NBD lets it fall.
+    alive = [p_alive(PARAMS, 0, 0.0, age) for age in (0.0, 7.0, 30.0, 180.0)]
+    assert alive[0] < 1.0
+    assert alive == sorted(alive, reverse=True)
+    assert alive[-1] < 0.5
+
+
+def test_the_same_silence_is_more_alarming_for_a_frequent_user() -> None:
+    # Both quiet for 10 days after 60 days of history.
+    frequent = risk_not_active(PARAMS, 50, 60.0, 70.0, 30.0)
+    rare = risk_not_active(PARAMS, 3, 60.0, 70.0, 30.0)
+    assert frequent > rare
+
+
+def test_little_history_stays_near_the_population() -> None:
+    # Shrinkage: a user seen on 2 days looks like the population, one seen on 60 like itself.
+    new = risk_not_active(PARAMS, 2, 1.0, 2.0, 30.0)
+    population = risk_not_active(PARAMS, 1, 0.0, 0.0, 30.0)
+    regular = risk_not_active(PARAMS, 60, 59.0, 60.0, 30.0)
+    assert abs(new - population) < 0.2
+    assert regular < 0.05 < population
+
+
+def test_parameters_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        RiskParams(r=0.0)
+    with pytest.raises(ValueError):
+        RiskParams(alpha=float("nan"))
+
+
+def simulate_mbg_nbd(params: RiskParams, users: int, days: float, seed: int) -> Summary:
+    """Users drawn from the model itself: Poisson active days, dropout after each one."""
+    rng = np.random.default_rng(seed)
+    rates = rng.gamma(params.r, 1 / params.alpha, users)
+    dropouts = rng.beta(params.a, params.b, users)
+    x = np.zeros(users)
+    t_x = np.zeros(users)
+    for user in range(users):
+        t = 0.0
+        while rng.random() >= dropouts[user]:  # survives the last active day
+            t += rng.exponential(1 / rates[user])
+            if t > days:
+                break
+            x[user] += 1
+            t_x[user] = t
+    return Summary(x=x, t_x=t_x, age=np.full(users, days))
+
+
+def test_fit_recovers_the_parameters_of_data_drawn_from_the_model() -> None:
+    truth = RiskParams(r=0.9, alpha=6.0, a=0.7, b=3.0)
+    result = fit(simulate_mbg_nbd(truth, 4_000, 120.0, seed=3), 86_400_000, 0)
+    assert result.converged
+    fitted = result.params
+    assert fitted.r == pytest.approx(truth.r, rel=0.2)
+    assert fitted.alpha == pytest.approx(truth.alpha, rel=0.3)
+    assert fitted.a / (fitted.a + fitted.b) == pytest.approx(truth.a / (truth.a + truth.b), rel=0.2)
+    # The fit is at least as likely as the truth on its own data.
+    data = simulate_mbg_nbd(truth, 4_000, 120.0, seed=3)
+    assert log_likelihood(fitted, data).sum() >= log_likelihood(truth, data).sum() - 1e-6
+
+
+def test_risk_is_calibrated_on_data_drawn_from_the_model() -> None:
+    truth = RiskParams(r=0.9, alpha=6.0, a=0.7, b=3.0)
+    rng = np.random.default_rng(5)
+    users, history, horizon = 3_000, 90.0, 30.0
+    predicted, observed = [], []
+    for _ in range(users):
+        rate = rng.gamma(truth.r, 1 / truth.alpha)
+        dropout = rng.beta(truth.a, truth.b)
+        days, t, alive = [0.0], 0.0, rng.random() >= dropout
+        while alive:
+            t += rng.exponential(1 / rate)
+            if t > history + horizon:
+                break
+            days.append(t)
+            alive = rng.random() >= dropout
+        before = [d for d in days if d <= history]
+        predicted.append(risk_not_active(truth, len(before), before[-1], history, horizon))
+        observed.append(0 if any(history < d <= history + horizon for d in days) else 1)
+    assert abs(np.mean(predicted) - np.mean(observed)) < 0.02
+    bins = np.digitize(predicted, [0.2, 0.5, 0.8])
+    for b in range(4):
+        mask = bins == b
+        if mask.sum() > 100:
+            assert (
+                abs(np.mean(np.array(predicted)[mask]) - np.mean(np.array(observed)[mask])) < 0.06
+            )
+
+
+def test_parameter_file_round_trips_and_rescales_alpha_to_the_day_length(tmp_path: Path) -> None:
+    result = fit(simulate_mbg_nbd(DEFAULT_PARAMS, 500, 60.0, seed=1), 86_400_000, 123)
+    path = tmp_path / "params.json"
+    path.write_text(json.dumps(params_document(result)))
+    same = load_params(path, 86_400_000)
+    assert same.r == pytest.approx(result.params.r)
+    assert load_params(path, 1_000).alpha == pytest.approx(result.params.alpha * 86_400)
+    path.write_text('{"model": "other"}')
+    with pytest.raises(ConfigurationError):
+        load_params(path, 1_000)
