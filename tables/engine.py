@@ -185,12 +185,11 @@ class PartitionEngine:
             return EventResult(outcome, emissions, before, previous=before)
         self.transitions.extend(step.transitions)
         self.store.put(event.user_id, after)
-        self.index.move(
-            event.user_id, None if before is None else self._due(before), self._due(after)
-        )
+        due = self._due(after)
+        self.index.move(event.user_id, None if before is None else self._due(before), due)
         emissions.extend(more)
         # A late event for a user already due (e.g. first seen long ago) is judged at once.
-        if (due := self._due(after)) is not None and due <= self.clock_ms:
+        if due is not None and due <= self.clock_ms:
             judged, more = self._judge_user(event.user_id, after)
             emissions.extend(more)
             after = judged
