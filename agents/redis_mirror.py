@@ -58,6 +58,9 @@ SOCKET_TIMEOUT_S = 2.0
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 IDLE_PING_S = 5.0
+# After a partial batch, let changes gather this long: one round trip per
+# event would cost the shared event loop more than the events themselves.
+FLUSH_LINGER_S = 0.2
 SCAN_COUNT = 1000
 # A Redis outage shows up as any of these; anything else is a bug and stops the task.
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
@@ -331,6 +334,8 @@ class RedisMirror:
                     continue
                 if not busy:
                     await self._idle()
+                elif len(self._pending) < self.batch_users and not self.resync_pending:
+                    await asyncio.sleep(FLUSH_LINGER_S)
         finally:
             await self.aclose()
 

@@ -51,7 +51,9 @@ class Harness:
     async def control(self, record: Any, partition: int, append_ms: int) -> None:
         signer = self.worker.runtime.signer
         assert signer is not None
-        value, headers = signer.sign(self.worker.engine_app.settings.topic_events, partition, record)
+        value, headers = signer.sign(
+            self.worker.engine_app.settings.topic_events, partition, record
+        )
         await self.ctx.put(
             value, key=None, partition=partition, timestamp=append_ms / 1000, headers=headers
         )
@@ -137,7 +139,7 @@ async def test_erasure_removes_state_and_due_entry_and_keeps_only_a_hash(
     assert harness.state("alice") is None
     engine = harness.worker.runtime.engines[partition]
     assert "alice" not in {u for users in engine.index._buckets.values() for u in users}
-    keys = [key.decode() for key in harness.worker.engine_app.erased.keys()]
+    keys = [key.decode() for key in harness.worker.engine_app.erased]
     salt = harness.worker.engine_app.settings.erasure_salt
     assert salt is not None
     digest = erased_hash(salt.get_secret_value().encode(), "alice")

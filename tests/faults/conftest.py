@@ -12,7 +12,7 @@ from support.faults import FaultRun, FeedPlan, Figures, record_figures
 
 # At least 100k events per scenario, at a rate one worker keeps up with on a
 # small machine; faults are placed by processing progress, not by time.
-EVENTS = 20_000
+EVENTS = 100_000
 RATE_PER_S = 2_000.0
 
 
@@ -22,7 +22,11 @@ async def fault_run(tmp_path: Path) -> AsyncIterator[Callable[..., FaultRun]]:
 
     def make(name: str, broker_url: str, plan: FeedPlan | None = None, **kwargs: Any) -> FaultRun:
         run = FaultRun(
-            name, broker_url, tmp_path, plan or FeedPlan(events=EVENTS, rate_per_s=RATE_PER_S), **kwargs
+            name,
+            broker_url,
+            tmp_path,
+            plan or FeedPlan(events=EVENTS, rate_per_s=RATE_PER_S),
+            **kwargs,
         )
         runs.append(run)
         return run

@@ -10,7 +10,10 @@ from support.faults import FaultRun, Figures
 
 
 async def test_kill9_at_half_and_restart(
-    kafka_broker: Any, redis_server: Any, fault_run: Callable[..., FaultRun], report: Callable[[Figures], None]
+    kafka_broker: Any,
+    redis_server: Any,
+    fault_run: Callable[..., FaultRun],
+    report: Callable[[Figures], None],
 ) -> None:
     run = fault_run("kill9-50", kafka_broker.url, redis_url=redis_server.url)
     await run.start()
@@ -25,7 +28,10 @@ async def test_kill9_at_half_and_restart(
 
 @pytest.mark.full
 async def test_kill9_at_20_50_80_and_during_recovery(
-    kafka_broker: Any, redis_server: Any, fault_run: Callable[..., FaultRun], report: Callable[[Figures], None]
+    kafka_broker: Any,
+    redis_server: Any,
+    fault_run: Callable[..., FaultRun],
+    report: Callable[[Figures], None],
 ) -> None:
     run = fault_run("kill9-20-50-80+recovery", kafka_broker.url, redis_url=redis_server.url)
     await run.start()

@@ -35,15 +35,15 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from support.kafka_util import Record, _partitions
-from support.oracle import OracleResult, run_oracle
-from support.workers import Deployment
 
 from agents.services import KAFKA_SCRIPT, kafka_answers
 from agents.simulation.population import poison_record
 from agents.simulation.producer import forged_tick, misrouted_event
 from agents.worker_process import WorkerProcess
 from streams.records import CONTROL_HEADER, DlqRecord, Signal
+from support.kafka_util import Record, _partitions
+from support.oracle import OracleResult, run_oracle
+from support.workers import Deployment
 from tables.state import TIER_NAMES, UserState, unpack_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ class FeedPlan:
 
     events: int = 100_000
     rate_per_s: float = 2_000.0
-    users: int = 3_000
+    users: int = 2_000
     seed: int = 7
     late_share: float = 0.02  # ts up to 2 s in the past
     dup_share: float = 0.0  # the same event (event_id) sent again at a new offset
@@ -293,7 +293,8 @@ class KafkaCluster:
 
     @property
     def url(self) -> str:
-        return ",".join(f"kafka://127.0.0.1:{self.base + i}" for i in range(3))
+        # Faust splits broker lists on ';' (settings.broker_hosts accepts both)
+        return ";".join(f"kafka://127.0.0.1:{self.base + i}" for i in range(3))
 
     def _env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -371,6 +372,7 @@ class Figures:
     redis_mismatches: int | None
     status_mismatches: int
     recovery_s: float
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -489,6 +491,27 @@ class FaultRun:
 
         return check
 
+    async def metric(self, name: str, worker: str = "w0", **labels: str) -> float | None:
+        """A worker's metric (summed over matching samples); ``None`` if it does not answer."""
+        from support.metrics import sample
+
+        try:
+            text = await asyncio.to_thread(self.workers[worker].metrics_text)
+        except OSError:
+            return None
+        return sample(text, name, **labels)
+
+    async def wait_metric(
+        self, name: str, predicate: Any, worker: str = "w0", timeout_s: float = 300.0, **labels: str
+    ) -> None:
+        async def holds() -> bool:
+            value = await self.metric(name, worker, **labels)
+            return value is not None and bool(predicate(value))
+
+        assert await _wait_for(holds, timeout_s), (
+            f"{self.name}: {name} never satisfied the condition\n{self.deployment.log_tail()}"
+        )
+
     # -- progress --------------------------------------------------------
     async def committed(self) -> dict[int, int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5_000)
@@ -560,13 +583,19 @@ class FaultRun:
         self.mark("workers stopped")
         committed = await self.committed()
         settings = self.settings
-        log = await read_all(self.bootstrap, settings.topic_events)
+
+        async def read(topic: str) -> list[Record]:
+            records = await asyncio.wait_for(read_all(self.bootstrap, topic), 300)
+            self.mark(f"read {len(records)} records of {topic}")
+            return records
+
+        log = await read(settings.topic_events)
         oracle = run_oracle(settings, log, committed)
-        signals = await read_all(self.bootstrap, settings.topic_signals)
-        dlq = await read_all(self.bootstrap, settings.topic_dlq)
-        changelog = await read_all(self.bootstrap, f"{settings.app_id}-users-changelog")
-        status = await read_all(self.bootstrap, settings.topic_status)
-        self.mark("outputs read, oracle run")
+        self.mark("oracle run")
+        signals = await read(settings.topic_signals)
+        dlq = await read(settings.topic_dlq)
+        changelog = await read(f"{settings.app_id}-users-changelog")
+        status = await read(settings.topic_status)
         figures = compare(
             self.name,
             oracle,
@@ -574,7 +603,7 @@ class FaultRun:
             dlq,
             changelog,
             status,
-            await self._redis_users(),
+            await asyncio.wait_for(self._redis_users(), 120),
             max(self.recoveries_s, default=0.0),
         )
         figures.notes = list(self.notes)
@@ -655,7 +684,9 @@ def compare(
         ):
             status_mismatches += 1
     status_mismatches += sum(
-        1 for key, value in latest_status.items() if value is not None and key.decode() not in states
+        1
+        for key, value in latest_status.items()
+        if value is not None and key.decode() not in states
     )
     # -- Redis mirror (when it exists): same users, same figures
     redis_mismatches: int | None = None
@@ -690,6 +721,7 @@ def compare(
         redis_mismatches=redis_mismatches,
         status_mismatches=status_mismatches,
         recovery_s=recovery_s,
+        dlq_reasons=dict(Counter(quarantined.values())),
     )
     return figures
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from support.kafka_util import Record
-
 from agents.runtime import model_config, signer_for
 from streams.decode import Control, DecodeRules, Rejected, decode_record
 from streams.records import Erase, Tick
 from streams.settings import Settings
+from support.kafka_util import Record
 from tables.clock import event_contribution_ms, tick_contribution_ms
 from tables.engine import DictStore, PartitionEngine
 from tables.erasure import DictSuppressionStore, ErasureLedger, erase_is_current, window_start_ms
@@ -141,13 +140,14 @@ def _run_partition(
                 )
                 emitted(engine.observe(contribution))  # type: ignore[arg-type]
                 ledger.expire(engine.clock_ms)
-            elif isinstance(control, Erase):
-                if erase_is_current(control.issued_ms, append_ms, settings.max_future_ms):
-                    engine.forget(control.user_id)
-                    start = window_start_ms(
-                        engine.clock_ms, control.issued_ms, append_ms, settings.lateness_ms
-                    )
-                    ledger.erase(control.user_id, start)
+            elif isinstance(control, Erase) and erase_is_current(
+                control.issued_ms, append_ms, settings.max_future_ms
+            ):
+                engine.forget(control.user_id)
+                start = window_start_ms(
+                    engine.clock_ms, control.issued_ms, append_ms, settings.lateness_ms
+                )
+                ledger.erase(control.user_id, start)
             continue
         snap.events_in += 1
         snap.events_at[result.user_id] = snap.events_at.get(result.user_id, 0) + 1
