@@ -26,12 +26,21 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
+# Their DEBUG output prints whole Kafka records, whose keys are user ids: never
+# below INFO, whatever ENGAGEMENT_LOG_LEVEL says (no user ids in logs).
+RECORD_LOGGERS = ("aiokafka", "kafka", "faust", "mode")
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in RECORD_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.INFO:
+            logger.setLevel(logging.INFO)
 
 
 @click.group()

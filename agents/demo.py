@@ -165,7 +165,12 @@ async def _demo(duration_s: float | None, broker_kind: str, users: int, run_dir:
                 await asyncio.wait_for(stop.wait(), timeout=duration_s)
         stop.set()
         sim_stats = await sim_task
-        await asyncio.sleep(1.0)  # let the last signals of the run reach the screen
+        # let the worker drain what the simulator sent (bounded), then stop watching
+        poison_total = sum(sim_stats.poison_sent.values())
+        drain_deadline = time.monotonic() + 15
+        while counts["dlq"] < poison_total and time.monotonic() < drain_deadline:
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
         watch_stop.set()
         await watch_task
         summary = (

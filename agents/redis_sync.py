@@ -30,7 +30,7 @@ from agents.redis_mirror import (
     write_user,
 )
 from agents.runtime import model_config
-from agents.user_view import is_at_risk, user_fields
+from agents.user_view import is_at_risk, mirror_fields
 from streams.decode import partition_for
 from streams.kafka import client_options
 from streams.settings import Settings
@@ -148,7 +148,9 @@ async def redis_sync(
             pipe = client.pipeline(transaction=False)
             for user_id in ordered[start : start + BATCH_USERS]:
                 partition = partition_for(user_id.encode(), settings.partitions)
-                fields = user_fields(user_id, states[user_id], clocks.get(partition, NEVER), config)
+                fields = mirror_fields(
+                    user_id, states[user_id], clocks.get(partition, NEVER), config
+                )
                 write_user(pipe, keys, user_id, fields)
                 stats.users += 1
                 stats.at_risk += is_at_risk(fields)

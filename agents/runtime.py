@@ -76,7 +76,10 @@ class TableStore:
     """``StateStore`` over the Faust users table (packed bytes, UTF-8 keys).
 
     Observers (the Redis mirror, the status topic) hear of every change:
-    ``observer(user_id, state)`` with ``state=None`` for a deletion.
+    ``observer(user_id, state)`` with ``state=None`` for a deletion. They hear
+    it *before* the table is written: what they send at once goes into the
+    producer's queue ahead of the changelog record, so after a crash a saved
+    state never lacks the output derived from it.
     """
 
     def __init__(self, table: Any) -> None:
@@ -88,14 +91,14 @@ class TableStore:
         return None if blob is None else unpack_state(blob)
 
     def put(self, user_id: str, state: UserState) -> None:
-        self._table[user_id.encode()] = pack_state(state)
         for observer in self.observers:
             observer(user_id, state)
+        self._table[user_id.encode()] = pack_state(state)
 
     def delete(self, user_id: str) -> None:
-        self._table.pop(user_id.encode(), None)
         for observer in self.observers:
             observer(user_id, None)
+        self._table.pop(user_id.encode(), None)
 
     def announce(self, user_id: str, state: UserState) -> None:
         """Tell the observers about a state already stored (nothing is written)."""

@@ -19,34 +19,43 @@ AT_RISK_STAGE: Final = "at_risk"
 UserFields = dict[str, str | int | float]
 
 
-def user_fields(user_id: str, state: UserState, clock_ms: int, config: ModelConfig) -> UserFields:
-    """The user's serving view as of ``clock_ms`` (never earlier than ``last_seen``).
+def mirror_fields(user_id: str, state: UserState, clock_ms: int, config: ModelConfig) -> UserFields:
+    """The fields of the user's Redis hash, as of ``clock_ms`` (never before ``last_seen``).
 
-    Every field is always present, so writing the whole mapping replaces the
-    previous one exactly (idempotent, no stale fields).
+    A deliberately short list (each field costs on every write); every field
+    is always present, so writing the whole mapping replaces the previous one
+    exactly (idempotent, no stale fields).
     """
     at_ms = max(clock_ms, state.last_seen_ms)
-    tiers, source = thresholds_for(state, config)
-    next_tier = min(state.tier, TIER_CHURNED - 1)
     return {
         "stage": stage_at(state, at_ms, config),
         "tier": TIER_NAMES[state.tier] or NO_TIER,
         "risk": round(risk_at(state, at_ms, config), 6),
         "as_of": at_ms,
-        "first_seen": state.first_seen_ms,
         "last_seen": state.last_seen_ms,
         "episode": state.episode_ms,
-        "inactive_ms": at_ms - state.last_seen_ms,
-        "next_threshold_ms": tiers[next_tier],
-        "threshold_source": source,
         "tenant": state.tenant,
         "segment": state.segment,
         "group": group_of(user_id, config.holdout_salt, config.holdout_share),
-        "active_days": state.active_days,
-        "streak_days": state.streak_days,
         "events_total": state.events_total,
-        "usual_gap_days": state.usual_gap_centidays / 100,
     }
+
+
+def user_fields(user_id: str, state: UserState, clock_ms: int, config: ModelConfig) -> UserFields:
+    """The full view of ``GET /users/{id}``: the Redis hash's fields and more."""
+    fields = mirror_fields(user_id, state, clock_ms, config)
+    at_ms = int(fields["as_of"])
+    tiers, source = thresholds_for(state, config)
+    fields.update(
+        first_seen=state.first_seen_ms,
+        inactive_ms=at_ms - state.last_seen_ms,
+        next_threshold_ms=tiers[min(state.tier, TIER_CHURNED - 1)],
+        threshold_source=source,
+        active_days=state.active_days,
+        streak_days=state.streak_days,
+        usual_gap_days=state.usual_gap_centidays / 100,
+    )
+    return fields
 
 
 def is_at_risk(fields: UserFields) -> bool:

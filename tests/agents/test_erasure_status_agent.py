@@ -10,12 +10,14 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from agents.status import UserStatus
 from agents.worker import Worker, build_worker
 from streams.decode import partition_for
-from streams.records import Erase, Signal
+from streams.records import CONTROL_HEADER, DLQ_REASONS, Erase, Signal
 from streams.settings import load_settings
 from tables.erasure import erased_hash
 from tables.state import unpack_state
@@ -281,3 +283,35 @@ async def test_offsets_are_committed_only_after_status_writes_are_confirmed(
     assert status.pending == 0
     last = harness.statuses("ivy")[-1]
     assert last is not None and last.last_seen == t0
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    value=st.binary(max_size=200)
+    | st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+        max_leaves=8,
+    ).map(lambda obj: json.dumps(obj).encode()),
+    key=st.none() | st.binary(max_size=8),
+    control=st.booleans(),
+)
+async def test_any_record_through_the_agent_is_quarantined_with_a_reason(
+    harness: Harness, value: bytes, key: bytes | None, control: bool
+) -> None:
+    """Arbitrary bytes or JSON into the running agent: it never stops, and each
+    record ends as exactly one DLQ record with a known reason (none of these
+    can be a valid event: they lack the required fields or the signature)."""
+    dlq: list[str] = []
+
+    async def capture_dlq(*, key: bytes | None, value: bytes, **_: Any) -> None:
+        dlq.append(msgspec.json.decode(value)["reason"])
+
+    harness.worker.engine_app.dlq.send = capture_dlq
+    headers = [(CONTROL_HEADER, b"tick")] if control else None
+    await harness.ctx.put(value, key=key, partition=0, timestamp=now_ms() / 1000, headers=headers)
+    assert len(dlq) == 1 and dlq[0] in DLQ_REASONS

@@ -9,6 +9,7 @@ import pytest
 from support.faults import FaultRun, Figures
 
 
+@pytest.mark.full
 async def test_kill9_at_half_and_restart(
     kafka_broker: Any,
     redis_server: Any,

@@ -12,6 +12,7 @@ from support.faults import FaultRun, FeedPlan, Figures
 from streams.records import DLQ_REASONS
 
 
+@pytest.mark.full
 async def test_poison_of_every_reason_mixed_in(
     kafka_broker: Any,
     redis_server: Any,

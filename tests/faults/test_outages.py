@@ -11,38 +11,8 @@ from typing import Any
 import pytest
 from support.faults import FaultRun, Figures, KafkaCluster
 
-REDIS_OUTAGE_S = 30.0  # the fault itself lasts this long (not a wait for an outcome)
-REDIS_FREEZE_S = 20.0
 
-
-async def redis_outage(run: FaultRun, redis_server: Any, *, freeze: bool) -> None:
-    """Take Redis away while the worker processes; it must keep processing,
-    then the mirror must catch up (no mismatch at the end)."""
-    before = await run.processed()
-    if freeze:
-        redis_server.freeze()
-        run.mark("redis frozen (SIGSTOP)")
-    else:
-        await asyncio.to_thread(redis_server.stop)
-        run.mark("redis stopped")
-    try:
-        await asyncio.sleep(REDIS_FREEZE_S if freeze else REDIS_OUTAGE_S)
-        during = await run.processed()
-        run.mark(f"{during - before} records processed during the outage")
-        assert during > before, "the worker must keep processing while Redis is away"
-    finally:
-        if freeze:
-            redis_server.thaw()
-        else:
-            await asyncio.to_thread(redis_server.start)
-    back = time.monotonic()
-    run.mark("redis back")
-    await run.wait_metric("engagement_redis_up", lambda v: v == 1)
-    await run.wait_metric("engagement_redis_needs_resync", lambda v: v == 0)
-    run.recoveries_s.append(time.monotonic() - back)
-    run.mark(f"mirror writing again after {run.recoveries_s[-1]:.1f}s")
-
-
+@pytest.mark.full
 async def test_redis_stopped_for_30s(
     kafka_broker: Any,
     redis_server: Any,
@@ -52,7 +22,7 @@ async def test_redis_stopped_for_30s(
     run = fault_run("redis-stop-30s", kafka_broker.url, redis_url=redis_server.url)
     await run.start()
     await run.wait_fraction(0.2)
-    await redis_outage(run, redis_server, freeze=False)
+    await run.redis_outage(redis_server, freeze=False)
     await run.wait_done()
     figures = await run.verdict()
     report(figures)
@@ -70,7 +40,7 @@ async def test_redis_frozen_then_resumed(
     run = fault_run("redis-sigstop-20s", kafka_broker.url, redis_url=redis_server.url)
     await run.start()
     await run.wait_fraction(0.2)
-    await redis_outage(run, redis_server, freeze=True)
+    await run.redis_outage(redis_server, freeze=True)
     await run.wait_done()
     figures = await run.verdict()
     report(figures)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -89,8 +90,11 @@ async def test_two_workers_answer_for_any_user_and_guard_the_api(
         ENGAGEMENT_CHURNED="2h",
     )
     await deployment.create_topics()
-    first = await deployment.start_worker("w0")
-    second = await deployment.start_worker("w1")
+    # Started together: the group forms with both before the tables hold much.
+    first, second = deployment.worker("w0"), deployment.worker("w1")
+    first.start()
+    second.start()
+    await asyncio.gather(first.wait_ready(120), second.wait_ready(120))
     apis = [Api(session, first.web_port), Api(session, second.web_port)]
     try:
 

@@ -28,7 +28,7 @@ from agents.metrics import Metrics
 from agents.redis_mirror import MirrorKeys, RedisMirror, redis_client
 from agents.runtime import model_config
 from agents.services import RedisServer
-from agents.user_view import UserFields, user_fields
+from agents.user_view import UserFields, mirror_fields
 from streams.decode import partition_for
 from streams.settings import load_settings
 from tables.state import TIER_AT_RISK, TIER_NAMES, UserState
@@ -70,7 +70,7 @@ class FakeSource:
         return self.states.get(user_id)
 
     def fields(self, user_id: str, state: UserState) -> UserFields:
-        return user_fields(user_id, state, NOW_MS, CONFIG)
+        return mirror_fields(user_id, state, NOW_MS, CONFIG)
 
     def put(self, user_id: str, value: UserState) -> None:
         self.states[user_id] = value
@@ -442,5 +442,5 @@ async def test_redis_sync_rebuilds_the_mirror_after_flushdb(
     assert differences(await latest_states(deployment), after) == []
     assert set(after.users) == set(before.users) == set(users)
     for user_id in users:  # the same derivation as the worker, at the same clock or later
-        for field in ("last_seen", "episode", "events_total", "tier", "first_seen", "group"):
+        for field in ("last_seen", "episode", "events_total", "tier", "tenant", "group"):
             assert after.users[user_id][field] == before.users[user_id][field]

@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
@@ -54,16 +56,26 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def metrics_text(worker: Any, token: str | None = SECRETS["ENGAGEMENT_API_TOKEN"]) -> str:
+    """/metrics of a worker whose API is token-protected."""
+    request = urllib.request.Request(f"http://127.0.0.1:{worker.web_port}/metrics")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return str(response.read().decode())
+
+
 async def metric(worker: Any, name: str, **labels: str) -> float:
     with contextlib.suppress(OSError):
-        return sample(await asyncio.to_thread(worker.metrics_text), name, **labels)
+        return sample(await asyncio.to_thread(metrics_text, worker), name, **labels)
     return -1.0
 
 
+@pytest.mark.parametrize("log_level", ["INFO", "DEBUG"])
 async def test_no_user_id_or_secret_leaks_from_a_live_worker(
-    kafka_broker: Any, tmp_path: Any
+    kafka_broker: Any, tmp_path: Any, log_level: str
 ) -> None:
-    deployment = Deployment(kafka_broker.url, tmp_path, **SECRETS)
+    deployment = Deployment(kafka_broker.url, tmp_path, ENGAGEMENT_LOG_LEVEL=log_level, **SECRETS)
     settings = deployment.settings
     await deployment.create_topics()
     worker = await deployment.start_worker()
@@ -109,7 +121,10 @@ async def test_no_user_id_or_secret_leaks_from_a_live_worker(
         assert await metric(worker, "engagement_dlq_total") >= 20
         assert await metric(worker, "engagement_erasures_total", outcome="applied") == 1
 
-        text = await asyncio.to_thread(worker.metrics_text)
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            await asyncio.to_thread(metrics_text, worker, None)
+        assert denied.value.code == 401
+        text = await asyncio.to_thread(metrics_text, worker)
         log = worker.log_path.read_text(errors="replace")
         assert marker not in text, [line for line in text.splitlines() if marker in line][:5]
         assert marker not in log, [line for line in log.splitlines() if marker in line][:5]

@@ -40,7 +40,7 @@ from agents.services import KAFKA_SCRIPT, kafka_answers
 from agents.simulation.population import poison_record
 from agents.simulation.producer import forged_tick, misrouted_event
 from agents.worker_process import WorkerProcess
-from streams.records import CONTROL_HEADER, DlqRecord, Signal
+from streams.records import DlqRecord, Signal
 from support.kafka_util import Record, _partitions
 from support.oracle import OracleResult, run_oracle
 from support.workers import Deployment
@@ -50,6 +50,8 @@ REPO = Path(__file__).resolve().parents[2]
 FIGURES = REPO / "run" / "faults" / "figures.jsonl"
 EVENT_TYPES = ("login", "view", "add_to_cart", "purchase", "checkout_failed", "support_ticket")
 POISON_KINDS = 13  # the 11 of the population + wrong_partition + bad_signature
+REDIS_OUTAGE_S = 30.0
+REDIS_FREEZE_S = 20.0
 OutRecord = tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
 
 
@@ -512,6 +514,35 @@ class FaultRun:
             f"{self.name}: {name} never satisfied the condition\n{self.deployment.log_tail()}"
         )
 
+    async def redis_outage(self, redis_server: Any, *, freeze: bool) -> None:
+        """Take Redis away (stopped, data lost; or frozen by SIGSTOP) for a fixed
+        time while the worker processes: it must keep processing, and the mirror
+        must catch up afterwards (checked at the verdict)."""
+        before = await self.processed()
+        if freeze:
+            redis_server.freeze()
+            self.mark("redis frozen (SIGSTOP)")
+        else:
+            await asyncio.to_thread(redis_server.stop)
+            self.mark("redis stopped")
+        try:
+            # the fault itself lasts this long; nothing to wait for
+            await asyncio.sleep(REDIS_FREEZE_S if freeze else REDIS_OUTAGE_S)
+            during = await self.processed()
+            self.mark(f"{during - before} records processed during the outage")
+            assert during > before, "the worker must keep processing while Redis is away"
+        finally:
+            if freeze:
+                redis_server.thaw()
+            else:
+                await asyncio.to_thread(redis_server.start)
+        back = time.monotonic()
+        self.mark("redis back")
+        await self.wait_metric("engagement_redis_up", lambda v: v == 1)
+        await self.wait_metric("engagement_redis_needs_resync", lambda v: v == 0)
+        self.recoveries_s.append(time.monotonic() - back)
+        self.mark(f"mirror writing again after {self.recoveries_s[-1]:.1f}s")
+
     # -- progress --------------------------------------------------------
     async def committed(self) -> dict[int, int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5_000)
@@ -637,6 +668,8 @@ def compare(
     recovery_s: float,
 ) -> Figures:
     low, high = oracle.committed, oracle.end
+    accounted = high.applied + len(high.dlq) + sum(high.duplicates.values()) + high.suppressed
+    assert accounted == high.events_in, f"oracle bug: {accounted} of {high.events_in} accounted"
     # -- state: every event counted once (between the two marks when in flight)
     states: dict[str, UserState] = {}
     for key, value in last_per_key(changelog).items():
@@ -740,6 +773,32 @@ def record_figures(figures: Figures, reporter: Any = None) -> None:
         out.write("\n")
 
 
+def markdown_table(path: Path = FIGURES) -> str:
+    """The latest figures of each scenario as the table of docs/RELIABILITY.md
+    (``cd tests && ../.venv/bin/python -m support.faults``)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if row["events_in"] >= 100_000:
+            latest[row["scenario"]] = row
+    head = (
+        "| scenario | events in | applied | DLQ | de-duplicated | lost | double applied "
+        "| signals | missing | extra | duplicate ids | Redis mismatches | status mismatches "
+        "| recovery s |"
+    )
+    out = [head, "|" + "---|" * 14]
+    for name, row in latest.items():
+        redis = "n/a" if row["redis_mismatches"] is None else row["redis_mismatches"]
+        out.append(
+            f"| {name} | {row['events_in']} | {row['applied']} | {row['dlq']} "
+            f"| {row['deduplicated']} | {row['lost']} | {row['double_applied']} "
+            f"| {row['signals']} | {row['signals_missing']} | {row['signals_extra']} "
+            f"| {row['duplicate_signal_ids']} | {redis} | {row['status_mismatches']} "
+            f"| {row['recovery_s']:.1f} |"
+        )
+    return "\n".join(out)
+
+
 async def _wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.5) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -765,11 +824,15 @@ def _http_status(process: WorkerProcess, path: str) -> int | None:
 
 
 __all__ = [
-    "CONTROL_HEADER",
     "EventFeed",
     "FaultRun",
     "FeedPlan",
     "Figures",
     "KafkaCluster",
+    "markdown_table",
     "record_figures",
 ]
+
+
+if __name__ == "__main__":
+    print(markdown_table())
