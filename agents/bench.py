@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -175,24 +176,28 @@ async def worker_rate(
     }
     process = WorkerProcess(env, run_dir / f"worker-{env['ENGAGEMENT_APP_ID']}.log")
     process.start()
-    await process.wait_ready(180)
-    first = last = 0.0
-    deadline = time.monotonic() + 3600
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            count = _metric(
-                await asyncio.to_thread(process.metrics_text), "engagement_events_total{"
-            )
-            now = time.monotonic()
-            if count > 0 and not first:
-                first = now
-            if count >= expected:
-                last = now
-                break
-        await asyncio.sleep(0.1)
-    if not last:
-        raise RuntimeError(f"worker did not apply {expected} events; see {process.log_path}")
-    # the first poll that saw events is up to one poll late: count from the first poll
+    try:
+        await process.wait_ready(180)
+        first = last = 0.0
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                count = _metric(
+                    await asyncio.to_thread(process.metrics_text), "engagement_events_total{"
+                )
+                now = time.monotonic()
+                if count > 0 and not first:
+                    first = now
+                if count >= expected:
+                    last = now
+                    break
+            await asyncio.sleep(0.1)
+        if not last:
+            raise RuntimeError(f"worker did not apply {expected} events; see {process.log_path}")
+        # the first poll that saw events is up to one poll late: count from the first poll
+    except BaseException:
+        process.stop()
+        raise
     return expected / max(last - first, 1e-6), process
 
 
@@ -484,7 +489,12 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _exit_on_term(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds the finally blocks that stop what we started
+
+
 def main(broker: str, quick: bool, as_json: bool) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_term)
     result = asyncio.run(run_bench(broker, quick))
     print(json.dumps(result) if as_json else format_result(result), flush=True)
     return 0

@@ -13,9 +13,16 @@ import heapq
 
 
 class DueIndex:
-    """``due_ms`` buckets of width ``bucket_ms`` holding user ids."""
+    """``due_ms`` buckets of width ``bucket_ms`` holding user ids.
 
-    __slots__ = ("_bucket_ms", "_buckets", "_heap")
+    Coarse buckets keep memory small (one set per bucket, not per user). Once
+    the clock reaches a bucket it becomes "current": its users that are not
+    yet due move into a small exact heap of ``(due_ms, user)``, so later clock
+    advances pop only users that are really due instead of re-scanning the
+    whole straddling bucket on every record.
+    """
+
+    __slots__ = ("_bucket_ms", "_buckets", "_current", "_fine", "_fine_due", "_heap")
 
     def __init__(self, bucket_ms: int) -> None:
         if bucket_ms <= 0:
@@ -23,12 +30,19 @@ class DueIndex:
         self._bucket_ms = bucket_ms
         self._buckets: dict[int, set[str]] = {}
         self._heap: list[int] = []
+        self._current = -(2**62)  # buckets at or below this live in the exact heap
+        self._fine: list[tuple[int, str]] = []
+        self._fine_due: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return sum(len(users) for users in self._buckets.values())
+        return sum(len(users) for users in self._buckets.values()) + len(self._fine_due)
 
     def add(self, user_id: str, due_ms: int) -> None:
         bucket = due_ms // self._bucket_ms
+        if bucket <= self._current:
+            self._fine_due[user_id] = due_ms
+            heapq.heappush(self._fine, (due_ms, user_id))
+            return
         users = self._buckets.get(bucket)
         if users is None:
             users = self._buckets[bucket] = set()
@@ -36,7 +50,12 @@ class DueIndex:
         users.add(user_id)
 
     def discard(self, user_id: str, due_ms: int) -> None:
-        users = self._buckets.get(due_ms // self._bucket_ms)
+        bucket = due_ms // self._bucket_ms
+        if bucket <= self._current:
+            if self._fine_due.get(user_id) == due_ms:
+                del self._fine_due[user_id]  # its heap entry is now stale, skipped on pop
+            return
+        users = self._buckets.get(bucket)
         if users is not None:
             users.discard(user_id)
 
@@ -49,20 +68,26 @@ class DueIndex:
             self.add(user_id, new_due_ms)
 
     def next_bucket_start_ms(self) -> int | None:
-        """The start of the earliest non-empty bucket (``None`` when empty)."""
+        """A lower bound of the earliest due time held (``None`` when empty)."""
+        fine = self._fine
+        while fine and self._fine_due.get(fine[0][1]) != fine[0][0]:
+            heapq.heappop(fine)
+        earliest = fine[0][0] if fine else None
         while self._heap:
             bucket = self._heap[0]
             if self._buckets.get(bucket):
-                return bucket * self._bucket_ms
+                start = bucket * self._bucket_ms
+                return start if earliest is None else min(start, earliest)
             heapq.heappop(self._heap)
             self._buckets.pop(bucket, None)
-        return None
+        return earliest
 
     def pop_candidates(self, clock_ms: int) -> list[str]:
-        """Remove and return users of every bucket that starts at or before ``clock_ms``.
+        """Remove and return users that may be due at ``clock_ms``.
 
-        Some of them may not be due yet (their bucket straddles the clock); the
-        caller re-adds those with their due time.
+        Users of buckets the clock has just reached are all returned (the
+        caller re-adds those not yet due, which then land in the exact heap);
+        from the exact heap only users due at or before the clock come out.
         """
         out: list[str] = []
         limit = clock_ms // self._bucket_ms
@@ -72,9 +97,21 @@ class DueIndex:
             users = self._buckets.pop(bucket, None)
             if users:
                 out.extend(users)
+        if limit > self._current:
+            self._current = limit
+        fine = self._fine
+        fine_due = self._fine_due
+        while fine and fine[0][0] <= clock_ms:
+            due_ms, user_id = heapq.heappop(fine)
+            if fine_due.get(user_id) == due_ms:
+                del fine_due[user_id]
+                out.append(user_id)
         out.sort()  # deterministic emission order regardless of set order
         return out
 
     def clear(self) -> None:
         self._buckets.clear()
         self._heap.clear()
+        self._fine.clear()
+        self._fine_due.clear()
+        self._current = -(2**62)
