@@ -167,7 +167,9 @@ async def _demo(duration_s: float | None, broker_kind: str, users: int, run_dir:
         sim_stats = await sim_task
         # let the worker drain what the simulator sent (bounded), then stop watching
         poison_total = sum(sim_stats.poison_sent.values())
-        drain_deadline = time.monotonic() + 15
+        drain_deadline = time.monotonic() + 60
+        if counts["dlq"] < poison_total:
+            print("waiting for the worker to catch up ...", flush=True)
         while counts["dlq"] < poison_total and time.monotonic() < drain_deadline:
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)

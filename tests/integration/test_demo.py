@@ -38,7 +38,7 @@ def test_demo_shows_every_tier_and_stops_everything(broker: str, kafka_broker: o
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-m", "agents.cli", "demo", "--duration", "55", "--broker", broker],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=240,
+        cwd=repo, env=env, capture_output=True, text=True, timeout=400,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     match = SUMMARY.search(done.stdout)

@@ -242,14 +242,14 @@ async def test_restart_after_crash_does_not_double_count(kafka_broker: Any, tmp_
                 return sample(text, "engagement_events_total") >= count
             return False
 
-        assert await wait_for(lambda: processed(len(first)), 60), deployment.log_tail()
+        assert await wait_for(lambda: processed(len(first)), 180), deployment.log_tail()
         worker.kill9()
         second = [event(u, f"{u}-{n}", base + n) for n in range(5, 10) for u in users]
         await produce(deployment.bootstrap, topic, second)
         # a producer retry: the same event ids again at new offsets
         await produce(deployment.bootstrap, topic, second[-len(users) :])
         worker = await deployment.start_worker("w1")
-        assert await wait_for(lambda: processed(len(second)), 90), deployment.log_tail()
+        assert await wait_for(lambda: processed(len(second)), 240), deployment.log_tail()
 
         async def settled() -> bool:
             states = await latest_states(deployment)
