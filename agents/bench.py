@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,6 @@ QUICK = BenchSize(
 
 def _say(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def make_events(size: BenchSize, start_ms: int) -> list[tuple[bytes, bytes, int]]:
@@ -265,14 +261,15 @@ def replay_rate(
 
 
 def state_sizes(store: DictStore) -> tuple[float, float]:
-    """Serialised bytes per user, and resident bytes per user in a memory-store-like dict."""
+    """Serialised bytes per user, and bytes allocated per user (key + value + dict slot)."""
     states = list(store.states.items())
     serialised = statistics.fmean(len(pack_state(state)) for _user, state in states)
     gc.collect()
-    before = _rss_bytes()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
     held = {user.encode(): pack_state(state) for user, state in states}
-    gc.collect()
-    resident = (_rss_bytes() - before) / len(held)
+    resident = (tracemalloc.get_traced_memory()[0] - before) / len(held)
+    tracemalloc.stop()
     del held
     return serialised, resident
 
