@@ -13,11 +13,18 @@ the worker owning that partition writes a user's status):
   owns);
 - an erasure drops the user's pending write and sends a tombstone.
 
-Every record goes through one FIFO (Faust's producer buffer, ``send_soon``),
-so per user the newest write is also the last one in the topic. To know
-whether stage or tier changed, the writer remembers the last written pair of
-the most recently written users (bounded); a user it has forgotten is
-written at once, which is never wrong, only less coalesced.
+Immediate writes and tombstones are queued (``send_soon``) in Faust's
+producer buffer from the observer, which runs before the table write: they
+reach Kafka no later than the state's changelog record, so a crash cannot
+keep a state and lose the status derived from it. Coalesced writes are sent
+directly from a task (the buffer throttles the agent when it grows), except
+for a user whose queued write is still undelivered: that one queues behind
+it, so per user the newest write is the last in the topic. A record
+re-delivered after a crash is announced again by the runtime, which
+rewrites a coalesced status the crash lost. To know whether stage or tier
+changed, the writer remembers the last written pair of the most recently
+written users (bounded); a user it has forgotten is written at once, which
+is never wrong, only less coalesced.
 """
 
 from __future__ import annotations
@@ -62,8 +69,11 @@ class UserStatus(msgspec.Struct, frozen=True, kw_only=True):
     schema_version: int = STATUS_SCHEMA_VERSION
 
 
-# (key, value or None for a tombstone, partition) -> a future resolved on delivery
-Sender = Callable[[bytes, bytes | None, int], "asyncio.Future[Any]"]
+# (key, value or None for a tombstone, partition) -> a future resolved on delivery.
+# ``enqueue`` is synchronous and FIFO with the table's changelog writes (Faust's
+# producer buffer); ``send`` hands the record to the Kafka client at once.
+Enqueue = Callable[[bytes, bytes | None, int], "asyncio.Future[Any]"]
+Send = Callable[[bytes, bytes | None, int], Awaitable["asyncio.Future[Any]"]]
 StateReader = Callable[[str], UserState | None]
 
 
@@ -99,11 +109,22 @@ def status_of(user_id: str, state: UserState, clock_ms: int, config: ModelConfig
 
 
 class StatusWriter:
-    """Coalesces status writes per user and sends them through ``send``."""
+    """Coalesces status writes per user.
+
+    Writes decided in the observer (stage or tier changes, tombstones) are
+    enqueued: the observer runs before the table write, so they are queued
+    ahead of the state's changelog record and a crash cannot keep the state
+    but lose its status. Coalesced writes are flushed later from a task and
+    sent directly (not through Faust's producer buffer, which throttles the
+    agent when it grows), except for a user whose enqueued write is still
+    undelivered: that one is enqueued behind it, so per user the newest
+    write stays the last.
+    """
 
     def __init__(
         self,
-        send: Sender,
+        enqueue: Enqueue,
+        send: Send,
         config: ModelConfig,
         clock_of: Callable[[int], int],
         read_state: StateReader,
@@ -113,6 +134,7 @@ class StatusWriter:
         remembered_users: int = REMEMBERED_USERS,
         delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
     ) -> None:
+        self._enqueue = enqueue
         self._send = send
         self._config = config
         self._clock_of = clock_of
@@ -124,6 +146,7 @@ class StatusWriter:
         self._pending: dict[str, _Pending] = {}
         self._written: OrderedDict[str, int] = OrderedDict()
         self._in_flight: list[_InFlight] = []
+        self._queued: dict[str, asyncio.Future[Any]] = {}  # user -> last enqueued write
 
     @property
     def pending(self) -> int:
@@ -131,12 +154,12 @@ class StatusWriter:
 
     # -- the observer --------------------------------------------------
     def observe(self, user_id: str, state: UserState | None) -> None:
-        """``TableStore`` observer: a user's state was written (``None``: deleted)."""
+        """``TableStore`` observer: a user's state is being written (``None``: deleted)."""
         if state is None:
             self._pending.pop(user_id, None)
             self._written.pop(user_id, None)
             partition = partition_for(user_id.encode(), self._partitions)
-            self._write(user_id, partition, None, TOMBSTONE)
+            self._enqueue_write(user_id, partition, None, TOMBSTONE)
             self._metrics.status_pending.set(len(self._pending))
             return
         clock_ms = self._clock_of(state.partition)
@@ -144,13 +167,14 @@ class StatusWriter:
         code = _STAGE_CODE[stage] * len(TIER_NAMES) + state.tier
         if self._written.get(user_id) != code:
             self._pending.pop(user_id, None)
-            self._send_status(user_id, state.partition, state, clock_ms, IMMEDIATE, code)
+            value = self._encode(user_id, state, clock_ms, code)
+            self._enqueue_write(user_id, state.partition, value, IMMEDIATE)
         else:
             self._pending[user_id] = _Pending(state.partition, state, clock_ms)
         self._metrics.status_pending.set(len(self._pending))
 
     # -- flushing ------------------------------------------------------
-    def send_pending(self, partitions: Iterable[int] | None = None) -> int:
+    async def send_pending(self, partitions: Iterable[int] | None = None) -> int:
         """Send the coalesced writes (of ``partitions``, default all); returns how many."""
         if partitions is None:
             chosen = list(self._pending.items())
@@ -160,14 +184,21 @@ class StatusWriter:
             chosen = [(u, p) for u, p in self._pending.items() if p.partition in wanted]
             for user_id, _ in chosen:
                 del self._pending[user_id]
-        for user_id, item in chosen:
-            self._send_status(user_id, item.partition, item.state, item.clock_ms, COALESCED)
         self._metrics.status_pending.set(len(self._pending))
+        for user_id, item in chosen:
+            value = self._encode(user_id, item.state, item.clock_ms)
+            queued = self._queued.get(user_id)
+            if queued is not None and not queued.done():
+                self._enqueue_write(user_id, item.partition, value, COALESCED)
+                continue
+            future = await self._send(user_id.encode(), value, item.partition)
+            self._in_flight.append(_InFlight(user_id, item.partition, future))
+            self._metrics.status_writes.labels(kind=COALESCED).inc()
         return len(chosen)
 
     async def tick(self) -> None:
         """The periodic flush (every ``STATUS_FLUSH``): send, do not wait."""
-        self.send_pending()
+        await self.send_pending()
         self._settle()
 
     async def flush(self, partitions: Iterable[int] | None = None) -> bool:
@@ -178,7 +209,7 @@ class StatusWriter:
         commit offsets this time.
         """
         wanted = None if partitions is None else set(partitions)
-        self.send_pending(wanted)
+        await self.send_pending(wanted)
         # Writes sent while we wait (the agent keeps processing) belong to later commits.
         waiting = {
             item.future for item in self._in_flight if wanted is None or item.partition in wanted
@@ -186,6 +217,17 @@ class StatusWriter:
         if waiting:
             await asyncio.wait(waiting, timeout=self._delivery_timeout_s)
         return self._settle(waiting)
+
+    def discard(self, partitions: Iterable[int]) -> int:
+        """Drop what is still pending for partitions given away (after a failed flush)."""
+        gone = set(partitions)
+        dropped = [u for u, item in self._pending.items() if item.partition in gone]
+        for user_id in dropped:
+            del self._pending[user_id]
+        if dropped:
+            log.warning("%d user-status writes dropped with revoked partitions", len(dropped))
+        self._metrics.status_pending.set(len(self._pending))
+        return len(dropped)
 
     def _settle(self, awaited: set[asyncio.Future[Any]] | None = None) -> bool:
         """Forget delivered writes and re-pend failed ones; False if one of
@@ -202,6 +244,7 @@ class StatusWriter:
                 ok = False
                 self._retry(item)
         self._in_flight = keep
+        self._queued = {user: f for user, f in self._queued.items() if not f.done()}
         return ok
 
     def _retry(self, item: _InFlight) -> None:
@@ -215,29 +258,25 @@ class StatusWriter:
             )
         log.warning("a user-status write failed; it will be sent again")
 
-    # -- sending -------------------------------------------------------
-    def _send_status(
-        self,
-        user_id: str,
-        partition: int,
-        state: UserState,
-        clock_ms: int,
-        kind: str,
-        code: int | None = None,
-    ) -> None:
+    # -- records -------------------------------------------------------
+    def _encode(
+        self, user_id: str, state: UserState, clock_ms: int, code: int | None = None
+    ) -> bytes:
+        """The record's bytes; remembers the written (stage, tier) of the user."""
         status = status_of(user_id, state, clock_ms, self._config)
         if code is None:
             code = _STAGE_CODE[status.stage] * len(TIER_NAMES) + state.tier
-        self._write(user_id, partition, _encoder.encode(status), kind)
         written = self._written
         written[user_id] = code
         written.move_to_end(user_id)
         if len(written) > self._remembered_users:
             written.popitem(last=False)
+        return _encoder.encode(status)
 
-    def _write(self, user_id: str, partition: int, value: bytes | None, kind: str) -> None:
-        future = self._send(user_id.encode(), value, partition)
+    def _enqueue_write(self, user_id: str, partition: int, value: bytes | None, kind: str) -> None:
+        future = self._enqueue(user_id.encode(), value, partition)
         self._in_flight.append(_InFlight(user_id, partition, future))
+        self._queued[user_id] = future
         self._metrics.status_writes.labels(kind=kind).inc()
 
 

@@ -148,10 +148,14 @@ def _wire_status(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> S
     every offset commit and when partitions are revoked (see ``agents.status``)."""
     app, settings = engine_app.app, engine_app.settings
 
-    def send(key: bytes, value: bytes | None, partition: int) -> Any:
+    def enqueue(key: bytes, value: bytes | None, partition: int) -> Any:
         return engine_app.status.send_soon(key=key, value=value, partition=partition)
 
+    async def send(key: bytes, value: bytes | None, partition: int) -> Any:
+        return await engine_app.status.send(key=key, value=value, partition=partition, force=True)
+
     status = StatusWriter(
+        enqueue,
         send,
         runtime.config,
         clock_reader(runtime),
@@ -167,7 +171,9 @@ def _wire_status(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> S
         flush_before_commit(app.consumer, status.flush)
 
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        await status.flush({tp.partition for tp in revoked if tp.topic == settings.topic_events})
+        partitions = {tp.partition for tp in revoked if tp.topic == settings.topic_events}
+        if not await status.flush(partitions):
+            status.discard(partitions)  # never write for a partition given away
 
     app.on_partitions_assigned.connect(on_assigned)
     app.on_partitions_revoked.connect(on_revoked)

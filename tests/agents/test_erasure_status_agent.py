@@ -115,8 +115,14 @@ async def harness() -> AsyncIterator[Harness]:
             future.set_result(None)
             return future
 
+        async def capture_status_now(
+            *, key: bytes, value: bytes | None, partition: int, **_: Any
+        ) -> asyncio.Future[Any]:
+            return capture_status(key=key, value=value, partition=partition)
+
         worker.engine_app.signals.send = capture_signal
         worker.engine_app.status.send_soon = capture_status
+        worker.engine_app.status.send = capture_status_now
 
         async def ignore_lifecycle(**_: Any) -> None:  # transitions: tests/agents/test_config.py
             return None
@@ -315,3 +321,36 @@ async def test_any_record_through_the_agent_is_quarantined_with_a_reason(
     headers = [(CONTROL_HEADER, b"tick")] if control else None
     await harness.ctx.put(value, key=key, partition=0, timestamp=now_ms() / 1000, headers=headers)
     assert len(dlq) == 1 and dlq[0] in DLQ_REASONS
+
+
+async def test_a_coalesced_write_queues_behind_an_undelivered_immediate_one(
+    harness: Harness,
+) -> None:
+    status = harness.worker.status
+    assert status is not None
+    loop = asyncio.get_running_loop()
+    queued: list[tuple[bytes, asyncio.Future[Any]]] = []
+    direct: list[bytes] = []
+
+    def slow_queue(*, key: bytes, value: bytes | None, partition: int, **_: Any) -> Any:
+        future: asyncio.Future[Any] = loop.create_future()
+        queued.append((key, future))
+        return future
+
+    async def now(*, key: bytes, value: bytes | None, partition: int, **_: Any) -> Any:
+        direct.append(key)
+        future: asyncio.Future[Any] = loop.create_future()
+        future.set_result(None)
+        return future
+
+    harness.worker.engine_app.status.send_soon = slow_queue
+    harness.worker.engine_app.status.send = now
+    t0 = now_ms()
+    await harness.event("kim", "k1", t0)  # immediate: queued, not yet delivered
+    await harness.event("lee", "l1", t0)
+    queued[-1][1].set_result(None)  # lee's immediate write is delivered
+    await harness.event("kim", "k2", t0 + 10)  # coalesced
+    await harness.event("lee", "l2", t0 + 10)  # coalesced
+    await status.tick()
+    assert [key for key, _ in queued] == [b"kim", b"lee", b"kim"]  # behind kim's first
+    assert direct == [b"lee"]

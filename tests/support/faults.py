@@ -162,7 +162,12 @@ class FeedStats:
 
 
 async def run_feed(bootstrap: str, topic: str, feed: EventFeed, stats: FeedStats) -> None:
-    """Send ``plan.events`` events at ``plan.rate_per_s``; survives broker outages."""
+    """Send ``plan.events`` events at ``plan.rate_per_s``; survives broker outages.
+
+    A record whose send fails is sent again (as a real producer would: if
+    the failed attempt did land, the retry is a producer duplicate, skipped
+    by ``event_id``), so the log holds at least ``plan.events`` events.
+    """
     plan = feed.plan
     step_s = 0.05
     per_step = max(1, round(plan.rate_per_s * step_s))
@@ -174,24 +179,28 @@ async def run_feed(bootstrap: str, topic: str, feed: EventFeed, stats: FeedStats
         retry_backoff_ms=200,
     )
     await producer.start()
+    retry: list[OutRecord] = []
     try:
         next_at = time.monotonic()
-        while feed.sent < plan.events:
+        while feed.sent < plan.events or retry:
             count = min(per_step, plan.events - feed.sent)
-            batch = feed.next_records(count, int(time.time() * 1000))
-            futures = []
-            for key, value, partition, headers in batch:
+            batch, retry = retry + feed.next_records(count, int(time.time() * 1000)), []
+            sending: list[tuple[OutRecord, Any]] = []
+            for record in batch:
+                key, value, partition, headers = record
                 try:
-                    futures.append(
-                        await producer.send(
-                            topic, value=value, key=key, partition=partition, headers=headers
-                        )
+                    future = await producer.send(
+                        topic, value=value, key=key, partition=partition, headers=headers
                     )
-                except Exception:  # broker down: this record is simply not in the log
+                    sending.append((record, future))
+                except Exception:  # broker down: send it again later
                     stats.failed += 1
-            for result in await asyncio.gather(*futures, return_exceptions=True):
+                    retry.append(record)
+            results = await asyncio.gather(*(f for _, f in sending), return_exceptions=True)
+            for (record, _), result in zip(sending, results, strict=True):
                 if isinstance(result, BaseException):
                     stats.failed += 1
+                    retry.append(record)
                     continue
                 stats.records += 1
                 bisect.insort(stats.offsets.setdefault(result.partition, []), result.offset)
@@ -371,10 +380,13 @@ class Figures:
     signals_missing: int
     signals_extra: int
     duplicate_signal_ids: int
+    transitions_missing: int
+    transitions_extra: int
     redis_mismatches: int | None
     status_mismatches: int
     recovery_s: float
     dlq_reasons: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)  # of mismatches, for the failure message
     notes: list[str] = field(default_factory=list)
 
     def line(self) -> str:
@@ -384,7 +396,9 @@ class Figures:
             f"dlq={self.dlq} deduplicated={self.deduplicated} lost={self.lost} "
             f"double_applied={self.double_applied} signals={self.signals} "
             f"missing={self.signals_missing} extra={self.signals_extra} "
-            f"duplicate_signal_ids={self.duplicate_signal_ids} redis_mismatches={redis} "
+            f"duplicate_signal_ids={self.duplicate_signal_ids} "
+            f"transitions_missing={self.transitions_missing} "
+            f"transitions_extra={self.transitions_extra} redis_mismatches={redis} "
             f"status_mismatches={self.status_mismatches} recovery_s={self.recovery_s:.1f}"
         )
 
@@ -394,10 +408,12 @@ class Figures:
             "double_applied": self.double_applied,
             "signals_missing": self.signals_missing,
             "signals_extra": self.signals_extra,
+            "transitions_missing": self.transitions_missing,
+            "transitions_extra": self.transitions_extra,
             "redis_mismatches": self.redis_mismatches or 0,
             "status_mismatches": self.status_mismatches,
         }
-        notes = "\n".join(self.notes)
+        notes = "\n".join(self.examples + self.notes)
         assert not any(bad.values()), f"{self.line()}\n{notes}\n{details}"
 
 
@@ -427,6 +443,7 @@ class FaultRun:
         self.recoveries_s: list[float] = []
         self._feed_task: asyncio.Task[None] | None = None
         self._committed: dict[int, int] = {}
+        self._admin: AIOKafkaAdminClient | None = None
         self.workers: dict[str, WorkerProcess] = {}
         self.notes: list[str] = []
         self._t0 = time.monotonic()
@@ -545,21 +562,30 @@ class FaultRun:
 
     # -- progress --------------------------------------------------------
     async def committed(self) -> dict[int, int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5_000)
+        """The group's committed offsets on the input topic (the last answer if
+        the broker does not answer now)."""
         try:
-            await admin.start()
-            offsets = await admin.list_consumer_group_offsets(self.settings.app_id)
+            if self._admin is None:
+                admin = AIOKafkaAdminClient(
+                    bootstrap_servers=self.bootstrap, request_timeout_ms=5_000
+                )
+                await admin.start()
+                self._admin = admin
+            offsets = await self._admin.list_consumer_group_offsets(self.settings.app_id)
             self._committed = {
                 tp.partition: meta.offset
                 for tp, meta in offsets.items()
                 if tp.topic == self.settings.topic_events and meta.offset >= 0
             }
-        except Exception:  # broker down: keep the last answer
-            pass
-        finally:
+        except Exception:  # broker down: keep the last answer, reconnect next time
+            await self._close_admin()
+        return dict(self._committed)
+
+    async def _close_admin(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
             with contextlib.suppress(Exception):
                 await admin.close()
-        return dict(self._committed)
 
     async def processed(self) -> int:
         """Events (and poison) sent by the feed whose offsets the group has committed."""
@@ -589,7 +615,7 @@ class FaultRun:
         async def caught_up() -> bool:
             return await self.processed() >= self.stats.records
 
-        self.mark(f"feed done: {self.stats.records} records, {self.stats.failed} failed")
+        self.mark(f"feed done: {self.stats.records} records, {self.stats.failed} sends retried")
         assert await _wait_for(caught_up, timeout_s, 0.5), (
             f"{self.name}: not caught up ({await self.processed()} of {self.stats.records})\n"
             f"{self.deployment.log_tail()}"
@@ -601,6 +627,7 @@ class FaultRun:
             process.stop(grace_s=20.0)
 
     async def close(self) -> None:
+        await self._close_admin()
         if self._feed_task is not None and not self._feed_task.done():
             self._feed_task.cancel()
             with contextlib.suppress(BaseException):
@@ -627,6 +654,7 @@ class FaultRun:
         dlq = await read(settings.topic_dlq)
         changelog = await read(f"{settings.app_id}-users-changelog")
         status = await read(settings.topic_status)
+        lifecycle = await read(settings.topic_lifecycle)
         figures = compare(
             self.name,
             oracle,
@@ -634,6 +662,7 @@ class FaultRun:
             dlq,
             changelog,
             status,
+            lifecycle,
             await asyncio.wait_for(self._redis_users(), 120),
             max(self.recoveries_s, default=0.0),
         )
@@ -664,6 +693,7 @@ def compare(
     dlq_records: list[Record],
     changelog: list[Record],
     status_records: list[Record],
+    lifecycle_records: list[Record],
     redis_users: dict[str, dict[str, str]] | None,
     recovery_s: float,
 ) -> Figures:
@@ -675,11 +705,19 @@ def compare(
     for key, value in last_per_key(changelog).items():
         if value is not None:
             states[key.decode()] = unpack_state(value)
+    examples: list[str] = []
+
+    def example(what: str) -> None:
+        if len(examples) < 12:
+            examples.append(what)
+
     lost = double = 0
     for user in set(low.states) | set(high.states) | set(states):
         got = states[user].events_total if user in states else 0
         need = low.states[user].events_total if user in low.states else 0
         most = high.states[user].events_total if user in high.states else 0
+        if not need <= got <= most:
+            example(f"events of {user}: {got}, oracle {need}..{most}")
         lost += max(0, need - got)
         double += max(0, got - most)
         if user in states and user in high.states and got == most:
@@ -703,41 +741,45 @@ def compare(
     missing = len(low.signal_ids - set(ids))
     extra = len(set(ids) - high.signal_ids)
     duplicates = sum(count - 1 for count in ids.values())
+    transitions = {json.loads(r.value or b"{}")["transition_id"] for r in lifecycle_records}
+    for signal_id in sorted(low.signal_ids - set(ids))[:3]:
+        example(f"signal missing: {signal_id}")
+    for signal_id in sorted(set(ids) - high.signal_ids)[:3]:
+        example(f"signal invented: {signal_id}")
     # -- status topic: the latest status of every user, tombstones for the gone
     status_mismatches = 0
     latest_status = last_per_key(status_records)
     for user, state in states.items():
         raw = latest_status.get(user.encode())
-        if raw is None:
+        doc = json.loads(raw) if raw is not None else None
+        want = (state.last_seen_ms, TIER_NAMES[state.tier] or None)
+        if doc is None or (doc["last_seen"], doc["tier"]) != want:
             status_mismatches += 1
-            continue
-        doc = json.loads(raw)
-        if doc["last_seen"] != state.last_seen_ms or doc["tier"] != (
-            TIER_NAMES[state.tier] or None
-        ):
+            got = None if doc is None else (doc["last_seen"], doc["tier"])
+            example(f"status of {user}: {got} != table {want}")
+    for key, value in latest_status.items():
+        if value is not None and key.decode() not in states:
             status_mismatches += 1
-    status_mismatches += sum(
-        1
-        for key, value in latest_status.items()
-        if value is not None and key.decode() not in states
-    )
+            example(f"status of {key.decode()} but no state")
     # -- Redis mirror (when it exists): same users, same figures
     redis_mismatches: int | None = None
     if redis_users is not None:
         redis_mismatches = 0
         for user, state in states.items():
             fields = redis_users.get(user)
-            if fields is None:
-                redis_mismatches += 1
-                continue
             want = {
                 "events_total": str(state.events_total),
                 "last_seen": str(state.last_seen_ms),
                 "tier": TIER_NAMES[state.tier] or "none",
             }
-            if any(fields.get(name) != value for name, value in want.items()):
+            got = None if fields is None else {name: fields.get(name) for name in want}
+            if got != want:
                 redis_mismatches += 1
-        redis_mismatches += sum(1 for user in redis_users if user not in states)
+                example(f"redis of {user}: {got} != table {want}")
+        for user in redis_users:
+            if user not in states:
+                redis_mismatches += 1
+                example(f"redis hash of {user} but no state")
     figures = Figures(
         scenario=name,
         events_in=high.events_in,
@@ -751,10 +793,13 @@ def compare(
         signals_missing=missing,
         signals_extra=extra,
         duplicate_signal_ids=duplicates,
+        transitions_missing=len(low.transition_ids - transitions),
+        transitions_extra=len(transitions - high.transition_ids),
         redis_mismatches=redis_mismatches,
         status_mismatches=status_mismatches,
         recovery_s=recovery_s,
         dlq_reasons=dict(Counter(quarantined.values())),
+        examples=examples,
     )
     return figures
 
@@ -783,17 +828,19 @@ def markdown_table(path: Path = FIGURES) -> str:
             latest[row["scenario"]] = row
     head = (
         "| scenario | events in | applied | DLQ | de-duplicated | lost | double applied "
-        "| signals | missing | extra | duplicate ids | Redis mismatches | status mismatches "
-        "| recovery s |"
+        "| signals | missing | extra | duplicate ids | transitions missing / extra "
+        "| Redis mismatches | status mismatches | recovery s |"
     )
-    out = [head, "|" + "---|" * 14]
+    out = [head, "|" + "---|" * 15]
     for name, row in latest.items():
         redis = "n/a" if row["redis_mismatches"] is None else row["redis_mismatches"]
         out.append(
             f"| {name} | {row['events_in']} | {row['applied']} | {row['dlq']} "
             f"| {row['deduplicated']} | {row['lost']} | {row['double_applied']} "
             f"| {row['signals']} | {row['signals_missing']} | {row['signals_extra']} "
-            f"| {row['duplicate_signal_ids']} | {redis} | {row['status_mismatches']} "
+            f"| {row['duplicate_signal_ids']} "
+            f"| {row.get('transitions_missing', '-')} / {row.get('transitions_extra', '-')} "
+            f"| {redis} | {row['status_mismatches']} "
             f"| {row['recovery_s']:.1f} |"
         )
     return "\n".join(out)

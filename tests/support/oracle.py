@@ -2,7 +2,7 @@
 
 It reads nothing but the input topic (partitions, offsets, append times,
 headers, bytes) and replays it exactly as ``agents.runtime.Runtime`` does:
-the same decoder and rules, ticks and erasures from the log, one
+the same decoder and rules, ticks, threshold versions and erasures from the log, one
 ``PartitionEngine`` over a ``DictStore`` per partition, de-duplication by
 the rules of CONTRACTS.md. Each partition is run to two marks:
 
@@ -16,11 +16,13 @@ the rules of CONTRACTS.md. Each partition is run to two marks:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agents.runtime import model_config, signer_for
 from streams.decode import Control, DecodeRules, Rejected, decode_record
-from streams.records import Erase, Tick
+from streams.records import ConfigUpdate, Erase, Tick
 from streams.settings import Settings
 from support.kafka_util import Record
 from tables.clock import event_contribution_ms, tick_contribution_ms
@@ -36,6 +38,7 @@ class Snapshot:
 
     states: dict[str, UserState] = field(default_factory=dict)
     signal_ids: set[str] = field(default_factory=set)
+    transition_ids: set[str] = field(default_factory=set)
     dlq: dict[tuple[int, int], str] = field(default_factory=dict)  # (partition, offset) -> reason
     events_in: int = 0
     applied: int = 0
@@ -46,6 +49,7 @@ class Snapshot:
     def merge(self, other: Snapshot) -> None:
         self.states.update(other.states)
         self.signal_ids |= other.signal_ids
+        self.transition_ids |= other.transition_ids
         self.dlq.update(other.dlq)
         self.events_in += other.events_in
         self.applied += other.applied
@@ -58,6 +62,7 @@ class Snapshot:
         return Snapshot(
             states=dict(self.states),
             signal_ids=set(self.signal_ids),
+            transition_ids=set(self.transition_ids),
             dlq=dict(self.dlq),
             events_in=self.events_in,
             applied=self.applied,
@@ -107,9 +112,11 @@ def _run_partition(
     snap = Snapshot()
     mark: Snapshot | None = None
 
-    def emitted(emissions: list[object]) -> None:
+    def emitted(emissions: list[Any]) -> None:
         for emission in emissions:
-            snap.signal_ids.add(emission.signal_id)  # type: ignore[attr-defined]
+            snap.signal_ids.add(emission.signal_id)
+        for transition in engine.take_transitions():
+            snap.transition_ids.add(transition.transition_id)
 
     for record in records:
         if mark is None and record.offset >= committed_offset:
@@ -129,40 +136,61 @@ def _run_partition(
             snap.events_in += 1
             snap.dlq[(partition, record.offset)] = result.reason
             continue
-        if isinstance(result, Control):
-            control = result.record
-            if isinstance(control, Tick):
-                contribution = tick_contribution_ms(
-                    control.wall_ms,
-                    append_ms,
-                    control.events_seen_append_ms,
-                    settings.stall_guard_ms,
-                )
-                emitted(engine.observe(contribution))  # type: ignore[arg-type]
-                ledger.expire(engine.clock_ms)
-            elif isinstance(control, Erase) and erase_is_current(
-                control.issued_ms, append_ms, settings.max_future_ms
-            ):
-                engine.forget(control.user_id)
-                start = window_start_ms(
-                    engine.clock_ms, control.issued_ms, append_ms, settings.lateness_ms
-                )
-                ledger.erase(control.user_id, start)
-            continue
-        snap.events_in += 1
-        snap.events_at[result.user_id] = snap.events_at.get(result.user_id, 0) + 1
-        if ledger:
-            emitted(engine.observe(event_contribution_ms(result.ts_ms, result.append_ms)))  # type: ignore[arg-type]
-            if ledger.suppresses(result.user_id, engine.clock_ms):
-                snap.suppressed += 1
-                continue
-        outcome = engine.on_event(result)
-        if outcome.outcome == APPLIED:
-            snap.applied += 1
-        else:
-            snap.duplicates[outcome.outcome] += 1
-        emitted(outcome.emissions)  # type: ignore[arg-type]
+        _apply(result, append_ms, settings, engine, ledger, snap, emitted)
     snap.states = dict(store.states)
     if mark is None:
         mark = snap.copy()
     return mark, snap
+
+
+def _apply(
+    result: Any,
+    append_ms: int,
+    settings: Settings,
+    engine: PartitionEngine,
+    ledger: ErasureLedger,
+    snap: Snapshot,
+    emitted: Callable[[list[Any]], None],
+) -> None:
+    """One decoded record, as ``agents.runtime.Runtime.handle`` treats it."""
+    if isinstance(result, Control):
+        control = result.record
+        if isinstance(control, Tick):
+            contribution = tick_contribution_ms(
+                control.wall_ms,
+                append_ms,
+                control.events_seen_append_ms,
+                settings.stall_guard_ms,
+            )
+            emitted(engine.observe(contribution))
+            ledger.expire(engine.clock_ms)
+        elif isinstance(control, ConfigUpdate):
+            tiers = (control.at_risk_ms, control.dormant_ms, control.churned_ms)
+            if 0 < tiers[0] <= tiers[1] <= tiers[2] and control.scope:
+                _changed, emissions = engine.receive_config(
+                    control.scope, control.effective_from, tiers
+                )
+                emitted(emissions)
+        elif isinstance(control, Erase) and erase_is_current(
+            control.issued_ms, append_ms, settings.max_future_ms
+        ):
+            engine.forget(control.user_id)
+            start = window_start_ms(
+                engine.clock_ms, control.issued_ms, append_ms, settings.lateness_ms
+            )
+            ledger.erase(control.user_id, start)
+        emitted([])
+        return
+    snap.events_in += 1
+    snap.events_at[result.user_id] = snap.events_at.get(result.user_id, 0) + 1
+    if ledger:
+        emitted(engine.observe(event_contribution_ms(result.ts_ms, result.append_ms)))
+        if ledger.suppresses(result.user_id, engine.clock_ms):
+            snap.suppressed += 1
+            return
+    outcome = engine.on_event(result)
+    if outcome.outcome == APPLIED:
+        snap.applied += 1
+    else:
+        snap.duplicates[outcome.outcome] += 1
+    emitted(outcome.emissions)
