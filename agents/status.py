@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 STATUS_SCHEMA_VERSION: Final = 1
 REMEMBERED_USERS: Final = 200_000
 DELIVERY_TIMEOUT_S: Final = 60.0
+COMMIT_RETRY_S: Final = 1.0
 IMMEDIATE: Final = "immediate"
 COALESCED: Final = "coalesced"
 TOMBSTONE: Final = "tombstone"
@@ -131,6 +132,7 @@ class StatusWriter:
         metrics: Metrics,
         *,
         partitions: int,
+        owned: Callable[[], set[int]] | None = None,
         remembered_users: int = REMEMBERED_USERS,
         delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
     ) -> None:
@@ -141,6 +143,7 @@ class StatusWriter:
         self._read_state = read_state
         self._metrics = metrics
         self._partitions = partitions
+        self._owned = owned
         self._remembered_users = remembered_users
         self._delivery_timeout_s = delivery_timeout_s
         self._pending: dict[str, _Pending] = {}
@@ -191,7 +194,12 @@ class StatusWriter:
             if queued is not None and not queued.done():
                 self._enqueue_write(user_id, item.partition, value, COALESCED)
                 continue
-            future = await self._send(user_id.encode(), value, item.partition)
+            try:
+                future = await self._send(user_id.encode(), value, item.partition)
+            except Exception as exc:  # the producer refused it: keep it for the next flush
+                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                future = failed
             self._in_flight.append(_InFlight(user_id, item.partition, future))
             self._metrics.status_writes.labels(kind=COALESCED).inc()
         return len(chosen)
@@ -201,7 +209,9 @@ class StatusWriter:
         await self.send_pending()
         self._settle()
 
-    async def flush(self, partitions: Iterable[int] | None = None) -> bool:
+    async def flush(
+        self, partitions: Iterable[int] | None = None, timeout_s: float | None = None
+    ) -> bool:
         """Send pending writes and wait until every write so far is delivered.
 
         Returns False if a write failed or timed out; the affected users are
@@ -215,7 +225,7 @@ class StatusWriter:
             item.future for item in self._in_flight if wanted is None or item.partition in wanted
         }
         if waiting:
-            await asyncio.wait(waiting, timeout=self._delivery_timeout_s)
+            await asyncio.wait(waiting, timeout=timeout_s or self._delivery_timeout_s)
         return self._settle(waiting)
 
     def discard(self, partitions: Iterable[int]) -> int:
@@ -251,6 +261,8 @@ class StatusWriter:
         self._written.pop(item.user_id, None)
         if item.user_id in self._pending:
             return
+        if self._owned is not None and item.partition not in self._owned():
+            return  # given away meanwhile: the new owner re-processes its records
         state = self._read_state(item.user_id)
         if state is not None:  # None: erased meanwhile, its tombstone follows in order
             self._pending[item.user_id] = _Pending(
@@ -290,23 +302,32 @@ def clock_reader(runtime: Any) -> Callable[[int], int]:
     return clock_of
 
 
-def flush_before_commit(consumer: Any, flush: Callable[[], Awaitable[bool]]) -> None:
+def flush_before_commit(
+    consumer: Any, flush: Callable[[], Awaitable[bool]], retry_s: float = COMMIT_RETRY_S
+) -> None:
     """Make ``consumer`` send and confirm pending status writes before committing offsets.
 
     Faust has no awaitable before-commit hook (the sensor's
     ``on_commit_initiated`` is synchronous), so this wraps the consumer's
     ``_commit_offsets`` (every commit path goes through it, also the one on
-    shutdown). If the writes are not confirmed the offsets are not committed
-    this time: the records are processed again after a crash, never skipped.
+    shutdown). By then Faust has taken the offsets off its list of acked
+    offsets: a commit may be late but must not be skipped (the partition
+    would never commit again), so unconfirmed writes are retried until they
+    are delivered, as Faust's own producer flush before a commit waits too.
+    Only a consumer that is stopping gives up (its records are processed
+    again by the next owner, never skipped).
     """
     if getattr(consumer, "_engagement_status_hooked", False):
         return
     original = consumer._commit_offsets
 
     async def commit_offsets(offsets: Any, start_new_transaction: bool = True) -> bool:
-        if not await flush():
-            log.warning("user-status writes not confirmed: offsets not committed this time")
-            return False
+        while not await flush():
+            if getattr(consumer, "should_stop", False):
+                log.warning("user-status writes not confirmed while stopping: no commit")
+                return False
+            log.warning("user-status writes not confirmed yet: the commit waits")
+            await asyncio.sleep(retry_s)
         return bool(await original(offsets, start_new_transaction=start_new_transaction))
 
     consumer._commit_offsets = commit_offsets

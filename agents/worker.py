@@ -162,6 +162,7 @@ def _wire_status(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> S
         runtime.store.get,
         metrics,
         partitions=settings.partitions,
+        owned=lambda: owned_partitions(engine_app),
     )
     runtime.store.observers.append(status.observe)
     app.timer(interval=settings.status_flush_ms / 1000, name="status_flush")(status.tick)
@@ -172,7 +173,8 @@ def _wire_status(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> S
 
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         partitions = {tp.partition for tp in revoked if tp.topic == settings.topic_events}
-        if not await status.flush(partitions):
+        # bounded: the whole group waits for this callback
+        if not await status.flush(partitions, timeout_s=settings.session_timeout_ms / 2000):
             status.discard(partitions)  # never write for a partition given away
 
     app.on_partitions_assigned.connect(on_assigned)

@@ -247,48 +247,59 @@ async def test_flush_sends_the_newest_coalesced_state(harness: Harness) -> None:
 
 
 class FakeConsumer:
-    def __init__(self) -> None:
-        self.committed: list[Any] = []
+    def __init__(self, status: Any) -> None:
+        self.status = status
+        self.committed: list[tuple[Any, int]] = []  # (offsets, status writes still failing)
+        self.should_stop = False
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
-        self.committed.append(offsets)
+        self.committed.append((offsets, self.status.pending))
         return True
 
 
-async def test_offsets_are_committed_only_after_status_writes_are_confirmed(
-    harness: Harness,
-) -> None:
+async def test_a_commit_waits_until_the_status_writes_are_confirmed(harness: Harness) -> None:
+    """Faust has already taken the offsets off its acked list when it calls
+    ``_commit_offsets``: the hook may delay the commit, never skip it."""
     from agents.status import flush_before_commit
 
     status = harness.worker.status
     assert status is not None
-    consumer = FakeConsumer()
-    flush_before_commit(consumer, status.flush)
-    flush_before_commit(consumer, status.flush)  # idempotent
+    status._owned = lambda: {0, 1}  # test_context assigns no partitions
+    consumer = FakeConsumer(status)
+    flush_before_commit(consumer, status.flush, retry_s=0.01)
+    flush_before_commit(consumer, status.flush, retry_s=0.01)  # idempotent
     loop = asyncio.get_running_loop()
-    failing: list[asyncio.Future[Any]] = []
+    attempts: list[bytes] = []
 
     def flaky_send(*, key: bytes, value: bytes | None, partition: int, **_: Any) -> Any:
         future: asyncio.Future[Any] = loop.create_future()
-        if failing is not None and len(failing) == 0:
+        attempts.append(key)
+        if len(attempts) == 1:
             future.set_exception(RuntimeError("broker unavailable"))
-            failing.append(future)
         else:
             future.set_result(None)
         harness.status.append((key, value, partition))
         return future
 
+    async def flaky_send_now(**kwargs: Any) -> Any:
+        return flaky_send(**kwargs)
+
     harness.worker.engine_app.status.send_soon = flaky_send
+    harness.worker.engine_app.status.send = flaky_send_now
     t0 = now_ms()
     await harness.event("ivy", "i1", t0)  # immediate write: fails
-    assert not await consumer._commit_offsets({"tp": 1})
-    assert consumer.committed == []
-    assert status.pending == 1  # re-pended with the current state
-    assert await consumer._commit_offsets({"tp": 2})
-    assert consumer.committed == [{"tp": 2}]
-    assert status.pending == 0
+    assert await consumer._commit_offsets({"tp": 1})
+    assert consumer.committed == [({"tp": 1}, 0)]  # after the write went through again
+    assert attempts == [b"ivy", b"ivy"]
     last = harness.statuses("ivy")[-1]
     assert last is not None and last.last_seen == t0
+    # a stopping consumer gives up instead of waiting for a dead producer
+    attempts.clear()
+    await harness.event("ivy", "i2", t0 + 1)  # coalesced
+    harness.worker.engine_app.status.send = flaky_send_now  # its first call fails again
+    consumer.should_stop = True
+    assert not await consumer._commit_offsets({"tp": 2})
+    assert len(consumer.committed) == 1
 
 
 @settings(

@@ -560,6 +560,34 @@ class FaultRun:
         self.recoveries_s.append(time.monotonic() - back)
         self.mark(f"mirror writing again after {self.recoveries_s[-1]:.1f}s")
 
+    async def wait_quiet(self, timeout_s: float = 120.0) -> None:
+        """Wait until the live workers stop changing anything: no new signal for
+        three polls, nothing pending for Redis or the status topic.
+
+        After the feed, ticks keep judging users until every one has churned;
+        the comparison is of what the outputs converge to. (A worker stopped
+        in the middle of such changes leaves its last Redis writes to the
+        resync of the next start: see docs/RELIABILITY.md, limits.)"""
+        live = [n for n, p in self.workers.items() if p.proc is not None and p.proc.poll() is None]
+        names = (
+            "engagement_signals_total",
+            "engagement_redis_backlog_users",
+            "engagement_status_pending",
+        )
+        last: tuple[float, ...] | None = None
+        same = 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            now = tuple([(await self.metric(m, n)) or 0.0 for n in live for m in names])
+            idle = all(v == 0 for i, v in enumerate(now) if i % len(names) != 0)
+            same = same + 1 if now == last and idle else 0
+            if same >= 3:
+                self.mark("workers quiet")
+                return
+            last = now
+            await asyncio.sleep(1.0)
+        self.mark(f"workers still busy after {timeout_s:.0f}s")
+
     # -- progress --------------------------------------------------------
     async def committed(self) -> dict[int, int]:
         """The group's committed offsets on the input topic (the last answer if
@@ -637,8 +665,19 @@ class FaultRun:
     # -- the verdict -----------------------------------------------------
     async def verdict(self) -> Figures:
         """Stop the workers, read everything back, compare with the oracle."""
+        await self.wait_quiet()
+        for name, process in self.workers.items():
+            if process.proc is not None and process.proc.poll() is None:
+                backlog = await self.metric("engagement_redis_backlog_users", name)
+                resync = await self.metric("engagement_redis_needs_resync", name)
+                pending = await self.metric("engagement_status_pending", name)
+                self.mark(
+                    f"{name} at stop: redis backlog {backlog}, resync pending {resync}, "
+                    f"status pending {pending}"
+                )
         self.stop_all()
-        self.mark("workers stopped")
+        codes = {n: p.proc.returncode for n, p in self.workers.items() if p.proc is not None}
+        self.mark(f"workers stopped, exit codes {codes} (-9: killed after the grace time)")
         committed = await self.committed()
         settings = self.settings
 
