@@ -45,9 +45,10 @@ def update_negative_flags(flags: int, newest_day: int, event_day: int, event_typ
     if week > newest_week:
         flags = (flags & 0x0F) << 4 if week == newest_week + 1 else 0
         newest_week = week
-    bit = negative_bit(event_type)
-    if not bit:
+    kind = NEGATIVE_TYPES.get(event_type)
+    if kind is None:
         return flags
+    bit = 1 << kind
     if week == newest_week:
         return flags | bit
     if week == newest_week - 1:

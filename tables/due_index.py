@@ -10,6 +10,9 @@ table after a restart or a rebalance.
 from __future__ import annotations
 
 import heapq
+from typing import Final
+
+_EMPTY: Final = 2**62  # floor of an empty index: above any due time
 
 
 class DueIndex:
@@ -22,7 +25,7 @@ class DueIndex:
     whole straddling bucket on every record.
     """
 
-    __slots__ = ("_bucket_ms", "_buckets", "_current", "_fine", "_fine_due", "_heap")
+    __slots__ = ("_bucket_ms", "_buckets", "_current", "_fine", "_fine_due", "_heap", "floor_ms")
 
     def __init__(self, bucket_ms: int) -> None:
         if bucket_ms <= 0:
@@ -33,6 +36,9 @@ class DueIndex:
         self._current = -(2**62)  # buckets at or below this live in the exact heap
         self._fine: list[tuple[int, str]] = []
         self._fine_due: dict[str, int] = {}
+        # A lower bound of every due time held: lowered by ``add``, made exact
+        # by ``next_bucket_start_ms``, so a caller can skip the look in O(1).
+        self.floor_ms = _EMPTY
 
     def __len__(self) -> int:
         return sum(len(users) for users in self._buckets.values()) + len(self._fine_due)
@@ -40,9 +46,14 @@ class DueIndex:
     def add(self, user_id: str, due_ms: int) -> None:
         bucket = due_ms // self._bucket_ms
         if bucket <= self._current:
+            if due_ms < self.floor_ms:
+                self.floor_ms = due_ms
             self._fine_due[user_id] = due_ms
             heapq.heappush(self._fine, (due_ms, user_id))
             return
+        start_ms = bucket * self._bucket_ms
+        if start_ms < self.floor_ms:
+            self.floor_ms = start_ms  # the bucket's start: moves within it keep the bound
         users = self._buckets.get(bucket)
         if users is None:
             users = self._buckets[bucket] = set()
@@ -63,6 +74,10 @@ class DueIndex:
         if old_due_ms == new_due_ms:
             return
         if old_due_ms is not None:
+            if new_due_ms is not None:
+                bucket = old_due_ms // self._bucket_ms
+                if bucket == new_due_ms // self._bucket_ms and bucket > self._current:
+                    return  # the same coarse bucket: nothing to change
             self.discard(user_id, old_due_ms)
         if new_due_ms is not None:
             self.add(user_id, new_due_ms)
@@ -77,9 +92,12 @@ class DueIndex:
             bucket = self._heap[0]
             if self._buckets.get(bucket):
                 start = bucket * self._bucket_ms
-                return start if earliest is None else min(start, earliest)
+                found = start if earliest is None else min(start, earliest)
+                self.floor_ms = found
+                return found
             heapq.heappop(self._heap)
             self._buckets.pop(bucket, None)
+        self.floor_ms = _EMPTY if earliest is None else earliest
         return earliest
 
     def pop_candidates(self, clock_ms: int) -> list[str]:
@@ -110,6 +128,7 @@ class DueIndex:
         return out
 
     def clear(self) -> None:
+        self.floor_ms = _EMPTY
         self._buckets.clear()
         self._heap.clear()
         self._fine.clear()

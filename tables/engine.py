@@ -140,7 +140,8 @@ class PartitionEngine:
             self._apply_book(switch_ms)
             self.reindex()
         self.high_ms = contribution_ms
-        emissions.extend(self._judge_due(self.clock_ms))
+        if target_ms >= self.index.floor_ms:  # else nobody can be due yet
+            emissions.extend(self._judge_due(target_ms))
         return emissions
 
     def receive_config(
@@ -177,25 +178,51 @@ class PartitionEngine:
         return self.observe(clock_at_ms + self.config.lateness_ms)
 
     def on_event(self, event: ModelEvent) -> EventResult:
-        emissions = self.observe(event_contribution_ms(event.ts_ms, event.append_ms))
-        before = self.store.get(event.user_id)
+        """Apply one event (after moving the clock by it); what it did to its user."""
+        emissions: list[Emission] = []
+        outcome, before, after = self._apply(event, emissions)
+        return EventResult(outcome, emissions, after, outcome == APPLIED and before is None, before)
+
+    def apply_all(self, events: Iterable[ModelEvent]) -> tuple[int, list[Emission]]:
+        """``on_event`` for each event in order: ``(events applied, emissions in order)``.
+
+        The same decisions without a result object per event (replay's loop)."""
+        emissions: list[Emission] = []
+        apply = self._apply
+        applied = 0
+        for event in events:
+            if apply(event, emissions)[0] == APPLIED:
+                applied += 1
+        return applied, emissions
+
+    def _apply(
+        self, event: ModelEvent, emissions: list[Emission]
+    ) -> tuple[str, UserState | None, UserState | None]:
+        """Observe the event's clock contribution, then apply it: ``(outcome, before, after)``."""
+        contribution_ms = event_contribution_ms(event.ts_ms, event.append_ms)
+        if contribution_ms > self.high_ms:
+            emissions.extend(self.observe(contribution_ms))
+        user_id = event.user_id
+        before = self.store.get(user_id)
         step = step_event(before, event, self.config)
-        outcome, after, more = step.outcome, step.state, step.emissions
-        if outcome != APPLIED:
-            return EventResult(outcome, emissions, before, previous=before)
-        self.transitions.extend(step.transitions)
-        self.store.put(event.user_id, after)
-        due = self._due(after)
-        self.index.move(event.user_id, None if before is None else self._due(before), due)
-        emissions.extend(more)
+        after = step.state
+        if step.outcome != APPLIED:
+            return step.outcome, before, before
+        if step.transitions:
+            self.transitions.extend(step.transitions)
+        self.store.put(user_id, after)
+        config = self.config
+        due = next_change_ms(after, config)
+        self.index.move(user_id, None if before is None else next_change_ms(before, config), due)
+        if step.emissions:
+            emissions.extend(step.emissions)
         # A late event for a user already due (e.g. first seen long ago) is judged at once.
-        if due is not None and due <= self.clock_ms:
-            judged, more = self._judge_user(event.user_id, after)
+        if due is not None and due <= clock_ms(self.high_ms, config.lateness_ms):
+            after, more = self._judge_user(user_id, after)
             emissions.extend(more)
-            after = judged
         if before is None:
             self.users_tracked += 1
-        return EventResult(outcome, emissions, after, created=before is None, previous=before)
+        return APPLIED, before, after
 
     def forget(self, user_id: str) -> None:
         """Remove a user's state and due entry (erasure)."""
@@ -217,6 +244,8 @@ class PartitionEngine:
         return step.state, step.emissions
 
     def _judge_due(self, now: int) -> list[Emission]:
+        if now < self.index.floor_ms:
+            return []  # nobody can be due yet (the common case, without a heap look)
         start = self.index.next_bucket_start_ms()
         if start is None or start > now:
             return []

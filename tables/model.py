@@ -16,6 +16,7 @@ from tables.groups import group_of
 from tables.lifecycle import (
     STAGE_ACTIVE,
     STAGE_NEW,
+    STAGE_RESURRECTED,
     projected_stage,
     stage_after_return,
     stage_due_ms,
@@ -43,6 +44,8 @@ DUPLICATE_ID: Final = "duplicate_id"
 
 REACTIVATED: Final = "reactivated"
 GAP_EWMA_WEIGHT: Final = 0.3
+_TIMED_STAGES: Final = frozenset((STAGE_NEW, STAGE_RESURRECTED))
+_FIRST_DAY: Final = b"\x01" + bytes(DAY_WINDOW - 1)
 
 
 class ModelConfig(msgspec.Struct, frozen=True):
@@ -143,7 +146,7 @@ def new_state(event: ModelEvent, day_ms: int) -> UserState:
         offset=event.offset,
         recent_ids=(event.id_hash,),
         newest_day=day,
-        day_counts=bytes((1,)) + bytes(DAY_WINDOW - 1),
+        day_counts=_FIRST_DAY,
         active_days=1,
         streak_days=1,
         events_total=1,
@@ -169,21 +172,25 @@ def is_duplicate(state: UserState, event: ModelEvent, dedup_ids: int) -> str | N
 
 def _bump_day(state: UserState, day: int) -> tuple[int, bytes, bool]:
     """New ``(newest_day, day_counts, first_event_of_that_day)`` after one event on ``day``."""
-    if state.newest_day == NO_DAY or day - state.newest_day >= DAY_WINDOW:
-        return day, bytes((1,)) + bytes(DAY_WINDOW - 1), True
-    if day > state.newest_day:
-        shift = day - state.newest_day
-        counts = bytearray(bytes(shift) + state.day_counts[: DAY_WINDOW - shift])
-        counts[0] = 1
-        return day, bytes(counts), True
-    age = state.newest_day - day
+    newest = state.newest_day
+    counts = state.day_counts
+    if day == newest:  # the common case: another event on the newest day
+        today = counts[0]
+        if today == 255:
+            return newest, counts, False
+        return newest, bytes((today + 1,)) + counts[1:], today == 0
+    if newest == NO_DAY or day - newest >= DAY_WINDOW:
+        return day, _FIRST_DAY, True
+    if day > newest:
+        shift = day - newest
+        return day, b"\x01" + bytes(shift - 1) + counts[: DAY_WINDOW - shift], True
+    age = newest - day
     if age >= DAY_WINDOW:
-        return state.newest_day, state.day_counts, False  # too old to know; counted in total
-    counts = bytearray(state.day_counts)
-    first = counts[age] == 0
-    if counts[age] < 255:
-        counts[age] += 1
-    return state.newest_day, bytes(counts), first
+        return newest, counts, False  # too old to know; counted in total
+    count = counts[age]
+    if count == 255:
+        return newest, counts, False
+    return newest, counts[:age] + bytes((count + 1,)) + counts[age + 1 :], count == 0
 
 
 def apply_event(
@@ -247,27 +254,30 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
             first_signal_as_of = 0
         last_seen = event.ts_ms
 
-    ids = (*state.recent_ids, event.id_hash)[-ID_SLOTS:]
-    updated = msgspec.structs.replace(
-        state,
-        first_seen_ms=min(state.first_seen_ms, event.ts_ms),
-        last_seen_ms=last_seen,
-        partition=event.partition if event.offset != NO_OFFSET else state.partition,
-        offset=event.offset if event.offset != NO_OFFSET else state.offset,
-        recent_ids=ids,
-        newest_day=newest_day,
-        day_counts=day_counts,
-        active_days=state.active_days + (1 if first_of_day else 0),
-        streak_days=streak,
-        usual_gap_centidays=min(usual_gap, 0xFFFF),
-        events_total=state.events_total + 1,
-        tier=tier,
-        stage=stage,
-        first_signal_as_of_ms=first_signal_as_of,
-        returned_day=returned_day,
-        negative_flags=update_negative_flags(state.negative_flags, last_day, day, event.type),
-        tenant=event.tenant if event.tenant is not None else state.tenant,
-        segment=event.segment if event.segment is not None else state.segment,
+    ts_ms = event.ts_ms
+    offset = event.offset
+    tenant = event.tenant
+    segment = event.segment
+    # positional: the fields in UserState's declared order (a test pins the order)
+    updated = UserState(
+        state.first_seen_ms if state.first_seen_ms <= ts_ms else ts_ms,
+        last_seen,
+        state.partition if offset == NO_OFFSET else event.partition,
+        state.offset if offset == NO_OFFSET else offset,
+        (*state.recent_ids, event.id_hash)[-ID_SLOTS:],
+        newest_day,
+        day_counts,
+        state.active_days + 1 if first_of_day else state.active_days,
+        streak,
+        usual_gap if usual_gap <= 0xFFFF else 0xFFFF,
+        state.events_total + 1,
+        tier,
+        stage,
+        first_signal_as_of,
+        returned_day,
+        update_negative_flags(state.negative_flags, last_day, day, event.type),
+        state.tenant if tenant is None else tenant,
+        state.segment if segment is None else segment,
     )
     return Step(APPLIED, updated, emissions, transitions)
 
@@ -334,12 +344,15 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
 
 def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
     """When the clock next changes this user: the next tier or stage change due."""
+    tier = state.tier
+    if tier >= TIER_CHURNED:
+        return None  # and no stage change either: only an event can
     tiers, _source = config.policy.resolve(state)
-    tier_due = state.last_seen_ms + tiers[state.tier] if state.tier < TIER_CHURNED else None
+    tier_due = state.last_seen_ms + tiers[tier]
+    if tier > TIER_NONE or state.stage not in _TIMED_STAGES:
+        return tier_due  # time alone changes the stage only for new and resurrected
     stage_due = stage_due_ms(state, config.new_days, config.resurrected_days, config.day_ms)
-    if tier_due is None:
-        return stage_due
-    return tier_due if stage_due is None else min(tier_due, stage_due)
+    return tier_due if stage_due is None or tier_due <= stage_due else stage_due
 
 
 def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:
