@@ -384,3 +384,30 @@ def test_forget_removes_state_and_due_entry() -> None:
     assert store.get("u") is None
     assert [s.user_id for s in e.advance_to(T0 + AT_RISK_MS)] == ["v"]
     assert e.users_tracked == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 300)), min_size=1, max_size=30))
+def test_day_counters_equal_a_plain_per_day_count(batches: list[tuple[int, int]]) -> None:
+    """Events on arbitrary days (late ones too, and over 255 on a day): the
+    packed counters equal a plain count per day within the window, saturated."""
+    per_day: dict[int, int] = {}
+    known_days: set[int] = set()  # days within the window when their event came
+    state: UserState | None = None
+    n = 0
+    for day, count in batches:
+        if max(per_day, default=day) - day < 28:
+            known_days.add(day)
+        for _ in range(count):
+            event = ModelEvent("u", n, "view", T0 + day * DAY_MS, T0 + day * DAY_MS)
+            n += 1
+            _outcome, state, _ = apply_event(state, event, CONFIG)
+            per_day[day] = per_day.get(day, 0) + 1
+    assert state is not None
+    newest = max(per_day)
+    assert state.newest_day == T0 // DAY_MS + newest
+    expected = bytes(min(255, per_day.get(newest - age, 0)) for age in range(28))
+    # (a day inside the final window was inside it when each of its events came)
+    assert state.day_counts == expected
+    assert state.events_total == n
+    assert state.active_days == len(known_days)

@@ -132,3 +132,41 @@ def test_counts_by_age_shifts_the_window_to_the_requested_day() -> None:
     assert counts_by_age(state, 9)[:3] == [4, 3, 0]
     assert counts_by_age(state, 10 + DAY_WINDOW) == [0] * DAY_WINDOW
     assert counts_by_age(UserState(0, 0, newest_day=NO_DAY), 3) == [0] * DAY_WINDOW
+
+
+def test_field_order_that_the_hot_path_builds_positionally() -> None:
+    """``step_event`` and replay build these structs positionally for speed:
+    a reordered or inserted field must fail here, not silently swap values."""
+    from tables.model import ModelEvent
+
+    assert UserState.__struct_fields__ == (
+        "first_seen_ms",
+        "last_seen_ms",
+        "partition",
+        "offset",
+        "recent_ids",
+        "newest_day",
+        "day_counts",
+        "active_days",
+        "streak_days",
+        "usual_gap_centidays",
+        "events_total",
+        "tier",
+        "stage",
+        "first_signal_as_of_ms",
+        "returned_day",
+        "negative_flags",
+        "tenant",
+        "segment",
+    )
+    assert ModelEvent.__struct_fields__ == (
+        "user_id",
+        "id_hash",
+        "type",
+        "ts_ms",
+        "append_ms",
+        "partition",
+        "offset",
+        "tenant",
+        "segment",
+    )
