@@ -49,23 +49,21 @@ class StateStore(Protocol):
     def delete(self, user_id: str) -> None: ...
 
 
-class DictStore:
-    """A plain in-memory store (replay, tests)."""
+class DictStore(dict[str, UserState]):
+    """A plain in-memory store (replay, tests): a dict whose ``get`` and ``put``
+    are the dict's own C methods (no Python frame per event)."""
 
-    def __init__(self) -> None:
-        self.states: dict[str, UserState] = {}
-
-    def get(self, user_id: str) -> UserState | None:
-        return self.states.get(user_id)
-
-    def put(self, user_id: str, state: UserState) -> None:
-        self.states[user_id] = state
+    put = dict.__setitem__
 
     def delete(self, user_id: str) -> None:
-        self.states.pop(user_id, None)
+        self.pop(user_id, None)
 
-    def items(self) -> Iterable[tuple[str, UserState]]:
-        return list(self.states.items())
+    @property
+    def states(self) -> dict[str, UserState]:
+        return self
+
+    def items_list(self) -> list[tuple[str, UserState]]:
+        return list(self.items())
 
 
 class EventResult(msgspec.Struct, frozen=True):
@@ -96,7 +94,7 @@ class PartitionEngine:
         self.users_tracked = 0
         self.index = DueIndex(bucket_ms or max(1_000, min(config.policy.defaults_ms) // 64))
         self.transitions: list[Transition] = []
-        self._users = users if users is not None else getattr(store, "items", None)
+        self._users = users if users is not None else getattr(store, "items_list", None)
         self._base_overrides = dict(config.policy.overrides)
         self.book = book if book is not None else ThresholdBook()
         self._next_activation_ms: int | None = None
@@ -201,7 +199,13 @@ class PartitionEngine:
         """Observe the event's clock contribution, then apply it: ``(outcome, before, after)``."""
         contribution_ms = event_contribution_ms(event.ts_ms, event.append_ms)
         if contribution_ms > self.high_ms:
-            emissions.extend(self.observe(contribution_ms))
+            if (
+                self._next_activation_ms is None
+                and contribution_ms - self.config.lateness_ms < self.index.floor_ms
+            ):
+                self.high_ms = contribution_ms  # the clock moves, nobody can be due yet
+            else:
+                emissions.extend(self.observe(contribution_ms))
         user_id = event.user_id
         before = self.store.get(user_id)
         step = step_event(before, event, self.config)

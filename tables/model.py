@@ -44,7 +44,6 @@ DUPLICATE_ID: Final = "duplicate_id"
 
 REACTIVATED: Final = "reactivated"
 GAP_EWMA_WEIGHT: Final = 0.3
-_TIMED_STAGES: Final = frozenset((STAGE_NEW, STAGE_RESURRECTED))
 _FIRST_DAY: Final = b"\x01" + bytes(DAY_WINDOW - 1)
 
 
@@ -213,9 +212,10 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
 
     emissions: list[Emission] = []
     transitions: list[Transition] = []
-    day = event.ts_ms // config.day_ms
+    day_ms = config.day_ms
+    day = event.ts_ms // day_ms
     newest_day, day_counts, first_of_day = _bump_day(state, day)
-    last_day = state.last_seen_ms // config.day_ms
+    last_day = state.last_seen_ms // day_ms
     streak = state.streak_days
     usual_gap = state.usual_gap_centidays
     if day > last_day:
@@ -347,12 +347,25 @@ def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
     tier = state.tier
     if tier >= TIER_CHURNED:
         return None  # and no stage change either: only an event can
-    tiers, _source = config.policy.resolve(state)
+    policy = config.policy
+    if policy.user_min_active_days or policy.overrides:
+        tiers = policy.resolve(state)[0]
+    else:
+        tiers = policy.defaults_ms  # what resolve gives without overrides, without the call
     tier_due = state.last_seen_ms + tiers[tier]
-    if tier > TIER_NONE or state.stage not in _TIMED_STAGES:
+    if tier > TIER_NONE:
+        return tier_due
+    stage = state.stage
+    if stage == STAGE_NEW:  # lifecycle.new_ends_ms, inlined: the hot path
+        stage_due = state.first_seen_ms + config.new_days * config.day_ms
+    elif stage == STAGE_RESURRECTED:
+        resurrected = stage_due_ms(state, config.new_days, config.resurrected_days, config.day_ms)
+        if resurrected is None:
+            return tier_due
+        stage_due = resurrected
+    else:
         return tier_due  # time alone changes the stage only for new and resurrected
-    stage_due = stage_due_ms(state, config.new_days, config.resurrected_days, config.day_ms)
-    return tier_due if stage_due is None or tier_due <= stage_due else stage_due
+    return tier_due if tier_due <= stage_due else stage_due
 
 
 def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:

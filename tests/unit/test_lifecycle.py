@@ -163,7 +163,7 @@ def test_transitions_chain_per_user_and_survive_a_restart(
     first = PartitionEngine(0, CONFIG, DictStore())
     before = run(first, events[:cut])
     store = DictStore()
-    store.states = dict(first.store.states)  # type: ignore[attr-defined]
+    store.update(first.store.states)  # type: ignore[attr-defined]
     second = PartitionEngine(0, CONFIG, store, high_ms=first.high_ms)
     second.rebuild_index(store.states.items())
     after = run(second, events[cut:])

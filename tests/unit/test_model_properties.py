@@ -474,7 +474,7 @@ def test_restart_from_stored_states_and_clock_neither_loses_nor_repeats_signals(
 
     before = feed(Run(fresh_engine(), [], [], []), records[:stop])
     restored = DictStore()
-    restored.states = dict(before.states)
+    restored.update(before.states)
     engine = PartitionEngine(0, CONFIG, restored, high_ms=before.engine.high_ms)
     assert engine.rebuild_index(restored.states.items()) == len(restored.states)
     after = finish(feed(Run(engine, [], [], []), records[resume:]), timeline.final_clock_ms)

@@ -200,7 +200,7 @@ def test_a_restart_with_the_persisted_book_decides_like_an_uninterrupted_run(
     got = play(first, head)
     store = DictStore()
     assert isinstance(first.store, DictStore)
-    store.states = dict(first.store.states)
+    store.update(first.store.states)
     second = PartitionEngine(
         0, CONFIG, store, high_ms=first.high_ms, book=decode_book(encode_book(first.book))
     )
