@@ -71,37 +71,40 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> li
     events: list[ModelEvent] = []
     append = events.append
     decode = _line_decoder.decode
-    for line in lines:
-        if not line.strip():
-            continue
-        stats.lines += 1
+    lines_seen = blank = after_as_of = 0
+    for lines_seen, line in enumerate(lines, 1):  # noqa: B007 (the count is used below)
         try:
             raw = decode(line)
         except msgspec.ValidationError:
             rejected["invalid_event"] += 1
             continue
         except msgspec.DecodeError:
-            rejected["not_json"] += 1
+            if line.strip():
+                rejected["not_json"] += 1
+            else:
+                blank += 1
             continue
-        ts_ms = raw.ts if isinstance(raw.ts, int) else _ts_ms(raw.ts)
+        ts = raw.ts
+        ts_ms = ts if isinstance(ts, int) else _ts_ms(ts)
         if ts_ms is None:
             rejected["wrong_type"] += 1
             continue
         if ts_ms < MIN_TS_MS:
             rejected["ts_out_of_range"] += 1
             continue
-        if raw.type.startswith("$") or not raw.user_id or not raw.event_id:
-            rejected["reserved_type" if raw.type.startswith("$") else "wrong_type"] += 1
+        kind = raw.type
+        if kind.startswith("$") or not raw.user_id or not raw.event_id:
+            rejected["reserved_type" if kind.startswith("$") else "wrong_type"] += 1
             continue
         if ts_ms > as_of_ms:
-            stats.after_as_of += 1
+            after_as_of += 1
             continue
         # positional, in ModelEvent's field order: the append time is the event time
         append(
             ModelEvent(
                 raw.user_id,
                 id_hash(raw.event_id),
-                raw.type,
+                kind,
                 ts_ms,
                 ts_ms,
                 0,
@@ -110,6 +113,8 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> li
                 raw.segment,
             )
         )
+    stats.lines += lines_seen - blank
+    stats.after_as_of += after_as_of
     stats.rejected = dict(rejected)
     events.sort(key=_event_time)
     return events

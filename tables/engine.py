@@ -20,7 +20,7 @@ from typing import Protocol
 
 import msgspec
 
-from tables.clock import NEVER, clock_ms, event_contribution_ms
+from tables.clock import NEVER, clock_ms
 from tables.due_index import DueIndex
 from tables.errors import ConfigurationError
 from tables.model import (
@@ -197,7 +197,9 @@ class PartitionEngine:
         self, event: ModelEvent, emissions: list[Emission]
     ) -> tuple[str, UserState | None, UserState | None]:
         """Observe the event's clock contribution, then apply it: ``(outcome, before, after)``."""
-        contribution_ms = event_contribution_ms(event.ts_ms, event.append_ms)
+        # tables.clock.event_contribution_ms, inlined: the hot path
+        ts_ms = event.ts_ms
+        contribution_ms = ts_ms if ts_ms <= event.append_ms else event.append_ms
         if contribution_ms > self.high_ms:
             if (
                 self._next_activation_ms is None

@@ -210,12 +210,12 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
     if duplicate is not None:
         return Step(duplicate, state, [], [])
 
-    emissions: list[Emission] = []
-    transitions: list[Transition] = []
+    ts_ms = event.ts_ms
     day_ms = config.day_ms
-    day = event.ts_ms // day_ms
+    day = ts_ms // day_ms
+    last_seen = state.last_seen_ms
+    last_day = last_seen // day_ms
     newest_day, day_counts, first_of_day = _bump_day(state, day)
-    last_day = state.last_seen_ms // day_ms
     streak = state.streak_days
     usual_gap = state.usual_gap_centidays
     if day > last_day:
@@ -226,42 +226,13 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
             if usual_gap == 0
             else round(usual_gap + GAP_EWMA_WEIGHT * (100 * gap_days - usual_gap))
         )
-
-    tier = state.tier
-    stage = state.stage
-    first_signal_as_of = state.first_signal_as_of_ms
-    returned_day = state.returned_day
-    last_seen = state.last_seen_ms
-    if event.ts_ms > last_seen:
-        if tier > TIER_NONE:
-            back = _reactivated(state, event, config)
-            emissions.append(back)
-            stage = stage_after_return(tier)
-            transitions.append(
-                _transition(
-                    state,
-                    event.user_id,
-                    STAGES[stage_of_tier(tier)],
-                    stage,
-                    event.ts_ms,
-                    back.reasons,
-                    config,
-                )
-            )
-            if tier >= TIER_DORMANT:
-                returned_day = day
-            tier = TIER_NONE
-            first_signal_as_of = 0
-        last_seen = event.ts_ms
-
-    ts_ms = event.ts_ms
     offset = event.offset
     tenant = event.tenant
     segment = event.segment
     # positional: the fields in UserState's declared order (a test pins the order)
     updated = UserState(
         state.first_seen_ms if state.first_seen_ms <= ts_ms else ts_ms,
-        last_seen,
+        ts_ms if ts_ms > last_seen else last_seen,
         state.partition if offset == NO_OFFSET else event.partition,
         state.offset if offset == NO_OFFSET else offset,
         (*state.recent_ids, event.id_hash)[-ID_SLOTS:],
@@ -271,15 +242,37 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
         streak,
         usual_gap if usual_gap <= 0xFFFF else 0xFFFF,
         state.events_total + 1,
-        tier,
-        stage,
-        first_signal_as_of,
-        returned_day,
+        state.tier,
+        state.stage,
+        state.first_signal_as_of_ms,
+        state.returned_day,
         update_negative_flags(state.negative_flags, last_day, day, event.type),
         state.tenant if tenant is None else tenant,
         state.segment if segment is None else segment,
     )
-    return Step(APPLIED, updated, emissions, transitions)
+    if ts_ms > last_seen and state.tier > TIER_NONE:
+        return _back_from_tier(state, updated, event, day, config)
+    return Step(APPLIED, updated, [], [])
+
+
+def _back_from_tier(
+    state: UserState, updated: UserState, event: ModelEvent, day: int, config: ModelConfig
+) -> Step:
+    """A user with a tier is seen again: ``reactivated``, its stage change, the tier reset."""
+    tier = state.tier
+    back = _reactivated(state, event, config)
+    stage = stage_after_return(tier)
+    moved = _transition(
+        state, event.user_id, STAGES[stage_of_tier(tier)], stage, event.ts_ms, back.reasons, config
+    )
+    returned = msgspec.structs.replace(
+        updated,
+        tier=TIER_NONE,
+        stage=stage,
+        first_signal_as_of_ms=0,
+        returned_day=day if tier >= TIER_DORMANT else state.returned_day,
+    )
+    return Step(APPLIED, returned, [back], [moved])
 
 
 def judge(
