@@ -21,8 +21,9 @@ import msgspec
 from streams.decode import id_hash
 from streams.records import InputEvent, LifecycleTransition, Signal, encode
 from tables.durations import parse_rfc3339_ms
-from tables.engine import DictStore, PartitionEngine
+from tables.engine import DictStore
 from tables.errors import BadInstantError
+from tables.history import run_users
 from tables.model import (
     Emission,
     ModelConfig,
@@ -32,10 +33,9 @@ from tables.model import (
     stage_at,
     thresholds_for,
 )
-from tables.state import NO_OFFSET, TIER_NAMES, TIER_NONE
+from tables.state import NO_OFFSET, TIER_NAMES, TIER_NONE, UserState
 
 MIN_TS_MS = 946_684_800_000
-CHUNK_EVENTS = 50_000  # events per engine call (and progress step)
 _line_decoder = msgspec.json.Decoder(InputEvent)
 
 
@@ -121,9 +121,9 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> li
 
 
 class ReplayRun(msgspec.Struct):
-    """The engine after a replay, with what it emitted."""
+    """The states after a replay, with the configuration that made them."""
 
-    engine: PartitionEngine
+    config: ModelConfig
     store: DictStore
     stats: ReplayStats
 
@@ -136,47 +136,36 @@ def run_history(
     on_transitions: Callable[[list[Transition]], None] | None = None,
     progress: bool | None = None,
 ) -> ReplayRun:
-    """Run the model over the file up to ``as_of_ms``; emissions go to the callbacks."""
+    """Run the model over the file up to ``as_of_ms``; emissions go to the callbacks.
+
+    User by user (``tables.history``): the same decisions, in the same order,
+    as a ``PartitionEngine`` fed the events one by one."""
     stats = ReplayStats()
     with events_path.open("rb") as handle:
         ordered = read_events(iter(handle), as_of_ms, stats)
-    store = DictStore()
-    engine = PartitionEngine(0, config, store)
-    signal_counts: Counter[str] = Counter()
     show = sys.stderr.isatty() if progress is None else progress
-
-    def write(emissions: list[Emission]) -> None:
-        for emission in emissions:
-            signal_counts[emission.kind] += 1
-        if on_signals is not None and emissions:
-            on_signals(emissions)
-        if engine.transitions:
-            taken = engine.take_transitions()
-            if on_transitions is not None:
-                on_transitions(taken)
-
     bar = None
     if show:
         from tqdm import tqdm
 
         bar = tqdm(total=len(ordered), unit="ev", unit_scale=True, file=sys.stderr)
-    applied = 0
-    for start in range(0, len(ordered), CHUNK_EVENTS):
-        chunk = ordered[start : start + CHUNK_EVENTS]
-        done, emissions = engine.apply_all(chunk)
-        applied += done
-        write(emissions)
+    try:
+        history = run_users(ordered, config, as_of_ms, None if bar is None else bar.update)
+    finally:
         if bar is not None:
-            bar.update(len(chunk))
+            bar.close()
     stats.events = len(ordered)
-    stats.applied = applied
-    stats.duplicates = len(ordered) - applied
-    if bar is not None:
-        bar.close()
-    write(engine.advance_to(as_of_ms))
-    stats.signals = dict(signal_counts)
-    stats.users = len(store.states)
-    return ReplayRun(engine=engine, store=store, stats=stats)
+    stats.applied = history.applied
+    stats.duplicates = len(ordered) - history.applied
+    stats.signals = dict(Counter(emission.kind for emission in history.emissions))
+    stats.users = len(history.states)
+    if on_signals is not None and history.emissions:
+        on_signals(history.emissions)
+    if on_transitions is not None and history.transitions:
+        on_transitions(history.transitions)
+    store = DictStore()
+    store.update(history.states)
+    return ReplayRun(config=config, store=store, stats=stats)
 
 
 def replay(
@@ -202,7 +191,7 @@ def replay(
                 lifecycle_out.write(encode(record) + b"\n")
 
     run = run_history(events_path, as_of_ms, config, signals, transitions, progress)
-    write_scores(run.store, as_of_ms, run.engine.config, scores_out)
+    write_scores(run.store, as_of_ms, run.config, scores_out)
     return run.stats
 
 
@@ -210,17 +199,17 @@ def write_scores(store: DictStore, as_of_ms: int, config: ModelConfig, out: IO[s
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["user_id", "risk", "tier", "stage", "inactive_days", "threshold_days"])
     day = config.day_ms
-    for user_id in sorted(store.states):
-        state = store.states[user_id]
+
+    def row(user_id: str, state: UserState) -> tuple[str, str, str, str, str, str]:
         tiers, _source = thresholds_for(state, config)
         threshold = tiers[state.tier - 1] if state.tier > TIER_NONE else tiers[0]
-        writer.writerow(
-            [
-                user_id,
-                f"{risk_at(state, as_of_ms, config):.6f}",
-                TIER_NAMES[state.tier],
-                stage_at(state, as_of_ms, config),
-                f"{max(0, as_of_ms - state.last_seen_ms) / day:.3f}",
-                f"{threshold / day:.3f}",
-            ]
+        return (
+            user_id,
+            f"{risk_at(state, as_of_ms, config):.6f}",
+            TIER_NAMES[state.tier],
+            stage_at(state, as_of_ms, config),
+            f"{max(0, as_of_ms - state.last_seen_ms) / day:.3f}",
+            f"{threshold / day:.3f}",
         )
+
+    writer.writerows(row(user_id, state) for user_id, state in sorted(store.states.items()))

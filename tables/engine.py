@@ -66,7 +66,7 @@ class DictStore(dict[str, UserState]):
         return list(self.items())
 
 
-class EventResult(msgspec.Struct, frozen=True):
+class EventResult(msgspec.Struct, frozen=True, gc=False):
     outcome: str
     emissions: list[Emission]
     state: UserState | None

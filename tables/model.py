@@ -76,13 +76,15 @@ class ModelEvent(msgspec.Struct, frozen=True, gc=False):
     segment: str | None = None
 
 
-class Reason(msgspec.Struct, frozen=True):
+# gc=False on these frozen structs: they hold only immutable values and other
+# records, never themselves, so no cycle can form; the collector skips them.
+class Reason(msgspec.Struct, frozen=True, gc=False):
     code: str
     value: float
     baseline: float | None = None
 
 
-class Emission(msgspec.Struct, frozen=True):
+class Emission(msgspec.Struct, frozen=True, gc=False):
     """A signal as the model decides it; the shell adds ``signal_id`` and the schema."""
 
     kind: str
@@ -109,7 +111,7 @@ class Emission(msgspec.Struct, frozen=True):
         return f"{self.user_id}:{self.episode}:{self.kind}"
 
 
-class Transition(msgspec.Struct, frozen=True):
+class Transition(msgspec.Struct, frozen=True, gc=False):
     """A lifecycle stage change as the model decides it; the shell adds the schema."""
 
     user_id: str
@@ -127,7 +129,7 @@ class Transition(msgspec.Struct, frozen=True):
         return f"{self.user_id}:{self.as_of}:{self.to_stage}"
 
 
-class Step(msgspec.Struct, frozen=True):
+class Step(msgspec.Struct, frozen=True, gc=False):
     """What one event or one clock advance did to one user."""
 
     outcome: str

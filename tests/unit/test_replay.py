@@ -160,3 +160,28 @@ def test_as_of_bounds_the_history(tmp_path: Path, as_of_ms: int) -> None:
         assert stats.after_as_of == 0
         rows = list(csv.DictReader(io.StringIO(scores.getvalue())))
         assert {row["tier"] for row in rows} == {"churned"}
+
+
+def test_replay_lines_accept_and_reject_what_the_live_decoder_does(tmp_path: Path) -> None:
+    """A ``props`` that is not an object is refused by replay as the live decoder refuses it."""
+    from streams.decode import DecodeRules, decode_record
+
+    cases = {
+        "object": {"page": "p1", "n": [1, 2]},
+        "null": None,
+        "string": "p1",
+        "list": ["p1"],
+        "number": 3,
+    }
+    rules = DecodeRules(topic="events", partitions=1, max_event_bytes=65_536, max_future_ms=0)
+    path = tmp_path / "props.jsonl"
+    lines = [line(f"e-{name}", f"u-{name}", T0, props=props) for name, props in cases.items()]
+    path.write_text("\n".join(lines) + "\n")
+    stats = replay(path, AS_OF_MS, CONFIG, io.StringIO(), progress=False)
+    live = [
+        decode_record(f"u-{name}".encode(), text.encode(), [], 0, T0, n, rules)
+        for n, (name, text) in enumerate(zip(cases, lines, strict=True))
+    ]
+    accepted_live = sum(1 for result in live if isinstance(result, ModelEvent))
+    assert stats.events == accepted_live == 2
+    assert stats.rejected == {"invalid_event": len(cases) - accepted_live}
