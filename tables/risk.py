@@ -60,9 +60,10 @@ def log_odds_dropped(
     params: RiskParams, repeat_days: int, last_day_age: float, age_days: float
 ) -> float:
     """log of P(dropped out) / P(alive) given the user's history."""
-    x = max(repeat_days, 0)
-    age = max(age_days, last_day_age, 0.0)
-    last = max(last_day_age, 0.0)
+    # conditionals, not max(): this runs per scored user (a builtin call each)
+    x = repeat_days if repeat_days > 0 else 0
+    last = last_day_age if last_day_age > 0.0 else 0.0
+    age = age_days if age_days > last else last
     return (
         math.log(params.a)
         - math.log(params.b + x)
@@ -80,13 +81,11 @@ def p_quiet_if_alive(
     params: RiskParams, repeat_days: int, age_days: float, horizon_days: float
 ) -> float:
     """Probability that an alive user has no active day in the next ``horizon_days``."""
-    x = max(repeat_days, 0)
-    age = max(age_days, 0.0)
+    x = repeat_days if repeat_days > 0 else 0
+    age = age_days if age_days > 0.0 else 0.0
+    horizon = horizon_days if horizon_days > 0.0 else 0.0
     shape = params.r + x
-    return math.exp(
-        shape
-        * (math.log(params.alpha + age) - math.log(params.alpha + age + max(horizon_days, 0.0)))
-    )
+    return math.exp(shape * (math.log(params.alpha + age) - math.log(params.alpha + age + horizon)))
 
 
 def risk_not_active(
@@ -101,10 +100,11 @@ def risk_not_active(
     ``last_day_age``: days from the first to the last activity (t_x);
     ``age_days``: days from the first activity to now (T).
     """
-    repeat = max(active_days - 1, 0)
+    repeat = active_days - 1 if active_days > 1 else 0
     alive = p_alive(params, repeat, last_day_age, age_days)
     active_if_alive = 1.0 - p_quiet_if_alive(params, repeat, age_days, horizon_days)
-    return round(min(1.0, max(0.0, 1.0 - alive * active_if_alive)), 6)
+    risk = 1.0 - alive * active_if_alive
+    return round(1.0 if risk > 1.0 else risk if risk > 0.0 else 0.0, 6)
 
 
 def expected_active_days(params: RiskParams, active_days: int, age_days: float) -> float:
