@@ -85,10 +85,14 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> li
                 blank += 1
             continue
         ts = raw.ts
-        ts_ms = ts if isinstance(ts, int) else _ts_ms(ts)
-        if ts_ms is None:
-            rejected["wrong_type"] += 1
-            continue
+        if isinstance(ts, int):
+            ts_ms = ts
+        else:
+            parsed = _ts_ms(ts)
+            if parsed is None:
+                rejected["wrong_type"] += 1
+                continue
+            ts_ms = parsed
         if ts_ms < MIN_TS_MS:
             rejected["ts_out_of_range"] += 1
             continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -44,12 +45,11 @@ class DecodeRules(msgspec.Struct, frozen=True):
     signer: ControlSigner | None = None
 
 
-def id_hash(event_id: str) -> int:
-    """The 8-byte hash kept in the user's state for de-duplication (XXH3, 64 bits).
-
-    Not cryptographic, and need not be: only one user's own recent ids are
-    compared, and 64 bits make an accidental collision negligible."""
-    return xxh3_64_intdigest(event_id)
+# The 8-byte hash of an event id kept in the user's state for de-duplication:
+# XXH3, 64 bits (the C function itself: it runs once per event). Not
+# cryptographic, and need not be: only one user's own recent ids are compared,
+# and 64 bits make an accidental collision negligible.
+id_hash: Final[Callable[[str], int]] = xxh3_64_intdigest
 
 
 def partition_for(key: bytes, partitions: int) -> int:

@@ -23,6 +23,7 @@ handled here: the caller uses the engine when it has any.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -64,22 +65,19 @@ def run_users(
     as_of_ms: int,
     on_progress: Callable[[int], None] | None = None,
 ) -> History:
-    """Apply ``events`` (sorted by ``ts_ms``, ``append_ms == ts_ms``) and move the
+    """Apply ``events`` (sorted by ``ts_ms``; ``append_ms`` must equal it, as in
+    replay, because the clock here follows ``ts_ms`` alone) and move the
     clock to ``as_of_ms``; the same states, signals and transitions, in the same
     order, as ``PartitionEngine.on_event`` for each event then ``advance_to``.
     ``on_progress`` gets the number of events done about every ``PROGRESS_EVENTS``."""
     lateness_ms = config.lateness_ms
     times_ms = [event.ts_ms for event in events]
-    if times_ms != sorted(times_ms) or any(event.append_ms != event.ts_ms for event in events):
-        raise ValueError("run_users needs events in ts order with append_ms == ts_ms")
+    if times_ms != sorted(times_ms):
+        raise ValueError("run_users needs events in ts order")
     final_clock_ms = max(times_ms[-1] - lateness_ms, as_of_ms) if events else as_of_ms
-    positions: dict[str, list[int]] = {}
+    positions: defaultdict[str, list[int]] = defaultdict(list)
     for position, event in enumerate(events):
-        found = positions.get(event.user_id)
-        if found is None:
-            positions[event.user_id] = [position]
-        else:
-            found.append(position)
+        positions[event.user_id].append(position)
 
     states: dict[str, UserState] = {}
     emitted: list[tuple[_Key, Emission]] = []
@@ -120,12 +118,14 @@ def run_users(
                 continue
             applied += 1
             state = step.state
-            for emission in step.emissions:
-                emitted.append(((position, OWN, "", seq), emission))
-                seq += 1
-            for transition in step.transitions:
-                moved.append(((position, OWN, "", seq), transition))
-                seq += 1
+            if step.emissions:
+                for emission in step.emissions:
+                    emitted.append(((position, OWN, "", seq), emission))
+                    seq += 1
+            if step.transitions:
+                for transition in step.transitions:
+                    moved.append(((position, OWN, "", seq), transition))
+                    seq += 1
             due_ms = next_change_ms(state, config)
             if due_ms is not None and due_ms <= clock_at_ms:  # the late-event rule
                 late = advance_user(state, user_id, clock_at_ms, config)

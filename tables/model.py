@@ -11,7 +11,7 @@ from typing import Final
 
 import msgspec
 
-from tables.cadence import recent_negative_kinds, update_negative_flags
+from tables.cadence import NEGATIVE_TYPES, recent_negative_kinds, update_negative_flags
 from tables.groups import group_of
 from tables.lifecycle import (
     STAGE_ACTIVE,
@@ -217,9 +217,15 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
     day = ts_ms // day_ms
     last_seen = state.last_seen_ms
     last_day = last_seen // day_ms
-    newest_day, day_counts, first_of_day = _bump_day(state, day)
+    counts = state.day_counts
+    if day == state.newest_day and counts[0] < 255:  # _bump_day's common case, inlined
+        today = counts[0]
+        newest_day, day_counts, first_of_day = day, bytes((today + 1,)) + counts[1:], today == 0
+    else:
+        newest_day, day_counts, first_of_day = _bump_day(state, day)
     streak = state.streak_days
     usual_gap = state.usual_gap_centidays
+    kind = event.type
     if day > last_day:
         gap_days = day - last_day
         streak = streak + 1 if gap_days == 1 else 1
@@ -228,6 +234,11 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
             if usual_gap == 0
             else round(usual_gap + GAP_EWMA_WEIGHT * (100 * gap_days - usual_gap))
         )
+        flags = update_negative_flags(state.negative_flags, last_day, day, kind)
+    elif kind in NEGATIVE_TYPES:
+        flags = update_negative_flags(state.negative_flags, last_day, day, kind)
+    else:
+        flags = state.negative_flags  # no newer week, no negative kind: unchanged
     offset = event.offset
     tenant = event.tenant
     segment = event.segment
@@ -248,7 +259,7 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
         state.stage,
         state.first_signal_as_of_ms,
         state.returned_day,
-        update_negative_flags(state.negative_flags, last_day, day, event.type),
+        flags,
         state.tenant if tenant is None else tenant,
         state.segment if segment is None else segment,
     )

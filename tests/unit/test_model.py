@@ -411,3 +411,51 @@ def test_day_counters_equal_a_plain_per_day_count(batches: list[tuple[int, int]]
     assert state.day_counts == expected
     assert state.events_total == n
     assert state.active_days == len(known_days)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 40), st.sampled_from(["view", "checkout_failed", "complaint", "crash"])
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_negative_flags_follow_the_cadence_rules_for_every_event(
+    events: list[tuple[int, str]],
+) -> None:
+    """The state's flags equal the cadence rules applied event by event (same
+    day, later days, late events alike), so no path of the model skips them."""
+    from tables.cadence import update_negative_flags
+
+    state: UserState | None = None
+    expected = 0
+    newest_day = None
+    for n, (day, kind) in enumerate(events):
+        at_ms = T0 + day * DAY_MS
+        event = ModelEvent("u", n, kind, at_ms, at_ms)
+        _outcome, state, _ = apply_event(state, event, CONFIG)
+        absolute = at_ms // DAY_MS
+        if newest_day is None:
+            expected = update_negative_flags(0, absolute, absolute, kind)
+            newest_day = absolute
+        else:
+            expected = update_negative_flags(expected, newest_day, absolute, kind)
+            newest_day = max(newest_day, absolute)
+        assert state.negative_flags == expected
+
+
+def test_a_failed_checkout_on_the_last_day_is_a_reason_of_the_signal() -> None:
+    events = [
+        ModelEvent("u", 1, "view", T0, T0),
+        ModelEvent("u", 2, "checkout_failed", T0 + 10, T0 + 10),
+        ModelEvent("u", 3, "view", T0 + 20, T0 + 20),
+    ]
+    engine = PartitionEngine(0, CONFIG, DictStore())
+    for event in events:
+        engine.on_event(event)
+    (signal,) = engine.advance_to(T0 + AT_RISK_MS + 100)
+    assert signal.kind == "at_risk"
+    assert "recent_checkout_failed" in {reason.code for reason in signal.reasons}
