@@ -71,6 +71,9 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> li
     events: list[ModelEvent] = []
     append = events.append
     decode = _line_decoder.decode
+    names: dict[str, str] = {}
+    labels: dict[str | None, str | None] = {}
+    same, same_label = names.setdefault, labels.setdefault
     lines_seen = blank = after_as_of = 0
     for lines_seen, line in enumerate(lines, 1):  # noqa: B007 (the count is used below)
         try:
@@ -103,18 +106,19 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> li
         if ts_ms > as_of_ms:
             after_as_of += 1
             continue
-        # positional, in ModelEvent's field order: the append time is the event time
+        # positional, in ModelEvent's field order: the append time is the event time;
+        # one string object per distinct name (the history is held in memory)
         append(
             ModelEvent(
-                raw.user_id,
+                same(raw.user_id, raw.user_id),
                 id_hash(raw.event_id),
-                kind,
+                same(kind, kind),
                 ts_ms,
                 ts_ms,
                 0,
                 NO_OFFSET,
-                raw.tenant,
-                raw.segment,
+                same_label(raw.tenant, raw.tenant),
+                same_label(raw.segment, raw.segment),
             )
         )
     stats.lines += lines_seen - blank

@@ -19,6 +19,7 @@ global defaults.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 
 import msgspec
@@ -66,12 +67,25 @@ class ThresholdPolicy(msgspec.Struct, frozen=True):
         return self.defaults_ms, SOURCE_DEFAULT
 
     def user_tiers(self, usual_gap_centidays: int) -> Tiers:
-        gap_ms = usual_gap_centidays * self.day_ms / 100
-        at_risk, dormant, churned = (
-            min(self.max_ms, max(self.min_ms, round(gap_ms * multiple)))
-            for multiple in self.user_gap_multiples
+        return _user_tiers(
+            usual_gap_centidays, self.day_ms, self.min_ms, self.max_ms, self.user_gap_multiples
         )
-        return (at_risk, max(at_risk, dormant), max(at_risk, dormant, churned))
+
+
+@lru_cache(maxsize=8192)
+def _user_tiers(
+    usual_gap_centidays: int,
+    day_ms: int,
+    min_ms: int,
+    max_ms: int,
+    multiples: tuple[float, float, float],
+) -> Tiers:
+    """Tiers from a usual gap (memoised: the gap is a u16, asked per event and per judgement)."""
+    gap_ms = usual_gap_centidays * day_ms / 100
+    at_risk, dormant, churned = (
+        min(max_ms, max(min_ms, round(gap_ms * multiple))) for multiple in multiples
+    )
+    return (at_risk, max(at_risk, dormant), max(at_risk, dormant, churned))
 
 
 def next_due_ms(state: UserState, tiers: Tiers) -> int | None:
