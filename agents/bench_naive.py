@@ -48,7 +48,9 @@ def main(argv: list[str]) -> None:
                 print(json.dumps({**marks, "events": seen}), flush=True)
                 os._exit(0)  # the figure is out; skip Faust's slow shutdown
 
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    # redirect_stdouts=False: by default Faust turns stdout into log lines, and
+    # the figure line must reach the bench on stdout
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 
 

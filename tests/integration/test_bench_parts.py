@@ -1,0 +1,34 @@
+"""Parts of ``engagement bench`` that run real processes give their figures.
+
+Outcomes only (a figure comes back and counts every event): tests never
+assert on speed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agents.bench import BenchSize, make_events, naive_faust_rate, produce_fast
+from streams.settings import load_settings
+from streams.topics import ensure_topics
+
+
+async def test_the_naive_faust_reference_reports_a_figure(
+    embedded_broker: Any, tmp_path: Path
+) -> None:
+    """Faust writes terminal codes and redirects stdout by default; the figure
+    line must still reach the bench (it was lost twice that way)."""
+    size = BenchSize(events=2_000, users=200, tick_users=0, tick_due=0, latency_users=0)
+    settings = load_settings(
+        broker=embedded_broker.url, partitions=8, topic_events=f"{uuid.uuid4().hex[:8]}.events"
+    )
+    await ensure_topics(settings)
+    records = make_events(size, int(time.time() * 1000) - 3_600_000)
+    await produce_fast(embedded_broker.bootstrap, settings.topic_events, records)
+    log = tmp_path / "naive.log"
+    rate = await naive_faust_rate(embedded_broker.url, settings.topic_events, size.events, log)
+    assert rate is not None, log.read_text(errors="replace")[-2000:]
+    assert rate > 0
