@@ -155,46 +155,71 @@ async def worker_rate(
     broker_url: str, run_dir: Path, topics: dict[str, str], expected: int, extra_env: dict[str, str]
 ) -> tuple[float, WorkerProcess]:
     """Start a worker on a pre-filled topic; events/s from first to last event applied."""
-    env = {
+    rate, processes = await workers_rate(broker_url, run_dir, topics, expected, extra_env, 1)
+    return rate, processes[0]
+
+
+async def workers_rate(
+    broker_url: str,
+    run_dir: Path,
+    topics: dict[str, str],
+    expected: int,
+    extra_env: dict[str, str],
+    count: int,
+) -> tuple[float, list[WorkerProcess]]:
+    """``count`` workers of one new group on a pre-filled topic: events/s from the
+    first to the last event applied by any of them (a rebalance included)."""
+    app_id = f"bench-{uuid.uuid4().hex[:8]}"
+    shared = {
         "ENGAGEMENT_BROKER": broker_url,
         "ENGAGEMENT_PARTITIONS": str(PARTITIONS),
-        "ENGAGEMENT_APP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+        "ENGAGEMENT_APP_ID": app_id,
         "ENGAGEMENT_HOLDOUT_SALT": uuid.uuid4().hex,
         "ENGAGEMENT_ERASURE_SALT": uuid.uuid4().hex,
         "ENGAGEMENT_CLOCK_KEYS": f"k1:{uuid.uuid4().hex}",
-        "ENGAGEMENT_WEB_PORT": str(_free_port()),
-        "ENGAGEMENT_DATA_DIR": str(run_dir / "worker-data"),
         "ENGAGEMENT_SESSION_TIMEOUT": "6s",
         "ENGAGEMENT_LOG_LEVEL": "WARNING",
         "ENGAGEMENT_MAX_FUTURE": "3650d",
         **topics,
         **extra_env,
     }
-    process = WorkerProcess(env, run_dir / f"worker-{env['ENGAGEMENT_APP_ID']}.log")
-    process.start()
+    processes = []
+    for n in range(count):
+        env = {
+            **shared,
+            "ENGAGEMENT_WEB_PORT": str(_free_port()),
+            "ENGAGEMENT_DATA_DIR": str(run_dir / f"{app_id}-{n}-data"),
+        }
+        process = WorkerProcess(env, run_dir / f"worker-{app_id}-{n}.log")
+        process.start()
+        processes.append(process)
     try:
-        await process.wait_ready(180)
+        for process in processes:
+            await process.wait_ready(180)
         first = last = 0.0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                count = _metric(
-                    await asyncio.to_thread(process.metrics_text), "engagement_events_total{"
-                )
-                now = time.monotonic()
-                if count > 0 and not first:
-                    first = now
-                if count >= expected:
-                    last = now
-                    break
+            count_now = 0.0
+            for process in processes:
+                with contextlib.suppress(OSError):
+                    text = await asyncio.to_thread(process.metrics_text)
+                    count_now += _metric(text, "engagement_events_total{")
+            now = time.monotonic()
+            if count_now > 0 and not first:
+                first = now
+            if count_now >= expected:
+                last = now
+                break
             await asyncio.sleep(0.1)
         if not last:
-            raise RuntimeError(f"worker did not apply {expected} events; see {process.log_path}")
+            logs = ", ".join(str(process.log_path) for process in processes)
+            raise RuntimeError(f"workers did not apply {expected} events; see {logs}")
         # the first poll that saw events is up to one poll late: count from the first poll
     except BaseException:
-        process.stop()
+        for process in processes:
+            process.stop()
         raise
-    return expected / max(last - first, 1e-6), process
+    return expected / max(last - first, 1e-6), processes
 
 
 async def naive_faust_rate(
@@ -441,6 +466,12 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         _say("measuring worker")
         result["worker_events_per_s"] = round(rate)
         result["worker_vs_ceiling"] = round(rate / result["ceiling_events_per_s"], 4)
+        _say("measuring two workers")
+        rate_two, pair = await workers_rate(broker.url, run_dir, topics, size.events, big, 2)
+        for process in pair:
+            process.stop()
+        result["two_workers_events_per_s"] = round(rate_two)
+        result["two_vs_one_worker"] = round(rate_two / rate, 3)
         _say("measuring the naive Faust agent")
         naive = await naive_faust_rate(
             broker.url, settings.topic_events, size.events, run_dir / "naive-faust.log"
