@@ -114,9 +114,7 @@ async def _check_log_append_time(admin: AIOKafkaAdminClient, topic: str) -> bool
 
 async def topic_config(admin: AIOKafkaAdminClient, topic: str, name: str) -> str | None:
     """One config value of a topic as the broker reports it (``None`` if absent)."""
-    responses = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, topic)]
-    )
+    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     for response in responses:
         for resource in response.resources:
             for entry in resource[4]:
