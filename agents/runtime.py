@@ -291,6 +291,7 @@ class Runtime:
                 self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
                 if erased is not None:
                     self.stages.move(partition, STAGES[erased.stage], None)
+                    self.stickiness.remove(partition, erased, engine.high_ms)
         elif isinstance(record, ConfigUpdate):
             await self._config(engine, record)
 

@@ -10,7 +10,7 @@ Prometheus sums them):
   of ``DAY_MS`` on the partition's event time). An event moves its user from
   the old last day to the new one, so the trailing DAU (today), WAU (7
   days) and MAU (30 days) are exact sums of the ring: no per-user history,
-  no decrements to schedule.
+  no decrements to schedule. An erased user leaves the ring at once.
 - **Streaks**: a histogram of the current active-day streak, observed on
   each user's first event of a day.
 
@@ -165,6 +165,14 @@ class Stickiness:
                 ring.add(new_day, 1)
         if previous is None or state.active_days > previous.active_days:
             self._streaks.observe(state.streak_days)
+
+    def remove(self, partition: int, state: UserState, today_ms: int) -> None:
+        """An erased user: no longer counted on their last active day."""
+        ring = self._rings.get(partition, {}).get(self.tenant_label(state.tenant))
+        if ring is None:
+            return
+        ring.add(state.last_seen_ms // self._day_ms, -1)
+        self.publish(partition, today_ms)
 
     def publish(self, partition: int, today_ms: int) -> None:
         """Set the gauges of a partition as of ``today_ms`` (on ticks: cheap, O(30))."""

@@ -159,6 +159,28 @@ async def test_erasure_removes_state_and_due_entry_and_keeps_only_a_hash(
     assert all(s.user_id != "alice" for s in harness.signals)
 
 
+async def test_erasure_removes_the_user_from_dau_wau_mau_and_stage_counts(
+    harness: Harness,
+) -> None:
+    t0 = now_ms()
+    users = [u for u in (f"s{i}" for i in range(20)) if partition_for(u.encode(), PARTITIONS) == 0]
+    kept, erased = users[0], users[1]
+    await harness.event(kept, "k1", t0)
+    await harness.event(erased, "e1", t0 + 5)
+    await harness.tick(0, t0 + 10, t0 + 10)
+    labels = {"tenant": "other", "partition": "0"}
+    for name in ("engagement_dau", "engagement_wau", "engagement_mau"):
+        assert harness.sample(name, **labels) == 2
+    assert harness.sample("engagement_users_by_stage", stage="new", partition="0") == 2
+    await harness.erase(erased, t0 + 20)
+    for name in ("engagement_dau", "engagement_wau", "engagement_mau"):
+        assert harness.sample(name, **labels) == 1
+    assert harness.sample("engagement_users_by_stage", stage="new", partition="0") == 1
+    # a later tick still counts only the kept user
+    await harness.tick(0, t0 + 30, t0 + 30)
+    assert harness.sample("engagement_mau", **labels) == 1
+
+
 async def test_late_events_of_an_erased_user_are_dropped_and_counted(harness: Harness) -> None:
     t0 = now_ms()
     await harness.event("carol", "c1", t0)
