@@ -92,6 +92,14 @@ def demo(duration: float | None, broker: str, users: int) -> None:
     default=None,
     help="Also write the lifecycle transitions (JSON Lines).",
 )
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Tenant/segment threshold versions (JSON Lines of config values with "
+    "scope and effective_from).",
+)
 def replay(
     events: Path,
     as_of: str,
@@ -99,8 +107,10 @@ def replay(
     scores: Path,
     signals: Path | None,
     lifecycle: Path | None,
+    config_path: Path | None,
 ) -> None:
     """Replay a JSON Lines history through the model; write scores (and signals)."""
+    from agents.replay import read_config
     from agents.replay import replay as run_replay
     from agents.runtime import model_config
 
@@ -109,6 +119,10 @@ def replay(
         horizon_ms = parse_duration_ms(horizon)
     except EngagementError as exc:
         raise click.BadParameter(str(exc)) from exc
+    try:
+        book = None if config_path is None else read_config(config_path)
+    except EngagementError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
     settings = _settings()
     config = model_config(settings)
     config = msgspec.structs.replace(config, horizon_ms=horizon_ms)
@@ -117,7 +131,13 @@ def replay(
         signals_out = None if signals is None else files.enter_context(signals.open("wb"))
         lifecycle_out = None if lifecycle is None else files.enter_context(lifecycle.open("wb"))
         stats = run_replay(
-            events, as_of_ms, config, scores_out, signals_out, lifecycle_out=lifecycle_out
+            events,
+            as_of_ms,
+            config,
+            scores_out,
+            signals_out,
+            lifecycle_out=lifecycle_out,
+            book=book,
         )
     click.echo(
         json.dumps(

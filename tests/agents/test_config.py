@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -15,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agents.config_forwarder import BadConfigRecord, ConfigForwarder, parse_config_record
+from agents.replay import read_config, run_history
 from agents.worker import Worker, build_worker
 from streams.decode import partition_for
 from streams.records import ConfigUpdate, LifecycleTransition, Signal
@@ -32,21 +34,26 @@ class Harness:
         self.ctx = ctx
         self.signals: list[Signal] = []
         self.transitions: list[LifecycleTransition] = []
+        self.sent: list[bytes] = []  # the events put, in order (JSON Lines for a replay)
 
     @property
     def registry(self) -> CollectorRegistry:
         return self.worker.metrics.registry
 
-    async def event(self, user: str, ts_ms: int, tenant: str = "acme") -> None:
-        value = json.dumps(
-            {
-                "event_id": f"{user}@{ts_ms}",
-                "user_id": user,
-                "type": "visit",
-                "ts": ts_ms,
-                "tenant": tenant,
-            }
-        ).encode()
+    async def event(
+        self, user: str, ts_ms: int, tenant: str = "acme", segment: str | None = None
+    ) -> None:
+        record: dict[str, object] = {
+            "event_id": f"{user}@{ts_ms}",
+            "user_id": user,
+            "type": "visit",
+            "ts": ts_ms,
+            "tenant": tenant,
+        }
+        if segment is not None:
+            record["segment"] = segment
+        value = json.dumps(record).encode()
+        self.sent.append(value)
         partition = partition_for(user.encode(), PARTITIONS)
         await self.ctx.put(value, key=user.encode(), partition=partition, timestamp=ts_ms / 1000)
 
@@ -235,3 +242,100 @@ async def test_forwarder_signs_each_version_into_every_partition() -> None:
     assert [p for p, _ in sent] == [0, 1, 2]
     assert all(isinstance(record, ConfigUpdate) for _, record in sent)
     assert (forwarder.forwarded, forwarder.rejected) == (1, 1)
+
+
+async def test_replay_with_the_config_file_decides_what_the_worker_decided(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Versions that reach the worker before their effective_from: a replay of the same
+    events with the same versions (``replay --config``) emits the same signals."""
+    versions = [
+        ConfigUpdate(
+            scope="acme",
+            effective_from=T0 + 3_000,
+            at_risk_ms=1_000,
+            dormant_ms=2_000,
+            churned_ms=4_000,
+        ),
+        ConfigUpdate(
+            scope="acme/vip",
+            effective_from=T0 + 5_000,
+            at_risk_ms=2_500,
+            dormant_ms=5_000,
+            churned_ms=7_000,
+        ),
+        ConfigUpdate(
+            scope="acme",
+            effective_from=T0 + 9_000,
+            at_risk_ms=4_000,
+            dormant_ms=5_000,
+            churned_ms=6_000,
+        ),
+    ]
+    for version in versions:
+        for partition in range(PARTITIONS):
+            await harness.control(version, partition, T0)
+    events = [
+        ("ann", 0, "acme", None),
+        ("bob", 500, "acme", "vip"),
+        ("cy", 700, "zed", None),
+        ("dee", 2_500, "acme", None),
+        ("ann", 4_200, "acme", None),
+        ("bob", 6_000, "acme", "vip"),
+        ("eve", 8_800, "acme", "vip"),
+        ("cy", 9_500, "zed", None),
+        ("dee", 12_000, "acme", None),
+    ]
+    pending = sorted(events, key=lambda event: event[1])
+    end_ms = 24_000
+    for step_ms in range(0, end_ms + 1, 250):
+        while pending and pending[0][1] <= step_ms:
+            user, at_ms, tenant, segment = pending.pop(0)
+            await harness.event(user, T0 + at_ms, tenant, segment)
+        for partition in range(PARTITIONS):
+            await harness.tick(partition, T0 + step_ms)
+    live = harness.signals
+    assert {s.threshold_source for s in live} >= {"tenant", "segment", "default"}
+
+    history = tmp_path / "events.jsonl"
+    history.write_bytes(b"\n".join(harness.sent) + b"\n")
+    config_file = tmp_path / "config.jsonl"
+    config_file.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "scope": v.scope,
+                    "effective_from": v.effective_from,
+                    "at_risk": v.at_risk_ms,
+                    "dormant": v.dormant_ms,
+                    "churned": v.churned_ms,
+                }
+            )
+            + "\n"
+            for v in reversed(versions)  # any order in the file
+        )
+    )
+    replayed: list[Signal] = []
+    run_history(
+        history,
+        T0 + end_ms,
+        harness.worker.runtime.config,
+        on_signals=lambda emissions: replayed.extend(map(Signal.from_emission, emissions)),
+        progress=False,
+        book=read_config(config_file),
+    )
+
+    def key(signal: Signal) -> str:
+        return signal.signal_id
+
+    assert sorted(replayed, key=key) == sorted(live, key=key)
+    # without the versions the replay decides differently: the file is what made them agree
+    plain: list[Signal] = []
+    run_history(
+        history,
+        T0 + end_ms,
+        harness.worker.runtime.config,
+        on_signals=lambda emissions: plain.extend(map(Signal.from_emission, emissions)),
+        progress=False,
+    )
+    assert sorted(plain, key=key) != sorted(live, key=key)

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
-from agents.replay import ReplayStats, replay
+from agents.cli import main
+from agents.replay import ReplayStats, read_config, replay
 from streams.decode import id_hash
 from streams.records import Signal, encode
 from tables.engine import DictStore, PartitionEngine
+from tables.errors import ConfigurationError
 from tables.model import ModelConfig, ModelEvent
 from tables.thresholds import ThresholdPolicy
 
@@ -185,3 +188,78 @@ def test_replay_lines_accept_and_reject_what_the_live_decoder_does(tmp_path: Pat
     accepted_live = sum(1 for result in live if isinstance(result, ModelEvent))
     assert stats.events == accepted_live == 2
     assert stats.rejected == {"invalid_event": len(cases) - accepted_live}
+
+
+def _config_line(scope: str, effective_from: int | str, at_risk: str | int) -> str:
+    return json.dumps(
+        {
+            "scope": scope,
+            "effective_from": effective_from,
+            "at_risk": at_risk,
+            "dormant": "20d",
+            "churned": "40d",
+        }
+    )
+
+
+def test_cli_replay_applies_tenant_versions_by_effective_from(tmp_path: Path) -> None:
+    day_ms = 86_400_000
+    base = 1_750_000_000_000
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "\n".join(
+            line(f"e{n}", user, base + offset * day_ms, tenant=tenant)
+            for n, (user, offset, tenant) in enumerate(
+                [("ana", 0, "acme"), ("bo", 0, "zed"), ("cy", 6, "acme")]
+            )
+        )
+        + "\n"
+    )
+    config = tmp_path / "config.jsonl"
+    # acme: at risk after 2 days from day 3 on (before that the 7-day default)
+    config.write_text(_config_line("acme", base + 3 * day_ms, "2d") + "\n")
+    scores, signals = tmp_path / "scores.csv", tmp_path / "signals.jsonl"
+    as_of = base + 10 * day_ms
+    args = ["replay", str(events), "--as-of", str(as_of), "--horizon", "30d"]
+    args += ["--scores", str(scores), "--signals", str(signals), "--config", str(config)]
+    result = CliRunner().invoke(main, args, env={"ENGAGEMENT_HOLDOUT_SALT": "salt"})
+    assert result.exit_code == 0, result.output
+    rows = {row["user_id"]: row for row in csv.DictReader(scores.open())}
+    assert rows["ana"]["threshold_days"] == "2.000" and rows["ana"]["tier"] == "at_risk"
+    assert rows["bo"]["threshold_days"] == "7.000" and rows["bo"]["tier"] == "at_risk"
+    sent = [json.loads(raw) for raw in signals.read_text().splitlines()]
+    by_user = {(s["user_id"], s["kind"]): s for s in sent}
+    # the 2-day version began on day 3 (until then ana had the 7-day default): judged
+    # then, her tier's as_of is its due time under the threshold that applied
+    ana = by_user[("ana", "at_risk")]
+    assert (ana["as_of"], ana["threshold_ms"]) == (base + 2 * day_ms, 2 * day_ms)
+    assert ana["threshold_source"] == "tenant"
+    assert by_user[("cy", "at_risk")]["as_of"] == base + 8 * day_ms
+    assert by_user[("bo", "at_risk")]["threshold_source"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([_config_line("acme", 1_750_000_000_000, "soon")], "config.jsonl:1"),
+        (["", '{"at_risk": "1d", "dormant": "2d", "churned": "3d"}'], "config.jsonl:2"),
+        ([_config_line("acme", 1_750_000_000_000, "5d").replace('"20d"', '"1d"')], "grow"),
+        (
+            [_config_line("acme", 1_750_000_000_000, "1d")] * 2,
+            "a second version of 'acme'",
+        ),
+    ],
+)
+def test_a_bad_config_file_is_refused_with_the_line(
+    tmp_path: Path, lines: list[str], message: str
+) -> None:
+    config = tmp_path / "config.jsonl"
+    config.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigurationError, match=message):
+        read_config(config)
+    events = tmp_path / "events.jsonl"
+    events.write_text(line("e1", "ana", T0) + "\n")
+    args = ["replay", str(events), "--as-of", str(T0), "--horizon", "30d"]
+    args += ["--scores", str(tmp_path / "s.csv"), "--config", str(config)]
+    result = CliRunner().invoke(main, args, env={"ENGAGEMENT_HOLDOUT_SALT": "salt"})
+    assert result.exit_code == 2 and "--config" in result.output
