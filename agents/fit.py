@@ -8,6 +8,14 @@ A weak log-normal prior around the defaults keeps the fit finite when the
 data say little (e.g. no user ever dropped out); with thousands of users it
 changes nothing that matters.
 
+The likelihood has more than one basin in the dropout parameters ``a, b``:
+a bell-shaped Beta (everyone drops out at a similar small rate) and a
+U-shaped one (many users gone after their first day, the rest loyal). A
+single local search from the defaults can stop in the worse basin (seen on
+histories with many one-time users, tens of log-likelihood units below the
+best), so the search starts from a few points in both basins
+(``STARTS``) and polishes the best.
+
 The parameters go to a JSON file that the worker loads from
 ``ENGAGEMENT_RISK_PARAMS``; ``alpha`` is stored in days of ``day_ms``, and
 rescaled when the worker's day is another length.
@@ -33,6 +41,15 @@ from tables.state import UserState
 
 MODEL: Final = "mbg_nbd"
 PRIOR_SIGMA: Final = 3.0  # on log-parameters: weak
+# (r, alpha, a, b) starting points: the defaults, U-shaped and bell-shaped dropout
+STARTS: Final = (
+    (DEFAULT_PARAMS.r, DEFAULT_PARAMS.alpha, DEFAULT_PARAMS.a, DEFAULT_PARAMS.b),
+    (1.5, 4.0, 0.25, 0.35),
+    (0.5, 3.0, 0.25, 0.35),
+    (1.5, 4.0, 1.0, 10.0),
+    (0.3, 1.5, 1.0, 20.0),
+    (1.0, 3.0, 2.0, 2.0),
+)
 Floats = NDArray[np.float64]
 
 
@@ -97,19 +114,17 @@ def fit(data: Summary, day_ms: int, cutoff_ms: int) -> FitResult:
             return 1e300
         return -total + _prior_penalty(log_params)
 
-    start = np.log([DEFAULT_PARAMS.r, DEFAULT_PARAMS.alpha, DEFAULT_PARAMS.a, DEFAULT_PARAMS.b])
-    result = optimize.minimize(
+    # a quick local search from every start, then the best one polished
+    searches = [optimize.minimize(objective, np.log(start), method="L-BFGS-B") for start in STARTS]
+    result = min(searches, key=lambda search: float(search.fun))
+    polished = optimize.minimize(
         objective,
-        start,
+        result.x,
         method="Nelder-Mead",
-        options={
-            "maxiter": 4_000,
-            "xatol": 1e-6,
-            "fatol": 1e-6,
-        },
+        options={"maxiter": 4_000, "xatol": 1e-6, "fatol": 1e-6},
     )
-    refined = optimize.minimize(objective, result.x, method="L-BFGS-B")
-    best = refined if refined.fun <= result.fun else result
+    refined = optimize.minimize(objective, polished.x, method="L-BFGS-B")
+    best = min((result, polished, refined), key=lambda search: float(search.fun))
     r, alpha, a, b = (float(v) for v in np.exp(np.clip(best.x, -12, 12)))
     params = RiskParams(r=r, alpha=alpha, a=a, b=b)
     return FitResult(

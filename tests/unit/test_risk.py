@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import optimize  # type: ignore[import-untyped]
 
-from agents.fit import Summary, fit, load_params, log_likelihood, params_document
+from agents.evaluate import stress_history
+from agents.fit import Summary, fit, load_params, log_likelihood, params_document, summarise
+from agents.replay import run_history
+from agents.runtime import model_config
+from streams.settings import load_settings
 from tables.errors import ConfigurationError
 from tables.risk import DEFAULT_PARAMS, RiskParams, p_alive, risk_not_active
 
@@ -134,3 +139,29 @@ def test_parameter_file_round_trips_and_rescales_alpha_to_the_day_length(tmp_pat
     path.write_text('{"model": "other"}')
     with pytest.raises(ConfigurationError):
         load_params(path, 1_000)
+
+
+def test_the_fit_finds_the_best_basin_on_a_history_unlike_the_model(tmp_path: Path) -> None:
+    """Many one-time users next to loyal ones: the likelihood has separate basins in
+    the dropout parameters; no local search from a grid of starts does better."""
+    day_ms, start_ms = 86_400_000, 1_735_689_600_000
+    cutoff_ms = start_ms + 90 * day_ms
+    path = tmp_path / "stress.jsonl"
+    path.write_text("\n".join(stress_history(1_500, 120, 2, start_ms, day_ms)) + "\n")
+    config = model_config(load_settings(holdout_salt="salt"))
+    states = list(run_history(path, cutoff_ms, config, progress=False).store.states.values())
+    data = summarise(states, cutoff_ms, day_ms)
+    result = fit(data, day_ms, cutoff_ms)
+
+    def negative(log_params: np.ndarray) -> float:
+        r, alpha, a, b = (float(v) for v in np.exp(np.clip(log_params, -12, 12)))
+        return -float(log_likelihood(RiskParams(r=r, alpha=alpha, a=a, b=b), data).sum())
+
+    grid = [
+        (r, alpha, a, b)
+        for r in (0.4, 2.0)
+        for alpha in (2.0, 6.0)
+        for a, b in ((0.2, 0.3), (3.0, 30.0))
+    ]
+    best = min(optimize.minimize(negative, np.log(start), method="L-BFGS-B").fun for start in grid)
+    assert result.log_likelihood >= -best - 1.0
