@@ -377,13 +377,30 @@ def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
 def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:
     """P(no active day within the horizon) as of ``at_ms`` (see ``tables.risk``)."""
     day = config.day_ms
+    at_ms = at_ms if at_ms > state.last_seen_ms else state.last_seen_ms
     return risk_not_active(
         config.risk,
         state.active_days,
         (state.last_seen_ms - state.first_seen_ms) / day,
-        (max(at_ms, state.last_seen_ms) - state.first_seen_ms) / day,
+        (at_ms - state.first_seen_ms) / day,
         config.horizon_ms / day,
+        recent_repeat_days(state, at_ms, day),
+        DAY_WINDOW,
     )
+
+
+def recent_repeat_days(state: UserState, at_ms: int, day_ms: int) -> int:
+    """Active days within the ``DAY_WINDOW`` days ending on ``at_ms``'s day, the first
+    active day not counted (a repeat day is one after the first)."""
+    now_day = at_ms // day_ms
+    window = DAY_WINDOW - (now_day - state.newest_day)
+    if state.newest_day == NO_DAY or window <= 0:
+        return 0
+    counts = state.day_counts[:window]
+    days = len(counts) - counts.count(0)
+    if state.first_seen_ms // day_ms > now_day - DAY_WINDOW:
+        days -= 1
+    return days if days > 0 else 0
 
 
 def stage_at(state: UserState, clock_ms: int, config: ModelConfig) -> str:

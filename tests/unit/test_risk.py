@@ -17,7 +17,17 @@ from agents.replay import run_history
 from agents.runtime import model_config
 from streams.settings import load_settings
 from tables.errors import ConfigurationError
-from tables.risk import DEFAULT_PARAMS, RiskParams, p_alive, risk_not_active
+from tables.model import ModelConfig, ModelEvent, recent_repeat_days, step_event
+from tables.risk import (
+    DEFAULT_PARAMS,
+    RATE_DISCOUNT,
+    RiskParams,
+    p_alive,
+    rate_evidence,
+    risk_not_active,
+)
+from tables.state import DAY_WINDOW
+from tables.thresholds import ThresholdPolicy
 
 PARAMS = RiskParams(r=0.8, alpha=4.0, a=0.6, b=5.0)
 
@@ -165,3 +175,49 @@ def test_the_fit_finds_the_best_basin_on_a_history_unlike_the_model(tmp_path: Pa
     ]
     best = min(optimize.minimize(negative, np.log(start), method="L-BFGS-B").fun for start in grid)
     assert result.log_likelihood >= -best - 1.0
+
+
+def test_days_before_the_window_weigh_less_in_the_rate() -> None:
+    # everything inside the window: plain MBG/NBD
+    assert rate_evidence(5, 20.0, 5, 28.0) == (5.0, 20.0)
+    x_rate, t_rate = rate_evidence(40, 100.0, 4, 28.0)
+    assert (x_rate, t_rate) == (4 + RATE_DISCOUNT * 36, 28 + RATE_DISCOUNT * 72)
+    # recent figures outside 0..x are clamped
+    assert rate_evidence(3, 50.0, 9, 28.0)[0] == 3.0
+    assert rate_evidence(3, 50.0, -1, 28.0)[0] == RATE_DISCOUNT * 3
+
+
+def test_a_fading_user_is_riskier_than_a_steady_one_with_the_same_history() -> None:
+    # 40 repeat days over 100 days, last seen 3 days ago; steady users had ~11 of
+    # them in the last 28 days, a fading one 2, a rising one 25.
+    args = (PARAMS, 41, 97.0, 100.0, 30.0)
+    steady = risk_not_active(*args, recent_repeat_days=11)
+    fading = risk_not_active(*args, recent_repeat_days=2)
+    rising = risk_not_active(*args, recent_repeat_days=25)
+    assert fading > steady > rising
+    assert risk_not_active(*args) == risk_not_active(*args, recent_repeat_days=None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    days=st.lists(st.integers(0, 200), min_size=1, max_size=60),
+    now_after=st.integers(0, 60),
+)
+def test_recent_repeat_days_counts_the_state_window(days: list[int], now_after: int) -> None:
+    day_ms = 1_000
+    config = ModelConfig(
+        policy=ThresholdPolicy(defaults_ms=(7_000, 14_000, 30_000), min_ms=1_000, max_ms=90_000),
+        lateness_ms=0,
+        day_ms=day_ms,
+        horizon_ms=30_000,
+        holdout_salt="salt",
+    )
+    state = None
+    for n, day in enumerate(sorted(days)):
+        event = ModelEvent("u", n, "visit", day * day_ms + 10, day * day_ms + 10)
+        state = step_event(state, event, config).state
+    assert state is not None
+    now_day = max(days) + now_after
+    window = {d for d in days if now_day - DAY_WINDOW < d <= now_day}
+    expected = len(window) - (1 if min(days) in window else 0)
+    assert recent_repeat_days(state, now_day * day_ms + 500, day_ms) == expected
