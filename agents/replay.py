@@ -192,7 +192,7 @@ def run_history(
     User by user (``tables.history``): the same decisions, in the same order,
     as a ``PartitionEngine`` fed the events one by one. With threshold
     versions in ``book`` the policy changes mid-history: the engine itself
-    runs them (about half the speed)."""
+    runs them, event by event."""
     stats = ReplayStats()
     with events_path.open("rb") as handle:
         ordered = read_events(iter(handle), as_of_ms, stats)
