@@ -31,14 +31,20 @@ def _processes_with(marker: str) -> list[int]:
 
 
 @pytest.mark.parametrize("broker", ["embedded", "kafka"])
-def test_demo_shows_every_tier_and_stops_everything(broker: str, kafka_broker: object, tmp_path: Path) -> None:
+def test_demo_shows_every_tier_and_stops_everything(
+    broker: str, kafka_broker: object, tmp_path: Path
+) -> None:
     # kafka_broker: makes sure the jars are fetched before the demo starts its own broker
     marker = f"DEMO_TEST_{uuid.uuid4().hex}"
     env = {**os.environ, marker: "1"}
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-m", "agents.cli", "demo", "--duration", "55", "--broker", broker],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=400,
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     match = SUMMARY.search(done.stdout)

@@ -31,12 +31,18 @@ async def test_topics_are_created_with_their_configs(any_broker: Any) -> None:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        described = {t["topic"]: t for t in await admin.describe_topics([s.name for s in topic_specs(settings)])}
+        described = {
+            t["topic"]: t
+            for t in await admin.describe_topics([s.name for s in topic_specs(settings)])
+        }
         for spec in topic_specs(settings):
             assert len(described[spec.name]["partitions"]) == spec.partitions
             for name, value in spec.configs.items():
                 assert await topic_config(admin, spec.name, name) == value
-        assert await topic_config(admin, settings.topic_events, "message.timestamp.type") == "LogAppendTime"
+        assert (
+            await topic_config(admin, settings.topic_events, "message.timestamp.type")
+            == "LogAppendTime"
+        )
         assert await topic_config(admin, settings.topic_status, "cleanup.policy") == "compact"
     finally:
         await admin.close()
@@ -44,7 +50,11 @@ async def test_topics_are_created_with_their_configs(any_broker: Any) -> None:
 
 async def test_worker_refuses_an_input_topic_with_another_partition_count(any_broker: Any) -> None:
     tag = uuid.uuid4().hex[:8]
-    names = {"topic_events": f"{tag}.events", "topic_signals": f"{tag}.signals", "topic_dlq": f"{tag}.dlq"}
+    names = {
+        "topic_events": f"{tag}.events",
+        "topic_signals": f"{tag}.signals",
+        "topic_dlq": f"{tag}.dlq",
+    }
     await ensure_topics(load_settings(broker=any_broker.url, partitions=2, **names))
     with pytest.raises(TopicMismatchError, match="has 2 partitions"):
         await ensure_topics(load_settings(broker=any_broker.url, partitions=4, **names))

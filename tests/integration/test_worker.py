@@ -267,15 +267,23 @@ async def test_restart_after_crash_does_not_double_count(kafka_broker: Any, tmp_
 async def test_due_index_is_rebuilt_after_restart(kafka_broker: Any, tmp_path: Any) -> None:
     # Users seen once, then the worker restarts before they fall due; nothing
     # new arrives for them, so only the rebuilt due index can signal them.
-    deployment = Deployment(kafka_broker.url, tmp_path, ENGAGEMENT_AT_RISK="6s",
-                            ENGAGEMENT_DORMANT="12s", ENGAGEMENT_CHURNED="18s")
+    deployment = Deployment(
+        kafka_broker.url,
+        tmp_path,
+        ENGAGEMENT_AT_RISK="6s",
+        ENGAGEMENT_DORMANT="12s",
+        ENGAGEMENT_CHURNED="18s",
+    )
     await deployment.create_topics()
     users = [f"idle{i}" for i in range(8)]
     worker = await deployment.start_worker()
     try:
         start = now_ms()
-        await produce(deployment.bootstrap, deployment.settings.topic_events,
-                      [event(u, f"{u}-0", start) for u in users])
+        await produce(
+            deployment.bootstrap,
+            deployment.settings.topic_events,
+            [event(u, f"{u}-0", start) for u in users],
+        )
 
         async def applied() -> bool:
             with contextlib.suppress(OSError):
@@ -287,13 +295,16 @@ async def test_due_index_is_rebuilt_after_restart(kafka_broker: Any, tmp_path: A
         worker.stop()
         worker = await deployment.start_worker("w1")
         text = await asyncio.to_thread(worker.metrics_text)
-        assert sum(sample(text, "engagement_users_tracked", partition=str(p)) for p in range(PARTITIONS)) == len(users)
+        assert sum(
+            sample(text, "engagement_users_tracked", partition=str(p)) for p in range(PARTITIONS)
+        ) == len(users)
 
         def all_at_risk(records: list[Any]) -> bool:
             return {s.user_id for s in signals_of(records) if s.kind == "at_risk"} >= set(users)
 
-        records = await read_topic(deployment.bootstrap, deployment.settings.topic_signals,
-                                   until=all_at_risk, timeout_s=60)
+        records = await read_topic(
+            deployment.bootstrap, deployment.settings.topic_signals, until=all_at_risk, timeout_s=60
+        )
         at_risk = [s for s in signals_of(records) if s.kind == "at_risk"]
         assert sorted(s.user_id for s in at_risk) == sorted(users), deployment.log_tail()
         assert all(s.as_of == start + 6000 for s in at_risk)
