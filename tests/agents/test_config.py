@@ -250,27 +250,10 @@ async def test_replay_with_the_config_file_decides_what_the_worker_decided(
     """Versions that reach the worker before their effective_from: a replay of the same
     events with the same versions (``replay --config``) emits the same signals."""
     versions = [
-        ConfigUpdate(
-            scope="acme",
-            effective_from=T0 + 3_000,
-            at_risk_ms=1_000,
-            dormant_ms=2_000,
-            churned_ms=4_000,
-        ),
-        ConfigUpdate(
-            scope="acme/vip",
-            effective_from=T0 + 5_000,
-            at_risk_ms=2_500,
-            dormant_ms=5_000,
-            churned_ms=7_000,
-        ),
-        ConfigUpdate(
-            scope="acme",
-            effective_from=T0 + 9_000,
-            at_risk_ms=4_000,
-            dormant_ms=5_000,
-            churned_ms=6_000,
-        ),
+        # scope, effective from (ms after T0), at_risk / dormant / churned (ms)
+        ConfigUpdate("acme", T0 + 3_000, 1_000, 2_000, 4_000),
+        ConfigUpdate("acme/vip", T0 + 5_000, 2_500, 5_000, 7_000),
+        ConfigUpdate("acme", T0 + 9_000, 4_000, 5_000, 6_000),
     ]
     for version in versions:
         for partition in range(PARTITIONS):
