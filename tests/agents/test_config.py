@@ -21,6 +21,7 @@ from agents.worker import Worker, build_worker
 from streams.decode import partition_for
 from streams.records import ConfigUpdate, LifecycleTransition, Signal
 from streams.settings import load_settings
+from tables.thresholds import ThresholdBook
 
 PARTITIONS = 2
 T0 = 1_700_000_000_000
@@ -298,27 +299,19 @@ async def test_replay_with_the_config_file_decides_what_the_worker_decided(
             for v in reversed(versions)  # any order in the file
         )
     )
-    replayed: list[Signal] = []
-    run_history(
-        history,
-        T0 + end_ms,
-        harness.worker.runtime.config,
-        on_signals=lambda emissions: replayed.extend(map(Signal.from_emission, emissions)),
-        progress=False,
-        book=read_config(config_file),
-    )
 
-    def key(signal: Signal) -> str:
-        return signal.signal_id
+    def replay(book: ThresholdBook | None) -> list[Signal]:
+        signals: list[Signal] = []
+        run_history(
+            history,
+            T0 + end_ms,
+            harness.worker.runtime.config,
+            on_signals=lambda emissions: signals.extend(map(Signal.from_emission, emissions)),
+            progress=False,
+            book=book,
+        )
+        return sorted(signals, key=lambda signal: signal.signal_id)
 
-    assert sorted(replayed, key=key) == sorted(live, key=key)
+    assert replay(read_config(config_file)) == sorted(live, key=lambda s: s.signal_id)
     # without the versions the replay decides differently: the file is what made them agree
-    plain: list[Signal] = []
-    run_history(
-        history,
-        T0 + end_ms,
-        harness.worker.runtime.config,
-        on_signals=lambda emissions: plain.extend(map(Signal.from_emission, emissions)),
-        progress=False,
-    )
-    assert sorted(plain, key=key) != sorted(live, key=key)
+    assert replay(None) != sorted(live, key=lambda s: s.signal_id)
