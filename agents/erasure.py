@@ -40,22 +40,22 @@ class TableSuppressionStore:
     """``SuppressionStore`` over the Faust ``erased`` table (UTF-8 keys, 8-byte values)."""
 
     def __init__(self, table: Any) -> None:
-        self._table = table
+        self.table = table
 
     def get(self, key: str) -> int | None:
-        return unpack_until(self._table.get(key.encode()))
+        return unpack_until(self.table.get(key.encode()))
 
     def put(self, key: str, until_ms: int) -> None:
-        self._table[key.encode()] = pack_until(until_ms)
+        self.table[key.encode()] = pack_until(until_ms)
 
     def delete(self, key: str) -> None:
-        self._table.pop(key.encode(), None)
+        self.table.pop(key.encode(), None)
 
     def entries(self, partitions: Iterable[int]) -> dict[int, list[tuple[str, int]]]:
         """Stored ``(hash, until_ms)`` per wanted partition (the table is small)."""
         wanted = set(partitions)
         out: dict[int, list[tuple[str, int]]] = {p: [] for p in wanted}
-        for raw_key, blob in self._table.items():
+        for raw_key, blob in self.table.items():
             parsed = parse_suppression_key(raw_key.decode(errors="replace"))
             until_ms = unpack_until(blob)
             if parsed is None or until_ms is None or parsed[0] not in wanted:

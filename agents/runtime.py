@@ -83,22 +83,22 @@ class TableStore:
     """
 
     def __init__(self, table: Any) -> None:
-        self._table = table
+        self.table = table
         self.observers: list[StateObserver] = []
 
     def get(self, user_id: str) -> UserState | None:
-        blob = self._table.get(user_id.encode())
+        blob = self.table.get(user_id.encode())
         return None if blob is None else unpack_state(blob)
 
     def put(self, user_id: str, state: UserState) -> None:
         for observer in self.observers:
             observer(user_id, state)
-        self._table[user_id.encode()] = pack_state(state)
+        self.table[user_id.encode()] = pack_state(state)
 
     def delete(self, user_id: str) -> None:
         for observer in self.observers:
             observer(user_id, None)
-        self._table.pop(user_id.encode(), None)
+        self.table.pop(user_id.encode(), None)
 
     def announce(self, user_id: str, state: UserState) -> None:
         """Tell the observers about a state already stored (nothing is written)."""
@@ -141,6 +141,9 @@ class Runtime:
         )
         self.store = TableStore(engine_app.users)
         self.erasures = Erasures(engine_app.erased, self.settings, metrics)
+        self._clocks: Any = engine_app.clocks  # where clock and config writes go
+        # the futures of sent signals, transitions and DLQ records (batch ingest)
+        self.outputs: list[Any] | None = None
         self.engines: dict[int, PartitionEngine] = {}
         self.events_seen_append_ms = 0
         self._persisted_seen_ms: dict[int, int] = {}
@@ -154,6 +157,12 @@ class Runtime:
             self.settings.day_ms,
             self.config_tenants,
         )
+
+    def write_tables_through(self, wrap: Callable[[Any], Any]) -> None:
+        """Send every table write through ``wrap(table)`` (the batch ingest's writer)."""
+        self.store.table = wrap(self.engine_app.users)
+        self._clocks = wrap(self.engine_app.clocks)
+        self.erasures.store.table = wrap(self.engine_app.erased)
 
     # -- engines -------------------------------------------------------
     def engine(self, partition: int) -> PartitionEngine:
@@ -258,7 +267,7 @@ class Runtime:
 
     def _persist_clock(self, partition: int, engine: PartitionEngine) -> None:
         """Write the partition's clock (inside stream iteration: lands in partition P)."""
-        self.engine_app.clocks[str(partition).encode()] = _pack_clock(
+        self._clocks[str(partition).encode()] = _pack_clock(
             engine.high_ms, self.events_seen_append_ms
         )
         self._persisted_seen_ms[partition] = self.events_seen_append_ms
@@ -306,7 +315,7 @@ class Runtime:
         self.metrics.configs.labels(outcome="applied" if changed else "unchanged").inc()
         if not changed:
             return
-        self.engine_app.clocks[_config_key(engine.partition)] = encode_book(engine.book)
+        self._clocks[_config_key(engine.partition)] = encode_book(engine.book)
         if self.config_tenants() != tenants_before:
             # A new tenant label: recount the partition's gauges under it.
             self.stickiness.reset(
@@ -349,7 +358,11 @@ class Runtime:
     async def _emit(self, emissions: list[Emission]) -> None:
         for emission in emissions:
             signal = Signal.from_emission(emission)
-            await self.engine_app.signals.send(key=emission.user_id.encode(), value=encode(signal))
+            sent = await self.engine_app.signals.send(
+                key=emission.user_id.encode(), value=encode(signal)
+            )
+            if self.outputs is not None:
+                self.outputs.append(sent)
             self.metrics.signals.labels(kind=emission.kind).inc()
             self.signals_sent += 1
         # Lifecycle transitions decided while handling this record go to their own topic.
@@ -358,9 +371,11 @@ class Runtime:
                 continue
             for transition in engine.take_transitions():
                 record = LifecycleTransition.from_transition(transition)
-                await self.engine_app.lifecycle.send(
+                sent = await self.engine_app.lifecycle.send(
                     key=transition.user_id.encode(), value=encode(record)
                 )
+                if self.outputs is not None:
+                    self.outputs.append(sent)
                 self.stages.move(engine.partition, transition.from_stage, transition.to_stage)
                 self.metrics.transitions.labels(stage=transition.to_stage).inc()
                 self.transitions_sent += 1
@@ -385,7 +400,9 @@ class Runtime:
             value_b64=None if value is None else b64encode(value).decode(),
             seen_at=int(time.time() * 1000),
         )
-        await self.engine_app.dlq.send(key=key, value=encode(record))
+        sent = await self.engine_app.dlq.send(key=key, value=encode(record))
+        if self.outputs is not None:
+            self.outputs.append(sent)
         self.metrics.dlq.labels(reason=rejected.reason).inc()
 
     # -- ticks ---------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from prometheus_client import CollectorRegistry
 
+from agents.batch_ingest import BatchIngest, install
 from agents.config_forwarder import ConfigForwarder
 from agents.lag import sample_consumer_lag
 from agents.metrics import Metrics
@@ -18,6 +19,7 @@ from agents.status import StatusWriter, clock_reader, flush_before_commit
 from agents.web import register_web
 from streams.app import EngineApp, create_app
 from streams.settings import Settings
+from tables.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class Worker(msgspec.Struct):
     ingest: Any
     status: StatusWriter | None = None
     mirror: RedisMirror | None = None
+    batch: BatchIngest | None = None
 
     @property
     def app(self) -> Any:
@@ -63,6 +66,7 @@ def build_worker(
             )
 
     agent = app.agent(engine_app.events, name="ingest", concurrency=1)(ingest)
+    batch = _wire_batch_ingest(engine_app, runtime) if settings.ingest == "batch" else None
 
     async def on_recovered() -> None:
         partitions = owned_partitions(engine_app)
@@ -84,7 +88,7 @@ def build_worker(
 
     app.timer(interval=settings.tick_interval_ms / 1000, name="clock_tick")(tick)
     _wire_config_forwarder(engine_app, runtime)
-    status = _wire_status(engine_app, runtime, metrics)
+    status = _wire_status(engine_app, runtime, metrics, batch)
     mirror = _wire_mirror(engine_app, runtime, metrics)
 
     async def lag() -> None:
@@ -99,6 +103,7 @@ def build_worker(
         ingest=agent,
         status=status,
         mirror=mirror,
+        batch=batch,
     )
 
 
@@ -143,7 +148,33 @@ def _wire_mirror(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> R
     return mirror
 
 
-def _wire_status(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> StatusWriter:
+def _wire_batch_ingest(engine_app: EngineApp, runtime: Runtime) -> BatchIngest:
+    """Whole fetches of the input topic beneath the agent (``agents.batch_ingest``).
+
+    The agent stays: it subscribes the topic with acknowledgements, and
+    records of other topics still take Faust's path."""
+    settings, app = engine_app.settings, engine_app.app
+    if not settings.store.startswith("memory://"):
+        raise ConfigurationError(
+            "ENGAGEMENT_INGEST=batch needs ENGAGEMENT_STORE=memory:// "
+            "(RocksDB writes need Faust's per-event path)"
+        )
+    batch = BatchIngest(app, runtime)
+    runtime.write_tables_through(batch.tables)
+    new_consumer = app._new_consumer
+
+    def consumer_with_batches() -> Any:
+        consumer = new_consumer()
+        install(consumer, settings.topic_events, batch.on_batch)
+        return consumer
+
+    app._new_consumer = consumer_with_batches
+    return batch
+
+
+def _wire_status(
+    engine_app: EngineApp, runtime: Runtime, metrics: Metrics, batch: BatchIngest | None = None
+) -> StatusWriter:
     """The user-status writer: observer of the store, flushed by a timer, before
     every offset commit and when partitions are revoked (see ``agents.status``)."""
     app, settings = engine_app.app, engine_app.settings
@@ -173,6 +204,10 @@ def _wire_status(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> S
 
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         partitions = {tp.partition for tp in revoked if tp.topic == settings.topic_events}
+        if batch is not None and not await batch.idle(settings.session_timeout_ms / 2000):
+            # state in memory ahead of its changelog must not outlive the partition
+            await app.crash(RuntimeError("a batch did not finish publishing before revoke"))
+            return
         # bounded: the whole group waits for this callback
         if not await status.flush(partitions, timeout_s=settings.session_timeout_ms / 2000):
             status.discard(partitions)  # never write for a partition given away

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 import msgspec
+import pytest
 from support.metrics import sample
 from support.workers import (
     Deployment,
@@ -97,10 +98,11 @@ async def test_idle_partition_still_signals(any_broker: Any, tmp_path: Any) -> N
         worker.stop()
 
 
+@pytest.mark.parametrize("ingest", ["stream", "batch"])
 async def test_every_bad_record_goes_to_the_dlq_with_its_reason(
-    any_broker: Any, tmp_path: Any
+    any_broker: Any, tmp_path: Any, ingest: str
 ) -> None:
-    deployment = Deployment(any_broker.url, tmp_path)
+    deployment = Deployment(any_broker.url, tmp_path, ENGAGEMENT_INGEST=ingest)
     await deployment.create_topics()
     worker = await deployment.start_worker()
     settings = deployment.settings
@@ -219,10 +221,14 @@ async def test_backlog_after_downtime_raises_no_false_alarm(
         worker.stop()
 
 
-async def test_restart_after_crash_does_not_double_count(kafka_broker: Any, tmp_path: Any) -> None:
+@pytest.mark.parametrize("ingest", ["stream", "batch"])
+async def test_restart_after_crash_does_not_double_count(
+    kafka_broker: Any, tmp_path: Any, ingest: str
+) -> None:
     deployment = Deployment(
         kafka_broker.url,
         tmp_path,
+        ENGAGEMENT_INGEST=ingest,
         ENGAGEMENT_AT_RISK="1h",
         ENGAGEMENT_DORMANT="2h",
         ENGAGEMENT_CHURNED="3h",

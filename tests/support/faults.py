@@ -853,28 +853,33 @@ def record_figures(figures: Figures, reporter: Any = None) -> None:
         print(line, flush=True)
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     with FIGURES.open("a") as out:
-        out.write(json.dumps({**asdict(figures), "at": time.strftime("%FT%TZ", time.gmtime())}))
+        row = {
+            **asdict(figures),
+            "ingest": os.environ.get("ENGAGEMENT_INGEST", "stream"),
+            "at": time.strftime("%FT%TZ", time.gmtime()),
+        }
+        out.write(json.dumps(row))
         out.write("\n")
 
 
 def markdown_table(path: Path = FIGURES) -> str:
     """The latest figures of each scenario as the table of docs/RELIABILITY.md
     (``cd tests && ../.venv/bin/python -m support.faults``)."""
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         row = json.loads(line)
         if row["events_in"] >= 100_000:
-            latest[row["scenario"]] = row
+            latest[(row["scenario"], row.get("ingest", "stream"))] = row
     head = (
-        "| scenario | events in | applied | DLQ | de-duplicated | lost | double applied "
+        "| scenario | ingest | events in | applied | DLQ | de-duplicated | lost | double applied "
         "| signals | missing | extra | duplicate ids | transitions missing / extra "
         "| Redis mismatches | status mismatches | recovery s |"
     )
-    out = [head, "|" + "---|" * 15]
-    for name, row in latest.items():
+    out = [head, "|" + "---|" * 16]
+    for (name, ingest), row in sorted(latest.items(), key=lambda item: (item[0][1] != "stream",)):
         redis = "n/a" if row["redis_mismatches"] is None else row["redis_mismatches"]
         out.append(
-            f"| {name} | {row['events_in']} | {row['applied']} | {row['dlq']} "
+            f"| {name} | {ingest} | {row['events_in']} | {row['applied']} | {row['dlq']} "
             f"| {row['deduplicated']} | {row['lost']} | {row['double_applied']} "
             f"| {row['signals']} | {row['signals_missing']} | {row['signals_extra']} "
             f"| {row['duplicate_signal_ids']} "

@@ -1,0 +1,225 @@
+"""The batch ingest path (``ENGAGEMENT_INGEST=batch``): whole fetches beneath Faust's stream.
+
+Faust hands every fetched record to its conductor, a channel queue, a
+``Stream`` and an ``Event`` one at a time (docs/BATCH-INGEST.md measured its
+fetch loop alone at 29 µs per record). Here the consumer's drain loop is
+replaced for the input topic only: each fetch of input records goes to
+``BatchIngest.on_batch`` as one list, while Faust keeps the group, the
+assignment, table recovery, the changelog topics and the commit loop; other
+topics (changelog records while recovering) take Faust's own path.
+
+One batch, in order:
+
+1. each record goes through ``Runtime.handle`` (decode, model, metrics) as
+   in stream mode; table writes land in the table's memory store at once
+   and are remembered per key (``BatchWrites``: the newest value wins);
+   outputs (signals, lifecycle, DLQ) are sent and their futures kept;
+2. the outputs are awaited: delivered, or the worker crashes;
+3. one changelog record per changed key goes out, with the record's input
+   partition (Faust's ``table[key] = value`` takes it from the current
+   event, and there is none here), and is awaited;
+4. only then are the records acknowledged, in offset order, so every offset
+   Faust commits has its state and outputs on the broker (the status
+   writer's ``flush_before_commit`` still runs before each commit).
+
+A rebalance stops a batch between records: the rest is neither applied nor
+acknowledged, and the next owner reads it again from the committed offset.
+The revoke handler waits (``idle``) for a batch in flight to publish, so
+the next owner's changelog never lacks a state this worker holds. Needs the
+memory store (``memory://``): RocksDB writes need a current event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from agents.runtime import Runtime
+from tables.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+OnBatch = Callable[[list[Any]], Awaitable[None]]
+
+
+class BatchWrites:
+    """Table writes of one batch, coalesced per key: ``(table, partition, value)``."""
+
+    def __init__(self) -> None:
+        self.partition = 0  # the input partition of the record being handled
+        self.pending: dict[tuple[int, bytes], tuple[Any, int, bytes | None]] = {}
+
+    def changed(self, table: Any, key: bytes, value: bytes | None) -> None:
+        self.pending[(id(table), key)] = (table, self.partition, value)
+
+    async def publish(self, producer: Any) -> int:
+        """Send one changelog record per changed key and wait until all are written."""
+        if not self.pending:
+            return 0
+        futures = []
+        for (_table_id, key), (table, partition, value) in self.pending.items():
+            topic = table.changelog_topic.get_topic_name()
+            futures.append(await producer.send(topic, key, value, partition, None, None))
+        count = len(self.pending)
+        self.pending.clear()
+        for future in futures:
+            await future  # a failed write raises: the batch is not acknowledged
+        return count
+
+
+class BatchTable:
+    """A Faust table whose writes go to its memory store and to ``BatchWrites``."""
+
+    def __init__(self, table: Any, writes: BatchWrites) -> None:
+        self._table = table
+        self._writes = writes
+        store = table.data
+        self._store = store
+        self._key_partition: dict[bytes, int] | None = getattr(store, "_key_partition", None)
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        return self._table.get(key, default)
+
+    def __getitem__(self, key: bytes) -> Any:
+        return self._table[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._table
+
+    def items(self) -> Any:
+        return self._table.items()
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._store[key] = value
+        if self._key_partition is not None:
+            # so a partition given away drops this key after the next recovery
+            self._key_partition[key] = self._writes.partition
+        self._writes.changed(self._table, key, value)
+
+    def pop(self, key: bytes, default: Any = None) -> Any:
+        value = self._store.pop(key, default)
+        if self._key_partition is not None:
+            self._key_partition.pop(key, None)
+        self._writes.changed(self._table, key, None)
+        return value
+
+
+class BatchIngest:
+    """Applies fetched input records batch by batch (see the module docstring)."""
+
+    def __init__(self, app: Any, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.writes = BatchWrites()
+        self._lock = asyncio.Lock()
+        self.batches = 0
+        self.records = 0
+
+    def tables(self, table: Any) -> BatchTable:
+        return BatchTable(table, self.writes)
+
+    def _stale(self, message: Any) -> bool:
+        app = self.app
+        return bool(app.rebalancing) or message.generation_id != app.consumer_generation_id
+
+    async def on_batch(self, messages: list[Any]) -> None:
+        async with self._lock:
+            runtime = self.runtime
+            writes = self.writes
+            outputs: list[Any] = []
+            runtime.outputs = outputs
+            applied = []
+            try:
+                for message in messages:
+                    if self._stale(message):
+                        break  # a rebalance began: the rest is read again by the owner
+                    writes.partition = message.partition
+                    await runtime.handle(
+                        message.key,
+                        message.value,
+                        message.headers,
+                        message.partition,
+                        message.offset,
+                        round(message.timestamp * 1000),
+                    )
+                    applied.append(message)
+            finally:
+                runtime.outputs = None
+            for future in outputs:
+                await future  # signals, transitions, DLQ records on the broker first
+            await writes.publish(self.app.producer)
+            self.batches += 1
+            self.records += len(applied)
+            if not applied or self._stale(applied[-1]):
+                return  # published, not acknowledged: read again after the rebalance
+            consumer = self.app.consumer
+            inbound = getattr(self.app.monitor, "stream_inbound_time", None)
+            now = time.monotonic()
+            for message in applied:
+                consumer.ack(message)
+                if inbound is not None:
+                    inbound[message.tp] = now
+
+    async def idle(self, timeout_s: float) -> bool:
+        """Wait until no batch is being applied or published (on revoke)."""
+        try:
+            await asyncio.wait_for(self._lock.acquire(), timeout_s)
+        except TimeoutError:
+            return False
+        self._lock.release()
+        return True
+
+
+def install(consumer: Any, topic: str, on_batch: OnBatch) -> None:
+    """Replace ``consumer``'s drain loop: ``topic``'s records go to ``on_batch`` per fetch.
+
+    The rest of Faust's loop is kept: read offsets, gaps in the log, the
+    commit every ``broker_commit_every`` acknowledgements, and the per-record
+    callback for every other topic (table changelogs while recovering)."""
+    if not hasattr(consumer, "_drain_messages"):
+        raise ConfigurationError("this Faust consumer has no drain loop to replace")
+
+    async def drain_messages(self: Any, fetcher: Any) -> None:
+        callback = self.callback
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        commit_every = self._commit_every
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                records = self.getmany(timeout=1.0)
+                await self.sleep(0)
+                if self.should_stop:
+                    continue
+                batch: list[Any] = []
+                async for tp, message in records:
+                    offset = message.offset
+                    read = get_read_offset(tp)
+                    if read is not None and offset < read:
+                        continue
+                    if read and offset - read > 1 and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, read + 1, offset)
+                    if message.topic == topic:
+                        batch.append(message)
+                    else:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    set_read_offset(tp, offset)
+                if batch:
+                    await on_batch(batch)
+                if commit_every is not None and self._n_acked >= commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+    consumer._drain_messages = types.MethodType(drain_messages, consumer)
+    log.info("batch ingest: records of %s are applied per fetch", topic)

@@ -1,0 +1,94 @@
+"""The batch ingest's table writes: coalesced per key, with the record's partition.
+
+A real Faust app and tables (memory store, no broker); the producer records
+what it is asked to send. End to end (real Kafka, kill -9, rebalances) the
+batch path runs in tests/integration/test_worker.py and the fault suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agents.batch_ingest import BatchIngest, BatchTable, BatchWrites
+from agents.worker import build_worker
+from streams.app import create_app
+from streams.settings import load_settings
+from tables.errors import ConfigurationError
+
+
+class RecordingProducer:
+    """Stands in for Faust's producer: keeps ``(topic, key, value, partition)``."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None, int]] = []
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes | None, partition: int, *_: Any
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value, partition))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+async def test_writes_coalesce_per_key_and_keep_the_input_partition() -> None:
+    engine_app = create_app(load_settings(partitions=4).with_generated_secrets())
+    writes = BatchWrites()
+    users = BatchTable(engine_app.users, writes)
+    clocks = BatchTable(engine_app.clocks, writes)
+    writes.partition = 2
+    users[b"ann"] = b"v1"
+    users[b"ann"] = b"v2"  # the newest value wins
+    clocks[b"2"] = b"clock"
+    writes.partition = 3
+    users[b"bob"] = b"b1"
+    users.pop(b"bob")  # a deletion is a tombstone
+    assert engine_app.users.get(b"ann") == b"v2"  # readable at once
+    assert engine_app.users.get(b"bob") is None
+    assert engine_app.users.data._key_partition[b"ann"] == 2
+    producer = RecordingProducer()
+    assert await writes.publish(producer) == 3
+    users_topic = engine_app.users.changelog_topic.get_topic_name()
+    clocks_topic = engine_app.clocks.changelog_topic.get_topic_name()
+    assert sorted(producer.sent, key=lambda s: s[1]) == [
+        (clocks_topic, b"2", b"clock", 2),
+        (users_topic, b"ann", b"v2", 2),
+        (users_topic, b"bob", None, 3),
+    ]
+    assert writes.pending == {}
+    assert await writes.publish(producer) == 0  # nothing left to send
+
+
+async def test_a_failed_changelog_write_raises() -> None:
+    engine_app = create_app(load_settings(partitions=4).with_generated_secrets())
+    writes = BatchWrites()
+    BatchTable(engine_app.users, writes)[b"ann"] = b"v1"
+
+    class FailingProducer:
+        async def send(self, *_: Any) -> asyncio.Future[None]:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_exception(OSError("broker gone"))
+            return future
+
+    with pytest.raises(OSError):
+        await writes.publish(FailingProducer())
+
+
+def test_batch_ingest_routes_every_table_write_through_the_batch_writer() -> None:
+    settings = load_settings(partitions=4, ingest="batch").with_generated_secrets()
+    worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
+    runtime = worker.runtime
+    assert isinstance(runtime.store.table, BatchTable)
+    assert isinstance(runtime.erasures.store.table, BatchTable)
+    assert isinstance(runtime._clocks, BatchTable)
+    assert isinstance(worker.batch, BatchIngest)
+
+
+def test_batch_ingest_refuses_the_rocksdb_store() -> None:
+    settings = load_settings(partitions=4, ingest="batch", store="rocksdb://")
+    with pytest.raises(ConfigurationError, match="memory://"):
+        build_worker(settings.with_generated_secrets(), CollectorRegistry(), web_enabled=False)
