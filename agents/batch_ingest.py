@@ -79,9 +79,11 @@ class BatchTable:
         store = table.data
         self._store = store
         self._key_partition: dict[bytes, int] | None = getattr(store, "_key_partition", None)
+        # the memory store's own dict: reads without the table's mapping layers
+        self._read = store.data.get if isinstance(getattr(store, "data", None), dict) else table.get
 
     def get(self, key: bytes, default: Any = None) -> Any:
-        return self._table.get(key, default)
+        return self._read(key, default)
 
     def __getitem__(self, key: bytes) -> Any:
         return self._table[key]

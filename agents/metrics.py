@@ -7,9 +7,12 @@ of the config topic, else ``other``). Never a user id.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 OTHER_TYPE = "other"
+EVENT_CHILDREN_MAX = 1024  # cached (raw type, outcome) pairs; types come from producers
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
@@ -19,6 +22,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry, event_types: tuple[str, ...] = ()) -> None:
         self.registry = registry
         self._types = frozenset(event_types)
+        self._event_children: dict[tuple[str, str], Any] = {}
         self.events = Counter(
             "engagement_events",
             "Input events by type (allow-listed) and outcome",
@@ -174,3 +178,12 @@ class Metrics:
 
     def type_label(self, event_type: str) -> str:
         return event_type if event_type in self._types else OTHER_TYPE
+
+    def count_event(self, event_type: str, outcome: str) -> None:
+        """``events{type, outcome}`` += 1, the labelled child looked up once per pair."""
+        child = self._event_children.get((event_type, outcome))
+        if child is None:
+            child = self.events.labels(type=self.type_label(event_type), outcome=outcome)
+            if len(self._event_children) < EVENT_CHILDREN_MAX:
+                self._event_children[(event_type, outcome)] = child
+        child.inc()

@@ -142,6 +142,7 @@ class Runtime:
         self.store = TableStore(engine_app.users)
         self.erasures = Erasures(engine_app.erased, self.settings, metrics)
         self._clocks: Any = engine_app.clocks  # where clock and config writes go
+        self._tenants: set[str] | None = None  # config_tenants(), None when stale
         # the futures of sent signals, transitions and DLQ records (batch ingest)
         self.outputs: list[Any] | None = None
         self.engines: dict[int, PartitionEngine] = {}
@@ -179,6 +180,7 @@ class Runtime:
             )
             self.events_seen_append_ms = max(self.events_seen_append_ms, seen_ms)
             self.engines[partition] = engine
+            self._tenants = None
         return engine
 
     def rebuild(self, partitions: Iterable[int]) -> dict[int, int]:
@@ -187,6 +189,7 @@ class Runtime:
         for partition in list(self.engines):
             if partition not in wanted:
                 del self.engines[partition]
+                self._tenants = None
                 self.stages.forget(partition)
                 self.stickiness.forget(partition)
         started = time.perf_counter()
@@ -241,9 +244,7 @@ class Runtime:
                 self.metrics.latency.observe(time.perf_counter() - started)
                 return
             outcome = engine.on_event(result)
-            self.metrics.events.labels(
-                type=self.metrics.type_label(result.type), outcome=outcome.outcome
-            ).inc()
+            self.metrics.count_event(result.type, outcome.outcome)
             if outcome.outcome != APPLIED:
                 self.metrics.duplicates.labels(kind=outcome.outcome).inc()
                 if outcome.outcome == DUPLICATE_OFFSET and outcome.state is not None:
@@ -312,6 +313,7 @@ class Runtime:
             return
         tenants_before = self.config_tenants()
         changed, emissions = engine.receive_config(update.scope, update.effective_from, tiers)
+        self._tenants = None
         self.metrics.configs.labels(outcome="applied" if changed else "unchanged").inc()
         if not changed:
             return
@@ -326,11 +328,16 @@ class Runtime:
         await self._emit(emissions)
 
     def config_tenants(self) -> set[str]:
-        """Tenants present in the config topic (the allowed ``tenant`` metric labels)."""
-        tenants: set[str] = set()
-        for engine in self.engines.values():
-            tenants |= engine.book.tenants()
-        return tenants
+        """Tenants present in the config topic (the allowed ``tenant`` metric labels).
+
+        Asked per event (the stickiness label): kept until an engine or a
+        threshold book changes."""
+        if self._tenants is None:
+            tenants: set[str] = set()
+            for engine in self.engines.values():
+                tenants |= engine.book.tenants()
+            self._tenants = tenants
+        return self._tenants
 
     def _partition_users(self, partition: int) -> Iterable[tuple[str, UserState]]:
         """The users of one owned partition, read from the table (rebuilds only)."""

@@ -52,9 +52,18 @@ class DecodeRules(msgspec.Struct, frozen=True):
 id_hash: Final[Callable[[str], int]] = xxh3_64_intdigest
 
 
+_HASHES: dict[bytes, int] = {}
+HASHES_MAX = 65_536  # recent keys whose murmur2 is kept (pure Python, asked per event)
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (murmur2 of the key bytes, as the Java client)."""
-    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed = _HASHES.get(key)
+    if hashed is None:
+        if len(_HASHES) >= HASHES_MAX:
+            _HASHES.clear()
+        hashed = _HASHES[key] = int(murmur2(key) & 0x7FFFFFFF)
+    return hashed % partitions
 
 
 def nesting_depth(raw: bytes) -> int:

@@ -424,3 +424,25 @@ def test_any_signed_control_record_verifies_on_its_own_partition_only(
     assert msgspec.structs.replace(result.record, kid="", sig="") == record
     other = decode(value, key=None, headers=headers, partition=(partition + 1) % PARTITIONS)
     assert isinstance(other, Rejected) and other.reason == "bad_signature"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keys=st.lists(st.binary(max_size=40), min_size=1, max_size=50), partitions=st.integers(1, 64)
+)
+def test_partition_for_is_murmur2_also_when_its_cache_fills(
+    keys: list[bytes], partitions: int
+) -> None:
+    from aiokafka.partitioner import murmur2
+
+    import streams.decode as decode
+
+    limit = decode.HASHES_MAX
+    decode.HASHES_MAX = 7  # the cache clears many times here
+    try:
+        for key in keys * 2:
+            expected = (murmur2(key) & 0x7FFFFFFF) % partitions
+            assert decode.partition_for(key, partitions) == expected
+        assert len(decode._HASHES) <= 7
+    finally:
+        decode.HASHES_MAX = limit
