@@ -83,6 +83,7 @@ class Harness:
 async def harness() -> AsyncIterator[Harness]:
     settings = load_settings(
         partitions=PARTITIONS,
+        ingest="stream",  # the Faust agent itself, fed through test_context
         at_risk_ms="3s",
         dormant_ms="6s",
         churned_ms="9s",
