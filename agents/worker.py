@@ -170,6 +170,8 @@ def _wire_batch_ingest(engine_app: EngineApp, runtime: Runtime) -> BatchIngest:
         return consumer
 
     app._new_consumer = consumer_with_batches
+    if app._consumer is not None:  # created already: replace its loop too
+        install(app._consumer, settings.topic_events, batch.on_batch)
     return batch
 
 

@@ -86,6 +86,9 @@ def test_batch_ingest_routes_every_table_write_through_the_batch_writer() -> Non
     assert isinstance(runtime.erasures.store.table, BatchTable)
     assert isinstance(runtime._clocks, BatchTable)
     assert isinstance(worker.batch, BatchIngest)
+    # the consumer Faust creates applies the input topic per fetch
+    drain = worker.app.consumer._drain_messages
+    assert drain.__func__.__qualname__ == "install.<locals>.drain_messages"
 
 
 def test_batch_ingest_refuses_the_rocksdb_store() -> None:
