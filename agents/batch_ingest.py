@@ -139,14 +139,7 @@ class BatchIngest:
                     if self._stale(message):
                         break  # a rebalance began: the rest is read again by the owner
                     writes.partition = message.partition
-                    await runtime.handle(
-                        message.key,
-                        message.value,
-                        message.headers,
-                        message.partition,
-                        message.offset,
-                        round(message.timestamp * 1000),
-                    )
+                    await runtime.handle_message(message)
                     applied.append(message)
             finally:
                 runtime.outputs = None

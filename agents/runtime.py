@@ -221,6 +221,17 @@ class Runtime:
         return counts
 
     # -- records -------------------------------------------------------
+    async def handle_message(self, message: Any) -> None:
+        """``handle`` for a Faust ``ConsumerMessage`` (both ingest paths)."""
+        await self.handle(
+            message.key,
+            message.value,
+            message.headers,
+            message.partition,
+            message.offset,
+            round(message.timestamp * 1000),
+        )
+
     async def handle(
         self,
         key: bytes | None,

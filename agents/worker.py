@@ -55,15 +55,7 @@ def build_worker(
 
     async def ingest(stream: Any) -> None:
         async for event in stream.events():
-            message = event.message
-            await runtime.handle(
-                message.key,
-                message.value,
-                message.headers,
-                message.partition,
-                message.offset,
-                round(message.timestamp * 1000),
-            )
+            await runtime.handle_message(event.message)
 
     agent = app.agent(engine_app.events, name="ingest", concurrency=1)(ingest)
     batch = _wire_batch_ingest(engine_app, runtime) if settings.ingest == "batch" else None
