@@ -124,8 +124,15 @@ class BatchIngest:
         return BatchTable(table, self.writes)
 
     def _stale(self, message: Any) -> bool:
+        """A revoke has begun (Faust stops the flow first) or the record is from an
+        older assignment. Not ``app.rebalancing``: it stays set until recovery has
+        ended, after the flow resumed, and a fetch in that window is current."""
         app = self.app
-        return bool(app.rebalancing) or message.generation_id != app.consumer_generation_id
+        return (
+            message.generation_id != app.consumer_generation_id
+            or not app.consumer.flow_active
+            or not app.flow_control.is_active()
+        )
 
     async def on_batch(self, messages: list[Any]) -> None:
         async with self._lock:
