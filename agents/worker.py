@@ -148,8 +148,8 @@ def _wire_batch_ingest(engine_app: EngineApp, runtime: Runtime) -> BatchIngest:
     settings, app = engine_app.settings, engine_app.app
     if not settings.store.startswith("memory://"):
         raise ConfigurationError(
-            "ENGAGEMENT_INGEST=batch (the default) needs ENGAGEMENT_STORE=memory://; "
-            "with rocksdb:// set ENGAGEMENT_INGEST=stream (RocksDB writes need Faust's "
+            "ENGAGEMENT_INGEST=batch needs ENGAGEMENT_STORE=memory://; "
+            "with rocksdb:// use ENGAGEMENT_INGEST=stream (RocksDB writes need Faust's "
             "per-event path)"
         )
     batch = BatchIngest(app, runtime)

@@ -142,8 +142,8 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(None, validation_alias=_env("API_TOKEN", "api_token"))
     store: str = Field("memory://", validation_alias=_env("STORE", "store"))
-    # "batch": whole fetches (agents/batch_ingest.py); "stream": Faust's per-event agent
-    ingest: Literal["stream", "batch"] = Field("batch", validation_alias=_env("INGEST", "ingest"))
+    # "stream": Faust's per-event agent; "batch": whole fetches (agents/batch_ingest.py)
+    ingest: Literal["stream", "batch"] = Field("stream", validation_alias=_env("INGEST", "ingest"))
     data_dir: str = Field("./run/data", validation_alias=_env("DATA_DIR", "data_dir"))
     session_timeout_ms: DurationMs = Field(
         10_000, validation_alias=_env("SESSION_TIMEOUT", "session_timeout_ms")
