@@ -85,12 +85,6 @@ class BatchTable:
     def get(self, key: bytes, default: Any = None) -> Any:
         return self._read(key, default)
 
-    def __getitem__(self, key: bytes) -> Any:
-        return self._table[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._table
-
     def items(self) -> Any:
         return self._table.items()
 
@@ -117,8 +111,6 @@ class BatchIngest:
         self.runtime = runtime
         self.writes = BatchWrites()
         self._lock = asyncio.Lock()
-        self.batches = 0
-        self.records = 0
 
     def tables(self, table: Any) -> BatchTable:
         return BatchTable(table, self.writes)
@@ -153,8 +145,6 @@ class BatchIngest:
             for future in outputs:
                 await future  # signals, transitions, DLQ records on the broker first
             await writes.publish(self.app.producer)
-            self.batches += 1
-            self.records += len(applied)
             if not applied or self._stale(applied[-1]):
                 return  # published, not acknowledged: read again after the rebalance
             consumer = self.app.consumer

@@ -373,14 +373,19 @@ class Runtime:
         ).inc()
         return True
 
+    def _keep(self, sent: Any) -> None:
+        """Keep a sent record's future while a batch collects them (batch ingest)."""
+        if self.outputs is not None:
+            self.outputs.append(sent)
+
     async def _emit(self, emissions: list[Emission]) -> None:
         for emission in emissions:
             signal = Signal.from_emission(emission)
-            sent = await self.engine_app.signals.send(
-                key=emission.user_id.encode(), value=encode(signal)
+            self._keep(
+                await self.engine_app.signals.send(
+                    key=emission.user_id.encode(), value=encode(signal)
+                )
             )
-            if self.outputs is not None:
-                self.outputs.append(sent)
             self.metrics.signals.labels(kind=emission.kind).inc()
             self.signals_sent += 1
         # Lifecycle transitions decided while handling this record go to their own topic.
@@ -389,11 +394,11 @@ class Runtime:
                 continue
             for transition in engine.take_transitions():
                 record = LifecycleTransition.from_transition(transition)
-                sent = await self.engine_app.lifecycle.send(
-                    key=transition.user_id.encode(), value=encode(record)
+                self._keep(
+                    await self.engine_app.lifecycle.send(
+                        key=transition.user_id.encode(), value=encode(record)
+                    )
                 )
-                if self.outputs is not None:
-                    self.outputs.append(sent)
                 self.stages.move(engine.partition, transition.from_stage, transition.to_stage)
                 self.metrics.transitions.labels(stage=transition.to_stage).inc()
                 self.transitions_sent += 1
@@ -418,9 +423,7 @@ class Runtime:
             value_b64=None if value is None else b64encode(value).decode(),
             seen_at=int(time.time() * 1000),
         )
-        sent = await self.engine_app.dlq.send(key=key, value=encode(record))
-        if self.outputs is not None:
-            self.outputs.append(sent)
+        self._keep(await self.engine_app.dlq.send(key=key, value=encode(record)))
         self.metrics.dlq.labels(reason=rejected.reason).inc()
 
     # -- ticks ---------------------------------------------------------
