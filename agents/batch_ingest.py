@@ -25,7 +25,10 @@ One batch, in order:
 A rebalance stops a batch between records: the rest is neither applied nor
 acknowledged, and the next owner reads it again from the committed offset.
 The revoke handler waits (``idle``) for a batch in flight to publish, so
-the next owner's changelog never lacks a state this worker holds. Needs the
+the next owner's changelog never lacks a state this worker holds. A stop or
+a cancelled fetcher does not cut a batch short either (``run_to_end``): the
+observers (status writer, Redis mirror) act while records are applied, so a
+batch cut before its changelog went out would leave them ahead of the table. Needs the
 memory store (``memory://``): RocksDB writes need a current event.
 """
 
@@ -43,6 +46,34 @@ from tables.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 OnBatch = Callable[[list[Any]], Awaitable[None]]
+FINISH_ON_CANCEL_S = 15.0  # how long a cancelled fetcher lets its batch in flight finish
+
+
+async def run_to_end(batch: Awaitable[None], bound_s: float = FINISH_ON_CANCEL_S) -> None:
+    """Await ``batch``; when the caller is cancelled, let the batch finish first.
+
+    Faust cancels the fetcher on stop and on some rebalances (and cancels it
+    again every second while it waits). The batch runs on; the cancellation
+    is re-raised once it has ended, or after ``bound_s``, when the batch is
+    cancelled too (nothing of it is acknowledged, so it is read again)."""
+    task = asyncio.ensure_future(batch)
+    loop = asyncio.get_running_loop()
+    deadline_s: float | None = None
+    while not task.done():
+        remaining_s = None if deadline_s is None else deadline_s - loop.time()
+        if remaining_s is not None and remaining_s <= 0:
+            log.warning("batch ingest: a batch did not finish %.0f s after a cancel", bound_s)
+            task.cancel()
+            break
+        try:
+            await asyncio.wait({task}, timeout=remaining_s)
+        except asyncio.CancelledError:
+            if deadline_s is None:
+                deadline_s = loop.time() + bound_s
+    if task.done() and not task.cancelled():
+        task.result()  # a failed batch raises, cancelled or not
+    if deadline_s is not None or task.cancelled():
+        raise asyncio.CancelledError
 
 
 class BatchWrites:
@@ -200,7 +231,7 @@ def install(consumer: Any, topic: str, on_batch: OnBatch) -> None:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     set_read_offset(tp, offset)
                 if batch:
-                    await on_batch(batch)
+                    await run_to_end(on_batch(batch))
                 if commit_every is not None and self._n_acked >= commit_every:
                     self._n_acked = 0
                     await self.commit()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agents.batch_ingest import BatchIngest, BatchTable, BatchWrites
+from agents.batch_ingest import BatchIngest, BatchTable, BatchWrites, run_to_end
 from agents.worker import build_worker
 from streams.app import create_app
 from streams.settings import load_settings
@@ -77,6 +77,77 @@ async def test_a_failed_changelog_write_raises() -> None:
 
     with pytest.raises(OSError):
         await writes.publish(FailingProducer())
+
+
+class GatedProducer(RecordingProducer):
+    """Records sends at once; their futures resolve only when ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes | None, partition: int, *_: Any
+    ) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value, partition))
+        gate = self.gate
+
+        async def written() -> None:
+            await gate.wait()
+
+        return asyncio.ensure_future(written())
+
+
+async def test_a_cancelled_fetcher_lets_its_batch_publish_the_changelog_first() -> None:
+    engine_app = create_app(load_settings(partitions=4).with_generated_secrets())
+    writes = BatchWrites()
+    BatchTable(engine_app.users, writes)[b"ann"] = b"churned"
+    producer = GatedProducer()
+    published: list[int] = []
+
+    async def batch() -> None:
+        published.append(await writes.publish(producer))
+
+    fetcher = asyncio.ensure_future(run_to_end(batch()))
+    await asyncio.sleep(0.01)
+    assert len(producer.sent) == 1 and not published  # the write is in flight
+    fetcher.cancel()  # Faust's stop, then its repeated cancels while it waits
+    await asyncio.sleep(0.01)
+    fetcher.cancel()
+    await asyncio.sleep(0.01)
+    assert not fetcher.done()  # still waiting for the batch
+    producer.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await fetcher
+    assert published == [1]  # the changelog went out before the fetcher ended
+
+
+async def test_a_batch_that_never_ends_is_cancelled_after_the_bound() -> None:
+    stuck = asyncio.Event()
+    ended: list[str] = []
+
+    async def batch() -> None:
+        try:
+            await stuck.wait()
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+
+    fetcher = asyncio.ensure_future(run_to_end(batch(), bound_s=0.05))
+    await asyncio.sleep(0.01)
+    fetcher.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fetcher
+    await asyncio.sleep(0.01)
+    assert ended == ["cancelled"]
+
+
+async def test_a_failing_batch_raises_through_run_to_end() -> None:
+    async def batch() -> None:
+        raise OSError("broker gone")
+
+    with pytest.raises(OSError):
+        await run_to_end(batch())
 
 
 def test_batch_ingest_routes_every_table_write_through_the_batch_writer() -> None:
