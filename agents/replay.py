@@ -26,7 +26,7 @@ import msgspec
 
 from agents.config_forwarder import BadConfigRecord, parse_config_record
 from streams.decode import id_hash
-from streams.records import InputEvent, LifecycleTransition, Signal, encode
+from streams.records import LifecycleTransition, Signal, encode
 from tables.clock import NEVER
 from tables.durations import parse_rfc3339_ms
 from tables.engine import DictStore, PartitionEngine
@@ -46,7 +46,24 @@ from tables.thresholds import ThresholdBook
 
 MIN_TS_MS = 946_684_800_000
 PROGRESS_EVENTS = 50_000
-_line_decoder = msgspec.json.Decoder(InputEvent)
+_NULL = msgspec.Raw(b"null")
+_OPEN_BRACE = ord("{")
+
+
+class _Line(msgspec.Struct, frozen=True, gc=False):
+    """``streams.records.InputEvent`` as replay reads it: ``props`` is only checked to
+    be an object or null (as the live decoder does), never built into a dict."""
+
+    event_id: str
+    user_id: str
+    type: str
+    ts: int | str
+    tenant: str | None = None
+    segment: str | None = None
+    props: msgspec.Raw = _NULL
+
+
+_line_decoder = msgspec.json.Decoder(_Line)
 
 
 class ReplayStats(msgspec.Struct):
@@ -96,6 +113,10 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> li
                 rejected["not_json"] += 1
             else:
                 blank += 1
+            continue
+        props = raw.props
+        if props is not _NULL and memoryview(props)[0] != _OPEN_BRACE and props != _NULL:
+            rejected["invalid_event"] += 1  # props is neither an object nor null
             continue
         ts = raw.ts
         if isinstance(ts, int):

@@ -175,10 +175,15 @@ def test_replay_lines_accept_and_reject_what_the_live_decoder_does(tmp_path: Pat
         "string": "p1",
         "list": ["p1"],
         "number": 3,
+        "bool": True,
     }
     rules = DecodeRules(topic="events", partitions=1, max_event_bytes=65_536, max_future_ms=0)
     path = tmp_path / "props.jsonl"
     lines = [line(f"e-{name}", f"u-{name}", T0, props=props) for name, props in cases.items()]
+    # whitespace around the value, as a producer may write it
+    cases |= {"spaced-object": {}, "spaced-null": None}
+    lines.append(line("e-spaced-object", "u-spaced-object", T0).replace("}", ', "props":  \t{} }'))
+    lines.append(line("e-spaced-null", "u-spaced-null", T0).replace("}", ', "props" :null }'))
     path.write_text("\n".join(lines) + "\n")
     stats = replay(path, AS_OF_MS, CONFIG, io.StringIO(), progress=False)
     live = [
@@ -186,7 +191,7 @@ def test_replay_lines_accept_and_reject_what_the_live_decoder_does(tmp_path: Pat
         for n, (name, text) in enumerate(zip(cases, lines, strict=True))
     ]
     accepted_live = sum(1 for result in live if isinstance(result, ModelEvent))
-    assert stats.events == accepted_live == 2
+    assert stats.events == accepted_live == 4
     assert stats.rejected == {"invalid_event": len(cases) - accepted_live}
 
 
