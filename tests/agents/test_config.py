@@ -14,10 +14,11 @@ from typing import Any
 import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
+from support.agent_context import agent_context
 
 from agents.config_forwarder import BadConfigRecord, ConfigForwarder, parse_config_record
 from agents.replay import read_config, run_history
-from agents.worker import Worker, build_worker
+from agents.worker import Worker
 from streams.decode import partition_for
 from streams.records import ConfigUpdate, LifecycleTransition, Signal
 from streams.settings import load_settings
@@ -81,9 +82,8 @@ class Harness:
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    settings = load_settings(
+    async with agent_context(
         partitions=PARTITIONS,
-        ingest="stream",  # the Faust agent itself, fed through test_context
         at_risk_ms="3s",
         dormant_ms="6s",
         churned_ms="9s",
@@ -93,13 +93,7 @@ async def harness() -> AsyncIterator[Harness]:
         new_days=2,
         stall_guard_ms="1h",
         redis_url="",
-    ).with_generated_secrets()
-    worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
-    app = worker.app
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
-    async with worker.ingest.test_context() as ctx:
+    ) as (worker, ctx):
         h = Harness(worker, ctx)
 
         async def capture_signal(*, key: bytes, value: bytes, **_: Any) -> None:

@@ -10,11 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
+from support.agent_context import agent_context
 
-from agents.worker import Worker, build_worker
+from agents.worker import Worker
 from streams.decode import partition_for
 from streams.records import CONTROL_HEADER, DlqRecord, Signal
-from streams.settings import load_settings
 from tables.state import unpack_state
 
 PARTITIONS = 2
@@ -63,22 +63,15 @@ class Harness:
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    settings = load_settings(
+    async with agent_context(
         partitions=PARTITIONS,
-        ingest="stream",  # the Faust agent itself, fed through test_context
         at_risk_ms="3s",
         dormant_ms="6s",
         churned_ms="9s",
         lateness_ms="500ms",
         day_ms="1s",
         stall_guard_ms="1h",
-    ).with_generated_secrets()
-    worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
-    app = worker.app
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
-    async with worker.ingest.test_context() as ctx:
+    ) as (worker, ctx):
         h = Harness(worker, ctx)
 
         async def capture_signal(*, key: bytes, value: bytes, **_: Any) -> None:

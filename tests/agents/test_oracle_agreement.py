@@ -16,15 +16,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from prometheus_client import CollectorRegistry
+from support.agent_context import agent_context
 from support.kafka_util import Record
 from support.oracle import run_oracle
 
 from agents.simulation.population import poison_record
-from agents.worker import Worker, build_worker
+from agents.worker import Worker
 from streams.decode import partition_for
 from streams.records import ConfigUpdate, DlqRecord, Erase, Signal
-from streams.settings import load_settings
 from tables.state import unpack_state
 
 PARTITIONS = 2
@@ -77,9 +76,8 @@ class Recorder:
 
 @pytest.fixture
 async def recorder() -> AsyncIterator[Recorder]:
-    settings = load_settings(
+    async with agent_context(
         partitions=PARTITIONS,
-        ingest="stream",  # the Faust agent itself, fed through test_context
         at_risk_ms="3s",
         dormant_ms="6s",
         churned_ms="9s",
@@ -87,13 +85,7 @@ async def recorder() -> AsyncIterator[Recorder]:
         day_ms="1s",
         stall_guard_ms="1h",
         erasure_suppress_ms="5s",
-    ).with_generated_secrets()
-    worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
-    app = worker.app
-    app.finalize()
-    app.conf.store = "memory://"
-    app.flow_control.resume()
-    async with worker.ingest.test_context() as ctx:
+    ) as (worker, ctx):
         rec = Recorder(worker, ctx)
         signal_decoder = msgspec.json.Decoder(Signal)
         dlq_decoder = msgspec.json.Decoder(DlqRecord)
