@@ -176,7 +176,15 @@ class BatchIngest:
             for future in outputs:
                 await future  # signals, transitions, DLQ records on the broker first
             await writes.publish(self.app.producer)
+            if len(applied) < len(messages):
+                log.info(
+                    "batch ingest: %d of %d records left for after the rebalance",
+                    len(messages) - len(applied),
+                    len(messages),
+                )
             if not applied or self._stale(applied[-1]):
+                if applied:
+                    log.info("batch ingest: %d applied records not acknowledged", len(applied))
                 return  # published, not acknowledged: read again after the rebalance
             consumer = self.app.consumer
             inbound = getattr(self.app.monitor, "stream_inbound_time", None)
@@ -218,18 +226,24 @@ def install(consumer: Any, topic: str, on_batch: OnBatch) -> None:
                 if self.should_stop:
                     continue
                 batch: list[Any] = []
+                skipped = 0
                 async for tp, message in records:
                     offset = message.offset
                     read = get_read_offset(tp)
                     if read is not None and offset < read:
+                        skipped += 1
                         continue
                     if read and offset - read > 1 and acks_enabled_for(message.topic):
+                        if message.topic == topic:  # rare (compaction, aborted writes): say so
+                            log.info("batch ingest: gap in %s: %d..%d", tp, read + 1, offset)
                         await self._add_gap(tp, read + 1, offset)
                     if message.topic == topic:
                         batch.append(message)
                     else:
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     set_read_offset(tp, offset)
+                if skipped:
+                    log.info("batch ingest: %d records before the read offset skipped", skipped)
                 if batch:
                     await run_to_end(on_batch(batch))
                 if commit_every is not None and self._n_acked >= commit_every:

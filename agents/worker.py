@@ -58,7 +58,7 @@ def build_worker(
             await runtime.handle_message(event.message)
 
     agent = app.agent(engine_app.events, name="ingest", concurrency=1)(ingest)
-    batch = _wire_batch_ingest(engine_app, runtime) if settings.ingest == "batch" else None
+    batch = _wire_batch_ingest(engine_app, runtime) if settings.ingest_path == "batch" else None
 
     async def on_recovered() -> None:
         partitions = owned_partitions(engine_app)

@@ -142,8 +142,11 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(None, validation_alias=_env("API_TOKEN", "api_token"))
     store: str = Field("memory://", validation_alias=_env("STORE", "store"))
-    # "stream": Faust's per-event agent; "batch": whole fetches (agents/batch_ingest.py)
-    ingest: Literal["stream", "batch"] = Field("stream", validation_alias=_env("INGEST", "ingest"))
+    # "stream": Faust's per-event agent; "batch": whole fetches (agents/batch_ingest.py);
+    # "auto": batch on the memory store, stream on RocksDB (``ingest_path``)
+    ingest: Literal["auto", "stream", "batch"] = Field(
+        "stream", validation_alias=_env("INGEST", "ingest")
+    )
     data_dir: str = Field("./run/data", validation_alias=_env("DATA_DIR", "data_dir"))
     session_timeout_ms: DurationMs = Field(
         10_000, validation_alias=_env("SESSION_TIMEOUT", "session_timeout_ms")
@@ -208,6 +211,14 @@ class Settings(BaseSettings):
             )
         if self.threshold_min_ms > self.threshold_max_ms:
             raise ConfigurationError("ENGAGEMENT_THRESHOLD_MIN exceeds ENGAGEMENT_THRESHOLD_MAX")
+
+    @property
+    def ingest_path(self) -> Literal["stream", "batch"]:
+        """The ingest path a worker runs: ``auto`` is batch on the memory store
+        (whose writes the batch path coalesces) and stream on RocksDB."""
+        if self.ingest == "auto":
+            return "batch" if self.store.startswith("memory://") else "stream"
+        return self.ingest
 
     @property
     def tier_thresholds_ms(self) -> tuple[int, int, int]:

@@ -151,7 +151,7 @@ async def test_a_failing_batch_raises_through_run_to_end() -> None:
 
 
 def test_batch_ingest_routes_every_table_write_through_the_batch_writer() -> None:
-    settings = load_settings(partitions=4, ingest="batch").with_generated_secrets()
+    settings = load_settings(partitions=4, ingest="auto").with_generated_secrets()
     worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
     runtime = worker.runtime
     assert isinstance(runtime.store.table, BatchTable)
@@ -167,6 +167,14 @@ def test_batch_ingest_refuses_the_rocksdb_store() -> None:
     settings = load_settings(partitions=4, ingest="batch", store="rocksdb://")
     with pytest.raises(ConfigurationError, match="memory://"):
         build_worker(settings.with_generated_secrets(), CollectorRegistry(), web_enabled=False)
+
+
+def test_a_worker_on_rocksdb_takes_the_stream_path_on_auto() -> None:
+    settings = load_settings(partitions=4, ingest="auto", store="rocksdb://")
+    settings = settings.with_generated_secrets()
+    worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
+    assert worker.batch is None
+    assert not isinstance(worker.runtime.store.table, BatchTable)
 
 
 def test_a_fetch_after_recovery_resumed_is_applied_while_faust_still_rebalances() -> None:

@@ -41,6 +41,7 @@ from agents.simulation.population import poison_record
 from agents.simulation.producer import forged_tick, misrouted_event
 from agents.worker_process import WorkerProcess
 from streams.records import DlqRecord, Signal
+from streams.settings import load_settings
 from support.kafka_util import Record, _partitions
 from support.oracle import OracleResult, run_oracle
 from support.workers import Deployment
@@ -671,9 +672,16 @@ class FaultRun:
                 backlog = await self.metric("engagement_redis_backlog_users", name)
                 resync = await self.metric("engagement_redis_needs_resync", name)
                 pending = await self.metric("engagement_status_pending", name)
+                dup_offset = await self.metric(
+                    "engagement_duplicates_dropped_total", name, kind="duplicate_offset"
+                )
+                dup_id = await self.metric(
+                    "engagement_duplicates_dropped_total", name, kind="duplicate_id"
+                )
                 self.mark(
                     f"{name} at stop: redis backlog {backlog}, resync pending {resync}, "
-                    f"status pending {pending}"
+                    f"status pending {pending}, duplicates dropped since its start: "
+                    f"offset {dup_offset}, id {dup_id}"
                 )
         self.stop_all()
         codes = {n: p.proc.returncode for n, p in self.workers.items() if p.proc is not None}
@@ -855,7 +863,7 @@ def record_figures(figures: Figures, reporter: Any = None) -> None:
     with FIGURES.open("a") as out:
         row = {
             **asdict(figures),
-            "ingest": os.environ.get("ENGAGEMENT_INGEST", "stream"),
+            "ingest": load_settings().ingest_path,  # the fault workers' environment
             "at": time.strftime("%FT%TZ", time.gmtime()),
         }
         out.write(json.dumps(row))

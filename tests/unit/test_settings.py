@@ -231,3 +231,29 @@ def test_only_engagement_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.log_level == "INFO"
     assert settings.partitions == 8
     assert settings.broker == "kafka://127.0.0.1:9092"
+
+
+@pytest.mark.parametrize(
+    ("ingest", "store", "path"),
+    [
+        (None, "memory://", "stream"),  # the default (docs/BATCH-INGEST.md: why not batch)
+        ("auto", "memory://", "batch"),  # batch where its writes are coalesced
+        ("auto", "rocksdb://", "stream"),  # RocksDB writes need Faust's per-event path
+        ("stream", "memory://", "stream"),
+        ("batch", "memory://", "batch"),
+        ("batch", "rocksdb://", "batch"),  # refused by the worker with a clear error
+    ],
+)
+def test_the_ingest_path_follows_the_store_unless_chosen(
+    monkeypatch: pytest.MonkeyPatch, ingest: str | None, store: str, path: str
+) -> None:
+    monkeypatch.setenv("ENGAGEMENT_STORE", store)
+    if ingest is not None:
+        monkeypatch.setenv("ENGAGEMENT_INGEST", ingest)
+    assert load_settings().ingest_path == path
+
+
+def test_an_unknown_ingest_path_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENGAGEMENT_INGEST", "fast")
+    with pytest.raises(ConfigurationError, match=r"(?i)ingest"):
+        load_settings()
