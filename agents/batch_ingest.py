@@ -22,6 +22,15 @@ One batch, in order:
    Faust commits has its state and outputs on the broker (the status
    writer's ``flush_before_commit`` still runs before each commit).
 
+Only contiguous records are applied (``Contiguity``): a record after a hole
+in what this worker has applied (or the committed offset) is not applied;
+its partition is read again from the hole, and a hole seen twice in a row
+is a real one (transaction markers, compaction), marked as a gap for the
+commit. Records are applied only once Faust has sought the assignment to
+its committed offsets (``perform_seek``). A fault run found a worker that,
+just after its recovery, applied a partition from its end onward while the
+commit jumped over the ~2,800 records before it (docs/BATCH-INGEST.md).
+
 A rebalance stops a batch between records: the rest is neither applied nor
 acknowledged, and the next owner reads it again from the committed offset.
 The revoke handler waits (``idle``) for a batch in flight to publish, so
@@ -47,6 +56,7 @@ from tables.errors import ConfigurationError
 log = logging.getLogger(__name__)
 OnBatch = Callable[[list[Any]], Awaitable[None]]
 FINISH_ON_CANCEL_S = 15.0  # how long a cancelled fetcher lets its batch in flight finish
+SOUGHT_GENERATION = "_engagement_sought_generation"  # set on the consumer by ``install``
 
 
 async def run_to_end(batch: Awaitable[None], bound_s: float = FINISH_ON_CANCEL_S) -> None:
@@ -134,6 +144,41 @@ class BatchTable:
         return value
 
 
+class Contiguity:
+    """Per input partition, the offset the next applied record must have.
+
+    ``expected`` is one past the last record applied in the same generation,
+    else the committed offset Faust knows (``None``: unknown, anything goes).
+    A record beyond it is held back and ``check`` names the offset to read the
+    partition again from; the same hole met twice in a row is accepted."""
+
+    def __init__(self) -> None:
+        self._next: dict[Any, tuple[int, int]] = {}  # tp -> (generation, next offset)
+        self._holes: dict[Any, tuple[int, int]] = {}  # tp -> (expected, offset) seen once
+
+    def expected(self, tp: Any, generation: int, committed: int | None) -> int | None:
+        entry = self._next.get(tp)
+        if entry is not None and entry[0] == generation:
+            return entry[1]
+        return committed
+
+    def check(self, tp: Any, generation: int, offset: int, committed: int | None) -> int | None:
+        """``None``: apply the record; else the offset to read ``tp`` again from."""
+        expected = self.expected(tp, generation, committed)
+        if expected is None or offset <= expected:
+            return None
+        hole = (expected, offset)
+        if self._holes.get(tp) == hole:
+            del self._holes[tp]  # read again and still there: the log has no records in it
+            return None
+        self._holes[tp] = hole
+        return expected
+
+    def applied(self, tp: Any, generation: int, offset: int) -> None:
+        self._next[tp] = (generation, offset + 1)
+        self._holes.pop(tp, None)
+
+
 class BatchIngest:
     """Applies fetched input records batch by batch (see the module docstring)."""
 
@@ -141,19 +186,24 @@ class BatchIngest:
         self.app = app
         self.runtime = runtime
         self.writes = BatchWrites()
+        self.contiguity = Contiguity()
         self._lock = asyncio.Lock()
 
     def tables(self, table: Any) -> BatchTable:
         return BatchTable(table, self.writes)
 
     def _stale(self, message: Any) -> bool:
-        """A revoke has begun (Faust stops the flow first) or the record is from an
-        older assignment. Not ``app.rebalancing``: it stays set until recovery has
-        ended, after the flow resumed, and a fetch in that window is current."""
+        """A revoke has begun (Faust stops the flow first), the record is from an
+        older assignment, or Faust has not yet sought this assignment to its
+        committed offsets. Not ``app.rebalancing``: it stays set until recovery
+        has ended, after the flow resumed, and a fetch in that window is current."""
         app = self.app
+        consumer = app.consumer
+        generation = message.generation_id
         return (
-            message.generation_id != app.consumer_generation_id
-            or not app.consumer.flow_active
+            generation != app.consumer_generation_id
+            or generation != getattr(consumer, SOUGHT_GENERATION, None)
+            or not consumer.flow_active
             or not app.flow_control.is_active()
         )
 
@@ -164,35 +214,54 @@ class BatchIngest:
             outputs: list[Any] = []
             runtime.outputs = outputs
             applied = []
+            held: dict[Any, int] = {}  # tp -> offset to read it again from
+            holes: list[tuple[Any, int, int]] = []  # real holes: (tp, first, last)
+            contiguity = self.contiguity
+            committed = self.app.consumer._committed_offset
             try:
                 for message in messages:
                     if self._stale(message):
                         break  # a rebalance began: the rest is read again by the owner
+                    tp = message.tp
+                    if tp in held:
+                        continue
+                    generation = message.generation_id
+                    expected = contiguity.expected(tp, generation, committed.get(tp))
+                    again = contiguity.check(tp, generation, message.offset, committed.get(tp))
+                    if again is not None:
+                        held[tp] = again
+                        continue
+                    if expected is not None and message.offset > expected:
+                        holes.append((tp, expected, message.offset - 1))
                     writes.partition = message.partition
                     await runtime.handle_message(message)
                     applied.append(message)
+                    contiguity.applied(tp, generation, message.offset)
             finally:
                 runtime.outputs = None
             for future in outputs:
                 await future  # signals, transitions, DLQ records on the broker first
             await writes.publish(self.app.producer)
-            if len(applied) < len(messages):
+            if self._stale(messages[0]):
                 log.info(
-                    "batch ingest: %d of %d records left for after the rebalance",
-                    len(messages) - len(applied),
+                    "batch ingest: batch not current (a rebalance, or not yet sought): %d of %d "
+                    "records applied and published, none acknowledged (read again)",
+                    len(applied),
                     len(messages),
                 )
-            if not applied or self._stale(applied[-1]):
-                if applied:
-                    log.info("batch ingest: %d applied records not acknowledged", len(applied))
-                return  # published, not acknowledged: read again after the rebalance
+                return
             consumer = self.app.consumer
+            for tp, first, last in holes:
+                await consumer._add_gap(tp, first, last)  # committable: the log has none
             inbound = getattr(self.app.monitor, "stream_inbound_time", None)
             now = time.monotonic()
             for message in applied:
                 consumer.ack(message)
                 if inbound is not None:
                     inbound[message.tp] = now
+            for tp, offset in held.items():
+                log.info("batch ingest: a hole in %s before offset %d: read again", tp, offset)
+                await consumer.seek(tp, offset)
 
     async def idle(self, timeout_s: float) -> bool:
         """Wait until no batch is being applied or published (on revoke)."""
@@ -233,13 +302,12 @@ def install(consumer: Any, topic: str, on_batch: OnBatch) -> None:
                     if read is not None and offset < read:
                         skipped += 1
                         continue
-                    if read and offset - read > 1 and acks_enabled_for(message.topic):
-                        if message.topic == topic:  # rare (compaction, aborted writes): say so
-                            log.info("batch ingest: gap in %s: %d..%d", tp, read + 1, offset)
-                        await self._add_gap(tp, read + 1, offset)
                     if message.topic == topic:
+                        # holes in the input are judged by on_batch (``Contiguity``)
                         batch.append(message)
                     else:
+                        if read and offset - read > 1 and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, read + 1, offset)
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     set_read_offset(tp, offset)
                 if skipped:
@@ -258,5 +326,13 @@ def install(consumer: Any, topic: str, on_batch: OnBatch) -> None:
                 return
             raise
 
+    perform_seek = consumer.perform_seek
+
+    async def sought_to_committed() -> None:
+        generation = consumer.app.consumer_generation_id
+        await perform_seek()
+        setattr(consumer, SOUGHT_GENERATION, generation)
+
+    consumer.perform_seek = sought_to_committed
     consumer._drain_messages = types.MethodType(drain_messages, consumer)
     log.info("batch ingest: records of %s are applied per fetch", topic)

@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agents.batch_ingest import BatchIngest, BatchTable, BatchWrites, run_to_end
+from agents.batch_ingest import (
+    SOUGHT_GENERATION,
+    BatchIngest,
+    BatchTable,
+    BatchWrites,
+    Contiguity,
+    run_to_end,
+)
 from agents.worker import build_worker
 from streams.app import create_app
 from streams.settings import load_settings
@@ -188,9 +195,102 @@ def test_a_fetch_after_recovery_resumed_is_applied_while_faust_still_rebalances(
     app.rebalancing = True
     app.flow_control.resume()
     app.consumer.resume_flow()
+    assert batch._stale(message)  # not yet sought to the committed offsets
+    setattr(app.consumer, SOUGHT_GENERATION, app.consumer_generation_id)
     assert not batch._stale(message)
     app.consumer.stop_flow()  # a revoke begins
     assert batch._stale(message)
     app.consumer.resume_flow()
     old = types.SimpleNamespace(generation_id=app.consumer_generation_id - 1)
     assert batch._stale(old)
+
+
+def test_contiguity_holds_a_record_after_a_hole_until_the_hole_is_seen_twice() -> None:
+    guard = Contiguity()
+    tp = "events-0"
+    assert guard.check(tp, 1, 100, committed=100) is None  # the committed offset: go
+    guard.applied(tp, 1, 100)
+    assert guard.check(tp, 1, 101, committed=100) is None  # contiguous
+    guard.applied(tp, 1, 101)
+    assert guard.check(tp, 1, 180, committed=100) == 102  # a hole: read again from 102
+    assert guard.check(tp, 1, 102, committed=100) is None  # the records were there
+    guard.applied(tp, 1, 102)
+    assert guard.check(tp, 1, 150, committed=100) == 103
+    assert guard.check(tp, 1, 150, committed=100) is None  # the same hole again: a real one
+    guard.applied(tp, 1, 150)
+    assert guard.check(tp, 1, 120, committed=100) is None  # read again after a seek back
+    assert guard.check(tp, 2, 500, committed=400) == 400  # a new generation: the committed
+    assert guard.check("events-1", 2, 7, committed=None) is None  # nothing known: go
+
+
+class FakeConsumer:
+    def __init__(self, generation: int) -> None:
+        self.flow_active = True
+        self._committed_offset: dict[str, int] = {}
+        self.acked: list[int] = []
+        self.sought: list[tuple[str, int]] = []
+        self.gaps: list[tuple[str, int, int]] = []
+        setattr(self, SOUGHT_GENERATION, generation)
+
+    def ack(self, message: Any) -> None:
+        self.acked.append(message.offset)
+
+    async def seek(self, tp: str, offset: int) -> None:
+        self.sought.append((tp, offset))
+
+    async def _add_gap(self, tp: str, first: int, last: int) -> None:
+        self.gaps.append((tp, first, last))
+
+
+class FakeRuntime:
+    def __init__(self) -> None:
+        self.outputs: list[Any] | None = None
+        self.handled: list[int] = []
+
+    async def handle_message(self, message: Any) -> None:
+        self.handled.append(message.offset)
+
+
+def _fake_ingest() -> tuple[BatchIngest, FakeConsumer, FakeRuntime]:
+    consumer = FakeConsumer(generation=3)
+    app = types.SimpleNamespace(
+        consumer=consumer,
+        consumer_generation_id=3,
+        flow_control=types.SimpleNamespace(is_active=lambda: True),
+        producer=RecordingProducer(),
+        monitor=types.SimpleNamespace(stream_inbound_time={}),
+    )
+    runtime = FakeRuntime()
+    return BatchIngest(app, runtime), consumer, runtime  # type: ignore[arg-type]
+
+
+def _records(*offsets: int) -> list[Any]:
+    return [
+        types.SimpleNamespace(tp="events-0", partition=0, offset=o, generation_id=3)
+        for o in offsets
+    ]
+
+
+async def test_records_after_a_hole_are_not_applied_and_the_partition_is_read_again() -> None:
+    """The fault run's loss: a fetch that starts past the committed offset must
+    not be applied and acknowledged (the commit would jump over the hole)."""
+    ingest, consumer, runtime = _fake_ingest()
+    consumer._committed_offset["events-0"] = 4629
+    await ingest.on_batch(_records(7555, 7556))
+    assert runtime.handled == [] and consumer.acked == []
+    assert consumer.sought == [("events-0", 4629)]
+    await ingest.on_batch(_records(4629, 4630))  # read again from the committed offset
+    assert runtime.handled == consumer.acked == [4629, 4630]
+    await ingest.on_batch(_records(4631, 4700, 4701))  # a hole inside a batch
+    assert runtime.handled == consumer.acked == [4629, 4630, 4631]
+    assert consumer.sought[-1] == ("events-0", 4632)
+    await ingest.on_batch(_records(4700, 4701))  # the same hole again: nothing is there
+    assert runtime.handled[-2:] == consumer.acked[-2:] == [4700, 4701]
+    assert consumer.gaps == [("events-0", 4632, 4699)]  # committable, as Faust's gaps are
+
+
+async def test_records_before_the_assignment_was_sought_are_not_applied() -> None:
+    ingest, consumer, runtime = _fake_ingest()
+    setattr(consumer, SOUGHT_GENERATION, 2)  # perform_seek not done for generation 3
+    await ingest.on_batch(_records(10, 11))
+    assert runtime.handled == [] and consumer.acked == [] and consumer.sought == []
