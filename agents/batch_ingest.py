@@ -50,6 +50,8 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
+
 from agents.runtime import Runtime
 from tables.errors import ConfigurationError
 
@@ -261,7 +263,10 @@ class BatchIngest:
                     inbound[message.tp] = now
             for tp, offset in held.items():
                 log.info("batch ingest: a hole in %s before offset %d: read again", tp, offset)
-                await consumer.seek(tp, offset)
+                try:
+                    await consumer.seek(tp, offset)
+                except IllegalStateError:  # revoked meanwhile: the next owner starts there
+                    log.info("batch ingest: %s was revoked before it was read again", tp)
 
     async def idle(self, timeout_s: float) -> bool:
         """Wait until no batch is being applied or published (on revoke)."""

@@ -294,3 +294,17 @@ async def test_records_before_the_assignment_was_sought_are_not_applied() -> Non
     setattr(consumer, SOUGHT_GENERATION, 2)  # perform_seek not done for generation 3
     await ingest.on_batch(_records(10, 11))
     assert runtime.handled == [] and consumer.acked == [] and consumer.sought == []
+
+
+async def test_a_partition_revoked_before_it_is_read_again_is_left_to_its_next_owner() -> None:
+    from aiokafka.errors import IllegalStateError
+
+    ingest, consumer, runtime = _fake_ingest()
+    consumer._committed_offset["events-0"] = 100
+
+    async def revoked(tp: str, offset: int) -> None:
+        raise IllegalStateError(f"{tp} is not assigned")
+
+    consumer.seek = revoked  # type: ignore[method-assign]
+    await ingest.on_batch(_records(150))  # must not raise: the fetcher would crash
+    assert runtime.handled == [] and consumer.acked == []
