@@ -26,7 +26,7 @@ import msgspec
 
 from agents.config_forwarder import BadConfigRecord, parse_config_record
 from streams.decode import id_hash
-from streams.records import LifecycleTransition, Signal, encode
+from streams.records import InputEvent, LifecycleTransition, Signal, encode
 from tables.clock import NEVER
 from tables.durations import parse_rfc3339_ms
 from tables.engine import DictStore, PartitionEngine
@@ -50,17 +50,11 @@ _NULL = msgspec.Raw(b"null")
 _OPEN_BRACE = ord("{")
 
 
-class _Line(msgspec.Struct, frozen=True, gc=False):
-    """``streams.records.InputEvent`` as replay reads it: ``props`` is only checked to
-    be an object or null (as the live decoder does), never built into a dict."""
+class _Line(InputEvent, frozen=True, gc=False):
+    """``InputEvent`` as replay reads it: ``props`` is only checked to be an
+    object or null (as the live decoder does), never built into a dict."""
 
-    event_id: str
-    user_id: str
-    type: str
-    ts: int | str
-    tenant: str | None = None
-    segment: str | None = None
-    props: msgspec.Raw = _NULL
+    props: msgspec.Raw = _NULL  # type: ignore[assignment]
 
 
 _line_decoder = msgspec.json.Decoder(_Line)
