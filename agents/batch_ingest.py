@@ -37,8 +37,8 @@ The revoke handler waits (``idle``) for a batch in flight to publish, so
 the next owner's changelog never lacks a state this worker holds. A stop or
 a cancelled fetcher does not cut a batch short either (``run_to_end``): the
 observers (status writer, Redis mirror) act while records are applied, so a
-batch cut before its changelog went out would leave them ahead of the table. Needs the
-memory store (``memory://``): RocksDB writes need a current event.
+batch cut before its changelog went out would leave them ahead of the table.
+Needs the memory store (``memory://``): RocksDB writes need a current event.
 """
 
 from __future__ import annotations
