@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     # "stream": Faust's per-event agent; "batch": whole fetches (agents/batch_ingest.py);
     # "auto": batch on the memory store, stream on RocksDB (``ingest_path``)
     ingest: Literal["auto", "stream", "batch"] = Field(
-        "stream", validation_alias=_env("INGEST", "ingest")
+        "auto", validation_alias=_env("INGEST", "ingest")
     )
     data_dir: str = Field("./run/data", validation_alias=_env("DATA_DIR", "data_dir"))
     session_timeout_ms: DurationMs = Field(

@@ -236,9 +236,8 @@ def test_only_engagement_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.parametrize(
     ("ingest", "store", "path"),
     [
-        (None, "memory://", "stream"),  # the default (docs/BATCH-INGEST.md: why not batch)
-        ("auto", "memory://", "batch"),  # batch where its writes are coalesced
-        ("auto", "rocksdb://", "stream"),  # RocksDB writes need Faust's per-event path
+        (None, "memory://", "batch"),  # the default, auto: batch where writes coalesce
+        (None, "rocksdb://", "stream"),  # RocksDB writes need Faust's per-event path
         ("stream", "memory://", "stream"),
         ("batch", "memory://", "batch"),
         ("batch", "rocksdb://", "batch"),  # refused by the worker with a clear error
