@@ -46,18 +46,7 @@ from tables.thresholds import ThresholdBook
 
 MIN_TS_MS = 946_684_800_000
 PROGRESS_EVENTS = 50_000
-_NULL = msgspec.Raw(b"null")
-_OPEN_BRACE = ord("{")
-
-
-class _Line(InputEvent, frozen=True, gc=False):
-    """``InputEvent`` as replay reads it: ``props`` is only checked to be an
-    object or null (as the live decoder does), never built into a dict."""
-
-    props: msgspec.Raw = _NULL  # type: ignore[assignment]
-
-
-_line_decoder = msgspec.json.Decoder(_Line)
+_line_decoder = msgspec.json.Decoder(InputEvent)
 
 
 class ReplayStats(msgspec.Struct):
@@ -107,10 +96,6 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> li
                 rejected["not_json"] += 1
             else:
                 blank += 1
-            continue
-        props = raw.props
-        if props is not _NULL and memoryview(props)[0] != _OPEN_BRACE and props != _NULL:
-            rejected["invalid_event"] += 1  # props is neither an object nor null
             continue
         ts = raw.ts
         if isinstance(ts, int):
