@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint unit integration faults faults-full bench kafka-jars clean
+.PHONY: setup deps demo test lint unit integration faults faults-full bench bench-rocksdb kafka-jars clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ faults-full: setup kafka-jars
 
 bench: setup
 	$(BIN)/engagement bench $(ARGS)
+
+bench-rocksdb: setup kafka-jars
+	$(BIN)/python bench/rocksdb_users.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache run .mypy_cache .ruff_cache .pytest_cache
