@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import shutil
 import sys
@@ -134,7 +133,8 @@ async def run(users: int) -> dict[str, Any]:
                     break
             await asyncio.sleep(1.0)
         result["recovered_s"] = round(time.perf_counter() - started, 1)
-        assert worker.proc is not None
+        if worker.proc is None:
+            raise RuntimeError("the worker process did not start")
         await asyncio.sleep(5.0)  # settle: the first status flush and gauges
         memory = _status_kib(worker.proc.pid)
         result["users_tracked"] = int(_users_tracked(await asyncio.to_thread(worker.metrics_text)))
@@ -167,5 +167,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONHASHSEED", "0")
     sys.exit(main())
