@@ -164,9 +164,9 @@ class Contiguity:
             return entry[1]
         return committed
 
-    def check(self, tp: Any, generation: int, offset: int, committed: int | None) -> int | None:
-        """``None``: apply the record; else the offset to read ``tp`` again from."""
-        expected = self.expected(tp, generation, committed)
+    def check(self, tp: Any, offset: int, expected: int | None) -> int | None:
+        """``None``: apply the record; else the offset to read ``tp`` again from
+        (``expected`` as ``expected`` gave it)."""
         if expected is None or offset <= expected:
             return None
         hole = (expected, offset)
@@ -229,7 +229,7 @@ class BatchIngest:
                         continue
                     generation = message.generation_id
                     expected = contiguity.expected(tp, generation, committed.get(tp))
-                    again = contiguity.check(tp, generation, message.offset, committed.get(tp))
+                    again = contiguity.check(tp, message.offset, expected)
                     if again is not None:
                         held[tp] = again
                         continue
