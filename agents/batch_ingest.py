@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 OnBatch = Callable[[list[Any]], Awaitable[None]]
 FINISH_ON_CANCEL_S = 15.0  # how long a cancelled fetcher lets its batch in flight finish
 SOUGHT_GENERATION = "_engagement_sought_generation"  # set on the consumer by ``install``
+SOUGHT_WAIT_S = 30.0  # how long a batch fetched during Faust's seek waits for it to end
+SOUGHT_POLL_S = 0.01
 
 
 async def run_to_end(batch: Awaitable[None], bound_s: float = FINISH_ON_CANCEL_S) -> None:
@@ -209,7 +211,48 @@ class BatchIngest:
             or not app.flow_control.is_active()
         )
 
+    async def _await_sought(self, message: Any) -> None:
+        """A fetch can return while Faust is still seeking the new assignment to
+        its committed offsets: wait for that seek (bounded) rather than drop it."""
+        app = self.app
+        generation = message.generation_id
+        waited_s = 0.0
+        while (
+            generation == app.consumer_generation_id
+            and getattr(app.consumer, SOUGHT_GENERATION, None) != generation
+            and waited_s < SOUGHT_WAIT_S
+        ):
+            await asyncio.sleep(SOUGHT_POLL_S)
+            waited_s += SOUGHT_POLL_S
+
+    async def _read_again(self, messages: list[Any], applied: list[Any]) -> None:
+        """Seek back to the records of ``messages`` not applied, when no rebalance
+        will (the generation is current and the flow runs): nothing is skipped."""
+        app = self.app
+        consumer = app.consumer
+        first = messages[0]
+        if not (
+            first.generation_id == app.consumer_generation_id
+            and consumer.flow_active
+            and app.flow_control.is_active()
+        ):
+            return  # a rebalance or a stop: Faust seeks to the committed offsets
+        done = {id(message) for message in applied}
+        again: dict[Any, int] = {}
+        for message in messages:
+            if id(message) not in done and message.tp not in again:
+                again[message.tp] = message.offset
+        for tp, offset in again.items():
+            await self._seek(tp, offset)
+
+    async def _seek(self, tp: Any, offset: int) -> None:
+        try:
+            await self.app.consumer.seek(tp, offset)
+        except IllegalStateError:  # revoked meanwhile: the next owner starts there
+            log.info("batch ingest: %s was revoked before it was read again", tp)
+
     async def on_batch(self, messages: list[Any]) -> None:
+        await self._await_sought(messages[0])
         async with self._lock:
             runtime = self.runtime
             writes = self.writes
@@ -251,6 +294,7 @@ class BatchIngest:
                     len(applied),
                     len(messages),
                 )
+                await self._read_again(messages, applied)
                 return
             consumer = self.app.consumer
             for tp, first, last in holes:
@@ -263,10 +307,7 @@ class BatchIngest:
                     inbound[message.tp] = now
             for tp, offset in held.items():
                 log.info("batch ingest: a hole in %s before offset %d: read again", tp, offset)
-                try:
-                    await consumer.seek(tp, offset)
-                except IllegalStateError:  # revoked meanwhile: the next owner starts there
-                    log.info("batch ingest: %s was revoked before it was read again", tp)
+                await self._seek(tp, offset)
 
     async def idle(self, timeout_s: float) -> bool:
         """Wait until no batch is being applied or published (on revoke)."""

@@ -293,11 +293,31 @@ async def test_records_after_a_hole_are_not_applied_and_the_partition_is_read_ag
     assert consumer.gaps == [("events-0", 4632, 4699)]  # committable, as Faust's gaps are
 
 
-async def test_records_before_the_assignment_was_sought_are_not_applied() -> None:
+async def test_a_batch_fetched_during_the_seek_waits_for_it() -> None:
+    """Seen in CI: a fetch returned while Faust sought the new assignment; the
+    batch was dropped and, with no later records, never read again."""
     ingest, consumer, runtime = _fake_ingest()
     setattr(consumer, SOUGHT_GENERATION, 2)  # perform_seek not done for generation 3
+
+    async def seek_ends() -> None:
+        await asyncio.sleep(0.05)
+        setattr(consumer, SOUGHT_GENERATION, 3)
+
+    ending = asyncio.ensure_future(seek_ends())
     await ingest.on_batch(_records(10, 11))
-    assert runtime.handled == [] and consumer.acked == [] and consumer.sought == []
+    await ending
+    assert runtime.handled == consumer.acked == [10, 11]
+
+
+async def test_a_batch_whose_seek_never_ends_is_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("agents.batch_ingest.SOUGHT_WAIT_S", 0.05)
+    ingest, consumer, runtime = _fake_ingest()
+    setattr(consumer, SOUGHT_GENERATION, 2)
+    await ingest.on_batch(_records(10, 11))
+    assert runtime.handled == [] and consumer.acked == []
+    assert consumer.sought == [("events-0", 10)]  # not skipped: read again from 10
 
 
 async def test_a_partition_revoked_before_it_is_read_again_is_left_to_its_next_owner() -> None:
