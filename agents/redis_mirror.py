@@ -34,13 +34,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from itertools import islice
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -52,9 +53,13 @@ from tables.model import ModelConfig
 from tables.state import UserState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH_USERS = 1000
-SOCKET_TIMEOUT_S = 2.0
+SOCKET_TIMEOUT_S = 2.0  # connecting; each reply of a client with read timeouts
+# The mirror's bound on one round trip (a pipeline, a SCAN page, a PING): its
+# client has no per-reply timeout, which cost as much as the rest of a write.
+ROUND_TRIP_TIMEOUT_S = 5.0
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 IDLE_PING_S = 5.0
@@ -103,16 +108,51 @@ class MirrorKeys:
         return escaped + "*"
 
 
-def redis_client(url: str) -> Redis:
-    """A client that fails fast: the mirror retries with its own backoff."""
+class _HiredisPacking:
+    """Commands packed by hiredis (C), as redis-py's sync client packs them; its
+    asyncio connections pack in Python, half the cost of a pipelined write."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
+_PACKED_CLASSES: dict[type, type] = {}
+
+
+def _packed_class(connection_class: type) -> type:
+    packed = _PACKED_CLASSES.get(connection_class)
+    if packed is None:
+        name = f"Hiredis{connection_class.__name__}"
+        packed = _PACKED_CLASSES[connection_class] = type(
+            name, (_HiredisPacking, connection_class), {}
+        )
+    return packed
+
+
+def redis_client(url: str, read_timeout_s: float | None = SOCKET_TIMEOUT_S) -> Redis:
+    """A client that fails fast: the mirror retries with its own backoff.
+
+    ``read_timeout_s=None``: no timeout per reply; the caller bounds each
+    round trip itself (the mirror: ``round_trip``)."""
     client: Redis = Redis.from_url(
         url,
         decode_responses=True,
-        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_timeout=read_timeout_s,
         socket_connect_timeout=SOCKET_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
     )
+    pool = client.connection_pool
+    pool.connection_class = _packed_class(pool.connection_class)
     return client
+
+
+async def round_trip(call: Awaitable[T]) -> T:
+    """``await call`` within ``ROUND_TRIP_TIMEOUT_S`` (``TimeoutError`` after it)."""
+    async with asyncio.timeout(ROUND_TRIP_TIMEOUT_S):
+        return await call
 
 
 def _encoded(value: str | int | float) -> bytes:
@@ -144,12 +184,23 @@ def delete_user(pipe: Any, keys: MirrorKeys, user_id: str) -> None:
 
 async def scan_users(client: Redis, keys: MirrorKeys) -> AsyncIterator[str]:
     """User ids of every hash and at-risk member in the mirror (may repeat)."""
-    async for key in client.scan_iter(match=keys.user_pattern, count=SCAN_COUNT):
-        user_id = keys.user_of(str(key))
-        if user_id is not None:
-            yield user_id
-    async for member, _score in client.zscan_iter(keys.at_risk, count=SCAN_COUNT):
-        yield str(member)
+    cursor = 0
+    while True:
+        cursor, found = await round_trip(
+            client.scan(cursor, match=keys.user_pattern, count=SCAN_COUNT)
+        )
+        for key in found:
+            user_id = keys.user_of(str(key))
+            if user_id is not None:
+                yield user_id
+        if not cursor:
+            break
+    while True:
+        cursor, members = await round_trip(client.zscan(keys.at_risk, cursor, count=SCAN_COUNT))
+        for member, _score in members:
+            yield str(member)
+        if not cursor:
+            break
 
 
 async def remove_absent(
@@ -165,7 +216,7 @@ async def remove_absent(
         pipe = client.pipeline(transaction=False)
         for user_id in ordered[start : start + batch]:
             delete_user(pipe, keys, user_id)
-        await pipe.execute()
+        await round_trip(pipe.execute())
     return len(doomed)
 
 
@@ -378,7 +429,7 @@ class RedisMirror:
             await self.flush_batch()
         else:
             if time.monotonic() - self._last_ok >= IDLE_PING_S:
-                await self.client.ping()
+                await round_trip(self.client.ping())
                 self._succeeded()
             return False
         self._succeeded()
@@ -397,7 +448,7 @@ class RedisMirror:
             await asyncio.wait_for(self._wake.wait(), IDLE_PING_S)
 
     async def _notice_restart(self) -> None:
-        info = await self.client.info("server")
+        info = await round_trip(self.client.info("server"))
         run_id = str(info.get("run_id", ""))
         if self._run_id is not None and run_id != self._run_id:
             log.warning("redis restarted (new run_id): rewriting the mirror from the table")
@@ -454,7 +505,7 @@ class RedisMirror:
                 written += 1
         try:
             if written or deleted:
-                await pipe.execute()
+                await round_trip(pipe.execute())
         except BaseException:
             self._requeue(batch)
             self.metrics.redis_writes.labels(outcome="failed").inc(written + deleted)
@@ -517,7 +568,7 @@ class RedisMirror:
                 if state is not None:
                     write_user(pipe, self.keys, user_id, self.source.fields(user_id, state))
                     written += 1
-            await pipe.execute()
+            await round_trip(pipe.execute())
         return written
 
     def _absent(self, user_id: str, partitions: set[int] | None) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from base64 import b64encode
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from agents.erasure import SUPPRESSED, Erasures
@@ -38,6 +38,13 @@ from tables.thresholds import ThresholdPolicy, decode_book, encode_book
 
 log = logging.getLogger(__name__)
 StateObserver = Callable[[str, UserState | None], None]
+# Sends one output record: (Faust topic, key, value) -> the delivery future.
+SendOutput = Callable[[Any, bytes | None, bytes], Awaitable[Any]]
+
+
+async def send_through_topic(topic: Any, key: bytes | None, value: bytes) -> Any:
+    """Faust's ``Topic.send`` (the stream path)."""
+    return await topic.send(key=key, value=value)
 
 
 def model_config(settings: Settings) -> ModelConfig:
@@ -145,6 +152,7 @@ class Runtime:
         self._tenants: set[str] | None = None  # config_tenants(), None when stale
         # the futures of sent signals, transitions and DLQ records (batch ingest)
         self.outputs: list[Any] | None = None
+        self.send_output: SendOutput = send_through_topic
         self.engines: dict[int, PartitionEngine] = {}
         self.events_seen_append_ms = 0
         self._persisted_seen_ms: dict[int, int] = {}
@@ -382,8 +390,8 @@ class Runtime:
         for emission in emissions:
             signal = Signal.from_emission(emission)
             self._keep(
-                await self.engine_app.signals.send(
-                    key=emission.user_id.encode(), value=encode(signal)
+                await self.send_output(
+                    self.engine_app.signals, emission.user_id.encode(), encode(signal)
                 )
             )
             self.metrics.signals.labels(kind=emission.kind).inc()
@@ -395,8 +403,8 @@ class Runtime:
             for transition in engine.take_transitions():
                 record = LifecycleTransition.from_transition(transition)
                 self._keep(
-                    await self.engine_app.lifecycle.send(
-                        key=transition.user_id.encode(), value=encode(record)
+                    await self.send_output(
+                        self.engine_app.lifecycle, transition.user_id.encode(), encode(record)
                     )
                 )
                 self.stages.move(engine.partition, transition.from_stage, transition.to_stage)
@@ -423,7 +431,7 @@ class Runtime:
             value_b64=None if value is None else b64encode(value).decode(),
             seen_at=int(time.time() * 1000),
         )
-        self._keep(await self.engine_app.dlq.send(key=key, value=encode(record)))
+        self._keep(await self.send_output(self.engine_app.dlq, key, encode(record)))
         self.metrics.dlq.labels(reason=rejected.reason).inc()
 
     # -- ticks ---------------------------------------------------------

@@ -150,6 +150,7 @@ class StatusWriter:
         self._written: OrderedDict[str, int] = OrderedDict()
         self._in_flight: list[_InFlight] = []
         self._queued: dict[str, asyncio.Future[Any]] = {}  # user -> last enqueued write
+        metrics.status_pending.set_function(lambda: len(self._pending))
 
     @property
     def pending(self) -> int:
@@ -163,7 +164,6 @@ class StatusWriter:
             self._written.pop(user_id, None)
             partition = partition_for(user_id.encode(), self._partitions)
             self._enqueue_write(user_id, partition, None, TOMBSTONE)
-            self._metrics.status_pending.set(len(self._pending))
             return
         clock_ms = self._clock_of(state.partition)
         stage = stage_at(state, max(clock_ms, state.last_seen_ms), self._config)
@@ -174,7 +174,6 @@ class StatusWriter:
             self._enqueue_write(user_id, state.partition, value, IMMEDIATE)
         else:
             self._pending[user_id] = _Pending(state.partition, state, clock_ms)
-        self._metrics.status_pending.set(len(self._pending))
 
     # -- flushing ------------------------------------------------------
     async def send_pending(self, partitions: Iterable[int] | None = None) -> int:
@@ -187,7 +186,6 @@ class StatusWriter:
             chosen = [(u, p) for u, p in self._pending.items() if p.partition in wanted]
             for user_id, _ in chosen:
                 del self._pending[user_id]
-        self._metrics.status_pending.set(len(self._pending))
         for user_id, item in chosen:
             value = self._encode(user_id, item.state, item.clock_ms)
             queued = self._queued.get(user_id)
@@ -236,7 +234,6 @@ class StatusWriter:
             del self._pending[user_id]
         if dropped:
             log.warning("%d user-status writes dropped with revoked partitions", len(dropped))
-        self._metrics.status_pending.set(len(self._pending))
         return len(dropped)
 
     def _settle(self, awaited: set[asyncio.Future[Any]] | None = None) -> bool:

@@ -132,7 +132,7 @@ def _wire_mirror(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> R
         source,
         MirrorKeys(settings.app_id),
         metrics,
-        lambda: redis_client(settings.redis_url),
+        lambda: redis_client(settings.redis_url, read_timeout_s=None),
         max_backlog=settings.redis_backlog_max,
     )
     runtime.store.observers.append(mirror.observe)

@@ -1,0 +1,154 @@
+"""CPU cost of the worker's per-record path, without a broker (a profiling aid).
+
+Drives the real ``Runtime`` (decode, model, tables through the batch ingest's
+``BatchTable``, metrics, the status writer's and Redis mirror's observers) over
+the bench's quick data, in batches as the batch ingest applies them, and
+measures CPU time per record; then the Redis mirror's per-user preparation
+(fields and pipeline commands, not sent). Outputs go to completed futures.
+
+Usage: .venv/bin/python bench/handle_cost.py [--profile] [--events N] [--users N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from agents import bench
+from agents.batch_ingest import BatchIngest
+from agents.metrics import Metrics
+from agents.redis_mirror import MirrorKeys, RedisMirror, TableSource
+from agents.runtime import Runtime
+from agents.status import StatusWriter, clock_reader
+from streams.app import create_app
+from streams.settings import load_settings
+
+BATCH = 500
+FLUSH_EVERY = 20_000
+
+
+class Sent:
+    """An output topic whose sends complete at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def send(self, **kwargs: Any) -> asyncio.Future[Any]:
+        self.count += 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def done(*args: Any) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+async def main(events: int, users: int, profile: bool) -> None:
+    settings = load_settings(broker="kafka://localhost:1", partitions=bench.PARTITIONS)
+    engine_app = create_app(settings)
+    engine_app = msgspec.structs.replace(
+        engine_app, signals=Sent(), lifecycle=Sent(), dlq=Sent(), status=Sent()
+    )
+    metrics = Metrics(CollectorRegistry(), settings.event_types)
+    runtime = Runtime(engine_app, metrics)
+    ingest = BatchIngest(engine_app.app, runtime)
+    runtime.write_tables_through(ingest.tables)
+    outputs = Sent()
+
+    async def send_output(topic: Any, key: bytes | None, value: bytes) -> Any:
+        return await outputs.send()
+
+    runtime.send_output = send_output
+
+    async def send(key: bytes, value: bytes | None, partition: int) -> Any:
+        return done()
+
+    status = StatusWriter(
+        done, send, runtime.config, clock_reader(runtime), runtime.store.get, metrics,
+        partitions=settings.partitions,
+    )
+    runtime.store.observers.append(status.observe)
+    source = TableSource(
+        runtime.store, engine_app.users, settings.partitions, runtime.config,
+        clock_reader(runtime),
+    )
+    mirror = RedisMirror(
+        source, MirrorKeys(settings.app_id), metrics, lambda: Redis(), max_backlog=10**9
+    )
+    runtime.store.observers.append(mirror.observe)
+
+    size = bench.BenchSize(events=events, users=users, tick_users=0, tick_due=0, latency_users=0)
+    start_ms = int(time.time() * 1000) - 3_600_000
+    records = bench.make_events(size, start_ms)
+    offsets: dict[int, int] = {}
+    prepared = []
+    for key, value, partition in records:
+        offset = offsets.get(partition, 0)
+        offsets[partition] = offset + 1
+        prepared.append((key, value, partition, offset, start_ms + len(prepared)))
+
+    async def run() -> None:
+        handle = runtime.handle
+        for first in range(0, len(prepared), BATCH):
+            outputs: list[Any] = []
+            runtime.outputs = outputs
+            for key, value, partition, offset, append_ms in prepared[first : first + BATCH]:
+                ingest.writes.partition = partition
+                await handle(key, value, {}, partition, offset, append_ms)
+            runtime.outputs = None
+            for future in outputs:
+                await future
+            ingest.writes.pending.clear()
+            if first % FLUSH_EVERY == 0:  # the status writer's timer (1 s at ~20k/s)
+                await status.send_pending()
+                status._settle()
+
+    profiler = cProfile.Profile() if profile else None
+    cpu = time.process_time()
+    if profiler:
+        profiler.enable()
+    await run()
+    if profiler:
+        profiler.disable()
+    cpu = time.process_time() - cpu
+    print(f"handle: {len(prepared):,} records, {cpu / len(prepared) * 1e6:.2f} µs CPU/record")
+
+    pending = list(mirror._pending.items())
+    mirror._pending.clear()
+    pipe = Redis().pipeline(transaction=False)
+    cpu = time.process_time()
+    if profiler:
+        profiler.enable()
+    from agents.redis_mirror import write_user
+
+    for user_id, state in pending:
+        assert state is not None
+        write_user(pipe, mirror.keys, user_id, source.fields(user_id, state))
+    packed = pipe.connection_pool.get_connection  # noqa: F841 (not sent)
+    if profiler:
+        profiler.disable()
+    cpu = time.process_time() - cpu
+    per_user_us = cpu / max(1, len(pending)) * 1e6
+    print(f"mirror prep: {len(pending):,} users, {per_user_us:.2f} µs CPU/user")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.users, args.profile))
