@@ -26,6 +26,15 @@ Redis restarts (a new ``run_id``: an unpersisted Redis comes back empty); and
 after a timed-out write (a hung Redis may still apply the abandoned batch
 when it wakes, after newer ones). Changes of partitions this worker no longer
 owns are not written: their new owner rewrites them after its recovery.
+
+Each round trip (a pipeline, a SCAN page, a PING) is bounded as a whole
+(``ROUND_TRIP_TIMEOUT_S``), not each reply. Once a resync has rewritten a
+partition, the mirror knows which of its users it left in the at-risk set
+and sends ZREM only for those (a superset is kept, exact for such partitions);
+every resync request forgets that knowledge for its partitions, since another
+worker or a restarted Redis may have changed the set meanwhile. So the mirror
+assumes it is the only writer of its partitions' users, as the ownership
+above already does.
 """
 
 from __future__ import annotations
@@ -159,9 +168,14 @@ def _encoded(value: str | int | float) -> bytes:
     return value.encode() if isinstance(value, str) else repr(value).encode()
 
 
-def write_user(pipe: Any, keys: MirrorKeys, user_id: str, fields: UserFields) -> None:
-    """Queue the user's whole hash and their at-risk membership (idempotent).
+def write_user(
+    pipe: Any, keys: MirrorKeys, user_id: str, fields: UserFields, *, maybe_member: bool = True
+) -> bool:
+    """Queue the user's whole hash and their at-risk membership (idempotent);
+    returns whether the user is at risk.
 
+    ``maybe_member=False``: the caller knows the user is not in the at-risk
+    set, so no ZREM is sent for a user not at risk (half the commands).
     Arguments go as bytes: redis-py's per-argument encoding of str, int and
     float was most of the mirror's cost per user.
     """
@@ -170,11 +184,12 @@ def write_user(pipe: Any, keys: MirrorKeys, user_id: str, fields: UserFields) ->
         args.append(_FIELD_NAMES.get(name) or name.encode())
         args.append(_encoded(value))
     pipe.execute_command("HSET", *args)
-    member = user_id.encode()
     if is_at_risk(fields):
-        pipe.execute_command("ZADD", keys.at_risk_bytes, _encoded(fields["risk"]), member)
-    else:
-        pipe.execute_command("ZREM", keys.at_risk_bytes, member)
+        pipe.execute_command("ZADD", keys.at_risk_bytes, _encoded(fields["risk"]), user_id.encode())
+        return True
+    if maybe_member:
+        pipe.execute_command("ZREM", keys.at_risk_bytes, user_id.encode())
+    return False
 
 
 def delete_user(pipe: Any, keys: MirrorKeys, user_id: str) -> None:
@@ -340,6 +355,13 @@ class RedisMirror:
         self.max_backlog = max_backlog
         self.batch_users = batch_users
         self._pending: dict[str, UserState | None] = {}
+        # At-risk membership as written: ``_members`` holds every user this
+        # mirror may have left in the at-risk set (a superset); it is exact for
+        # the users of ``_known`` partitions (rewritten by a resync since their
+        # last resync request), so a user there not in it needs no ZREM.
+        self._members: set[str] = set()
+        self._known: set[int] = set()
+        self._known_all = False
         self._needs_resync = False
         self._resync_partitions: set[int] | None = set()
         self._resync_cause = self.RECOVERY
@@ -367,6 +389,7 @@ class RedisMirror:
 
     def request_resync(self, partitions: Iterable[int] | None, cause: str = RECOVERY) -> None:
         """Rewrite every user of ``partitions`` (``None``: all owned) from the table."""
+        self._forget_membership(partitions)
         if not self.resync_pending:
             self._resync_cause = cause
         if partitions is None or self._resync_partitions is None:
@@ -374,6 +397,18 @@ class RedisMirror:
         else:
             self._resync_partitions |= set(partitions)
         self._wake.set()
+
+    def _forget_membership(self, partitions: Iterable[int] | None) -> None:
+        """Membership of ``partitions`` (``None``: all) is no longer known exactly:
+        another worker may have written their users meanwhile, or Redis lost them."""
+        self._known_all = False
+        if partitions is None:
+            self._known.clear()
+        else:
+            self._known.difference_update(partitions)
+
+    def _maybe_member(self, user_id: str, partition: int) -> bool:
+        return user_id in self._members or not (self._known_all or partition in self._known)
 
     @property
     def backlog_users(self) -> int:
@@ -491,17 +526,26 @@ class RedisMirror:
         for user_id in list(islice(pending, self.batch_users)):
             batch.append((user_id, pending.pop(user_id)))
         owned = self.source.owned()
+        members = self._members
+        left: list[str] = []  # users no longer in the at-risk set once this batch is written
         pipe = self.client.pipeline(transaction=False)
         written = deleted = not_owned = 0
         for user_id, state in batch:
-            if owned is not None and self.source.partition_of(user_id) not in owned:
+            partition = self.source.partition_of(user_id)
+            if owned is not None and partition not in owned:
                 # Its new owner rewrites the partition after recovering it.
                 not_owned += 1
             elif state is None:
                 delete_user(pipe, self.keys, user_id)
+                left.append(user_id)
                 deleted += 1
             else:
-                write_user(pipe, self.keys, user_id, self.source.fields(user_id, state))
+                fields = self.source.fields(user_id, state)
+                maybe_member = self._maybe_member(user_id, partition)
+                if write_user(pipe, self.keys, user_id, fields, maybe_member=maybe_member):
+                    members.add(user_id)  # before the write: a superset stays a superset
+                elif maybe_member:
+                    left.append(user_id)
                 written += 1
         try:
             if written or deleted:
@@ -510,6 +554,7 @@ class RedisMirror:
             self._requeue(batch)
             self.metrics.redis_writes.labels(outcome="failed").inc(written + deleted)
             raise
+        members.difference_update(left)
         self._count(written=written, deleted=deleted, not_owned=not_owned)
         return written + deleted
 
@@ -539,6 +584,7 @@ class RedisMirror:
             partitions = owned
         else:
             partitions = requested if owned is None else requested & owned
+        self._forget_membership(partitions)
         try:
             written = await self._rewrite(partitions)
             removed = await remove_absent(
@@ -547,12 +593,24 @@ class RedisMirror:
         except BaseException:
             self.request_resync(requested, cause)
             raise
+        self._learn_membership(partitions, owned)
         self.metrics.redis_resyncs.labels(cause=cause).inc()
         self._count(written=written, deleted=removed)
         log.info(
             "redis mirror resynced (%s): %d users written, %d removed", cause, written, removed
         )
         return written
+
+    def _learn_membership(self, partitions: set[int] | None, owned: set[int] | None) -> None:
+        """After a resync of ``partitions``: their users' membership is as written."""
+        if partitions is None:
+            self._known_all = True
+        else:
+            self._known |= partitions
+        if owned is not None:  # forget users given away (their owner writes them now)
+            self._members = {
+                user_id for user_id in self._members if self.source.partition_of(user_id) in owned
+            }
 
     async def _rewrite(self, partitions: set[int] | None) -> int:
         if partitions is not None and not partitions:
@@ -563,12 +621,20 @@ class RedisMirror:
             pipe = self.client.pipeline(transaction=False)
             # States are read when the pipeline is built: a later change is
             # observed and written after this batch by the same task.
+            at_risk: list[str] = []
+            not_at_risk: list[str] = []
             for user_id in user_ids[start : start + self.batch_users]:
                 state = self.source.get(user_id)
                 if state is not None:
-                    write_user(pipe, self.keys, user_id, self.source.fields(user_id, state))
+                    fields = self.source.fields(user_id, state)
+                    if write_user(pipe, self.keys, user_id, fields):
+                        at_risk.append(user_id)
+                    else:
+                        not_at_risk.append(user_id)
                     written += 1
+            self._members.update(at_risk)
             await round_trip(pipe.execute())
+            self._members.difference_update(not_at_risk)
         return written
 
     def _absent(self, user_id: str, partitions: set[int] | None) -> bool:

@@ -122,7 +122,7 @@ async def main(events: int, users: int, profile: bool) -> None:
     if profiler:
         profiler.disable()
     cpu = time.process_time() - cpu
-    print(f"handle: {len(prepared):,} records, {cpu / len(prepared) * 1e6:.2f} µs CPU/record")
+    print(f"handle: {len(prepared):,} records, {cpu / len(prepared) * 1e6:.2f} µs CPU/record, {outputs.count:,} outputs")
 
     pending = list(mirror._pending.items())
     mirror._pending.clear()

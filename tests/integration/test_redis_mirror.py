@@ -200,6 +200,62 @@ async def test_a_return_leaves_the_at_risk_set_and_an_erasure_leaves_no_key(
     assert snap.users["back"]["tier"] == "none"
 
 
+async def zrem_calls(url: str) -> int:
+    client = redis_client(url)
+    try:
+        stats = await client.info("commandstats")
+        return int(stats.get("cmdstat_zrem", {}).get("calls", 0))
+    finally:
+        await client.aclose()
+
+
+async def test_once_membership_is_known_only_users_leaving_the_at_risk_set_get_a_zrem(
+    redis_server: RedisServer, mirror_setup: tuple[RedisMirror, FakeSource]
+) -> None:
+    mirror, source = mirror_setup
+    source.put("leaving", state(NOW_MS - 8 * DAY_MS, tier=TIER_AT_RISK))
+    for n in range(4):
+        source.put(f"calm{n}", state(NOW_MS - DAY_MS))
+    mirror.request_resync(None)  # as after a recovery: the rewrite learns who is a member
+    await mirror.drain()
+    before = await zrem_calls(redis_server.url)
+    for n in range(4):
+        source.put(f"calm{n}", state(NOW_MS, events=2))
+    source.put("leaving", state(NOW_MS))
+    await mirror.drain()
+    assert await zrem_calls(redis_server.url) - before == 1  # "leaving" only
+    assert differences(source.states, await snapshot(redis_server.url, mirror.keys.prefix)) == []
+
+
+async def test_a_member_left_by_another_writer_is_removed_while_membership_is_unknown(
+    redis_server: RedisServer, mirror_setup: tuple[RedisMirror, FakeSource]
+) -> None:
+    """A previous owner of the partition (or a Redis kept across a restart) may
+    have left a user in the at-risk set: until a resync has rewritten the
+    partition, every write of a user not at risk removes them."""
+    mirror, source = mirror_setup
+    client = redis_client(redis_server.url)
+    try:
+        await client.zadd(mirror.keys.at_risk, {"stale": 0.9})
+        source.put("stale", state(NOW_MS))  # a fresh mirror knows nothing yet
+        await mirror.drain()
+        assert await client.zscore(mirror.keys.at_risk, "stale") is None
+        mirror.request_resync(None)
+        await mirror.drain()  # now known: "stale" is not a member
+        # the partition goes to another worker, which leaves "stale" in the set,
+        # and comes back: its recovery requests a resync of it
+        await client.zadd(mirror.keys.at_risk, {"stale": 0.9})
+        mirror.request_resync({partition_for(b"stale", PARTITIONS)})
+        source.put("stale", state(NOW_MS, events=3))
+        await mirror.drain()
+        assert await client.zscore(mirror.keys.at_risk, "stale") is None
+        assert (
+            differences(source.states, await snapshot(redis_server.url, mirror.keys.prefix)) == []
+        )
+    finally:
+        await client.aclose()
+
+
 async def test_changes_of_partitions_owned_elsewhere_are_left_to_their_owner(
     redis_server: RedisServer,
     mirror_setup: tuple[RedisMirror, FakeSource],
