@@ -180,9 +180,13 @@ def _wire_status(
     async def send(key: bytes, value: bytes | None, partition: int) -> Any:
         return await engine_app.status.send(key=key, value=value, partition=partition, force=True)
 
+    async def send_direct(key: bytes, value: bytes | None, partition: int) -> Any:
+        # batch ingest: straight to the producer, as the batch's outputs go
+        return await app.producer.send(settings.topic_status, key, value, partition, None, None)
+
     status = StatusWriter(
         enqueue,
-        send,
+        send if batch is None else send_direct,
         runtime.config,
         clock_reader(runtime),
         runtime.store.get,
