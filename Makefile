@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/engagement demo $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check streams tables agents tests
+	$(BIN)/ruff check streams tables agents tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import time
 from typing import Any
@@ -75,12 +76,20 @@ async def main(events: int, users: int, profile: bool) -> None:
         return done()
 
     status = StatusWriter(
-        done, send, runtime.config, clock_reader(runtime), runtime.store.get, metrics,
+        done,
+        send,
+        runtime.config,
+        clock_reader(runtime),
+        runtime.store.get,
+        metrics,
         partitions=settings.partitions,
     )
     runtime.store.observers.append(status.observe)
     source = TableSource(
-        runtime.store, engine_app.users, settings.partitions, runtime.config,
+        runtime.store,
+        engine_app.users,
+        settings.partitions,
+        runtime.config,
         clock_reader(runtime),
     )
     mirror = RedisMirror(
@@ -122,7 +131,10 @@ async def main(events: int, users: int, profile: bool) -> None:
     if profiler:
         profiler.disable()
     cpu = time.process_time() - cpu
-    print(f"handle: {len(prepared):,} records, {cpu / len(prepared) * 1e6:.2f} µs CPU/record, {outputs.count:,} outputs")
+    print(
+        f"handle: {len(prepared):,} records, {cpu / len(prepared) * 1e6:.2f} µs CPU/record, "
+        f"{outputs.count:,} outputs"
+    )
 
     pending = list(mirror._pending.items())
     mirror._pending.clear()
@@ -142,7 +154,9 @@ async def main(events: int, users: int, profile: bool) -> None:
     per_user_us = cpu / max(1, len(pending)) * 1e6
     print(f"mirror prep: {len(pending):,} users, {per_user_us:.2f} µs CPU/user")
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        pstats.Stats(profiler).sort_stats(os.environ.get("SORT", "tottime")).print_stats(
+            int(os.environ.get("TOP", "30"))
+        )
 
 
 if __name__ == "__main__":
