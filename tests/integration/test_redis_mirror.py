@@ -145,7 +145,7 @@ async def mirror_setup(
         source,
         MirrorKeys(f"mirror-{uuid.uuid4().hex[:8]}"),
         Metrics(registry),
-        lambda: redis_client(redis_server.url),
+        lambda: redis_client(redis_server.url, read_timeout_s=None),  # as the worker's
         max_backlog=5,
         batch_users=3,
     )
@@ -361,6 +361,8 @@ async def test_a_frozen_redis_delays_writes_without_losing_them(
             return not differences(source.states, snap)
 
         assert await wait_for(converged, 30)
+        # no reply within the round-trip bound: a timeout, so everything was rewritten
+        assert value(registry, "engagement_redis_resyncs_total", cause="timeout") >= 1
     finally:
         redis_server.thaw()
         task.cancel()
