@@ -36,6 +36,7 @@ from streams.records import Signal
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 from tables.engine import DictStore, PartitionEngine
+from tables.lifecycle import STAGE_ACTIVE
 from tables.model import ModelConfig, ModelEvent
 from tables.state import UserState, pack_state
 from tables.thresholds import ThresholdPolicy
@@ -313,8 +314,13 @@ def tick_costs(config: ModelConfig, users: int, due: int) -> tuple[float, float]
     """ms of one clock advance with none due, and with ``due`` users due, among ``users``."""
     store = DictStore()
     base = 1_700_000_000_000
-    far = UserState(first_seen_ms=base, last_seen_ms=base + 30 * DAY_MS, active_days=3)
-    near = UserState(first_seen_ms=base, last_seen_ms=base, active_days=3)
+    # Both past their "new" days: only the near users' tier (at risk) falls due
+    # at the tick. A user still "new" would become "active" there too: then the
+    # tick would judge every user, not ``due`` of them.
+    far = UserState(
+        first_seen_ms=base, last_seen_ms=base + 30 * DAY_MS, active_days=3, stage=STAGE_ACTIVE
+    )
+    near = UserState(first_seen_ms=base, last_seen_ms=base, active_days=3, stage=STAGE_ACTIVE)
     for n in range(users):
         store.states[f"u{n}"] = near if n < due else far
     engine = PartitionEngine(0, config, store)
@@ -329,7 +335,7 @@ def tick_costs(config: ModelConfig, users: int, due: int) -> tuple[float, float]
     started = time.perf_counter()
     emitted = engine.observe(base + config.policy.defaults_ms[0] + config.lateness_ms + 1)
     due_ms = (time.perf_counter() - started) * 1000
-    assert len(emitted) == due
+    assert len(emitted) == due and len(engine.take_transitions()) == due
     return none_due_ms, due_ms
 
 
