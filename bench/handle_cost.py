@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from agents import bench
 from agents.batch_ingest import BatchIngest
 from agents.metrics import Metrics
-from agents.redis_mirror import MirrorKeys, RedisMirror, TableSource
+from agents.redis_mirror import MirrorKeys, RedisMirror, TableSource, write_user
 from agents.runtime import Runtime
 from agents.status import StatusWriter, clock_reader
 from streams.app import create_app
@@ -142,12 +142,9 @@ async def main(events: int, users: int, profile: bool) -> None:
     cpu = time.process_time()
     if profiler:
         profiler.enable()
-    from agents.redis_mirror import write_user
-
     for user_id, state in pending:
         assert state is not None
         write_user(pipe, mirror.keys, user_id, source.fields(user_id, state))
-    packed = pipe.connection_pool.get_connection  # noqa: F841 (not sent)
     if profiler:
         profiler.disable()
     cpu = time.process_time() - cpu

@@ -1,0 +1,64 @@
+"""A broker and Redis with a produced backlog, for the worker scripts in bench/.
+
+``backlog(size)`` starts the embedded broker and redis-server, creates fresh
+topics, produces the bench's events and measures the raw aiokafka ceiling on
+them; it yields what a worker needs to consume them (``worker_env`` keeps the
+thresholds far away, so nothing falls due while it runs).
+"""
+
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents import bench as b
+from streams.settings import load_settings
+
+FAR_THRESHOLDS = {
+    "ENGAGEMENT_AT_RISK": "3650d",
+    "ENGAGEMENT_DORMANT": "3651d",
+    "ENGAGEMENT_CHURNED": "3652d",
+    "ENGAGEMENT_THRESHOLD_MAX": "3660d",
+}
+
+
+@dataclass
+class Backlog:
+    broker_url: str
+    run_dir: Path
+    topics: dict[str, str]
+    events: int
+    ceiling_per_s: float
+
+    def worker_env(self, ingest: str) -> dict[str, str]:
+        return {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": ingest}
+
+
+@contextlib.asynccontextmanager
+async def backlog(size: b.BenchSize, prefix: str) -> AsyncIterator[Backlog]:
+    broker = b.EmbeddedBroker()
+    redis = b.RedisServer()
+    await asyncio.to_thread(broker.start)
+    await asyncio.to_thread(redis.start)
+    run_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        tag = uuid.uuid4().hex[:6]
+        topics = {
+            f"ENGAGEMENT_TOPIC_{k}": f"b{tag}.{k.lower()}"
+            for k in ("EVENTS", "SIGNALS", "DLQ", "LIFECYCLE", "STATUS", "CONFIG")
+        }
+        topics["ENGAGEMENT_REDIS_URL"] = redis.url
+        settings = load_settings(broker=broker.url, partitions=b.PARTITIONS, **topics)
+        await b.ensure_topics(settings)
+        records = b.make_events(size, int(time.time() * 1000) - 3_600_000)
+        await b.produce_fast(broker.bootstrap, settings.topic_events, records)
+        ceiling = await b.ceiling(broker.bootstrap, settings.topic_events, size.events)
+        yield Backlog(broker.url, run_dir, topics, size.events, ceiling)
+    finally:
+        broker.stop()
+        redis.stop()
+        print("logs in", run_dir)
