@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from operator import attrgetter
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import msgspec
 
@@ -72,19 +72,33 @@ def _ts_ms(ts: int | str) -> int | None:
 _event_time = attrgetter("ts_ms")
 
 
-def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> list[ModelEvent]:
+class EventsRead(msgspec.Struct):
+    """Events read from a file, in event-time order, with each user's positions."""
+
+    events: list[ModelEvent]
+    # each user's positions in ``events`` (tables.history.positions_by_user), made
+    # while reading when the file was already in order; None after a sort
+    by_user: dict[str, list[int]] | None
+
+
+def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> EventsRead:
     """Decode and validate lines; keep events at or before ``as_of_ms``, in event-time order.
 
-    The sort is stable, so events with the same ``ts`` keep their input order
-    (and a file already in order costs one pass)."""
+    The sort is stable, so events with the same ``ts`` keep their input order;
+    a file already in order (the usual history) is not sorted, and its users'
+    positions are gathered on the way (one pass fewer for ``run_users``)."""
     rejected: Counter[str] = Counter()
     events: list[ModelEvent] = []
     append = events.append
     decode = _line_decoder.decode
+    # user id -> [the id itself, its positions...]: the first item is the one
+    # string object every event of that user shares (the history is in memory)
+    users: dict[str, list[Any]] = {}
+    user_entry = users.get
     names: dict[str, str] = {}
-    labels: dict[str | None, str | None] = {}
-    same, same_label = names.setdefault, labels.setdefault
+    same = names.setdefault  # one string object per distinct type, tenant, segment
     lines_seen = blank = after_as_of = 0
+    latest_ms = backwards = 0
     for lines_seen, line in enumerate(lines, 1):  # noqa: B007 (the count is used below)
         try:
             raw = decode(line)
@@ -110,32 +124,47 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> li
             rejected["ts_out_of_range"] += 1
             continue
         kind = raw.type
-        if kind.startswith("$") or not raw.user_id or not raw.event_id:
-            rejected["reserved_type" if kind.startswith("$") else "wrong_type"] += 1
+        user_id = raw.user_id
+        if not kind or kind[0] == "$" or not user_id or not raw.event_id:
+            # empty strings are refused as the live decoder refuses them
+            rejected["reserved_type" if kind[:1] == "$" else "wrong_type"] += 1
             continue
         if ts_ms > as_of_ms:
             after_as_of += 1
             continue
-        # positional, in ModelEvent's field order: the append time is the event time;
-        # one string object per distinct name (the history is held in memory)
+        if ts_ms >= latest_ms:
+            latest_ms = ts_ms
+        else:
+            backwards += 1
+        entry = user_entry(user_id)
+        if entry is None:
+            entry = users[user_id] = [user_id]
+        entry.append(len(events))
+        tenant = raw.tenant
+        segment = raw.segment
+        # positional, in ModelEvent's field order: the append time is the event time
         append(
             ModelEvent(
-                same(raw.user_id, raw.user_id),
+                entry[0],
                 id_hash(raw.event_id),
                 same(kind, kind),
                 ts_ms,
                 ts_ms,
                 0,
                 NO_OFFSET,
-                same_label(raw.tenant, raw.tenant),
-                same_label(raw.segment, raw.segment),
+                None if tenant is None else same(tenant, tenant),
+                None if segment is None else same(segment, segment),
             )
         )
     stats.lines += lines_seen - blank
     stats.after_as_of += after_as_of
     stats.rejected = dict(rejected)
-    events.sort(key=_event_time)
-    return events
+    if backwards:  # some event went back in time: sort, and run_users groups again
+        events.sort(key=_event_time)
+        return EventsRead(events, None)
+    for entry in users.values():
+        del entry[0]
+    return EventsRead(events, users)
 
 
 def read_config(path: Path) -> ThresholdBook:
@@ -195,7 +224,8 @@ def run_history(
     runs them, event by event."""
     stats = ReplayStats()
     with events_path.open("rb") as handle:
-        ordered = read_events(iter(handle), as_of_ms, stats)
+        read = read_events(iter(handle), as_of_ms, stats)
+    ordered = read.events
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
     if show:
@@ -209,7 +239,7 @@ def run_history(
                 ordered, config, as_of_ms, book, update
             )
         else:
-            history = run_users(ordered, config, as_of_ms, update)
+            history = run_users(ordered, config, as_of_ms, update, read.by_user)
             store = DictStore()
             store.update(history.states)
             emissions, transitions, applied = (

@@ -59,25 +59,34 @@ class History(msgspec.Struct):
     clock_ms: int
 
 
+def positions_by_user(events: Sequence[ModelEvent]) -> dict[str, list[int]]:
+    """Each user's positions in ``events``, in order, users in order of first event."""
+    positions: defaultdict[str, list[int]] = defaultdict(list)
+    for position, event in enumerate(events):
+        positions[event.user_id].append(position)
+    return positions
+
+
 def run_users(
     events: Sequence[ModelEvent],
     config: ModelConfig,
     as_of_ms: int,
     on_progress: Callable[[int], None] | None = None,
+    by_user: dict[str, list[int]] | None = None,
 ) -> History:
     """Apply ``events`` (sorted by ``ts_ms``; ``append_ms`` must equal it, as in
     replay, because the clock here follows ``ts_ms`` alone) and move the
     clock to ``as_of_ms``; the same states, signals and transitions, in the same
     order, as ``PartitionEngine.on_event`` for each event then ``advance_to``.
-    ``on_progress`` gets the number of events done about every ``PROGRESS_EVENTS``."""
+    ``on_progress`` gets the number of events done about every ``PROGRESS_EVENTS``.
+    ``by_user`` is ``positions_by_user(events)`` when the caller made it already
+    (replay does while reading), in the same key order."""
     lateness_ms = config.lateness_ms
     times_ms = [event.ts_ms for event in events]
     if times_ms != sorted(times_ms):
         raise ValueError("run_users needs events in ts order")
     final_clock_ms = max(times_ms[-1] - lateness_ms, as_of_ms) if events else as_of_ms
-    positions: defaultdict[str, list[int]] = defaultdict(list)
-    for position, event in enumerate(events):
-        positions[event.user_id].append(position)
+    positions = positions_by_user(events) if by_user is None else by_user
 
     states: dict[str, UserState] = {}
     emitted: list[tuple[_Key, Emission]] = []

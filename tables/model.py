@@ -45,6 +45,8 @@ DUPLICATE_ID: Final = "duplicate_id"
 REACTIVATED: Final = "reactivated"
 GAP_EWMA_WEIGHT: Final = 0.3
 _FIRST_DAY: Final = b"\x01" + bytes(DAY_WINDOW - 1)
+_BYTE: Final = tuple(bytes((value,)) for value in range(256))  # one-byte strings, made once
+_RING_OF_4: Final = ID_SLOTS == 4  # step_event unpacks a full ring of 4 ids by hand
 
 
 class ModelConfig(msgspec.Struct, frozen=True):
@@ -166,7 +168,10 @@ def is_duplicate(state: UserState, event: ModelEvent, dedup_ids: int) -> str | N
         and event.offset <= state.offset
     ):
         return DUPLICATE_OFFSET
-    if dedup_ids and event.id_hash in state.recent_ids[-dedup_ids:]:
+    if dedup_ids >= ID_SLOTS:  # the default: every kept id (no slice per event)
+        if event.id_hash in state.recent_ids:
+            return DUPLICATE_ID
+    elif dedup_ids and event.id_hash in state.recent_ids[-dedup_ids:]:
         return DUPLICATE_ID
     return None
 
@@ -179,7 +184,7 @@ def _bump_day(state: UserState, day: int) -> tuple[int, bytes, bool]:
         today = counts[0]
         if today == 255:
             return newest, counts, False
-        return newest, bytes((today + 1,)) + counts[1:], today == 0
+        return newest, _BYTE[today + 1] + counts[1:], today == 0
     if newest == NO_DAY or day - newest >= DAY_WINDOW:
         return day, _FIRST_DAY, True
     if day > newest:
@@ -191,7 +196,7 @@ def _bump_day(state: UserState, day: int) -> tuple[int, bytes, bool]:
     count = counts[age]
     if count == 255:
         return newest, counts, False
-    return newest, counts[:age] + bytes((count + 1,)) + counts[age + 1 :], count == 0
+    return newest, counts[:age] + _BYTE[count + 1] + counts[age + 1 :], count == 0
 
 
 def apply_event(
@@ -220,7 +225,7 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
     counts = state.day_counts
     if day == state.newest_day and counts[0] < 255:  # _bump_day's common case, inlined
         today = counts[0]
-        newest_day, day_counts, first_of_day = day, bytes((today + 1,)) + counts[1:], today == 0
+        newest_day, day_counts, first_of_day = day, _BYTE[today + 1] + counts[1:], today == 0
     else:
         newest_day, day_counts, first_of_day = _bump_day(state, day)
     streak = state.streak_days
@@ -242,13 +247,19 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
     offset = event.offset
     tenant = event.tenant
     segment = event.segment
+    ids = state.recent_ids
+    if _RING_OF_4 and len(ids) == 4:  # the full ring: one tuple made, no slices
+        _oldest, second, third, newest = ids
+        ids = (second, third, newest, event.id_hash)
+    else:
+        ids = (*ids, event.id_hash)[-ID_SLOTS:]
     # positional: the fields in UserState's declared order (a test pins the order)
     updated = UserState(
         state.first_seen_ms if state.first_seen_ms <= ts_ms else ts_ms,
         ts_ms if ts_ms > last_seen else last_seen,
         state.partition if offset == NO_OFFSET else event.partition,
         state.offset if offset == NO_OFFSET else offset,
-        (*state.recent_ids, event.id_hash)[-ID_SLOTS:],
+        ids,
         newest_day,
         day_counts,
         state.active_days + 1 if first_of_day else state.active_days,

@@ -5,18 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.cli import main
-from agents.replay import ReplayStats, read_config, replay
+from agents.replay import ReplayStats, read_config, read_events, replay
 from streams.decode import id_hash
 from streams.records import Signal, encode
 from tables.engine import DictStore, PartitionEngine
 from tables.errors import ConfigurationError
+from tables.history import positions_by_user, run_users
 from tables.model import ModelConfig, ModelEvent
 from tables.thresholds import ThresholdPolicy
 
@@ -193,6 +197,62 @@ def test_replay_lines_accept_and_reject_what_the_live_decoder_does(tmp_path: Pat
     accepted_live = sum(1 for result in live if isinstance(result, ModelEvent))
     assert stats.events == accepted_live == 4
     assert stats.rejected == {"invalid_event": len(cases) - accepted_live}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["ana", "bo", "cy"]), st.integers(0, 12), st.booleans()),
+        max_size=40,
+    )
+)
+def test_users_gathered_while_reading_equal_grouping_the_sorted_events(
+    items: list[tuple[str, int, bool]],
+) -> None:
+    """An in-order file is not sorted and its users' positions come from the read;
+    out of order it is sorted and run_users groups: the same history either way."""
+    lines = [
+        line(f"e{n}" if fresh else "e-again", user, T0 + day * DAY_MS).encode()
+        for n, (user, day, fresh) in enumerate(items)
+    ]
+    read = read_events(iter(lines), AS_OF_MS, ReplayStats())
+    times = [event.ts_ms for event in read.events]
+    assert times == sorted(times) and len(read.events) == len(items)
+    days = [day for _user, day, _fresh in items]
+    if days == sorted(days):
+        assert read.by_user is not None
+        assert list(read.by_user.items()) == list(positions_by_user(read.events).items())
+        # one string object per user, shared by its events
+        assert len({id(event.user_id) for event in read.events}) == len(read.by_user)
+    else:
+        assert read.by_user is None
+    assert run_users(read.events, CONFIG, AS_OF_MS, None, read.by_user) == run_users(
+        read.events, CONFIG, AS_OF_MS
+    )
+
+
+def test_empty_ids_and_types_are_refused_as_the_live_decoder_does(tmp_path: Path) -> None:
+    from streams.decode import DecodeRules, Rejected, decode_record
+
+    rules = DecodeRules(topic="events", partitions=1, max_event_bytes=65_536, max_future_ms=0)
+    good = json.loads(line("e1", "u1", T0))
+    lines = [
+        json.dumps(good | {"type": ""}),
+        json.dumps(good | {"event_id": "", "user_id": "u2"}),
+        json.dumps(good | {"user_id": ""}),
+        json.dumps(good | {"type": "$tick", "user_id": "u3"}),
+        json.dumps(good | {"user_id": "u4"}),
+    ]
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    stats = replay(path, AS_OF_MS, CONFIG, io.StringIO(), progress=False)
+    live = [
+        decode_record(json.loads(text)["user_id"].encode(), text.encode(), [], 0, T0, n, rules)
+        for n, text in enumerate(lines)
+    ]
+    live_reasons = Counter(r.reason for r in live if isinstance(r, Rejected))
+    assert stats.rejected == dict(live_reasons) == {"wrong_type": 3, "reserved_type": 1}
+    assert stats.events == 1 == sum(isinstance(r, ModelEvent) for r in live)
 
 
 def _config_line(scope: str, effective_from: int | str, at_risk: str | int) -> str:
