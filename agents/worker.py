@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
 from agents.batch_ingest import BatchIngest, install
 from agents.config_forwarder import ConfigForwarder
@@ -120,23 +122,44 @@ def _wire_mirror(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> R
     settings = engine_app.settings
     if not settings.redis_url:
         return None
+    mirror = observing_mirror(
+        engine_app,
+        runtime,
+        metrics,
+        lambda: redis_client(settings.redis_url, read_timeout_s=None),
+        owned=lambda: owned_partitions(engine_app),
+        max_backlog=settings.redis_backlog_max,
+    )
+    engine_app.app.task(mirror.run)
+    return mirror
+
+
+def observing_mirror(
+    engine_app: EngineApp,
+    runtime: Runtime,
+    metrics: Metrics,
+    client_factory: Callable[[], Redis],
+    *,
+    owned: Callable[[], set[int]] | None,
+    max_backlog: int,
+) -> RedisMirror:
+    """A mirror over the users table that observes the runtime's store (not yet running)."""
     source = TableSource(
         runtime.store,
         engine_app.users,
-        settings.partitions,
+        engine_app.settings.partitions,
         runtime.config,
         clock_reader(runtime),
-        owned=lambda: owned_partitions(engine_app),
+        owned=owned,
     )
     mirror = RedisMirror(
         source,
-        MirrorKeys(settings.app_id),
+        MirrorKeys(engine_app.settings.app_id),
         metrics,
-        lambda: redis_client(settings.redis_url, read_timeout_s=None),
-        max_backlog=settings.redis_backlog_max,
+        client_factory,
+        max_backlog=max_backlog,
     )
     runtime.store.observers.append(mirror.observe)
-    engine_app.app.task(mirror.run)
     return mirror
 
 

@@ -26,9 +26,10 @@ from redis.asyncio import Redis
 from agents import bench
 from agents.batch_ingest import BatchIngest
 from agents.metrics import Metrics
-from agents.redis_mirror import MirrorKeys, RedisMirror, TableSource, write_user
+from agents.redis_mirror import write_user
 from agents.runtime import Runtime
 from agents.status import StatusWriter, clock_reader
+from agents.worker import observing_mirror
 from streams.app import create_app
 from streams.settings import load_settings
 
@@ -85,17 +86,10 @@ async def main(events: int, users: int, profile: bool) -> None:
         partitions=settings.partitions,
     )
     runtime.store.observers.append(status.observe)
-    source = TableSource(
-        runtime.store,
-        engine_app.users,
-        settings.partitions,
-        runtime.config,
-        clock_reader(runtime),
+    mirror = observing_mirror(
+        engine_app, runtime, metrics, lambda: Redis(), owned=None, max_backlog=10**9
     )
-    mirror = RedisMirror(
-        source, MirrorKeys(settings.app_id), metrics, lambda: Redis(), max_backlog=10**9
-    )
-    runtime.store.observers.append(mirror.observe)
+    source = mirror.source
 
     size = bench.BenchSize(events=events, users=users, tick_users=0, tick_due=0, latency_users=0)
     start_ms = int(time.time() * 1000) - 3_600_000
