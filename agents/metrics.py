@@ -125,7 +125,8 @@ class Metrics:
         )
         self.redis_resyncs = Counter(
             "engagement_redis_resyncs",
-            "Mirror resyncs from the table, by cause (recovery, overflow)",
+            "Mirror resyncs from the table, by cause "
+            "(recovery, overflow, redis_restart, timeout, rebuilt)",
             ["cause"],
             registry=registry,
         )

@@ -103,6 +103,9 @@ class MirrorKeys:
         self.user_prefix = f"{prefix}:user:"
         self.at_risk = f"{prefix}:at_risk"
         self.at_risk_bytes = self.at_risk.encode()
+        # a counter ``engagement redis-sync`` raises after each rebuild; workers
+        # read it with every write and rewrite their partitions when it moves
+        self.rebuilds = f"{prefix}:rebuilds"
 
     def user(self, user_id: str) -> str:
         return self.user_prefix + user_id
@@ -235,6 +238,16 @@ async def remove_absent(
     return len(doomed)
 
 
+async def mark_rebuilt(client: Redis, keys: MirrorKeys) -> int:
+    """Tell the workers' mirrors that the mirror was rebuilt from the changelogs
+    (``engagement redis-sync``): each rewrites its partitions from its table."""
+    return int(await round_trip(client.incr(keys.rebuilds)))
+
+
+def _rebuild_count(value: str | bytes | None) -> int:
+    return int(value) if value else 0
+
+
 async def top_at_risk(client: Redis, keys: MirrorKeys, limit: int) -> list[dict[str, Any]]:
     """The ``limit`` users most at risk, highest risk first, with their hashes."""
     members: list[tuple[str, float]] = cast(
@@ -336,6 +349,7 @@ class RedisMirror:
     OVERFLOW = "overflow"
     REDIS_RESTART = "redis_restart"
     TIMEOUT = "timeout"
+    REBUILT = "rebuilt"
 
     def __init__(
         self,
@@ -371,6 +385,8 @@ class RedisMirror:
         # Redis restarted without persistence is empty: its run_id tells.
         self._run_id: str | None = None
         self._check_run_id = True
+        # ``keys.rebuilds`` as last read (None: not read yet)
+        self._rebuilds: int | None = None
         metrics.redis_backlog.set_function(lambda: len(self._pending))
         metrics.redis_needs_resync.set_function(lambda: 1 if self.resync_pending else 0)
 
@@ -464,7 +480,8 @@ class RedisMirror:
             await self.flush_batch()
         else:
             if time.monotonic() - self._last_ok >= IDLE_PING_S:
-                await round_trip(self.client.ping())
+                # the idle round trip: Redis answers, and a redis-sync is noticed
+                self._saw_rebuilds(await round_trip(self.client.get(self.keys.rebuilds)))
                 self._succeeded()
             return False
         self._succeeded()
@@ -490,6 +507,16 @@ class RedisMirror:
             self.request_resync(None, self.REDIS_RESTART)
         self._run_id = run_id
         self._check_run_id = False
+
+    def _saw_rebuilds(self, value: str | bytes | None) -> None:
+        """``engagement redis-sync`` rebuilt the mirror from the changelogs (which
+        trail the table): rewrite every owned partition from the table, so that
+        no user keeps the sync's older value or at-risk membership."""
+        rebuilds = _rebuild_count(value)
+        if self._rebuilds is not None and rebuilds != self._rebuilds:
+            log.warning("redis mirror rebuilt by redis-sync: rewriting it from the table")
+            self.request_resync(None, self.REBUILT)
+        self._rebuilds = rebuilds
 
     def _succeeded(self) -> None:
         if self.failures:
@@ -549,7 +576,9 @@ class RedisMirror:
                 written += 1
         try:
             if written or deleted:
-                await round_trip(pipe.execute())
+                pipe.get(self.keys.rebuilds)  # in the same round trip
+                replies = await round_trip(pipe.execute())
+                self._saw_rebuilds(replies[-1])
         except BaseException:
             self._requeue(batch)
             self.metrics.redis_writes.labels(outcome="failed").inc(written + deleted)
@@ -586,6 +615,8 @@ class RedisMirror:
             partitions = requested if owned is None else requested & owned
         self._forget_membership(partitions)
         try:
+            # a rebuild before this point is overwritten by this resync
+            self._rebuilds = _rebuild_count(await round_trip(self.client.get(self.keys.rebuilds)))
             written = await self._rewrite(partitions)
             removed = await remove_absent(
                 self.client, self.keys, lambda user_id: self._absent(user_id, partitions)

@@ -7,9 +7,10 @@ removes the mirror keys of users that are not in the table. The same key
 layout and field derivation as the workers' mirror (``agents.redis_mirror``,
 ``agents.user_view``), so the result is what the workers would have written.
 
-Run it while the workers are stopped, or accept that a user changed during
-the sync may show the changelog's value until the user's next change (the
-changelog trails the table by at most the commit interval).
+The changelogs trail the tables by up to a commit interval, so a user
+changed during the sync may be written with an older value; at the end the
+sync raises ``{app_id}:rebuilds`` and every running worker's mirror, seeing
+it with its next write or idle check, rewrites its partitions from its table.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from agents.redis_mirror import (
     BATCH_USERS,
     MirrorKeys,
+    mark_rebuilt,
     redis_client,
     remove_absent,
     write_user,
@@ -156,6 +158,7 @@ async def redis_sync(
                 stats.at_risk += is_at_risk(fields)
             await pipe.execute()
         stats.removed = await remove_absent(client, keys, lambda user_id: user_id not in states)
+        await mark_rebuilt(client, keys)  # running workers rewrite their partitions
     finally:
         await client.aclose()
     return stats

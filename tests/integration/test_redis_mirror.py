@@ -24,8 +24,9 @@ from redis.asyncio import Redis
 from support.metrics import sample
 from support.workers import Deployment, event, latest_states, produce, wait_for
 
+from agents import redis_mirror
 from agents.metrics import Metrics
-from agents.redis_mirror import MirrorKeys, RedisMirror, redis_client
+from agents.redis_mirror import MirrorKeys, RedisMirror, mark_rebuilt, redis_client
 from agents.runtime import model_config
 from agents.services import RedisServer
 from agents.user_view import UserFields, mirror_fields
@@ -249,6 +250,47 @@ async def test_a_member_left_by_another_writer_is_removed_while_membership_is_un
         source.put("stale", state(NOW_MS, events=3))
         await mirror.drain()
         assert await client.zscore(mirror.keys.at_risk, "stale") is None
+        assert (
+            differences(source.states, await snapshot(redis_server.url, mirror.keys.prefix)) == []
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_a_redis_sync_while_the_mirror_runs_makes_it_rewrite_from_the_table(
+    redis_server: RedisServer,
+    mirror_setup: tuple[RedisMirror, FakeSource],
+    registry: CollectorRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``redis-sync`` writes what the changelogs hold, which may trail the table;
+    when it ends it raises the rebuild counter, and the mirror, reading it with
+    its next write or idle check, rewrites its partitions (membership included)."""
+    mirror, source = mirror_setup
+    source.put("calm", state(NOW_MS))
+    mirror.request_resync(None)
+    await mirror.drain()  # membership known: "calm" is not in the at-risk set
+    client = redis_client(redis_server.url)
+
+    async def sync_writes_an_older_calm() -> None:
+        await client.hset(mirror.keys.user("calm"), mapping={"tier": "at_risk"})
+        await client.zadd(mirror.keys.at_risk, {"calm": 0.9})
+        await mark_rebuilt(client, mirror.keys)
+
+    try:
+        await sync_writes_an_older_calm()
+        source.put("other", state(NOW_MS))  # its write reads the counter
+        await mirror.drain()
+        assert value(registry, "engagement_redis_resyncs_total", cause="rebuilt") == 1
+        assert (
+            differences(source.states, await snapshot(redis_server.url, mirror.keys.prefix)) == []
+        )
+        # nothing to write: the idle check notices the next sync
+        await sync_writes_an_older_calm()
+        monkeypatch.setattr(redis_mirror, "IDLE_PING_S", 0.0)
+        assert await mirror.step() is False
+        await mirror.drain()
+        assert value(registry, "engagement_redis_resyncs_total", cause="rebuilt") == 2
         assert (
             differences(source.states, await snapshot(redis_server.url, mirror.keys.prefix)) == []
         )
@@ -496,6 +538,11 @@ async def test_redis_sync_rebuilds_the_mirror_after_flushdb(
     assert done.returncode == 0, done.stderr
     stats = msgspec.json.decode(done.stdout.strip().splitlines()[-1])
     assert stats["users"] == len(users) and stats["removed"] == 1
+    client = redis_client(redis_server.url)
+    try:  # running workers would see the rebuild and rewrite their partitions
+        assert await client.get(f"{deployment.settings.app_id}:rebuilds") == "1"
+    finally:
+        await client.aclose()
     after = await snapshot(redis_server.url, deployment.settings.app_id)
     assert differences(await latest_states(deployment), after) == []
     assert set(after.users) == set(before.users) == set(users)
