@@ -549,3 +549,49 @@ async def test_redis_sync_rebuilds_the_mirror_after_flushdb(
     for user_id in users:  # the same derivation as the worker, at the same clock or later
         for field in ("last_seen", "episode", "events_total", "tier", "tenant", "group"):
             assert after.users[user_id][field] == before.users[user_id][field]
+
+
+async def test_a_running_worker_rewrites_its_partitions_after_a_redis_sync(
+    kafka_broker: Any, redis_server: RedisServer, tmp_path: Any
+) -> None:
+    """A sync beside a running worker may write values older than the table
+    (the changelogs trail it); the sync's rebuild counter makes the worker
+    rewrite its partitions. Here the "older values" are written by hand."""
+    if not redis_server.running:
+        redis_server.start()
+    deployment = mirror_deployment(kafka_broker.url, redis_server.url, tmp_path)
+    await deployment.create_topics()
+    worker = await deployment.start_worker()
+    users = [f"r{i}" for i in range(8)]
+    prefix = deployment.settings.app_id
+    client = redis_client(redis_server.url)
+    try:
+        await produce(
+            deployment.bootstrap,
+            deployment.settings.topic_events,
+            [event(u, f"{u}-0", now_ms()) for u in users],
+        )
+
+        async def matches() -> bool:
+            return not await mirror_matches_table(deployment, redis_server.url)
+
+        async def all_at_risk() -> bool:
+            snap = await snapshot(redis_server.url, prefix)
+            return set(snap.at_risk) == set(users) and await matches()
+
+        assert await wait_for(all_at_risk, 60, interval_s=1.0), deployment.log_tail()
+        keys = MirrorKeys(prefix)
+        await client.hset(keys.user("r0"), mapping={"events_total": "999", "tier": "none"})
+        await client.zrem(keys.at_risk, "r0")
+        assert await mirror_matches_table(deployment, redis_server.url) != []
+        await mark_rebuilt(client, keys)
+
+        async def rewritten() -> bool:
+            resyncs = await metric(worker, "engagement_redis_resyncs_total", cause="rebuilt")
+            return resyncs >= 1 and await matches()
+
+        # nothing else changes: the worker's idle check (every 5 s) sees the counter
+        assert await wait_for(rewritten, 60, interval_s=1.0), deployment.log_tail()
+    finally:
+        await client.aclose()
+        deployment.stop_all()
