@@ -186,20 +186,25 @@ class StatusWriter:
             chosen = [(u, p) for u, p in self._pending.items() if p.partition in wanted]
             for user_id, _ in chosen:
                 del self._pending[user_id]
-        for user_id, item in chosen:
-            value = self._encode(user_id, item.state, item.clock_ms)
-            queued = self._queued.get(user_id)
-            if queued is not None and not queued.done():
-                self._enqueue_write(user_id, item.partition, value, COALESCED)
-                continue
-            try:
-                future = await self._send(user_id.encode(), value, item.partition)
-            except Exception as exc:  # the producer refused it: keep it for the next flush
-                failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-                failed.set_exception(exc)
-                future = failed
-            self._in_flight.append(_InFlight(user_id, item.partition, future))
-            self._metrics.status_writes.labels(kind=COALESCED).inc()
+        sent = 0
+        try:
+            for user_id, item in chosen:
+                value = self._encode(user_id, item.state, item.clock_ms)
+                queued = self._queued.get(user_id)
+                if queued is not None and not queued.done():
+                    self._enqueue_write(user_id, item.partition, value, COALESCED)
+                    continue
+                try:
+                    future = await self._send(user_id.encode(), value, item.partition)
+                except Exception as exc:  # the producer refused it: keep it for the next flush
+                    failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                    failed.set_exception(exc)
+                    future = failed
+                self._in_flight.append(_InFlight(user_id, item.partition, future))
+                sent += 1
+        finally:  # one counter update per flush, not per record
+            if sent:
+                self._metrics.status_writes.labels(kind=COALESCED).inc(sent)
         return len(chosen)
 
     async def tick(self) -> None:
