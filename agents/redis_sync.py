@@ -9,12 +9,14 @@ layout and field derivation as the workers' mirror (``agents.redis_mirror``,
 
 The changelogs trail the tables by up to a commit interval, so a user
 changed during the sync may be written with an older value; at the end the
-sync raises ``{app_id}:rebuilds`` and every running worker's mirror, seeing
+sync (also one that fails part way) raises ``{app_id}:rebuilds`` and every
+running worker's mirror, seeing
 it with its next write or idle check, rewrites its partitions from its table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.redis_mirror import (
     BATCH_USERS,
+    REDIS_FAILURES,
     MirrorKeys,
     mark_rebuilt,
     redis_client,
@@ -158,6 +161,14 @@ async def redis_sync(
                 stats.at_risk += is_at_risk(fields)
             await pipe.execute()
         stats.removed = await remove_absent(client, keys, lambda user_id: user_id not in states)
+    except BaseException:
+        # stopped part way: what it wrote may be older than the tables, so the
+        # running workers must rewrite their partitions all the same
+        with contextlib.suppress(*REDIS_FAILURES):
+            await mark_rebuilt(client, keys)
+        await client.aclose()
+        raise
+    try:
         await mark_rebuilt(client, keys)  # running workers rewrite their partitions
     finally:
         await client.aclose()

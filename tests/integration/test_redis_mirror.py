@@ -21,10 +21,12 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from support.metrics import sample
 from support.workers import Deployment, event, latest_states, produce, wait_for
 
 from agents import redis_mirror
+from agents import redis_sync as redis_sync_module
 from agents.metrics import Metrics
 from agents.redis_mirror import MirrorKeys, RedisMirror, mark_rebuilt, redis_client
 from agents.runtime import model_config
@@ -32,7 +34,7 @@ from agents.services import RedisServer
 from agents.user_view import UserFields, mirror_fields
 from streams.decode import partition_for
 from streams.settings import load_settings
-from tables.state import TIER_AT_RISK, TIER_NAMES, UserState
+from tables.state import TIER_AT_RISK, TIER_NAMES, UserState, pack_state
 
 PARTITIONS = 4
 CONFIG = model_config(load_settings(holdout_salt="salt"))
@@ -595,3 +597,35 @@ async def test_a_running_worker_rewrites_its_partitions_after_a_redis_sync(
     finally:
         await client.aclose()
         deployment.stop_all()
+
+
+async def test_a_redis_sync_stopped_part_way_still_tells_the_workers(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a failed sync wrote may be older than the tables: it raises the
+    rebuild counter all the same (the changelogs are stood in for here)."""
+    if not redis_server.running:
+        redis_server.start()
+    settings = load_settings(redis_url=redis_server.url, app_id=f"sync-{uuid.uuid4().hex[:8]}")
+
+    async def changelog(_settings: Any, topic: str) -> dict[bytes, bytes]:
+        return {b"u1": pack_state(state(NOW_MS))} if "users" in topic else {}
+
+    async def fails(*_args: Any, **_kwargs: Any) -> int:
+        raise RedisConnectionError("lost mid-way")
+
+    monkeypatch.setattr(redis_sync_module, "read_compacted", changelog)
+    monkeypatch.setattr(redis_sync_module, "remove_absent", fails)
+    client = redis_client(redis_server.url)
+    keys = MirrorKeys(settings.app_id)
+    try:
+        with pytest.raises(RedisConnectionError):
+            await redis_sync_module.redis_sync(settings)
+        assert await client.hget(keys.user("u1"), "events_total") == "1"  # written before
+        assert await client.get(keys.rebuilds) == "1"
+        monkeypatch.undo()
+        monkeypatch.setattr(redis_sync_module, "read_compacted", changelog)
+        stats = await redis_sync_module.redis_sync(settings)
+        assert stats.users == 1 and await client.get(keys.rebuilds) == "2"
+    finally:
+        await client.aclose()
