@@ -9,9 +9,9 @@ layout and field derivation as the workers' mirror (``agents.redis_mirror``,
 
 The changelogs trail the tables by up to a commit interval, so a user
 changed during the sync may be written with an older value; at the end the
-sync (also one that fails part way) raises ``{app_id}:rebuilds`` and every
-running worker's mirror, seeing
-it with its next write or idle check, rewrites its partitions from its table.
+sync (also one that fails part way) raises ``{app_id}:rebuilds``, and every
+running worker's mirror, seeing it with its next write or idle check,
+rewrites its partitions from its table.
 """
 
 from __future__ import annotations
