@@ -434,6 +434,15 @@ def mirror_deployment(kafka_url: str, redis_url: str, tmp_path: Any, **env: str)
     )
 
 
+async def mirror_topics(kafka_url: str, redis_server: RedisServer, tmp_path: Any) -> Deployment:
+    """A mirror deployment with its topics created and Redis running."""
+    if not redis_server.running:
+        redis_server.start()
+    deployment = mirror_deployment(kafka_url, redis_server.url, tmp_path)
+    await deployment.create_topics()
+    return deployment
+
+
 async def mirror_matches_table(deployment: Deployment, redis_url: str) -> list[str]:
     states = await latest_states(deployment)
     if not states:
@@ -450,10 +459,7 @@ async def metric(worker: Any, name: str, **labels: str) -> float:
 async def test_worker_mirror_matches_the_table_through_a_redis_outage(
     kafka_broker: Any, redis_server: RedisServer, tmp_path: Any
 ) -> None:
-    if not redis_server.running:
-        redis_server.start()
-    deployment = mirror_deployment(kafka_broker.url, redis_server.url, tmp_path)
-    await deployment.create_topics()
+    deployment = await mirror_topics(kafka_broker.url, redis_server, tmp_path)
     topic = deployment.settings.topic_events
     worker = await deployment.start_worker()
     try:
@@ -500,10 +506,7 @@ async def test_worker_mirror_matches_the_table_through_a_redis_outage(
 async def test_redis_sync_rebuilds_the_mirror_after_flushdb(
     kafka_broker: Any, redis_server: RedisServer, tmp_path: Any
 ) -> None:
-    if not redis_server.running:
-        redis_server.start()
-    deployment = mirror_deployment(kafka_broker.url, redis_server.url, tmp_path)
-    await deployment.create_topics()
+    deployment = await mirror_topics(kafka_broker.url, redis_server, tmp_path)
     worker = await deployment.start_worker()
     users = [f"s{i}" for i in range(10)]
     try:
@@ -559,10 +562,7 @@ async def test_a_running_worker_rewrites_its_partitions_after_a_redis_sync(
     """A sync beside a running worker may write values older than the table
     (the changelogs trail it); the sync's rebuild counter makes the worker
     rewrite its partitions. Here the "older values" are written by hand."""
-    if not redis_server.running:
-        redis_server.start()
-    deployment = mirror_deployment(kafka_broker.url, redis_server.url, tmp_path)
-    await deployment.create_topics()
+    deployment = await mirror_topics(kafka_broker.url, redis_server, tmp_path)
     worker = await deployment.start_worker()
     users = [f"r{i}" for i in range(8)]
     prefix = deployment.settings.app_id
