@@ -23,7 +23,7 @@ import time
 import tracemalloc
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -59,6 +59,25 @@ FULL = BenchSize(
 QUICK = BenchSize(
     events=100_000, users=10_000, tick_users=100_000, tick_due=10_000, latency_users=500
 )
+
+
+# thresholds far away: nothing falls due while a worker is measured
+FAR_THRESHOLDS: Final = {
+    "ENGAGEMENT_AT_RISK": "3650d",
+    "ENGAGEMENT_DORMANT": "3651d",
+    "ENGAGEMENT_CHURNED": "3652d",
+    "ENGAGEMENT_THRESHOLD_MAX": "3660d",
+}
+
+
+def fresh_topics(redis_url: str) -> dict[str, str]:
+    """Settings naming a new set of topics (a random tag) and the Redis to use."""
+    tag = uuid.uuid4().hex[:6]
+    topics = {
+        f"ENGAGEMENT_TOPIC_{name}": f"b{tag}.{name.lower()}"
+        for name in ("EVENTS", "SIGNALS", "DLQ", "LIFECYCLE", "STATUS", "CONFIG")
+    }
+    return {**topics, "ENGAGEMENT_REDIS_URL": redis_url}
 
 
 def _say(text: str) -> None:
@@ -443,16 +462,7 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         f"Python {platform.python_version()}",
     }
     try:
-        tag = uuid.uuid4().hex[:6]
-        topics = {
-            "ENGAGEMENT_TOPIC_EVENTS": f"b{tag}.events",
-            "ENGAGEMENT_TOPIC_SIGNALS": f"b{tag}.signals",
-            "ENGAGEMENT_TOPIC_DLQ": f"b{tag}.dlq",
-            "ENGAGEMENT_TOPIC_LIFECYCLE": f"b{tag}.lifecycle",
-            "ENGAGEMENT_TOPIC_STATUS": f"b{tag}.status",
-            "ENGAGEMENT_TOPIC_CONFIG": f"b{tag}.config",
-            "ENGAGEMENT_REDIS_URL": redis.url,
-        }
+        topics = fresh_topics(redis.url)
         settings = load_settings(broker=broker.url, partitions=PARTITIONS, **topics)
         await ensure_topics(settings)
         start_ms = int(time.time() * 1000) - 3_600_000
@@ -465,12 +475,7 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         result["ceiling_events_per_s"] = round(
             await ceiling(broker.bootstrap, settings.topic_events, size.events)
         )
-        big = {
-            "ENGAGEMENT_AT_RISK": "3650d",
-            "ENGAGEMENT_DORMANT": "3651d",
-            "ENGAGEMENT_CHURNED": "3652d",
-            "ENGAGEMENT_THRESHOLD_MAX": "3660d",
-        }
+        big = FAR_THRESHOLDS
         # both ingest paths on the same data; the headline figure is the default's
         default_ingest = settings.ingest_path  # the memory store's path with the default
         rates: dict[str, float] = {}

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from redis.asyncio import Redis
 
 from agents.redis_mirror import (
     BATCH_USERS,
@@ -41,6 +42,7 @@ from streams.kafka import client_options
 from streams.settings import Settings
 from tables.clock import NEVER, clock_ms
 from tables.errors import EngagementError, StateFormatError
+from tables.model import ModelConfig
 from tables.state import UserState, unpack_state
 
 log = logging.getLogger(__name__)
@@ -145,31 +147,41 @@ async def redis_sync(
         except (StateFormatError, UnicodeDecodeError):
             stats.unreadable += 1
     keys = MirrorKeys(settings.app_id)
+    say(f"writing {len(states)} users")
     client = redis_client(settings.redis_url)
     try:
-        say(f"writing {len(states)} users")
-        ordered = sorted(states)
-        for start in range(0, len(ordered), BATCH_USERS):
-            pipe = client.pipeline(transaction=False)
-            for user_id in ordered[start : start + BATCH_USERS]:
-                partition = partition_for(user_id.encode(), settings.partitions)
-                fields = mirror_fields(
-                    user_id, states[user_id], clocks.get(partition, NEVER), config
-                )
-                write_user(pipe, keys, user_id, fields)
-                stats.users += 1
-                stats.at_risk += is_at_risk(fields)
-            await pipe.execute()
-        stats.removed = await remove_absent(client, keys, lambda user_id: user_id not in states)
-    except BaseException:
-        # stopped part way: what it wrote may be older than the tables, so the
-        # running workers must rewrite their partitions all the same
-        with contextlib.suppress(*REDIS_FAILURES):
-            await mark_rebuilt(client, keys)
-        await client.aclose()
-        raise
-    try:
+        try:
+            await _write_all(client, keys, states, clocks, settings.partitions, config, stats)
+        except BaseException:
+            # stopped part way: what it wrote may be older than the tables, so
+            # the running workers must rewrite their partitions all the same
+            with contextlib.suppress(*REDIS_FAILURES):
+                await mark_rebuilt(client, keys)
+            raise
         await mark_rebuilt(client, keys)  # running workers rewrite their partitions
     finally:
         await client.aclose()
     return stats
+
+
+async def _write_all(
+    client: Redis,
+    keys: MirrorKeys,
+    states: dict[str, UserState],
+    clocks: dict[int, int],
+    partitions: int,
+    config: ModelConfig,
+    stats: SyncStats,
+) -> None:
+    """Every user's hash and membership, then no keys for users not in ``states``."""
+    ordered = sorted(states)
+    for start in range(0, len(ordered), BATCH_USERS):
+        pipe = client.pipeline(transaction=False)
+        for user_id in ordered[start : start + BATCH_USERS]:
+            partition = partition_for(user_id.encode(), partitions)
+            fields = mirror_fields(user_id, states[user_id], clocks.get(partition, NEVER), config)
+            write_user(pipe, keys, user_id, fields)
+            stats.users += 1
+            stats.at_risk += is_at_risk(fields)
+        await pipe.execute()
+    stats.removed = await remove_absent(client, keys, lambda user_id: user_id not in states)

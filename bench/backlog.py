@@ -10,20 +10,12 @@ import asyncio
 import contextlib
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from agents import bench as b
 from streams.settings import load_settings
-
-FAR_THRESHOLDS = {
-    "ENGAGEMENT_AT_RISK": "3650d",
-    "ENGAGEMENT_DORMANT": "3651d",
-    "ENGAGEMENT_CHURNED": "3652d",
-    "ENGAGEMENT_THRESHOLD_MAX": "3660d",
-}
 
 
 @dataclass
@@ -35,7 +27,7 @@ class Backlog:
     ceiling_per_s: float
 
     def worker_env(self, ingest: str) -> dict[str, str]:
-        return {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": ingest}
+        return {**b.FAR_THRESHOLDS, "ENGAGEMENT_INGEST": ingest}
 
 
 @contextlib.asynccontextmanager
@@ -46,12 +38,7 @@ async def backlog(size: b.BenchSize, prefix: str) -> AsyncIterator[Backlog]:
     await asyncio.to_thread(redis.start)
     run_dir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        tag = uuid.uuid4().hex[:6]
-        topics = {
-            f"ENGAGEMENT_TOPIC_{k}": f"b{tag}.{k.lower()}"
-            for k in ("EVENTS", "SIGNALS", "DLQ", "LIFECYCLE", "STATUS", "CONFIG")
-        }
-        topics["ENGAGEMENT_REDIS_URL"] = redis.url
+        topics = b.fresh_topics(redis.url)
         settings = load_settings(broker=broker.url, partitions=b.PARTITIONS, **topics)
         await b.ensure_topics(settings)
         records = b.make_events(size, int(time.time() * 1000) - 3_600_000)
