@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import msgspec
 
+from agents.collection import fewer_collections
 from agents.config_forwarder import BadConfigRecord, parse_config_record
 from streams.decode import id_hash
 from streams.records import InputEvent, LifecycleTransition, Signal, encode
@@ -222,6 +223,21 @@ def run_history(
     as a ``PartitionEngine`` fed the events one by one. With threshold
     versions in ``book`` the policy changes mid-history: the engine itself
     runs them, event by event."""
+    with fewer_collections():
+        return _run_history(
+            events_path, as_of_ms, config, on_signals, on_transitions, progress, book
+        )
+
+
+def _run_history(
+    events_path: Path,
+    as_of_ms: int,
+    config: ModelConfig,
+    on_signals: Callable[[list[Emission]], None] | None,
+    on_transitions: Callable[[list[Transition]], None] | None,
+    progress: bool | None,
+    book: ThresholdBook | None,
+) -> ReplayRun:
     stats = ReplayStats()
     with events_path.open("rb") as handle:
         read = read_events(iter(handle), as_of_ms, stats)

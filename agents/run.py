@@ -7,6 +7,7 @@ import logging
 
 import faust
 
+from agents.collection import tune_for_worker
 from agents.worker import build_worker
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -21,6 +22,7 @@ def run_worker(settings: Settings) -> None:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     worker = build_worker(settings)
+    tune_for_worker()
     faust.Worker(
         worker.app,
         loop=loop,
