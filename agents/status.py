@@ -100,7 +100,7 @@ def status_of(user_id: str, state: UserState, clock_ms: int, config: ModelConfig
         user_id=user_id,
         stage=stage_at(state, at_ms, config),
         tier=TIER_NAMES[state.tier] or None,
-        risk=round(risk_at(state, at_ms, config), 6),
+        risk=risk_at(state, at_ms, config),  # already rounded to 6 decimals
         episode=state.episode_ms,
         last_seen=state.last_seen_ms,
         as_of=at_ms,

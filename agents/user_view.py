@@ -30,7 +30,7 @@ def mirror_fields(user_id: str, state: UserState, clock_ms: int, config: ModelCo
     return {
         "stage": stage_at(state, at_ms, config),
         "tier": TIER_NAMES[state.tier] or NO_TIER,
-        "risk": round(risk_at(state, at_ms, config), 6),
+        "risk": risk_at(state, at_ms, config),  # already rounded to 6 decimals
         "as_of": at_ms,
         "last_seen": state.last_seen_ms,
         "episode": state.episode_ms,

@@ -7,6 +7,7 @@ signals (``Emission``) the model announces lifecycle stage changes
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 import msgspec
@@ -23,7 +24,13 @@ from tables.lifecycle import (
     stage_of_tier,
 )
 from tables.lifecycle import STAGES as STAGES  # re-exported: stage names by code
-from tables.risk import DEFAULT_PARAMS, RiskParams, expected_active_days, risk_not_active
+from tables.risk import (
+    _MAX_EXP,
+    DEFAULT_PARAMS,
+    RATE_DISCOUNT,
+    RiskParams,
+    expected_active_days,
+)
 from tables.state import (
     DAY_WINDOW,
     ID_SLOTS,
@@ -386,18 +393,50 @@ def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
 
 
 def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:
-    """P(no active day within the horizon) as of ``at_ms`` (see ``tables.risk``)."""
+    """P(no active day within the horizon) as of ``at_ms``, rounded to 6 decimals
+    (see ``tables.risk``).
+
+    ``risk_not_active`` with the state's figures, written out in one body: it
+    runs for every status record and Redis write (two per changed user), and
+    the composed form's five calls took an eighth of its time (2.3 -> 2.0 µs
+    per call on the bench's states). The operations are the same, in the same order, so the result is the same
+    float (``tests/unit/test_risk.py`` compares them)."""
     day = config.day_ms
-    at_ms = at_ms if at_ms > state.last_seen_ms else state.last_seen_ms
-    return risk_not_active(
-        config.risk,
-        state.active_days,
-        (state.last_seen_ms - state.first_seen_ms) / day,
-        (at_ms - state.first_seen_ms) / day,
-        config.horizon_ms / day,
-        recent_repeat_days(state, at_ms, day),
-        DAY_WINDOW,
+    first_ms = state.first_seen_ms
+    last_seen_ms = state.last_seen_ms
+    at_ms = at_ms if at_ms > last_seen_ms else last_seen_ms
+    params = config.risk
+    active_days = state.active_days
+    last_day_age = (last_seen_ms - first_ms) / day
+    age_days = (at_ms - first_ms) / day
+    horizon_days = config.horizon_ms / day
+    # risk_not_active: repeat days; P(alive) from log_odds_dropped
+    repeat = active_days - 1 if active_days > 1 else 0
+    last = last_day_age if last_day_age > 0.0 else 0.0
+    age = age_days if age_days > last else last
+    r = params.r
+    alpha = params.alpha
+    log_odds = (
+        math.log(params.a)
+        - math.log(params.b + repeat)
+        + (r + repeat) * (math.log(alpha + age) - math.log(alpha + last))
     )
+    alive = 1.0 / (1.0 + math.exp(log_odds if log_odds < _MAX_EXP else _MAX_EXP))
+    # rate_evidence: days and exposure before the window discounted
+    exposed = age_days if age_days > 0.0 else 0.0
+    recent = recent_repeat_days(state, at_ms, day)
+    recent = recent if recent < repeat else repeat
+    recent = recent if recent > 0 else 0
+    window = exposed if exposed < DAY_WINDOW else DAY_WINDOW
+    rate_x = recent + RATE_DISCOUNT * (repeat - recent)
+    rate_age = window + RATE_DISCOUNT * (exposed - window)
+    # p_quiet_if_alive
+    x = rate_x if rate_x > 0 else 0.0
+    rate_age = rate_age if rate_age > 0.0 else 0.0
+    horizon = horizon_days if horizon_days > 0.0 else 0.0
+    quiet = math.exp((r + x) * (math.log(alpha + rate_age) - math.log(alpha + rate_age + horizon)))
+    risk = 1.0 - alive * (1.0 - quiet)
+    return round(1.0 if risk > 1.0 else risk if risk > 0.0 else 0.0, 6)
 
 
 def recent_repeat_days(state: UserState, at_ms: int, day_ms: int) -> int:

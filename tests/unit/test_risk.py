@@ -17,7 +17,7 @@ from agents.replay import run_history
 from agents.runtime import model_config
 from streams.settings import load_settings
 from tables.errors import ConfigurationError
-from tables.model import ModelConfig, ModelEvent, recent_repeat_days, step_event
+from tables.model import ModelConfig, ModelEvent, recent_repeat_days, risk_at, step_event
 from tables.risk import (
     DEFAULT_PARAMS,
     RATE_DISCOUNT,
@@ -221,3 +221,51 @@ def test_recent_repeat_days_counts_the_state_window(days: list[int], now_after: 
     window = {d for d in days if now_day - DAY_WINDOW < d <= now_day}
     expected = len(window) - (1 if min(days) in window else 0)
     assert recent_repeat_days(state, now_day * day_ms + 500, day_ms) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    gaps=st.lists(st.integers(0, 40_000), min_size=1, max_size=40),
+    after=st.integers(-5_000, 200_000),
+    horizon_days=st.integers(1, 120),
+    params=st.builds(
+        RiskParams,
+        r=st.floats(0.01, 20),
+        alpha=st.floats(0.01, 200),
+        a=st.floats(0.01, 20),
+        b=st.floats(0.01, 50),
+    ),
+)
+def test_risk_at_is_exactly_the_composed_model(
+    gaps: list[int], after: int, horizon_days: int, params: RiskParams
+) -> None:
+    """``risk_at`` is written out in one body for speed: the same float as
+    ``risk_not_active`` fed the state's figures, for any history and moment
+    (before the last event too: it clamps to ``last_seen``)."""
+    day_ms = 1_000
+    config = ModelConfig(
+        policy=ThresholdPolicy(defaults_ms=(7_000, 14_000, 30_000), min_ms=1_000, max_ms=90_000),
+        lateness_ms=0,
+        day_ms=day_ms,
+        horizon_ms=horizon_days * day_ms,
+        holdout_salt="salt",
+        risk=params,
+    )
+    state = None
+    ts_ms = 1_700_000_000_000
+    for n, gap in enumerate(gaps):
+        ts_ms += gap
+        state = step_event(state, ModelEvent("u", n, "visit", ts_ms, ts_ms), config).state
+    assert state is not None
+    at_ms = state.last_seen_ms + after
+    clamped_ms = max(at_ms, state.last_seen_ms)
+    composed = risk_not_active(
+        params,
+        state.active_days,
+        (state.last_seen_ms - state.first_seen_ms) / day_ms,
+        (clamped_ms - state.first_seen_ms) / day_ms,
+        horizon_days,
+        recent_repeat_days(state, clamped_ms, day_ms),
+        DAY_WINDOW,
+    )
+    assert risk_at(state, at_ms, config) == composed
