@@ -25,8 +25,8 @@ from tables.lifecycle import (
 )
 from tables.lifecycle import STAGES as STAGES  # re-exported: stage names by code
 from tables.risk import (
-    _MAX_EXP,
     DEFAULT_PARAMS,
+    MAX_EXP,
     RATE_DISCOUNT,
     RiskParams,
     expected_active_days,
@@ -399,8 +399,9 @@ def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:
     ``risk_not_active`` with the state's figures, written out in one body: it
     runs for every status record and Redis write (two per changed user), and
     the composed form's five calls took an eighth of its time (2.3 -> 2.0 µs
-    per call on the bench's states). The operations are the same, in the same order, so the result is the same
-    float (``tests/unit/test_risk.py`` compares them)."""
+    per call on the bench's states). The operations are the same, in the same
+    order, so the result is the same float (``tests/unit/test_risk.py``
+    compares them)."""
     day = config.day_ms
     first_ms = state.first_seen_ms
     last_seen_ms = state.last_seen_ms
@@ -421,7 +422,7 @@ def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:
         - math.log(params.b + repeat)
         + (r + repeat) * (math.log(alpha + age) - math.log(alpha + last))
     )
-    alive = 1.0 / (1.0 + math.exp(log_odds if log_odds < _MAX_EXP else _MAX_EXP))
+    alive = 1.0 / (1.0 + math.exp(log_odds if log_odds < MAX_EXP else MAX_EXP))
     # rate_evidence: days and exposure before the window discounted
     exposed = age_days if age_days > 0.0 else 0.0
     recent = recent_repeat_days(state, at_ms, day)

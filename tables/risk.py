@@ -69,7 +69,7 @@ class RiskParams(msgspec.Struct, frozen=True):
 
 DEFAULT_PARAMS: Final = RiskParams()
 RATE_DISCOUNT: Final = 0.5  # weight of an active day (and of exposure) before the window
-_MAX_EXP: Final = 700.0
+MAX_EXP: Final = 700.0
 
 
 def log_odds_dropped(
@@ -90,7 +90,7 @@ def log_odds_dropped(
 def p_alive(params: RiskParams, repeat_days: int, last_day_age: float, age_days: float) -> float:
     """Probability that the user has not dropped out by ``age_days``."""
     log_odds = log_odds_dropped(params, repeat_days, last_day_age, age_days)
-    return 1.0 / (1.0 + math.exp(min(log_odds, _MAX_EXP)))
+    return 1.0 / (1.0 + math.exp(min(log_odds, MAX_EXP)))
 
 
 def rate_evidence(
