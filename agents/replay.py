@@ -208,6 +208,7 @@ class ReplayRun(msgspec.Struct):
     stats: ReplayStats
 
 
+@fewer_collections()
 def run_history(
     events_path: Path,
     as_of_ms: int,
@@ -223,21 +224,6 @@ def run_history(
     as a ``PartitionEngine`` fed the events one by one. With threshold
     versions in ``book`` the policy changes mid-history: the engine itself
     runs them, event by event."""
-    with fewer_collections():
-        return _run_history(
-            events_path, as_of_ms, config, on_signals, on_transitions, progress, book
-        )
-
-
-def _run_history(
-    events_path: Path,
-    as_of_ms: int,
-    config: ModelConfig,
-    on_signals: Callable[[list[Emission]], None] | None,
-    on_transitions: Callable[[list[Transition]], None] | None,
-    progress: bool | None,
-    book: ThresholdBook | None,
-) -> ReplayRun:
     stats = ReplayStats()
     with events_path.open("rb") as handle:
         read = read_events(iter(handle), as_of_ms, stats)
