@@ -36,10 +36,11 @@ from tables.model import (
     ModelEvent,
     Transition,
     advance_user,
+    fold_events,
     next_change_ms,
     step_event,
 )
-from tables.state import UserState
+from tables.state import TIER_NONE, UserState
 
 JUDGED: Final = 0  # a change judged when the clock moved (before that step's event)
 OWN: Final = 1  # a change made by the step's own event (and the late-event judgement)
@@ -107,16 +108,31 @@ def run_users(
             seq += 1
         return step.state, seq
 
+    policy = config.policy
+    # thresholds no event can change (no per-user or segment ones): runs of plain
+    # events are folded, one state made per run (tables.model.fold_events)
+    at_risk_ms = None if policy.user_min_active_days or policy.overrides else policy.defaults_ms[0]
     done = reported = 0
     for user_id, at in positions.items():
-        done += len(at)
+        count = len(at)
+        done += count
         if on_progress is not None and done - reported >= PROGRESS_EVENTS:
             on_progress(done - reported)
             reported = done
         state: UserState | None = None
         due_ms: int | None = None
         seq = 0
-        for position in at:
+        index = 0
+        while index < count:
+            if at_risk_ms is not None and state is not None and state.tier == TIER_NONE:
+                state, index, folded = fold_events(state, events, at, index, config, at_risk_ms)
+                if folded:
+                    applied += folded
+                    due_ms = next_change_ms(state, config)
+                if index == count:
+                    break
+            position = at[index]
+            index += 1
             event = events[position]
             clock_at_ms = event.ts_ms - lateness_ms
             if state is not None and due_ms is not None and due_ms <= clock_at_ms:

@@ -8,6 +8,7 @@ signals (``Emission``) the model announces lifecycle stage changes
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Final
 
 import msgspec
@@ -53,7 +54,9 @@ REACTIVATED: Final = "reactivated"
 GAP_EWMA_WEIGHT: Final = 0.3
 _FIRST_DAY: Final = b"\x01" + bytes(DAY_WINDOW - 1)
 _BYTE: Final = tuple(bytes((value,)) for value in range(256))  # one-byte strings, made once
-_RING_OF_4: Final = ID_SLOTS == 4  # step_event unpacks a full ring of 4 ids by hand
+_RING_OF_4: Final = ID_SLOTS == 4  # fold_events unpacks a full ring of 4 ids by hand
+_FIRST: Final = (0,)  # the positions of a run of one event
+_NO_STOP: Final = 1 << 62  # later than any instant: fold_events takes every event
 
 
 class ModelConfig(msgspec.Struct, frozen=True):
@@ -183,10 +186,8 @@ def is_duplicate(state: UserState, event: ModelEvent, dedup_ids: int) -> str | N
     return None
 
 
-def _bump_day(state: UserState, day: int) -> tuple[int, bytes, bool]:
+def _bump_day(newest: int, counts: bytes, day: int) -> tuple[int, bytes, bool]:
     """New ``(newest_day, day_counts, first_event_of_that_day)`` after one event on ``day``."""
-    newest = state.newest_day
-    counts = state.day_counts
     if day == newest:  # the common case: another event on the newest day
         today = counts[0]
         if today == 255:
@@ -223,67 +224,165 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
     duplicate = is_duplicate(state, event, config.dedup_ids)
     if duplicate is not None:
         return Step(duplicate, state, [], [])
+    updated = fold_events(state, (event,), _FIRST, 0, config)[0]
+    if event.ts_ms > state.last_seen_ms and state.tier > TIER_NONE:
+        return _back_from_tier(state, updated, event, event.ts_ms // config.day_ms, config)
+    return Step(APPLIED, updated, [], [])
 
-    ts_ms = event.ts_ms
-    day_ms = config.day_ms
-    day = ts_ms // day_ms
+
+def fold_events(
+    state: UserState,
+    events: Sequence[ModelEvent],
+    positions: Sequence[int],
+    start: int,
+    config: ModelConfig,
+    at_risk_ms: int | None = None,
+) -> tuple[UserState, int, int]:
+    """Apply ``events[positions[start]]``, ``events[positions[start + 1]]``, ... in
+    order: ``(state after them, index in positions of the first not taken, applied)``.
+
+    The arithmetic of an applied event, for one event (``step_event``) and for a
+    run of one user's events (``tables.history``), which keeps the figures in
+    local variables and makes one ``UserState`` at the end. Duplicates are
+    passed over, unapplied. Tiers and stages are not judged here: with
+    ``at_risk_ms`` (the at-risk threshold in force for this user, which these
+    events cannot change; the state has no tier) the run stops before the first
+    event at whose clock, its ``ts_ms`` less the lateness, the state has a tier
+    or stage change due, or would have once the event is applied: the caller
+    judges it. Without it every event is taken."""
+    first_seen = state.first_seen_ms
     last_seen = state.last_seen_ms
+    day_ms = config.day_ms
     last_day = last_seen // day_ms
+    partition = state.partition
+    offset = state.offset
+    ids = state.recent_ids
+    ring_full = len(ids) == ID_SLOTS
+    newest_day = state.newest_day
     counts = state.day_counts
-    if day == state.newest_day and counts[0] < 255:  # _bump_day's common case, inlined
-        today = counts[0]
-        newest_day, day_counts, first_of_day = day, _BYTE[today + 1] + counts[1:], today == 0
-    else:
-        newest_day, day_counts, first_of_day = _bump_day(state, day)
+    today = counts[0]  # the newest day's count, written back into counts when it moves
+    active_days = state.active_days
     streak = state.streak_days
     usual_gap = state.usual_gap_centidays
-    kind = event.type
-    if day > last_day:
-        gap_days = day - last_day
-        streak = streak + 1 if gap_days == 1 else 1
-        usual_gap = (
-            100 * gap_days
-            if usual_gap == 0
-            else round(usual_gap + GAP_EWMA_WEIGHT * (100 * gap_days - usual_gap))
-        )
-        flags = update_negative_flags(state.negative_flags, last_day, day, kind)
-    elif kind in NEGATIVE_TYPES:
-        flags = update_negative_flags(state.negative_flags, last_day, day, kind)
-    else:
-        flags = state.negative_flags  # no newer week, no negative kind: unchanged
-    offset = event.offset
-    tenant = event.tenant
-    segment = event.segment
-    ids = state.recent_ids
-    if _RING_OF_4 and len(ids) == 4:  # the full ring: one tuple made, no slices
-        _oldest, second, third, newest = ids
-        ids = (second, third, newest, event.id_hash)
-    else:
-        ids = (*ids, event.id_hash)[-ID_SLOTS:]
+    events_total = state.events_total
+    flags = state.negative_flags
+    tenant = state.tenant
+    segment = state.segment
+    stage = state.stage
+    dedup_ids = config.dedup_ids
+    every_id = dedup_ids >= ID_SLOTS
+    negative_types = NEGATIVE_TYPES
+    one_byte = _BYTE
+    # the stop rule as one instant: an event at or after stop_ts has something due
+    # at its clock (ts - lateness), before or after it is applied
+    tier_stop_ms = stage_stop_ms = _NO_STOP
+    new_stop_ms = 0  # while new: the stage's end, less first_seen, plus the lateness
+    stop_ts = _NO_STOP
+    if at_risk_ms is not None:
+        lateness_ms = config.lateness_ms
+        tier_stop_ms = at_risk_ms + lateness_ms
+        if stage == STAGE_NEW:
+            new_stop_ms = config.new_days * day_ms + lateness_ms
+            if new_stop_ms <= 0:  # an event earlier than first_seen would be due at once
+                return state, start, 0
+            stage_stop_ms = first_seen + new_stop_ms
+        elif stage == STAGE_RESURRECTED and state.returned_day != NO_DAY:
+            stage_stop_ms = (state.returned_day + config.resurrected_days) * day_ms + lateness_ms
+        stop_ts = min(last_seen + tier_stop_ms, stage_stop_ms)
+    applied = 0
+    index = start
+    count = len(positions)
+    while index < count:
+        event = events[positions[index]]
+        ts_ms = event.ts_ms
+        if ts_ms >= stop_ts:
+            break
+        index += 1
+        event_offset = event.offset
+        if event_offset != NO_OFFSET and event.partition == partition and event_offset <= offset:
+            continue  # is_duplicate's rules, on the running figures
+        id_hash = event.id_hash
+        if every_id:
+            if id_hash in ids:
+                continue
+        elif dedup_ids and id_hash in ids[-dedup_ids:]:
+            continue
+        applied += 1
+        events_total += 1
+        day = ts_ms // day_ms
+        if day == newest_day and today < 255:  # another event on the newest day
+            if today == 0:
+                active_days += 1
+            today += 1
+        else:
+            counts = one_byte[today] + counts[1:]
+            newest_day, counts, first_of_day = _bump_day(newest_day, counts, day)
+            today = counts[0]
+            if first_of_day:
+                active_days += 1
+        if ring_full:  # the full ring: one tuple made, no slices
+            _oldest, second, third, newest = ids
+            ids = (second, third, newest, id_hash)
+        else:
+            ids = (*ids, id_hash)[-ID_SLOTS:]
+            ring_full = len(ids) == ID_SLOTS
+        kind = event.type
+        if day > last_day:
+            gap_days = day - last_day
+            streak = streak + 1 if gap_days == 1 else 1
+            usual_gap = (
+                100 * gap_days
+                if usual_gap == 0
+                else round(usual_gap + GAP_EWMA_WEIGHT * (100 * gap_days - usual_gap))
+            )
+            if usual_gap > 0xFFFF:
+                usual_gap = 0xFFFF
+            flags = update_negative_flags(flags, last_day, day, kind)
+        elif kind in negative_types:
+            flags = update_negative_flags(flags, last_day, day, kind)
+        if ts_ms > last_seen:
+            last_seen = ts_ms
+            last_day = day
+            if stop_ts != _NO_STOP:
+                stop_ts = min(last_seen + tier_stop_ms, stage_stop_ms)
+        if ts_ms < first_seen:
+            first_seen = ts_ms
+            if new_stop_ms:
+                stage_stop_ms = first_seen + new_stop_ms
+                stop_ts = min(last_seen + tier_stop_ms, stage_stop_ms)
+        if event_offset != NO_OFFSET:
+            partition = event.partition
+            offset = event_offset
+        if event.tenant is not None:
+            tenant = event.tenant
+        if event.segment is not None:
+            segment = event.segment
+    if not applied:
+        return state, index, 0
+    if today != counts[0]:
+        counts = one_byte[today] + counts[1:]
     # positional: the fields in UserState's declared order (a test pins the order)
     updated = UserState(
-        state.first_seen_ms if state.first_seen_ms <= ts_ms else ts_ms,
-        ts_ms if ts_ms > last_seen else last_seen,
-        state.partition if offset == NO_OFFSET else event.partition,
-        state.offset if offset == NO_OFFSET else offset,
+        first_seen,
+        last_seen,
+        partition,
+        offset,
         ids,
         newest_day,
-        day_counts,
-        state.active_days + 1 if first_of_day else state.active_days,
+        counts,
+        active_days,
         streak,
-        usual_gap if usual_gap <= 0xFFFF else 0xFFFF,
-        state.events_total + 1,
+        usual_gap,
+        events_total,
         state.tier,
-        state.stage,
+        stage,
         state.first_signal_as_of_ms,
         state.returned_day,
         flags,
-        state.tenant if tenant is None else tenant,
-        state.segment if segment is None else segment,
+        tenant,
+        segment,
     )
-    if ts_ms > last_seen and state.tier > TIER_NONE:
-        return _back_from_tier(state, updated, event, day, config)
-    return Step(APPLIED, updated, [], [])
+    return updated, index, applied
 
 
 def _back_from_tier(
