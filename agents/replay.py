@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
 import msgspec
 
@@ -73,6 +73,43 @@ def _ts_ms(ts: int | str) -> int | None:
 _event_time = attrgetter("ts_ms")
 
 
+class _PlainLine(msgspec.Struct, frozen=True, gc=False):
+    """The usual line, validated by msgspec alone: non-empty ids and type, an
+    integer ``ts`` in range. Any other line is judged by ``_check_line``."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1)]
+    user_id: Annotated[str, msgspec.Meta(min_length=1)]
+    type: Annotated[str, msgspec.Meta(min_length=1)]
+    ts: Annotated[int, msgspec.Meta(ge=MIN_TS_MS)]
+    tenant: str | None = None
+    segment: str | None = None
+    props: dict[str, Any] | None = None
+
+
+_plain_decoder = msgspec.json.Decoder(_PlainLine)
+
+
+def _check_line(line: bytes) -> tuple[InputEvent, int] | str:
+    """An event that is not in the plain form with its ``ts`` in ms, or why it is
+    refused (the live decoder's reasons), or "" for a blank line."""
+    try:
+        raw = _line_decoder.decode(line)
+    except msgspec.ValidationError:
+        return "invalid_event"
+    except msgspec.DecodeError:
+        return "not_json" if line.strip() else ""
+    ts_ms = _ts_ms(raw.ts)
+    if ts_ms is None:
+        return "wrong_type"
+    if ts_ms < MIN_TS_MS:
+        return "ts_out_of_range"
+    kind = raw.type
+    if not kind or kind[0] == "$" or not raw.user_id or not raw.event_id:
+        # empty strings are refused as the live decoder refuses them
+        return "reserved_type" if kind[:1] == "$" else "wrong_type"
+    return raw, ts_ms
+
+
 class EventsRead(msgspec.Struct):
     """Events read from a file, in event-time order, with each user's positions."""
 
@@ -91,7 +128,7 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> Ev
     rejected: Counter[str] = Counter()
     events: list[ModelEvent] = []
     append = events.append
-    decode = _line_decoder.decode
+    plain = _plain_decoder.decode
     # user id -> [the id itself, its positions...]: the first item is the one
     # string object every event of that user shares (the history is in memory)
     users: dict[str, list[Any]] = {}
@@ -99,37 +136,26 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> Ev
     names: dict[str, str] = {}
     same = names.setdefault  # one string object per distinct type, tenant, segment
     lines_seen = blank = after_as_of = 0
-    latest_ms = backwards = 0
+    latest_ms = backwards = position = 0
     for lines_seen, line in enumerate(lines, 1):  # noqa: B007 (the count is used below)
+        raw: _PlainLine | InputEvent
         try:
-            raw = decode(line)
-        except msgspec.ValidationError:
-            rejected["invalid_event"] += 1
-            continue
-        except msgspec.DecodeError:
-            if line.strip():
-                rejected["not_json"] += 1
-            else:
-                blank += 1
-            continue
-        ts = raw.ts
-        if isinstance(ts, int):
-            ts_ms = ts
-        else:
-            parsed = _ts_ms(ts)
-            if parsed is None:
-                rejected["wrong_type"] += 1
+            raw = plain(line)
+            ts_ms = raw.ts
+        except msgspec.MsgspecError:  # not the plain form: judged field by field
+            checked = _check_line(line)
+            if isinstance(checked, str):
+                if checked:
+                    rejected[checked] += 1
+                else:
+                    blank += 1
                 continue
-            ts_ms = parsed
-        if ts_ms < MIN_TS_MS:
-            rejected["ts_out_of_range"] += 1
-            continue
+            raw, ts_ms = checked
         kind = raw.type
-        user_id = raw.user_id
-        if not kind or kind[0] == "$" or not user_id or not raw.event_id:
-            # empty strings are refused as the live decoder refuses them
-            rejected["reserved_type" if kind[:1] == "$" else "wrong_type"] += 1
+        if kind[0] == "$":
+            rejected["reserved_type"] += 1
             continue
+        user_id = raw.user_id
         if ts_ms > as_of_ms:
             after_as_of += 1
             continue
@@ -139,14 +165,18 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> Ev
             backwards += 1
         entry = user_entry(user_id)
         if entry is None:
-            entry = users[user_id] = [user_id]
-        entry.append(len(events))
+            users[user_id] = [user_id, position]
+            user_id_once = user_id
+        else:
+            entry.append(position)
+            user_id_once = entry[0]
+        position += 1
         tenant = raw.tenant
         segment = raw.segment
         # positional, in ModelEvent's field order: the append time is the event time
         append(
             ModelEvent(
-                entry[0],
+                user_id_once,
                 id_hash(raw.event_id),
                 same(kind, kind),
                 ts_ms,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,9 +26,11 @@ from tables.model import (
     ModelConfig,
     ModelEvent,
     apply_event,
+    fold_events,
     stage_at,
+    step_event,
 )
-from tables.state import NO_OFFSET, UserState
+from tables.state import ID_SLOTS, NO_OFFSET, UserState
 from tables.thresholds import ThresholdPolicy
 
 DAY_MS = 1_000
@@ -459,3 +462,41 @@ def test_a_failed_checkout_on_the_last_day_is_a_reason_of_the_signal() -> None:
     (signal,) = engine.advance_to(T0 + AT_RISK_MS + 100)
     assert signal.kind == "at_risk"
     assert "recent_checkout_failed" in {reason.code for reason in signal.reasons}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-3 * DAY_MS, 40 * DAY_MS),  # before first_seen too
+            st.integers(0, 6),  # small ids repeat: duplicates by id
+            st.sampled_from(["visit", "complaint", "checkout_failed"]),
+            st.sampled_from([NO_OFFSET, 3, 5, 9]),  # and by offset
+            st.sampled_from([0, 1]),
+            st.sampled_from([None, "acme", "beta"]),
+            st.sampled_from([None, "eu"]),
+        ),
+        min_size=1,
+        max_size=300,  # past 255 events on one day
+    ),
+    st.integers(0, 3),
+)
+def test_folding_a_run_equals_stepping_event_by_event(
+    items: list[tuple[int, int, str, int, int, str | None, str | None]], dedup_ids: int
+) -> None:
+    """``fold_events`` over a user's run makes the state ``step_event`` makes one
+    event at a time (no stop rule: tiers and stages are the caller's)."""
+    config = msgspec.structs.replace(CONFIG, dedup_ids=dedup_ids or ID_SLOTS)
+    events = [
+        ModelEvent("u", n, kind, T0 + at_ms, T0 + at_ms, partition, offset, tenant, segment)
+        for at_ms, n, kind, offset, partition, tenant, segment in items
+    ]
+    first = step_event(None, events[0], config).state
+    stepped, applied = first, 0
+    for one in events[1:]:
+        step = step_event(stepped, one, config)
+        stepped = step.state
+        applied += step.outcome == APPLIED
+    positions = list(range(len(events)))
+    folded, index, folded_applied = fold_events(first, events, positions, 1, config)
+    assert (folded, index, folded_applied) == (stepped, len(events), applied)

@@ -231,6 +231,51 @@ def test_users_gathered_while_reading_equal_grouping_the_sorted_events(
     )
 
 
+_FIELD_VALUES: dict[str, list[Any]] = {
+    "event_id": ["e1", "", 7, None],
+    "user_id": ["u1", "u2", "", 3],
+    "type": ["view", "complaint", "", "$tick", "$", 1],
+    "ts": [T0, T0 + 5, 946_684_799_999, "2023-11-14T22:13:20Z", "not a time", 1.5e12, True],
+    "tenant": ["acme", None, 5],
+    "segment": ["eu", None],
+    "props": [{"page": "p"}, None, "p", [1]],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={name: st.sampled_from(values) for name, values in _FIELD_VALUES.items()},
+            ).map(json.dumps),
+            st.sampled_from(["", "   ", "{", "[1]", "null"]),
+        ),
+        max_size=12,
+    )
+)
+def test_plain_lines_and_lines_checked_field_by_field_agree(texts: list[str]) -> None:
+    """Most lines take msgspec's plain form; the rest are judged field by field
+    (``_check_line``): either way a line gives the same event or reason."""
+    from agents.replay import _check_line
+
+    stats = ReplayStats()
+    read = read_events(iter(text.encode() for text in texts), T0 + 10, stats)
+    expected: Counter[str] = Counter()
+    kept = []
+    for text in texts:
+        checked = _check_line(text.encode())
+        if isinstance(checked, str):
+            if checked:
+                expected[checked] += 1
+        elif checked[1] <= T0 + 10:
+            kept.append((checked[0].user_id, id_hash(checked[0].event_id), checked[1]))
+    assert stats.rejected == dict(expected)
+    got = [(event.user_id, event.id_hash, event.ts_ms) for event in read.events]
+    assert got == sorted(kept, key=lambda item: item[2])
+
+
 def test_empty_ids_and_types_are_refused_as_the_live_decoder_does(tmp_path: Path) -> None:
     from streams.decode import DecodeRules, Rejected, decode_record
 
