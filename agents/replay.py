@@ -350,17 +350,23 @@ def write_scores(store: DictStore, as_of_ms: int, config: ModelConfig, out: IO[s
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["user_id", "risk", "tier", "stage", "inactive_days", "threshold_days"])
     day = config.day_ms
+    days_text: dict[int, str] = {}  # a threshold in days, formatted once per distinct value
 
     def row(user_id: str, state: UserState) -> tuple[str, str, str, str, str, str]:
         tiers, _source = thresholds_for(state, config)
         threshold = tiers[state.tier - 1] if state.tier > TIER_NONE else tiers[0]
+        threshold_text = days_text.get(threshold)
+        if threshold_text is None:
+            threshold_text = days_text[threshold] = f"{threshold / day:.3f}"
+        inactive_ms = as_of_ms - state.last_seen_ms
         return (
             user_id,
             f"{risk_at(state, as_of_ms, config):.6f}",
             TIER_NAMES[state.tier],
             stage_at(state, as_of_ms, config),
-            f"{max(0, as_of_ms - state.last_seen_ms) / day:.3f}",
-            f"{threshold / day:.3f}",
+            f"{(inactive_ms if inactive_ms > 0 else 0) / day:.3f}",
+            threshold_text,
         )
 
-    writer.writerows(row(user_id, state) for user_id, state in sorted(store.states.items()))
+    states = store.states
+    writer.writerows(row(user_id, states[user_id]) for user_id in sorted(states))

@@ -10,7 +10,9 @@ order, every tier and stage change due by then, with their own ``as_of``),
 after it the late-event rule applies, and at the end the clock moves to
 ``--as-of``. Running user by user skips the per-event scheduling work (the
 due index, one of the two due-time computations), about a quarter of the
-per-event cost.
+per-event cost. With thresholds no event can change (no per-user or segment
+ones), a run of a user's events with nothing due at their clocks is folded
+(``tables.model.fold_events``): one state made per run, not per event.
 
 The engine would have emitted a judged change at the first event whose
 clock reached its due time, users in id order within one clock step, and

@@ -264,7 +264,6 @@ def fold_events(
     active_days = state.active_days
     streak = state.streak_days
     usual_gap = state.usual_gap_centidays
-    events_total = state.events_total
     flags = state.negative_flags
     tenant = state.tenant
     segment = state.segment
@@ -273,11 +272,13 @@ def fold_events(
     every_id = dedup_ids >= ID_SLOTS
     negative_types = NEGATIVE_TYPES
     one_byte = _BYTE
+    no_offset = NO_OFFSET
     # the stop rule as one instant: an event at or after stop_ts has something due
     # at its clock (ts - lateness), before or after it is applied
     tier_stop_ms = stage_stop_ms = _NO_STOP
     new_stop_ms = 0  # while new: the stage's end, less first_seen, plus the lateness
     stop_ts = _NO_STOP
+    stopping = at_risk_ms is not None
     if at_risk_ms is not None:
         lateness_ms = config.lateness_ms
         tier_stop_ms = at_risk_ms + lateness_ms
@@ -288,7 +289,9 @@ def fold_events(
             stage_stop_ms = first_seen + new_stop_ms
         elif stage == STAGE_RESURRECTED and state.returned_day != NO_DAY:
             stage_stop_ms = (state.returned_day + config.resurrected_days) * day_ms + lateness_ms
-        stop_ts = min(last_seen + tier_stop_ms, stage_stop_ms)
+        stop_ts = last_seen + tier_stop_ms
+        if stage_stop_ms < stop_ts:
+            stop_ts = stage_stop_ms
     applied = 0
     index = start
     count = len(positions)
@@ -299,7 +302,7 @@ def fold_events(
             break
         index += 1
         event_offset = event.offset
-        if event_offset != NO_OFFSET and event.partition == partition and event_offset <= offset:
+        if event_offset != no_offset and event.partition == partition and event_offset <= offset:
             continue  # is_duplicate's rules, on the running figures
         id_hash = event.id_hash
         if every_id:
@@ -308,7 +311,6 @@ def fold_events(
         elif dedup_ids and id_hash in ids[-dedup_ids:]:
             continue
         applied += 1
-        events_total += 1
         day = ts_ms // day_ms
         if day == newest_day and today < 255:  # another event on the newest day
             if today == 0:
@@ -343,14 +345,17 @@ def fold_events(
         if ts_ms > last_seen:
             last_seen = ts_ms
             last_day = day
-            if stop_ts != _NO_STOP:
-                stop_ts = min(last_seen + tier_stop_ms, stage_stop_ms)
+            if stopping:
+                stop_ts = last_seen + tier_stop_ms
+                if stage_stop_ms < stop_ts:
+                    stop_ts = stage_stop_ms
         if ts_ms < first_seen:
             first_seen = ts_ms
             if new_stop_ms:
                 stage_stop_ms = first_seen + new_stop_ms
-                stop_ts = min(last_seen + tier_stop_ms, stage_stop_ms)
-        if event_offset != NO_OFFSET:
+                if stage_stop_ms < stop_ts:
+                    stop_ts = stage_stop_ms
+        if event_offset != no_offset:
             partition = event.partition
             offset = event_offset
         if event.tenant is not None:
@@ -373,7 +378,7 @@ def fold_events(
         active_days,
         streak,
         usual_gap,
-        events_total,
+        state.events_total + applied,
         state.tier,
         stage,
         state.first_signal_as_of_ms,
