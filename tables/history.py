@@ -10,9 +10,9 @@ order, every tier and stage change due by then, with their own ``as_of``),
 after it the late-event rule applies, and at the end the clock moves to
 ``--as-of``. Running user by user skips the per-event scheduling work (the
 due index, one of the two due-time computations), about a quarter of the
-per-event cost. With thresholds no event can change (no per-user or segment
-ones), a run of a user's events with nothing due at their clocks is folded
-(``tables.model.fold_events``): one state made per run, not per event.
+per-event cost. A run of a user's events with nothing due at their clocks is
+folded (``tables.model.fold_events``): one state made per run, not per event
+(not with tenant or segment thresholds, which an event may switch).
 
 The engine would have emitted a judged change at the first event whose
 clock reached its due time, users in id order within one clock step, and
@@ -39,6 +39,7 @@ from tables.model import (
     Transition,
     advance_user,
     fold_events,
+    folds_judging,
     next_change_ms,
     step_event,
 )
@@ -110,10 +111,8 @@ def run_users(
             seq += 1
         return step.state, seq
 
-    policy = config.policy
-    # thresholds no event can change (no per-user or segment ones): runs of plain
-    # events are folded, one state made per run (tables.model.fold_events)
-    at_risk_ms = None if policy.user_min_active_days or policy.overrides else policy.defaults_ms[0]
+    # runs of events with nothing due at their clocks are folded: one state per run
+    judging = folds_judging(config)
     done = reported = 0
     for user_id, at in positions.items():
         count = len(at)
@@ -126,8 +125,8 @@ def run_users(
         seq = 0
         index = 0
         while index < count:
-            if at_risk_ms is not None and state is not None and state.tier == TIER_NONE:
-                state, index, folded = fold_events(state, events, at, index, config, at_risk_ms)
+            if judging and state is not None and state.tier == TIER_NONE:
+                state, index, folded = fold_events(state, events, at, index, config, True)
                 if folded:
                     applied += folded
                     due_ms = next_change_ms(state, config)

@@ -230,13 +230,27 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
     return Step(APPLIED, updated, [], [])
 
 
+def folds_judging(config: ModelConfig) -> bool:
+    """Whether ``fold_events`` may judge runs under ``config``: no tenant or segment
+    thresholds (an event's tenant or segment would move them), and every at-risk
+    threshold a user can get ends after an event's own clock (with the lateness,
+    positive), so no folded event could trip the late-event rule by its tier."""
+    policy = config.policy
+    if policy.overrides:
+        return False
+    lowest_ms = policy.defaults_ms[0]
+    if policy.user_min_active_days:
+        lowest_ms = min(lowest_ms, policy.min_ms, policy.max_ms)
+    return lowest_ms + config.lateness_ms > 0
+
+
 def fold_events(
     state: UserState,
     events: Sequence[ModelEvent],
     positions: Sequence[int],
     start: int,
     config: ModelConfig,
-    at_risk_ms: int | None = None,
+    judging: bool = False,
 ) -> tuple[UserState, int, int]:
     """Apply ``events[positions[start]]``, ``events[positions[start + 1]]``, ... in
     order: ``(state after them, index in positions of the first not taken, applied)``.
@@ -244,12 +258,11 @@ def fold_events(
     The arithmetic of an applied event, for one event (``step_event``) and for a
     run of one user's events (``tables.history``), which keeps the figures in
     local variables and makes one ``UserState`` at the end. Duplicates are
-    passed over, unapplied. Tiers and stages are not judged here: with
-    ``at_risk_ms`` (the at-risk threshold in force for this user, which these
-    events cannot change; the state has no tier) the run stops before the first
-    event at whose clock, its ``ts_ms`` less the lateness, the state has a tier
-    or stage change due, or would have once the event is applied: the caller
-    judges it. Without it every event is taken."""
+    passed over, unapplied. Tiers and stages are not judged here: ``judging``
+    (the state has no tier, and ``folds_judging(config)``) stops the run before
+    the first event at whose clock, its ``ts_ms`` less the lateness, the state
+    has a tier or stage change due, or would have once the event is applied:
+    the caller judges it. Otherwise every event is taken."""
     first_seen = state.first_seen_ms
     last_seen = state.last_seen_ms
     day_ms = config.day_ms
@@ -278,10 +291,14 @@ def fold_events(
     tier_stop_ms = stage_stop_ms = _NO_STOP
     new_stop_ms = 0  # while new: the stage's end, less first_seen, plus the lateness
     stop_ts = _NO_STOP
-    stopping = at_risk_ms is not None
-    if at_risk_ms is not None:
-        lateness_ms = config.lateness_ms
-        tier_stop_ms = at_risk_ms + lateness_ms
+    policy = config.policy
+    # per-user thresholds (resolve's first rule): active days and the gap move them
+    user_min_days = policy.user_min_active_days if judging else 0
+    lateness_ms = config.lateness_ms
+    if judging:
+        tier_stop_ms = policy.defaults_ms[0] + lateness_ms
+        if user_min_days and active_days >= user_min_days and usual_gap > 0:
+            tier_stop_ms = policy.user_tiers(usual_gap)[0] + lateness_ms
         if stage == STAGE_NEW:
             new_stop_ms = config.new_days * day_ms + lateness_ms
             if new_stop_ms <= 0:  # an event earlier than first_seen would be due at once
@@ -292,6 +309,8 @@ def fold_events(
         stop_ts = last_seen + tier_stop_ms
         if stage_stop_ms < stop_ts:
             stop_ts = stage_stop_ms
+    judged_days = active_days
+    judged_gap = usual_gap
     applied = 0
     index = start
     count = len(positions)
@@ -345,7 +364,7 @@ def fold_events(
         if ts_ms > last_seen:
             last_seen = ts_ms
             last_day = day
-            if stopping:
+            if judging:
                 stop_ts = last_seen + tier_stop_ms
                 if stage_stop_ms < stop_ts:
                     stop_ts = stage_stop_ms
@@ -355,6 +374,18 @@ def fold_events(
                 stage_stop_ms = first_seen + new_stop_ms
                 if stage_stop_ms < stop_ts:
                     stop_ts = stage_stop_ms
+        if user_min_days and (active_days != judged_days or usual_gap != judged_gap):
+            judged_days = active_days
+            judged_gap = usual_gap
+            at_risk_ms = (
+                policy.user_tiers(usual_gap)[0]
+                if active_days >= user_min_days and usual_gap > 0
+                else policy.defaults_ms[0]
+            )
+            tier_stop_ms = at_risk_ms + lateness_ms
+            stop_ts = last_seen + tier_stop_ms
+            if stage_stop_ms < stop_ts:
+                stop_ts = stage_stop_ms
         if event_offset != no_offset:
             partition = event.partition
             offset = event_offset

@@ -24,6 +24,7 @@ def config(user_min_active_days: int, lateness_ms: int) -> ModelConfig:
             min_ms=2 * DAY_MS,
             max_ms=90 * DAY_MS,
             user_min_active_days=user_min_active_days,
+            day_ms=DAY_MS,  # the per-user thresholds count the gap in these days
         ),
         lateness_ms=lateness_ms,
         day_ms=DAY_MS,
@@ -37,11 +38,18 @@ def config(user_min_active_days: int, lateness_ms: int) -> ModelConfig:
 
 @st.composite
 def histories(draw: st.DrawFn) -> list[ModelEvent]:
-    """Bursts and long silences, ties in time, repeated event ids (duplicates)."""
+    """Bursts, daily habits and long silences, ties in time, repeated event ids (duplicates)."""
     events = []
     for n in range(draw(st.integers(0, 60))):
         user = draw(st.sampled_from(USERS))
-        ts_ms = BASE_MS + draw(st.one_of(st.integers(0, 5 * DAY_MS), st.integers(0, 120 * DAY_MS)))
+        ts_ms = BASE_MS + draw(
+            st.one_of(
+                st.integers(0, 5 * DAY_MS),
+                st.integers(0, 120 * DAY_MS),
+                # a few days apart: per-user thresholds (3 active days) shorter than the default
+                st.integers(0, 30).map(lambda day: day * DAY_MS),
+            )
+        )
         event_id = draw(st.one_of(st.just(n), st.integers(0, 5)))  # small ids repeat
         kind = draw(st.sampled_from(TYPES))
         events.append(ModelEvent(user, event_id, kind, ts_ms, ts_ms))
@@ -100,6 +108,30 @@ def test_signals_flow_in_a_history_long_enough_to_judge() -> None:
         "dormant",
         "churned",
     ]
+
+
+def test_a_users_own_shorter_threshold_is_judged_inside_a_run() -> None:
+    """Daily events make the user's own at-risk threshold 3 days (per-user
+    thresholds from 3 active days); a 5-day silence then crosses it, not the
+    7-day default: the run of events must stop there to be judged."""
+    cfg = config(3, 0)
+    days = (0, 1, 2, 3, 8, 9)
+    events = [
+        ModelEvent("ana", n, "view", BASE_MS + day * DAY_MS, BASE_MS + day * DAY_MS)
+        for n, day in enumerate(days)
+    ]
+    history = run_users(events, cfg, BASE_MS + 9 * DAY_MS)
+    assert [(e.kind, e.as_of) for e in history.emissions] == [
+        ("at_risk", BASE_MS + 6 * DAY_MS),  # day 3 + the user's own 3 days
+        ("reactivated", BASE_MS + 8 * DAY_MS),
+    ]
+    states, emissions, transitions, applied = engine_run(events, cfg, BASE_MS + 9 * DAY_MS)
+    assert (history.states, history.emissions, history.transitions, history.applied) == (
+        states,
+        emissions,
+        transitions,
+        applied,
+    )
 
 
 def test_events_out_of_order_are_refused() -> None:

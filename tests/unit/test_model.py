@@ -27,6 +27,7 @@ from tables.model import (
     ModelEvent,
     apply_event,
     fold_events,
+    folds_judging,
     stage_at,
     step_event,
 )
@@ -500,3 +501,20 @@ def test_folding_a_run_equals_stepping_event_by_event(
     positions = list(range(len(events)))
     folded, index, folded_applied = fold_events(first, events, positions, 1, config)
     assert (folded, index, folded_applied) == (stepped, len(events), applied)
+
+
+def test_runs_are_judged_in_folds_only_where_no_event_can_move_the_thresholds() -> None:
+    """Tenant/segment thresholds switch with an event's tenant: no judged folds.
+    Nor when a threshold in force, with the lateness, ends at the event's own clock."""
+    policy = CONFIG.policy
+    assert folds_judging(CONFIG)
+    assert folds_judging(
+        msgspec.structs.replace(
+            CONFIG, policy=msgspec.structs.replace(policy, user_min_active_days=3)
+        )
+    )
+    with_overrides = msgspec.structs.replace(policy, overrides={"acme": policy.defaults_ms})
+    assert not folds_judging(msgspec.structs.replace(CONFIG, policy=with_overrides))
+    zero_floor = msgspec.structs.replace(policy, user_min_active_days=3, min_ms=0, max_ms=0)
+    assert not folds_judging(msgspec.structs.replace(CONFIG, policy=zero_floor, lateness_ms=0))
+    assert folds_judging(msgspec.structs.replace(CONFIG, policy=zero_floor, lateness_ms=1))
