@@ -50,6 +50,7 @@ def test_the_replay_figure_comes_from_its_own_process_over_every_event() -> None
         horizon_ms=30 * DAY_MS,
         holdout_salt="bench",
     )
-    rate, store = replay_rate(make_events(size, start_ms), config, start_ms + 3_600_000)
-    assert rate > 0
+    timed, store = replay_rate(make_events(size, start_ms), config, start_ms + 3_600_000)
+    assert timed.events == size.events
+    assert timed.wall_s > 0 and timed.cpu_s > 0
     assert len(store) == size.users
