@@ -291,21 +291,25 @@ class TimedReplay(msgspec.Struct):
 
 def replay_in_own_process(path: Path, as_of_ms: int, config: ModelConfig) -> TimedReplay:
     """``replay`` of ``path`` timed in a fresh interpreter, as ``engagement replay``
-    runs (start-up not counted), not in the bench's process, which by then has
-    consumed the topic and holds every record."""
+    runs (start-up not counted), not in the bench's process with its records and
+    broker clients. The configuration goes on stdin (it holds the hold-out salt)."""
     code = "import sys; from agents.bench import time_replay; time_replay(*sys.argv[1:])"
-    args = [str(path), str(as_of_ms), msgspec.json.encode(config).decode()]
     done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, check=True, timeout=3_600
+        [sys.executable, "-c", code, str(path), str(as_of_ms)],
+        input=msgspec.json.encode(config),
+        capture_output=True,
+        timeout=3_600,
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"the replay's process failed: {done.stderr.decode()[-2000:]}")
     return msgspec.json.decode(done.stdout.splitlines()[-1], type=TimedReplay)
 
 
-def time_replay(path: str, as_of_ms: str, config_json: str) -> None:
+def time_replay(path: str, as_of_ms: str) -> None:
     """The child's side: one ``replay`` call, its figures as one JSON line."""
     from agents.replay import replay
 
-    config = msgspec.json.decode(config_json, type=ModelConfig)
+    config = msgspec.json.decode(sys.stdin.buffer.read(), type=ModelConfig)
     started_wall = time.perf_counter()
     started_cpu = time.process_time()
     with open(os.devnull, "w") as scores:

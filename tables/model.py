@@ -270,7 +270,7 @@ def fold_events(
     partition = state.partition
     offset = state.offset
     ids = state.recent_ids
-    ring_full = len(ids) == ID_SLOTS
+    ring_full = _RING_OF_4 and len(ids) == ID_SLOTS
     newest_day = state.newest_day
     counts = state.day_counts
     today = counts[0]  # the newest day's count, written back into counts when it moves
@@ -346,7 +346,7 @@ def fold_events(
             ids = (second, third, newest, id_hash)
         else:
             ids = (*ids, id_hash)[-ID_SLOTS:]
-            ring_full = len(ids) == ID_SLOTS
+            ring_full = _RING_OF_4 and len(ids) == ID_SLOTS
         kind = event.type
         if day > last_day:
             gap_days = day - last_day

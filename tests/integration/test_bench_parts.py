@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agents.bench import BenchSize, make_events, naive_faust_rate, produce_fast
 from streams.settings import load_settings
 from streams.topics import ensure_topics
@@ -54,3 +56,11 @@ def test_the_replay_figure_comes_from_its_own_process_over_every_event() -> None
     assert timed.events == size.events
     assert timed.wall_s > 0 and timed.cpu_s > 0
     assert len(store) == size.users
+
+
+def test_a_failed_replay_process_says_why(tmp_path: Path) -> None:
+    from agents.bench import replay_in_own_process
+    from agents.runtime import model_config
+
+    with pytest.raises(RuntimeError, match="No such file"):
+        replay_in_own_process(tmp_path / "missing.jsonl", 0, model_config(load_settings()))
