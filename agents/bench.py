@@ -62,6 +62,15 @@ QUICK = BenchSize(
 )
 
 
+# the model the replay, the state sizes, the tick and Redis figures run
+BENCH_MODEL: Final = ModelConfig(
+    policy=ThresholdPolicy((7 * DAY_MS, 14 * DAY_MS, 30 * DAY_MS), DAY_MS, 90 * DAY_MS),
+    lateness_ms=600_000,
+    day_ms=DAY_MS,
+    horizon_ms=30 * DAY_MS,
+    holdout_salt="bench",
+)
+
 # thresholds far away: nothing falls due while a worker is measured
 FAR_THRESHOLDS: Final = {
     "ENGAGEMENT_AT_RISK": "3650d",
@@ -504,16 +513,9 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         await ensure_topics(settings)
         start_ms = int(time.time() * 1000) - 3_600_000
         records = make_events(size, start_ms)
-        config = ModelConfig(
-            policy=ThresholdPolicy((7 * DAY_MS, 14 * DAY_MS, 30 * DAY_MS), DAY_MS, 90 * DAY_MS),
-            lateness_ms=600_000,
-            day_ms=DAY_MS,
-            horizon_ms=30 * DAY_MS,
-            holdout_salt="bench",
-        )
         # first: it needs no broker, and no worker process shares the two cores yet
         _say("measuring replay")
-        timed, store = replay_rate(records, config, start_ms + 3_600_000)
+        timed, store = replay_rate(records, BENCH_MODEL, start_ms + 3_600_000)
         result["replay_events_per_s"] = round(timed.events / timed.wall_s)
         result["replay_cpu_events_per_s"] = round(timed.events / timed.cpu_s)
         _say("measuring produce")
@@ -560,11 +562,11 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         result["bytes_per_user"] = round(serialised, 1)
         result["rss_bytes_per_user"] = round(resident, 1)
         _say("measuring redis_writes (the mirror's write path)")
-        mirror_per_s = await redis_rate(redis, store, config)
+        mirror_per_s = await redis_rate(redis, store, BENCH_MODEL)
         del records, store
         gc.collect()
-        none_ms, due_ms = tick_costs(config, size.tick_users, size.tick_due)
-        small_none_ms, _ = tick_costs(config, 1_000, 10)
+        none_ms, due_ms = tick_costs(BENCH_MODEL, size.tick_users, size.tick_due)
+        small_none_ms, _ = tick_costs(BENCH_MODEL, 1_000, 10)
         result["tick_users"] = size.tick_users
         result["tick_ms_none_due"] = round(none_ms, 4)
         result["tick_ms_none_due_1k_users"] = round(small_none_ms, 4)

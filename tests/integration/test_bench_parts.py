@@ -39,20 +39,12 @@ async def test_the_naive_faust_reference_reports_a_figure(
 def test_the_replay_figure_comes_from_its_own_process_over_every_event() -> None:
     """The child replays with the bench's model configuration (sent as JSON) and
     reports every event it read; the states for the size figures come back too."""
-    from agents.bench import DAY_MS, replay_rate
-    from tables.model import ModelConfig
-    from tables.thresholds import ThresholdPolicy
+    from agents.bench import BENCH_MODEL, replay_rate
 
     size = BenchSize(events=3_000, users=300, tick_users=0, tick_due=0, latency_users=0)
     start_ms = 1_760_000_000_000
-    config = ModelConfig(
-        policy=ThresholdPolicy((7 * DAY_MS, 14 * DAY_MS, 30 * DAY_MS), DAY_MS, 90 * DAY_MS),
-        lateness_ms=600_000,
-        day_ms=DAY_MS,
-        horizon_ms=30 * DAY_MS,
-        holdout_salt="bench",
-    )
-    timed, store = replay_rate(make_events(size, start_ms), config, start_ms + 3_600_000)
+    records = make_events(size, start_ms)
+    timed, store = replay_rate(records, BENCH_MODEL, start_ms + 3_600_000)
     assert timed.events == size.events
     assert timed.wall_s > 0 and timed.cpu_s > 0
     assert len(store) == size.users
