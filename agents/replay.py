@@ -136,7 +136,7 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> Ev
     names: dict[str, str] = {}
     same = names.setdefault  # one string object per distinct type, tenant, segment
     lines_seen = blank = after_as_of = 0
-    latest_ms = backwards = position = 0
+    latest_ms = backwards = 0
     for lines_seen, line in enumerate(lines, 1):  # noqa: B007 (the count is used below)
         raw: _PlainLine | InputEvent
         try:
@@ -165,18 +165,14 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> Ev
             backwards += 1
         entry = user_entry(user_id)
         if entry is None:
-            users[user_id] = [user_id, position]
-            user_id_once = user_id
-        else:
-            entry.append(position)
-            user_id_once = entry[0]
-        position += 1
+            entry = users[user_id] = [user_id]
+        entry.append(len(events))
         tenant = raw.tenant
         segment = raw.segment
         # positional, in ModelEvent's field order: the append time is the event time
         append(
             ModelEvent(
-                user_id_once,
+                entry[0],
                 id_hash(raw.event_id),
                 same(kind, kind),
                 ts_ms,

@@ -286,11 +286,11 @@ def fold_events(
     negative_types = NEGATIVE_TYPES
     one_byte = _BYTE
     no_offset = NO_OFFSET
-    # the stop rule as one instant: an event at or after stop_ts has something due
-    # at its clock (ts - lateness), before or after it is applied
+    # the stop rule: an event at or after last_seen + tier_stop_ms, or at or after
+    # stage_stop_ms, has something due at its clock (ts - lateness), before or
+    # after it is applied
     tier_stop_ms = stage_stop_ms = _NO_STOP
     new_stop_ms = 0  # while new: the stage's end, less first_seen, plus the lateness
-    stop_ts = _NO_STOP
     policy = config.policy
     # per-user thresholds (resolve's first rule): active days and the gap move them
     user_min_days = policy.user_min_active_days if judging else 0
@@ -306,9 +306,6 @@ def fold_events(
             stage_stop_ms = first_seen + new_stop_ms
         elif stage == STAGE_RESURRECTED and state.returned_day != NO_DAY:
             stage_stop_ms = (state.returned_day + config.resurrected_days) * day_ms + lateness_ms
-        stop_ts = last_seen + tier_stop_ms
-        if stage_stop_ms < stop_ts:
-            stop_ts = stage_stop_ms
     judged_days = active_days
     judged_gap = usual_gap
     applied = 0
@@ -317,7 +314,7 @@ def fold_events(
     while index < count:
         event = events[positions[index]]
         ts_ms = event.ts_ms
-        if ts_ms >= stop_ts:
+        if ts_ms >= last_seen + tier_stop_ms or ts_ms >= stage_stop_ms:
             break
         index += 1
         event_offset = event.offset
@@ -364,16 +361,10 @@ def fold_events(
         if ts_ms > last_seen:
             last_seen = ts_ms
             last_day = day
-            if judging:
-                stop_ts = last_seen + tier_stop_ms
-                if stage_stop_ms < stop_ts:
-                    stop_ts = stage_stop_ms
         if ts_ms < first_seen:
             first_seen = ts_ms
             if new_stop_ms:
                 stage_stop_ms = first_seen + new_stop_ms
-                if stage_stop_ms < stop_ts:
-                    stop_ts = stage_stop_ms
         if user_min_days and (active_days != judged_days or usual_gap != judged_gap):
             judged_days = active_days
             judged_gap = usual_gap
@@ -383,9 +374,6 @@ def fold_events(
                 else policy.defaults_ms[0]
             )
             tier_stop_ms = at_risk_ms + lateness_ms
-            stop_ts = last_seen + tier_stop_ms
-            if stage_stop_ms < stop_ts:
-                stop_ts = stage_stop_ms
         if event_offset != no_offset:
             partition = event.partition
             offset = event_offset
