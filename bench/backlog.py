@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents import bench as b
+from agents.bench import run as b
 from streams.settings import load_settings
 
 

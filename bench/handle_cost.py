@@ -23,13 +23,13 @@ import msgspec
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from agents import bench
-from agents.batch_ingest import BatchIngest
-from agents.metrics import Metrics
-from agents.redis_mirror import write_user
-from agents.runtime import Runtime
-from agents.status import StatusWriter, clock_reader
-from agents.worker import observing_mirror
+from agents.bench import run as bench
+from agents.worker.batch_ingest import BatchIngest
+from agents.worker.metrics import Metrics
+from agents.worker.redis_mirror import write_user
+from agents.worker.runtime import Runtime
+from agents.worker.status import StatusWriter, clock_reader
+from agents.worker.wiring import observing_mirror
 from streams.app import create_app
 from streams.settings import load_settings
 

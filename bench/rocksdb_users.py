@@ -31,9 +31,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agents.bench import PARTITIONS, produce_fast
-from agents.services import KafkaBroker, free_port
-from agents.worker_process import WorkerProcess
+from agents.bench.run import PARTITIONS, produce_fast
+from agents.stack.services import KafkaBroker, free_port
+from agents.stack.worker_process import WorkerProcess
 from streams.app import create_app
 from streams.decode import id_hash, partition_for
 from streams.settings import load_settings

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from backlog import backlog
 
-from agents import bench as b
+from agents.bench import run as b
 
 PYSPY = os.environ.get("PYSPY", "/tmp/pyspy/bin/py-spy")
 
@@ -31,7 +31,7 @@ async def main() -> None:
         while pid is None:
             await asyncio.sleep(0.05)
             found = subprocess.run(
-                ["pgrep", "-P", str(os.getpid()), "-f", "agents.cli worker"],
+                ["pgrep", "-P", str(os.getpid()), "-f", "agents.cli.main worker"],
                 capture_output=True,
                 text=True,
             ).stdout.split()

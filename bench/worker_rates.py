@@ -8,7 +8,7 @@ import sys
 
 from backlog import backlog
 
-from agents import bench as b
+from agents.bench import run as b
 
 
 async def main():

@@ -15,6 +15,7 @@ import msgspec
 import rfc8785
 
 from streams.records import CONTROL_HEADER, ConfigUpdate, ControlRecord, Erase, Tick
+from streams.settings import Settings
 from tables.errors import ConfigurationError
 
 HEADER_VALUES: dict[type, str] = {Tick: "tick", Erase: "erase", ConfigUpdate: "config"}
@@ -70,3 +71,8 @@ class ControlSigner:
             return None
         expected = hmac.new(self._keys[kid], message, hashlib.sha256).hexdigest()
         return record if hmac.compare_digest(expected, sig) else None
+
+
+def signer_for(settings: Settings) -> ControlSigner | None:
+    keys = settings.clock_key_map()
+    return ControlSigner(keys, settings.signing_kid) if keys else None

@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(None, validation_alias=_env("API_TOKEN", "api_token"))
     store: str = Field("memory://", validation_alias=_env("STORE", "store"))
-    # "stream": Faust's per-event agent; "batch": whole fetches (agents/batch_ingest.py);
+    # "stream": Faust's per-event agent; "batch": whole fetches (agents/worker/batch_ingest.py);
     # "auto": batch on the memory store, stream on RocksDB (``ingest_path``)
     ingest: Literal["auto", "stream", "batch"] = Field(
         "auto", validation_alias=_env("INGEST", "ingest")

@@ -40,7 +40,7 @@ model is plain MBG/NBD.
 Shrinkage comes with the Bayesian form: with little history the population
 parameters dominate; each further active day moves the user's own rate and
 survival away from them. The population parameters are fitted from data by
-maximum likelihood (``agents.fit``); the defaults below are weak priors.
+maximum likelihood (``agents.offline.fit``); the defaults below are weak priors.
 O(1) per call, pure: every input is passed in.
 """
 

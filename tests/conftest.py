@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import pytest
 
-from agents.services import EmbeddedBroker, KafkaBroker, RedisServer, Service
+from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer, Service
 
 S = TypeVar("S", bound=Service)
 

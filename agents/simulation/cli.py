@@ -74,7 +74,7 @@ def simulate(
     start: str | None,
 ) -> None:
     """Simulated users with daily, weekly and monthly habits, fading and returning."""
-    from agents.cli import configure_logging
+    from agents.common.logs import configure_logging
 
     settings = _settings(broker)
     configure_logging(settings.log_level)

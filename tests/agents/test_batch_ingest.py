@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agents.batch_ingest import (
+from agents.worker.batch_ingest import (
     SOUGHT_GENERATION,
     BatchIngest,
     BatchTable,
@@ -22,7 +22,7 @@ from agents.batch_ingest import (
     Contiguity,
     run_to_end,
 )
-from agents.worker import build_worker
+from agents.worker.wiring import build_worker
 from streams.app import create_app
 from streams.settings import load_settings
 from tables.errors import ConfigurationError
@@ -312,7 +312,7 @@ async def test_a_batch_fetched_during_the_seek_waits_for_it() -> None:
 async def test_a_batch_whose_seek_never_ends_is_read_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("agents.batch_ingest.SOUGHT_WAIT_S", 0.05)
+    monkeypatch.setattr("agents.worker.batch_ingest.SOUGHT_WAIT_S", 0.05)
     ingest, consumer, runtime = _fake_ingest()
     setattr(consumer, SOUGHT_GENERATION, 2)
     await ingest.on_batch(_records(10, 11))

@@ -16,9 +16,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from support.agent_context import agent_context
 
-from agents.config_forwarder import BadConfigRecord, ConfigForwarder, parse_config_record
-from agents.replay import read_config, run_history
-from agents.worker import Worker
+from agents.offline.replay import read_config, run_history
+from agents.worker.config_forwarder import ConfigForwarder
+from agents.worker.wiring import Worker
+from streams.config_record import BadConfigRecord, parse_config_record
 from streams.decode import partition_for
 from streams.records import ConfigUpdate, LifecycleTransition, Signal
 from streams.settings import load_settings
@@ -222,7 +223,7 @@ def test_config_record_parsing_takes_scope_and_time_from_key_or_value() -> None:
 
 async def test_forwarder_signs_each_version_into_every_partition() -> None:
     settings = load_settings(partitions=3).with_generated_secrets()
-    from agents.runtime import signer_for
+    from streams.control import signer_for
 
     signer = signer_for(settings)
     assert signer is not None

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from support.agent_context import agent_context
 
-from agents.status import UserStatus
-from agents.worker import Worker
+from agents.worker.status import UserStatus
+from agents.worker.wiring import Worker
 from streams.decode import partition_for
 from streams.records import CONTROL_HEADER, DLQ_REASONS, Erase, Signal
 from tables.erasure import erased_hash
@@ -276,7 +276,7 @@ class FakeConsumer:
 async def test_a_commit_waits_until_the_status_writes_are_confirmed(harness: Harness) -> None:
     """Faust has already taken the offsets off its acked list when it calls
     ``_commit_offsets``: the hook may delay the commit, never skip it."""
-    from agents.status import flush_before_commit
+    from agents.worker.status import flush_before_commit
 
     status = harness.worker.status
     assert status is not None

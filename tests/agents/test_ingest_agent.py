@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from support.agent_context import agent_context
 
-from agents.worker import Worker
+from agents.worker.wiring import Worker
 from streams.decode import partition_for
 from streams.records import CONTROL_HEADER, DlqRecord, Signal
 from tables.state import unpack_state

@@ -21,7 +21,7 @@ from support.kafka_util import Record
 from support.oracle import run_oracle
 
 from agents.simulation.population import poison_record
-from agents.worker import Worker
+from agents.worker.wiring import Worker
 from streams.decode import partition_for
 from streams.records import ConfigUpdate, DlqRecord, Erase, Signal
 from tables.state import unpack_state

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agents.bench import BenchSize, make_events, naive_faust_rate, produce_fast
+from agents.bench.run import BenchSize, make_events, naive_faust_rate, produce_fast
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 
@@ -39,7 +39,7 @@ async def test_the_naive_faust_reference_reports_a_figure(
 def test_the_replay_figure_comes_from_its_own_process_over_every_event() -> None:
     """The child replays with the bench's model configuration (sent as JSON) and
     reports every event it read; the states for the size figures come back too."""
-    from agents.bench import BENCH_MODEL, replay_rate
+    from agents.bench.run import BENCH_MODEL, replay_rate
 
     size = BenchSize(events=3_000, users=300, tick_users=0, tick_due=0, latency_users=0)
     start_ms = 1_760_000_000_000
@@ -51,8 +51,8 @@ def test_the_replay_figure_comes_from_its_own_process_over_every_event() -> None
 
 
 def test_a_failed_replay_process_says_why(tmp_path: Path) -> None:
-    from agents.bench import replay_in_own_process
-    from agents.runtime import model_config
+    from agents.bench.run import replay_in_own_process
+    from streams.model_settings import model_config
 
     with pytest.raises(RuntimeError, match="No such file"):
         replay_in_own_process(tmp_path / "missing.jsonl", 0, model_config(load_settings()))

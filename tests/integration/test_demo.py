@@ -39,7 +39,7 @@ def test_demo_shows_every_tier_and_stops_everything(
     env = {**os.environ, marker: "1"}
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "demo", "--duration", "55", "--broker", broker],
+        [sys.executable, "-m", "agents.cli.main", "demo", "--duration", "55", "--broker", broker],
         cwd=repo,
         env=env,
         capture_output=True,

@@ -17,7 +17,7 @@ from support.faults import last_per_key, read_all
 from support.metrics import sample
 from support.workers import Deployment, event, latest_states, produce, wait_for
 
-from agents.worker_process import WorkerProcess
+from agents.stack.worker_process import WorkerProcess
 from tables.erasure import erased_hash
 
 
@@ -51,7 +51,7 @@ async def redis_dump(url: str, prefix: str) -> dict[str, Any]:
 
 def erase_cli(deployment: Deployment, user_id: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agents.cli", "erase", user_id],
+        [sys.executable, "-m", "agents.cli.main", "erase", user_id],
         env={**os.environ, **deployment.env},
         capture_output=True,
         text=True,

@@ -13,8 +13,8 @@ import pytest
 from support.metrics import sample
 from support.workers import Deployment, event, latest_states, produce, wait_for
 
-from agents.services import RedisServer
-from agents.web import openapi_document
+from agents.stack.services import RedisServer
+from agents.worker.web import openapi_document
 from streams.decode import partition_for
 
 TOKEN = "test-token-not-a-secret"

@@ -25,14 +25,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from support.metrics import sample
 from support.workers import Deployment, event, latest_states, produce, wait_for
 
-from agents import redis_mirror
-from agents import redis_sync as redis_sync_module
-from agents.metrics import Metrics
-from agents.redis_mirror import MirrorKeys, RedisMirror, mark_rebuilt, redis_client
-from agents.runtime import model_config
-from agents.services import RedisServer
-from agents.user_view import UserFields, mirror_fields
+from agents.ops import redis_sync as redis_sync_module
+from agents.stack.services import RedisServer
+from agents.worker import redis_mirror
+from agents.worker.metrics import Metrics
+from agents.worker.redis_mirror import MirrorKeys, RedisMirror, mark_rebuilt, redis_client
+from agents.worker.user_view import UserFields, mirror_fields
 from streams.decode import partition_for
+from streams.model_settings import model_config
 from streams.settings import load_settings
 from tables.state import TIER_AT_RISK, TIER_NAMES, UserState, pack_state
 
@@ -534,7 +534,7 @@ async def test_redis_sync_rebuilds_the_mirror_after_flushdb(
         await client.aclose()
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "agents.cli", "redis-sync"],
+        [sys.executable, "-m", "agents.cli.main", "redis-sync"],
         env={**os.environ, **deployment.env},
         capture_output=True,
         text=True,

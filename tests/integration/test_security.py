@@ -103,7 +103,7 @@ async def test_no_user_id_or_secret_leaks_from_a_live_worker(
         await produce(deployment.bootstrap, settings.topic_events, poison)
         # signals: the users go silent (at_risk after 3 s); one is erased
         erase = subprocess.run(
-            [sys.executable, "-m", "agents.cli", "erase", users[0]],
+            [sys.executable, "-m", "agents.cli.main", "erase", users[0]],
             env={**os.environ, **deployment.env},
             capture_output=True,
             text=True,

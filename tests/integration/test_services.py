@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from support.kafka_util import consume_all, create_topics
 
-from agents.services import (
+from agents.stack.services import (
     EmbeddedBroker,
     KafkaBroker,
     RedisServer,

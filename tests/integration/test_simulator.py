@@ -11,9 +11,9 @@ import msgspec
 import pytest
 from support.kafka_util import Record, consume_all, create_topics
 
-from agents.services import EmbeddedBroker
 from agents.simulation.population import Population
 from agents.simulation.producer import run_simulator, wall_ms
+from agents.stack.services import EmbeddedBroker
 from streams.decode import DecodeRules, Rejected, decode_record, partition_for
 from streams.records import DLQ_REASONS
 from tables.model import ModelEvent

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from agents.worker import Worker, build_worker
+from agents.worker.wiring import Worker, build_worker
 from streams.settings import load_settings
 
 

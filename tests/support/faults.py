@@ -36,10 +36,10 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.services import KAFKA_SCRIPT, kafka_answers
 from agents.simulation.population import poison_record
 from agents.simulation.producer import forged_tick, misrouted_event
-from agents.worker_process import WorkerProcess
+from agents.stack.services import KAFKA_SCRIPT, kafka_answers
+from agents.stack.worker_process import WorkerProcess
 from streams.records import DlqRecord, Signal
 from streams.settings import load_settings
 from support.kafka_util import Record, _partitions
@@ -725,7 +725,7 @@ class FaultRun:
         client = aioredis.Redis.from_url(self.redis_url, decode_responses=True)
         try:
             out: dict[str, dict[str, str]] = {}
-            prefix = f"{self.settings.app_id}:user:"  # agents.redis_mirror.MirrorKeys
+            prefix = f"{self.settings.app_id}:user:"  # agents.worker.redis_mirror.MirrorKeys
             async for key in client.scan_iter(match=f"{prefix}*", count=1000):
                 out[key[len(prefix) :]] = await client.hgetall(key)
             return out

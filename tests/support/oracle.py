@@ -1,7 +1,7 @@
 """The fault suite's oracle: the pure model run over the log the worker consumed.
 
 It reads nothing but the input topic (partitions, offsets, append times,
-headers, bytes) and replays it exactly as ``agents.runtime.Runtime`` does:
+headers, bytes) and replays it exactly as ``agents.worker.runtime.Runtime`` does:
 the same decoder and rules, ticks, threshold versions and erasures from the log, one
 ``PartitionEngine`` over a ``DictStore`` per partition, de-duplication by
 the rules of CONTRACTS.md. Each partition is run to two marks:
@@ -20,8 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.runtime import model_config, signer_for
+from streams.control import signer_for
 from streams.decode import Control, DecodeRules, Rejected, decode_record
+from streams.model_settings import model_config
 from streams.records import ConfigUpdate, Erase, Tick
 from streams.settings import Settings
 from support.kafka_util import Record
@@ -152,7 +153,7 @@ def _apply(
     snap: Snapshot,
     emitted: Callable[[list[Any]], None],
 ) -> None:
-    """One decoded record, as ``agents.runtime.Runtime.handle`` treats it."""
+    """One decoded record, as ``agents.worker.runtime.Runtime.handle`` treats it."""
     if isinstance(result, Control):
         control = result.record
         if isinstance(control, Tick):

@@ -14,8 +14,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.services import free_port
-from agents.worker_process import WorkerProcess
+from agents.stack.services import free_port
+from agents.stack.worker_process import WorkerProcess
 from streams.records import Signal
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-import agents.run
-from agents.collection import GC_THRESHOLDS, fewer_collections
-from agents.replay import run_history
+import agents.worker.run
+from agents.common.collection import GC_THRESHOLDS, fewer_collections
+from agents.offline.replay import run_history
 from streams.settings import load_settings
 from tests.unit.test_replay import AS_OF_MS, CONFIG, history
 
@@ -72,12 +72,12 @@ def test_the_worker_starts_with_its_set_up_frozen_and_fewer_collections(
         def execute_from_commandline(self) -> None:
             return None
 
-    monkeypatch.setattr(agents.run, "ensure_topics", no_topics)
-    monkeypatch.setattr(agents.run.faust, "Worker", Recorder)
+    monkeypatch.setattr(agents.worker.run, "ensure_topics", no_topics)
+    monkeypatch.setattr(agents.worker.run.faust, "Worker", Recorder)
     settings = load_settings(
         broker="kafka://localhost:1", holdout_salt="h", erasure_salt="e", clock_keys="k1:s"
     )
-    agents.run.run_worker(settings)
+    agents.worker.run.run_worker(settings)
     assert len(started) == 1
     thresholds, frozen = started[0]
     assert thresholds == GC_THRESHOLDS

@@ -18,7 +18,7 @@ from support.monitoring import (
     panels,
 )
 
-from agents.metrics import Metrics
+from agents.worker.metrics import Metrics
 
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 
@@ -95,4 +95,4 @@ def test_dashboard_and_alerts_name_only_metrics_the_worker_declares() -> None:
     names = metric_names(dashboard_expressions() + alert_expressions()) - PROMETHEUS_OWN
     assert names, "no metric found in the expressions"
     unknown = names - declared_sample_names()
-    assert not unknown, f"not exported by agents/metrics.py: {sorted(unknown)}"
+    assert not unknown, f"not exported by agents/worker/metrics.py: {sorted(unknown)}"

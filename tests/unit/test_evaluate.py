@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from agents.cli import main
-from agents.evaluate import Evaluation, brier, evaluate, roc_auc, stress_history
-from agents.runtime import model_config
+from agents.cli.main import main
+from agents.offline.evaluate import Evaluation, brier, evaluate, roc_auc, stress_history
 from agents.simulation.population import Population
+from streams.model_settings import model_config
 from streams.settings import load_settings
 
 DAY_MS = 86_400_000

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from agents.cli import main
+from agents.cli.main import main
 from streams.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.cli import main
-from agents.replay import ReplayStats, read_config, read_events, replay
+from agents.cli.main import main
+from agents.offline.replay import ReplayStats, read_config, read_events, replay
 from streams.decode import id_hash
 from streams.records import Signal, encode
 from tables.engine import DictStore, PartitionEngine
@@ -258,7 +258,7 @@ _FIELD_VALUES: dict[str, list[Any]] = {
 def test_plain_lines_and_lines_checked_field_by_field_agree(texts: list[str]) -> None:
     """Most lines take msgspec's plain form; the rest are judged field by field
     (``_check_line``): either way a line gives the same event or reason."""
-    from agents.replay import _check_line
+    from agents.offline.replay import _check_line
 
     stats = ReplayStats()
     read = read_events(iter(text.encode() for text in texts), T0 + 10, stats)

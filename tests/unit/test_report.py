@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from agents.cli import main
-from agents.report import (
+from agents.cli.main import main
+from agents.offline.report import (
     build_report,
     episodes_of,
     kaplan_meier,

@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize  # type: ignore[import-untyped]
 
-from agents.evaluate import stress_history
-from agents.fit import Summary, fit, load_params, log_likelihood, params_document, summarise
-from agents.replay import run_history
-from agents.runtime import model_config
+from agents.offline.evaluate import stress_history
+from agents.offline.fit import Summary, fit, log_likelihood, params_document, summarise
+from agents.offline.replay import run_history
+from streams.model_settings import model_config
+from streams.risk_params import load_params
 from streams.settings import load_settings
 from tables.errors import ConfigurationError
 from tables.model import ModelConfig, ModelEvent, recent_repeat_days, risk_at, step_event

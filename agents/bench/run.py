@@ -30,8 +30,8 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from agents.services import EmbeddedBroker, KafkaBroker, RedisServer
-from agents.worker_process import WorkerProcess
+from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer
+from agents.stack.worker_process import WorkerProcess
 from streams.decode import id_hash, partition_for
 from streams.records import Signal
 from streams.settings import load_settings
@@ -258,7 +258,7 @@ async def naive_faust_rate(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "agents.bench_naive",
+        "agents.bench.naive",
         broker_url,
         topic,
         str(expected),
@@ -302,7 +302,7 @@ def replay_in_own_process(path: Path, as_of_ms: int, config: ModelConfig) -> Tim
     """``replay`` of ``path`` timed in a fresh interpreter, as ``engagement replay``
     runs (start-up not counted), not in the bench's process with its records and
     broker clients. The configuration goes on stdin (it holds the hold-out salt)."""
-    code = "import sys; from agents.bench import time_replay; time_replay(*sys.argv[1:])"
+    code = "import sys; from agents.bench.run import time_replay; time_replay(*sys.argv[1:])"
     done = subprocess.run(
         [sys.executable, "-c", code, str(path), str(as_of_ms)],
         input=msgspec.json.encode(config),
@@ -316,7 +316,7 @@ def replay_in_own_process(path: Path, as_of_ms: int, config: ModelConfig) -> Tim
 
 def time_replay(path: str, as_of_ms: str) -> None:
     """The child's side: one ``replay`` call, its figures as one JSON line."""
-    from agents.replay import replay
+    from agents.offline.replay import replay
 
     config = msgspec.json.decode(sys.stdin.buffer.read(), type=ModelConfig)
     started_wall = time.perf_counter()
@@ -472,8 +472,14 @@ async def signal_latency(
 async def redis_rate(server: RedisServer, store: DictStore, config: ModelConfig) -> float:
     """Users/s the Redis mirror writes: its own client, fields and pipelines, over
     the replay's user states (steady state: no ZREM for users not at risk)."""
-    from agents.redis_mirror import BATCH_USERS, MirrorKeys, redis_client, round_trip, write_user
-    from agents.user_view import mirror_fields
+    from agents.worker.redis_mirror import (
+        BATCH_USERS,
+        MirrorKeys,
+        redis_client,
+        round_trip,
+        write_user,
+    )
+    from agents.worker.user_view import mirror_fields
 
     client = redis_client(server.url, read_timeout_s=None)
     keys = MirrorKeys(f"bench-{uuid.uuid4().hex[:8]}")
@@ -587,7 +593,7 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
 
 
 def _free_port() -> int:
-    from agents.services import free_port
+    from agents.stack.services import free_port
 
     return free_port()
 

@@ -33,13 +33,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, special  # type: ignore[import-untyped]
 
-from agents.replay import run_history
+from agents.offline.replay import run_history
+from streams.risk_params import MODEL
 from tables.errors import ConfigurationError
 from tables.model import ModelConfig
 from tables.risk import DEFAULT_PARAMS, RiskParams
 from tables.state import UserState
 
-MODEL: Final = "mbg_nbd"
 PRIOR_SIGMA: Final = 3.0  # on log-parameters: weak
 # (r, alpha, a, b) starting points: the defaults, U-shaped and bell-shaped dropout
 STARTS: Final = (
@@ -161,21 +161,3 @@ def params_document(result: FitResult) -> dict[str, Any]:
 
 def write_params(path: Path, result: FitResult) -> None:
     path.write_text(json.dumps(params_document(result), indent=2, sort_keys=True) + "\n")
-
-
-def load_params(path: Path | str, day_ms: int) -> RiskParams:
-    """Parameters from a file written by ``engagement fit``, in days of ``day_ms``."""
-    try:
-        document = json.loads(Path(path).read_text())
-        if document.get("model", MODEL) != MODEL:
-            raise ConfigurationError(f"{path}: model {document.get('model')!r} is not {MODEL}")
-        fitted_day_ms = int(document.get("day_ms", day_ms))
-        return RiskParams(
-            r=float(document["r"]),
-            # alpha is a time scale: in the worker's days it is alpha x (fitted day / day).
-            alpha=float(document["alpha"]) * fitted_day_ms / day_ms,
-            a=float(document["a"]),
-            b=float(document["b"]),
-        )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigurationError(f"cannot load risk parameters from {path}: {exc}") from exc

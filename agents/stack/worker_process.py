@@ -27,7 +27,7 @@ class WorkerProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker"],
+            [sys.executable, "-m", "agents.cli.main", "worker"],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

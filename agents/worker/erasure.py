@@ -7,7 +7,7 @@ itself, an event met after the window, a tick expiring entries), so it lands
 in changelog partition P and recovers on the worker that owns P. The user's
 state goes through ``TableStore.delete`` (``PartitionEngine.forget``), which
 tells the store's observers (status topic tombstone, Redis mirror).
-(The request writer, ``engagement erase``, is ``agents.erase``.)
+(The request writer, ``engagement erase``, is ``agents.ops.erase``.)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any, Final
 
-from agents.metrics import Metrics
+from agents.worker.metrics import Metrics
 from streams.records import Erase
 from streams.settings import Settings
 from tables.engine import PartitionEngine

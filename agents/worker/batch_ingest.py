@@ -52,7 +52,7 @@ from typing import Any
 
 from aiokafka.errors import IllegalStateError
 
-from agents.runtime import Runtime
+from agents.worker.runtime import Runtime
 from tables.errors import ConfigurationError
 
 log = logging.getLogger(__name__)

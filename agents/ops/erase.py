@@ -6,7 +6,7 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
-from agents.runtime import signer_for
+from streams.control import signer_for
 from streams.decode import partition_for
 from streams.kafka import client_options
 from streams.records import Erase

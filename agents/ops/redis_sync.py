@@ -4,8 +4,8 @@ Reads ``{app_id}-users-changelog`` and ``{app_id}-clocks-changelog`` from the
 beginning to their end offsets at the start (last value per key wins, a
 tombstone deletes), writes every user's hash and at-risk membership, then
 removes the mirror keys of users that are not in the table. The same key
-layout and field derivation as the workers' mirror (``agents.redis_mirror``,
-``agents.user_view``), so the result is what the workers would have written.
+layout and field derivation as the workers' mirror (``agents.worker.redis_mirror``,
+``agents.worker.user_view``), so the result is what the workers would have written.
 
 The changelogs trail the tables by up to a commit interval, so a user
 changed during the sync may be written with an older value; at the end the
@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from agents.redis_mirror import (
+from agents.worker.redis_mirror import (
     BATCH_USERS,
     REDIS_FAILURES,
     MirrorKeys,
@@ -35,10 +35,10 @@ from agents.redis_mirror import (
     remove_absent,
     write_user,
 )
-from agents.runtime import model_config
-from agents.user_view import is_at_risk, mirror_fields
+from agents.worker.user_view import is_at_risk, mirror_fields
 from streams.decode import partition_for
 from streams.kafka import client_options
+from streams.model_settings import model_config
 from streams.settings import Settings
 from tables.clock import NEVER, clock_ms
 from tables.errors import EngagementError, StateFormatError
@@ -120,7 +120,7 @@ async def topic_partitions(settings: Settings, topic: str) -> list[int]:
 
 def partition_clocks(blobs: dict[bytes, bytes], lateness_ms: int) -> dict[int, int]:
     """Partition → event-time clock, from the clocks table (key ``b"P"``; the
-    first 8 bytes of the value are the greatest contribution, see ``agents.runtime``)."""
+    first 8 bytes of the value are the greatest contribution, see ``agents.worker.runtime``)."""
     clocks: dict[int, int] = {}
     for key, blob in blobs.items():
         if len(blob) >= 8 and key.isdigit():

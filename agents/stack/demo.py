@@ -21,9 +21,9 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer
 
-from agents.services import EmbeddedBroker, KafkaBroker, RedisServer, free_port
 from agents.simulation.producer import run_simulator
-from agents.worker_process import WorkerProcess
+from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer, free_port
+from agents.stack.worker_process import WorkerProcess
 from streams.records import Signal
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics

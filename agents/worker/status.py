@@ -37,7 +37,7 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from agents.metrics import Metrics
+from agents.worker.metrics import Metrics
 from streams.decode import partition_for
 from tables.clock import NEVER
 from tables.model import STAGES, ModelConfig, risk_at, stage_at

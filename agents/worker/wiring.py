@@ -11,14 +11,14 @@ import msgspec
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from agents.batch_ingest import BatchIngest, install
-from agents.config_forwarder import ConfigForwarder
-from agents.lag import sample_consumer_lag
-from agents.metrics import Metrics
-from agents.redis_mirror import MirrorKeys, RedisMirror, TableSource, redis_client
-from agents.runtime import Runtime
-from agents.status import StatusWriter, clock_reader, flush_before_commit
-from agents.web import register_web
+from agents.worker.batch_ingest import BatchIngest, install
+from agents.worker.config_forwarder import ConfigForwarder
+from agents.worker.lag import sample_consumer_lag
+from agents.worker.metrics import Metrics
+from agents.worker.redis_mirror import MirrorKeys, RedisMirror, TableSource, redis_client
+from agents.worker.runtime import Runtime
+from agents.worker.status import StatusWriter, clock_reader, flush_before_commit
+from agents.worker.web import register_web
 from streams.app import EngineApp, create_app
 from streams.settings import Settings
 from tables.errors import ConfigurationError
@@ -102,7 +102,7 @@ def build_worker(
 
 
 def _wire_config_forwarder(engine_app: EngineApp, runtime: Runtime) -> ConfigForwarder | None:
-    """The owner of input partition 0 forwards the config topic (``agents.config_forwarder``)."""
+    """The owner of input partition 0 forwards the config topic (``config_forwarder``)."""
     if runtime.signer is None:
         return None
 
@@ -118,7 +118,7 @@ def _wire_config_forwarder(engine_app: EngineApp, runtime: Runtime) -> ConfigFor
 
 def _wire_mirror(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> RedisMirror | None:
     """The Redis serving mirror: observer of the store, written by its own task
-    (``agents.redis_mirror``); none when ``ENGAGEMENT_REDIS_URL`` is empty."""
+    (``agents.worker.redis_mirror``); none when ``ENGAGEMENT_REDIS_URL`` is empty."""
     settings = engine_app.settings
     if not settings.redis_url:
         return None
@@ -164,7 +164,7 @@ def observing_mirror(
 
 
 def _wire_batch_ingest(engine_app: EngineApp, runtime: Runtime) -> BatchIngest:
-    """Whole fetches of the input topic beneath the agent (``agents.batch_ingest``).
+    """Whole fetches of the input topic beneath the agent (``agents.worker.batch_ingest``).
 
     The agent stays: it subscribes the topic with acknowledgements, and
     records of other topics still take Faust's path."""
@@ -194,7 +194,7 @@ def _wire_status(
     engine_app: EngineApp, runtime: Runtime, metrics: Metrics, batch: BatchIngest | None = None
 ) -> StatusWriter:
     """The user-status writer: observer of the store, flushed by a timer, before
-    every offset commit and when partitions are revoked (see ``agents.status``)."""
+    every offset commit and when partitions are revoked (see ``agents.worker.status``)."""
     app, settings = engine_app.app, engine_app.settings
 
     def enqueue(key: bytes, value: bytes | None, partition: int) -> Any:

@@ -96,7 +96,7 @@ class Metrics:
             "Time to rebuild a partition's due index after recovery",
             registry=registry,
         )
-        # The Redis serving mirror (agents.redis_mirror).
+        # The Redis serving mirror (agents.worker.redis_mirror).
         self.redis_backlog = Gauge(
             "engagement_redis_backlog_users",
             "Users changed but not yet written to the Redis mirror",

@@ -1,6 +1,6 @@
 """The peer reference for ``engagement bench``: a naive Faust agent, one table write per event.
 
-Run as ``python -m agents.bench_naive BROKER TOPIC EVENTS APP_ID``; prints one
+Run as ``python -m agents.bench.naive BROKER TOPIC EVENTS APP_ID``; prints one
 JSON line ``{"first_s": ..., "last_s": ..., "events": ...}`` once it has
 consumed EVENTS records, then exits.
 """

@@ -21,10 +21,10 @@ from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agents.metrics import Metrics
-from agents.redis_mirror import REDIS_FAILURES, RedisMirror, top_at_risk
-from agents.runtime import Runtime
-from agents.user_view import user_fields
+from agents.worker.metrics import Metrics
+from agents.worker.redis_mirror import REDIS_FAILURES, RedisMirror, top_at_risk
+from agents.worker.runtime import Runtime
+from agents.worker.user_view import user_fields
 from streams.decode import partition_for
 
 # aiohttp takes the charset separately; the exposition format is UTF-8 text.

@@ -1,7 +1,7 @@
 """``engagement evaluate``: how well ``risk`` predicts real inactivity, against baselines.
 
 Splits a history at ``--cutoff``: the model (and the risk parameters, fitted
-with ``agents.fit`` on the data before the cutoff unless a file is given)
+with ``agents.offline.fit`` on the data before the cutoff unless a file is given)
 sees only events up to the cutoff; a user's label is 1 when the user has no
 event in ``(cutoff, cutoff + horizon]``. Every user seen before the cutoff is
 scored. Reported for the engine and for baselines:
@@ -22,7 +22,7 @@ A reliability plot (PNG) shows predicted against observed inactivity.
 model's assumptions on purpose (users keep joining, many one-time users,
 rates that drift, weekly seasonality and campaign bursts, dropout by time
 rather than after an active day, some churned users who come back):
-``python -m agents.evaluate stress-history OUT.jsonl --users N --days N``.
+``python -m agents.offline.evaluate stress-history OUT.jsonl --users N --days N``.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, stats  # type: ignore[import-untyped]
 
-from agents.fit import fit, summarise
-from agents.replay import run_history
+from agents.offline.fit import fit, summarise
+from agents.offline.replay import run_history
 from tables.durations import parse_rfc3339_ms
 from tables.errors import BadInstantError, ConfigurationError
 from tables.model import ModelConfig, risk_at
@@ -393,7 +393,7 @@ def stress_history(users: int, days: int, seed: int, start_ms: int, day_ms: int)
 def _main(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m agents.evaluate")
+    parser = argparse.ArgumentParser(prog="python -m agents.offline.evaluate")
     sub = parser.add_subparsers(dest="command", required=True)
     stress = sub.add_parser("stress-history", help="write a history that breaks MBG/NBD")
     stress.add_argument("out", type=Path)

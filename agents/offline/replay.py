@@ -24,8 +24,8 @@ from typing import IO, Annotated, Any
 
 import msgspec
 
-from agents.collection import fewer_collections
-from agents.config_forwarder import BadConfigRecord, parse_config_record
+from agents.common.collection import fewer_collections
+from streams.config_record import BadConfigRecord, parse_config_record
 from streams.decode import id_hash
 from streams.records import InputEvent, LifecycleTransition, Signal, encode
 from tables.clock import NEVER

@@ -7,8 +7,8 @@ import logging
 
 import faust
 
-from agents.collection import tune_for_worker
-from agents.worker import build_worker
+from agents.common.collection import tune_for_worker
+from agents.worker.wiring import build_worker
 from streams.settings import Settings
 from streams.topics import ensure_topics
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from agents.metrics import Metrics
+from agents.worker.metrics import Metrics
 
 
 def partition_lag(consumer: Any, tp: Any) -> int | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import msgspec
 
+from agents.common.logs import configure_logging
 from streams.settings import Settings, load_settings
 from tables.durations import parse_duration_ms, parse_instant_ms
 from tables.errors import EngagementError
@@ -26,23 +27,6 @@ def _settings() -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-# Their DEBUG output prints whole Kafka records, whose keys are user ids: never
-# below INFO, whatever ENGAGEMENT_LOG_LEVEL says (no user ids in logs).
-RECORD_LOGGERS = ("aiokafka", "kafka", "faust", "mode")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for name in RECORD_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.getEffectiveLevel() < logging.INFO:
-            logger.setLevel(logging.INFO)
-
-
 @click.group()
 @click.version_option(package_name="engagement-streams")
 def main() -> None:
@@ -52,7 +36,7 @@ def main() -> None:
 @main.command()
 def worker() -> None:
     """Run a worker (settings from ENGAGEMENT_* variables)."""
-    from agents.run import run_worker
+    from agents.worker.run import run_worker
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -70,7 +54,7 @@ def worker() -> None:
 @click.option("--users", type=int, default=300, show_default=True)
 def demo(duration: float | None, broker: str, users: int) -> None:
     """Start a broker, a worker and simulated users; show signals live."""
-    from agents.demo import run_demo
+    from agents.stack.demo import run_demo
 
     configure_logging("WARNING")
     try:
@@ -110,9 +94,9 @@ def replay(
     config_path: Path | None,
 ) -> None:
     """Replay a JSON Lines history through the model; write scores (and signals)."""
-    from agents.replay import read_config
-    from agents.replay import replay as run_replay
-    from agents.runtime import model_config
+    from agents.offline.replay import read_config
+    from agents.offline.replay import replay as run_replay
+    from streams.model_settings import model_config
 
     try:
         as_of_ms = parse_instant_ms(as_of)
@@ -170,7 +154,7 @@ def schemas(out: Path | None) -> None:
 @click.argument("user_id")
 def erase(user_id: str) -> None:
     """Write a signed erasure request for USER_ID into the user's partition."""
-    from agents.erase import send_erase
+    from agents.ops.erase import send_erase
 
     settings = _settings()
     try:
@@ -186,8 +170,8 @@ def redis_sync() -> None:
     """Rebuild the Redis mirror from the tables' changelogs (best with workers stopped)."""
     from aiokafka.errors import KafkaError
 
-    from agents.redis_mirror import REDIS_FAILURES
-    from agents.redis_sync import redis_sync as run_sync
+    from agents.ops.redis_sync import redis_sync as run_sync
+    from agents.worker.redis_mirror import REDIS_FAILURES
 
     settings = _settings()
     configure_logging(settings.log_level)
@@ -207,7 +191,7 @@ def redis_sync() -> None:
 @click.option("--broker", type=click.Choice(["embedded", "kafka"]), default="embedded")
 def bench(as_json: bool, quick: bool, broker: str) -> None:
     """Measure the event path in one run (ceiling, worker, naive Faust, replay, ...)."""
-    from agents.bench import main as run_bench
+    from agents.bench.run import main as run_bench
 
     configure_logging("ERROR")
     sys.exit(run_bench(broker, quick, as_json))
@@ -225,8 +209,8 @@ def bench(as_json: bool, quick: bool, broker: str) -> None:
 )
 def fit(events: Path, cutoff: str, out: Path) -> None:
     """Fit the risk model's population parameters (MBG/NBD) from a history."""
-    from agents.fit import fit_history, params_document, write_params
-    from agents.runtime import model_config
+    from agents.offline.fit import fit_history, params_document, write_params
+    from streams.model_settings import model_config
 
     try:
         cutoff_ms = parse_instant_ms(cutoff)
@@ -261,10 +245,10 @@ def evaluate(
     events: Path, cutoff: str, horizon: str, params: Path | None, plot: Path, json_out: Path | None
 ) -> None:
     """Score users as of the cutoff and compare with who was really inactive afterwards."""
-    from agents.evaluate import evaluate as run_evaluate
-    from agents.evaluate import plot_reliability, summary_lines
-    from agents.fit import load_params
-    from agents.runtime import model_config
+    from agents.offline.evaluate import evaluate as run_evaluate
+    from agents.offline.evaluate import plot_reliability, summary_lines
+    from streams.model_settings import model_config
+    from streams.risk_params import load_params
 
     try:
         cutoff_ms = parse_instant_ms(cutoff)
@@ -302,7 +286,7 @@ def report(
     signals: Path, lifecycle: Path | None, window: str, as_of: str | None, out: Path
 ) -> None:
     """Reactivation per group and tier, uplift with intervals, charts (PNG + HTML)."""
-    from agents.report import write_report
+    from agents.offline.report import write_report
 
     try:
         window_ms = parse_duration_ms(window)

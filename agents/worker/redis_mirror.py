@@ -4,7 +4,7 @@ Owns the key layout of the serving API, the bounded backlog of user changes
 not yet written, and the one task that writes them:
 
 - ``{prefix}:user:{user_id}`` — a hash of the user's serving view
-  (``agents.user_view``: stage, tier, risk, last_seen, episode, tenant, ...);
+  (``agents.worker.user_view``: stage, tier, risk, last_seen, episode, tenant, ...);
 - ``{prefix}:at_risk`` — a sorted set of the users whose stage is
   ``at_risk``, scored by risk.
 
@@ -54,8 +54,8 @@ from redis.connection import HiredisRespSerializer
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agents.metrics import Metrics
-from agents.user_view import UserFields, is_at_risk, mirror_fields
+from agents.worker.metrics import Metrics
+from agents.worker.user_view import UserFields, is_at_risk, mirror_fields
 from streams.decode import partition_for
 from tables.errors import StateFormatError
 from tables.model import ModelConfig

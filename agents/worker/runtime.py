@@ -12,12 +12,13 @@ from base64 import b64encode
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from agents.erasure import SUPPRESSED, Erasures
-from agents.metrics import Metrics
-from agents.stickiness import StageCounts, Stickiness
+from agents.worker.erasure import SUPPRESSED, Erasures
+from agents.worker.metrics import Metrics
+from agents.worker.stickiness import StageCounts, Stickiness
 from streams.app import EngineApp
-from streams.control import ControlSigner
+from streams.control import signer_for
 from streams.decode import Control, DecodeRules, Rejected, decode_record, partition_for
+from streams.model_settings import model_config
 from streams.records import (
     ConfigUpdate,
     DlqRecord,
@@ -27,14 +28,12 @@ from streams.records import (
     Tick,
     encode,
 )
-from streams.settings import Settings
 from tables.clock import NEVER, event_contribution_ms, tick_contribution_ms
 from tables.engine import PartitionEngine
 from tables.lifecycle import STAGES
-from tables.model import APPLIED, DUPLICATE_OFFSET, Emission, ModelConfig, ModelEvent
-from tables.risk import DEFAULT_PARAMS, RiskParams
+from tables.model import APPLIED, DUPLICATE_OFFSET, Emission, ModelEvent
 from tables.state import UserState, pack_state, unpack_state
-from tables.thresholds import ThresholdPolicy, decode_book, encode_book
+from tables.thresholds import decode_book, encode_book
 
 log = logging.getLogger(__name__)
 StateObserver = Callable[[str, UserState | None], None]
@@ -45,38 +44,6 @@ SendOutput = Callable[[Any, bytes | None, bytes], Awaitable[Any]]
 async def send_through_topic(topic: Any, key: bytes | None, value: bytes) -> Any:
     """Faust's ``Topic.send`` (the stream path)."""
     return await topic.send(key=key, value=value)
-
-
-def model_config(settings: Settings) -> ModelConfig:
-    salt = settings.holdout_salt.get_secret_value() if settings.holdout_salt else ""
-    risk: RiskParams = DEFAULT_PARAMS
-    if settings.risk_params is not None:
-        from agents.fit import load_params  # numpy/scipy only when a fitted file is used
-
-        risk = load_params(settings.risk_params, settings.day_ms)
-    return ModelConfig(
-        policy=ThresholdPolicy(
-            defaults_ms=settings.tier_thresholds_ms,
-            min_ms=settings.threshold_min_ms,
-            max_ms=settings.threshold_max_ms,
-            user_min_active_days=settings.adaptive_min_days,
-            day_ms=settings.day_ms,
-        ),
-        risk=risk,
-        lateness_ms=settings.lateness_ms,
-        day_ms=settings.day_ms,
-        horizon_ms=settings.horizon_ms,
-        dedup_ids=settings.dedup_ids,
-        new_days=settings.new_days,
-        resurrected_days=settings.resurrected_days,
-        holdout_salt=salt,
-        holdout_share=settings.holdout_share,
-    )
-
-
-def signer_for(settings: Settings) -> ControlSigner | None:
-    keys = settings.clock_key_map()
-    return ControlSigner(keys, settings.signing_kid) if keys else None
 
 
 class TableStore:

@@ -1,0 +1,34 @@
+"""The model's configuration from the settings: thresholds, risk parameters, windows."""
+
+from __future__ import annotations
+
+from streams.risk_params import load_params
+from streams.settings import Settings
+from tables.model import ModelConfig
+from tables.risk import DEFAULT_PARAMS, RiskParams
+from tables.thresholds import ThresholdPolicy
+
+
+def model_config(settings: Settings) -> ModelConfig:
+    salt = settings.holdout_salt.get_secret_value() if settings.holdout_salt else ""
+    risk: RiskParams = DEFAULT_PARAMS
+    if settings.risk_params is not None:
+        risk = load_params(settings.risk_params, settings.day_ms)
+    return ModelConfig(
+        policy=ThresholdPolicy(
+            defaults_ms=settings.tier_thresholds_ms,
+            min_ms=settings.threshold_min_ms,
+            max_ms=settings.threshold_max_ms,
+            user_min_active_days=settings.adaptive_min_days,
+            day_ms=settings.day_ms,
+        ),
+        risk=risk,
+        lateness_ms=settings.lateness_ms,
+        day_ms=settings.day_ms,
+        horizon_ms=settings.horizon_ms,
+        dedup_ids=settings.dedup_ids,
+        new_days=settings.new_days,
+        resurrected_days=settings.resurrected_days,
+        holdout_salt=salt,
+        holdout_share=settings.holdout_share,
+    )
