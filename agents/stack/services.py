@@ -43,7 +43,7 @@ __all__ = [
     "pid_alive",
 ]
 
-KAFKA_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "kafka.sh"
+KAFKA_SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "kafka.sh"
 LOCALHOST = "127.0.0.1"
 _POLL_S = 0.1
 _LOG_TAIL_LINES = 30
