@@ -1,7 +1,7 @@
 """Turn one raw input record into a validated event, a control record or a rejection.
 
 Never raises on input: every way a record can be bad maps to a DLQ reason
-code of CONTRACTS.md. Cheap checks (size, nesting) run before parsing.
+code of docs/CONTRACTS.md. Cheap checks (size, nesting) run before parsing.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Lifecycle stages: their codes in the state byte and when time alone changes them.
 
-Stages (CONTRACTS.md): ``new`` for the first ``NEW_DAYS`` days after first
+Stages (docs/CONTRACTS.md): ``new`` for the first ``NEW_DAYS`` days after first
 seen, ``active``, ``at_risk`` / ``dormant`` / ``churned`` while the matching
 tier holds, ``resurrected`` for ``RESURRECTED_DAYS`` days after a return from
 dormant or churned. A return from at_risk goes to ``active``.

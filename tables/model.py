@@ -171,7 +171,7 @@ def new_state(event: ModelEvent, day_ms: int) -> UserState:
 
 
 def is_duplicate(state: UserState, event: ModelEvent, dedup_ids: int) -> str | None:
-    """Why this event must be skipped, or ``None``; rules of CONTRACTS.md."""
+    """Why this event must be skipped, or ``None``; rules of docs/CONTRACTS.md."""
     if (
         event.offset != NO_OFFSET
         and event.partition == state.partition

@@ -1,6 +1,6 @@
 """Which inactivity thresholds apply to a user, and where they came from.
 
-Order (CONTRACTS.md): the user's own cadence once there is enough history,
+Order (docs/CONTRACTS.md): the user's own cadence once there is enough history,
 then per segment, per tenant (versions from the config topic), then the
 global defaults.
 

@@ -8,7 +8,7 @@ tune thresholds and score users exactly as the worker would.
 Tenant and segment thresholds (``--config``): a JSON Lines file of config
 topic values, each naming its ``scope`` and ``effective_from``. Every version
 applies from its ``effective_from`` on the event-time clock, which is what a
-worker decides when the version reached it before that instant (CONTRACTS.md:
+worker decides when the version reached it before that instant (docs/CONTRACTS.md:
 ``max(effective_from, clock on arrival)``).
 """
 

@@ -1,6 +1,6 @@
 """Forward the threshold config topic into every input partition as signed ``$config``.
 
-Only the worker that owns input partition 0 forwards (CONTRACTS.md). It
+Only the worker that owns input partition 0 forwards (docs/CONTRACTS.md). It
 reads ``engagement.config`` from the beginning with its own consumer (no
 group: it is compacted and small) whenever it gains partition 0, and keeps
 following it while it owns it. Each version goes into every input partition

@@ -15,7 +15,7 @@ Prometheus sums them):
   each user's first event of a day.
 
 The ``tenant`` label holds tenants present in the config topic, else
-``other`` (CONTRACTS.md: bounded label sets).
+``other`` (docs/CONTRACTS.md: bounded label sets).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ It reads nothing but the input topic (partitions, offsets, append times,
 headers, bytes) and replays it exactly as ``agents.worker.runtime.Runtime`` does:
 the same decoder and rules, ticks, threshold versions and erasures from the log, one
 ``PartitionEngine`` over a ``DictStore`` per partition, de-duplication by
-the rules of CONTRACTS.md. Each partition is run to two marks:
+the rules of docs/CONTRACTS.md. Each partition is run to two marks:
 
 - ``committed``: the consumer group's committed offset. Everything up to it
   must be in the worker's outputs (signals, DLQ, state).

@@ -88,7 +88,7 @@ def tampered_tick() -> tuple[bytes, list[tuple[str, bytes]]]:
     return raw(obj), headers
 
 
-# One crafted record per reason code of CONTRACTS.md.
+# One crafted record per reason code of docs/CONTRACTS.md.
 REJECTIONS: dict[str, dict[str, Any]] = {
     "not_json": {"value": b"{not json"},
     "not_object": {"value": b"[1, 2, 3]"},

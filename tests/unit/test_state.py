@@ -73,7 +73,7 @@ def test_packed_state_fits_128_bytes_when_tenant_and_segment_share_8_bytes(
 
 
 def test_tenant_and_segment_of_8_characters_each_cost_exactly_their_bytes() -> None:
-    # The 128-byte budget of CONTRACTS.md holds while tenant + segment total 8 bytes;
+    # The 128-byte budget of docs/CONTRACTS.md holds while tenant + segment total 8 bytes;
     # longer labels cost exactly their UTF-8 bytes (documented in tables/state.py).
     bare = UserState(first_seen_ms=1, last_seen_ms=2, recent_ids=(1, 2, 3, 4))
     labelled = msgspec.structs.replace(bare, tenant="tenant01", segment="segment1")
