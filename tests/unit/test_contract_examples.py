@@ -1,10 +1,12 @@
 """docs/CONTRACTS.md against the code: every example record validates against
 its JSON Schema in streams/schemas/ (checked with the ``jsonschema`` package,
-not with msgspec, which generated the schemas), and the document's reason
-codes, enums, settings and commands are the ones the code has."""
+not with msgspec, which generated the schemas) and follows the field rules the
+document states; the decoder gives the DLQ example its reason; and the
+document's reason codes, enums, settings and commands are the code's."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -17,6 +19,7 @@ from click.testing import CliRunner
 
 from agents.cli.main import main
 from agents.worker.status import UserStatus
+from streams.decode import DecodeRules, Rejected, decode_record
 from streams.records import DLQ_REASONS
 from streams.schemas import SCHEMA_DIR
 from streams.settings import Settings
@@ -145,3 +148,34 @@ def test_every_documented_command_exists() -> None:
     for command in sorted(documented):
         result = runner.invoke(main, [command, "--help"])
         assert result.exit_code == 0, (command, result.output)
+
+
+def test_examples_follow_the_field_rules_of_the_contract() -> None:
+    for signal in _of("signal"):
+        assert signal["signal_id"] == f"{signal['user_id']}:{signal['episode']}:{signal['kind']}"
+        assert signal["episode"] == signal["last_seen"]
+        assert signal["inactive_ms"] == signal["as_of"] - signal["last_seen"]
+        if signal["kind"] == REACTIVATED:
+            assert signal["gap_ms"] == signal["inactive_ms"]
+            assert signal["late"] == (signal["time_to_return_ms"] < 0)
+        else:
+            assert signal["inactive_ms"] == signal["threshold_ms"]
+            assert "tier_reached" not in signal and "late" not in signal
+    for transition in _of("lifecycle-transition"):
+        expected = f"{transition['user_id']}:{transition['as_of']}:{transition['to_stage']}"
+        assert transition["transition_id"] == expected
+    for status in _of(STATUS):
+        assert status["as_of"] >= status["last_seen"] == status["episode"]
+
+
+def test_the_decoder_gives_the_dlq_example_its_reason() -> None:
+    for record in _of("dlq-record"):
+        rules = DecodeRules(
+            topic=record["topic"], partitions=4, max_event_bytes=65_536, max_future_ms=3_600_000
+        )
+        key = None if record["key_b64"] is None else base64.b64decode(record["key_b64"])
+        value = None if record["value_b64"] is None else base64.b64decode(record["value_b64"])
+        result = decode_record(
+            key, value, None, record["partition"], record["record_ts"], record["offset"], rules
+        )
+        assert isinstance(result, Rejected) and result.reason == record["reason"]
