@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import random
+import secrets
 import shutil
 import sys
 import tempfile
@@ -101,7 +102,7 @@ async def run(users: int) -> dict[str, Any]:
         "ENGAGEMENT_DATA_DIR": str(run_dir / "data"),
         "ENGAGEMENT_HOLDOUT_SALT": uuid.uuid4().hex,
         "ENGAGEMENT_ERASURE_SALT": uuid.uuid4().hex,
-        "ENGAGEMENT_CLOCK_KEYS": f"k1:{uuid.uuid4().hex}",
+        "ENGAGEMENT_CLOCK_KEYS": f"k1:{secrets.token_hex(32)}",
         "ENGAGEMENT_LOG_LEVEL": "WARNING",
         "ENGAGEMENT_WEB_PORT": str(free_port()),
     }

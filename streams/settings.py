@@ -7,9 +7,10 @@ else in the project reads ``os.environ`` for configuration.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
@@ -34,6 +35,26 @@ def _env(name: str, field: str) -> str:
 
 
 PREFIX = "ENGAGEMENT_"
+# RFC 2104: HMAC keys shorter than the hash output (32 bytes for SHA-256) are
+# "strongly discouraged"; they make the key the weakest part of the MAC.
+MIN_CLOCK_KEY_BYTES: Final = 32
+LOOPBACK_NAMES: Final = frozenset({"localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable only from this machine: 127.0.0.0/8,
+    ``::1`` (also IPv4-mapped) and ``localhost``. Any other name, ``0.0.0.0``,
+    ``::`` or an empty host (every interface) counts as reachable from others."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name in LOOPBACK_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 class _PrefixedEnvironment(PydanticBaseSettingsSource):
@@ -129,8 +150,9 @@ class Settings(BaseSettings):
     event_types: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("EVENT_TYPES", "event_types")
     )
-    redis_url: str = Field(
-        "redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL", "redis_url")
+    # Secret: the URL may carry the Redis password (redis://:password@host:6379/0).
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), validation_alias=_env("REDIS_URL", "redis_url")
     )
     web_port: int = Field(6066, ge=0, le=65535, validation_alias=_env("WEB_PORT", "web_port"))
     redis_backlog_max: int = Field(
@@ -211,6 +233,7 @@ class Settings(BaseSettings):
             )
         if self.threshold_min_ms > self.threshold_max_ms:
             raise ConfigurationError("ENGAGEMENT_THRESHOLD_MIN exceeds ENGAGEMENT_THRESHOLD_MAX")
+        self.clock_key_map()  # malformed or short keys are refused when the settings load
 
     @property
     def ingest_path(self) -> Literal["stream", "batch"]:
@@ -249,6 +272,11 @@ class Settings(BaseSettings):
                 raise ConfigurationError(
                     "ENGAGEMENT_CLOCK_KEYS must be 'kid:secret,...' (a part has no ':')"
                 )
+            if len(secret.encode()) < MIN_CLOCK_KEY_BYTES:
+                raise ConfigurationError(
+                    f"ENGAGEMENT_CLOCK_KEYS: the secret of kid {kid!r} is shorter than "
+                    f"{MIN_CLOCK_KEY_BYTES} bytes; generate each with `openssl rand -hex 32`"
+                )
             keys[kid] = secret.encode()
         return keys
 
@@ -274,6 +302,19 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 f"ENGAGEMENT_CLOCK_SIGNING_KID={self.signing_kid!r} is not in ENGAGEMENT_CLOCK_KEYS"
             )
+
+    def require_guarded_api(self) -> None:
+        """A worker reachable from other machines serves its API and ``/metrics``
+        only with a bearer token: refuse a non-loopback ``WEB_HOST`` without one."""
+        token = self.api_token.get_secret_value() if self.api_token else ""
+        if token or is_loopback(self.web_host):
+            return
+        raise ConfigurationError(
+            f"ENGAGEMENT_WEB_HOST={self.web_host!r} is reachable from other machines, "
+            "so the HTTP API and /metrics need a bearer token: set ENGAGEMENT_API_TOKEN "
+            "(e.g. `openssl rand -hex 32`; give Prometheus the same token), or bind "
+            "ENGAGEMENT_WEB_HOST=127.0.0.1"
+        )
 
     @property
     def signing_kid(self) -> str:

@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import platform
+import secrets
 import signal
 import statistics
 import subprocess
@@ -206,7 +207,7 @@ async def workers_rate(
         "ENGAGEMENT_APP_ID": app_id,
         "ENGAGEMENT_HOLDOUT_SALT": uuid.uuid4().hex,
         "ENGAGEMENT_ERASURE_SALT": uuid.uuid4().hex,
-        "ENGAGEMENT_CLOCK_KEYS": f"k1:{uuid.uuid4().hex}",
+        "ENGAGEMENT_CLOCK_KEYS": f"k1:{secrets.token_hex(32)}",
         "ENGAGEMENT_SESSION_TIMEOUT": "6s",
         "ENGAGEMENT_LOG_LEVEL": "WARNING",
         "ENGAGEMENT_MAX_FUTURE": "3650d",

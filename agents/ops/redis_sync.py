@@ -148,7 +148,7 @@ async def redis_sync(
             stats.unreadable += 1
     keys = MirrorKeys(settings.app_id)
     say(f"writing {len(states)} users")
-    client = redis_client(settings.redis_url)
+    client = redis_client(settings.redis_url.get_secret_value())
     try:
         try:
             await _write_all(client, keys, states, clocks, settings.partitions, config, stats)

@@ -59,8 +59,12 @@ class WorkerProcess:
             proc.wait(10)
 
     def metrics_text(self) -> str:
-        url = f"http://127.0.0.1:{self.web_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        """``/metrics``, with the worker's own bearer token when it has one."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.web_port}/metrics")
+        token = self.env.get("ENGAGEMENT_API_TOKEN")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=5) as response:
             return str(response.read().decode())
 
     def stop(self, grace_s: float = 10.0) -> None:

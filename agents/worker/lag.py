@@ -29,21 +29,12 @@ def partition_lag(consumer: Any, tp: Any) -> int | None:
 
 
 def sample_consumer_lag(app: Any, topic: str, partitions: Iterable[int], metrics: Metrics) -> None:
-    """Set the gauge for owned partitions; drop it for partitions owned no more."""
+    """Set the gauge for owned partitions (a lost partition's series is dropped at
+    assignment, ``Metrics.drop_partitions``)."""
     from faust.types import TP
 
     consumer = app.consumer
-    owned = {str(p) for p in partitions}
-    for partition in owned:
-        lag = partition_lag(consumer, TP(topic, int(partition)))
+    for partition in partitions:
+        lag = partition_lag(consumer, TP(topic, partition))
         if lag is not None:
-            metrics.consumer_lag.labels(partition=partition).set(lag)
-    for labels in _label_values(metrics.consumer_lag):
-        if labels[0] not in owned:
-            metrics.consumer_lag.remove(*labels)
-
-
-def _label_values(gauge: Any) -> list[tuple[str, ...]]:
-    # prometheus_client has no public listing of a metric's children.
-    with gauge._lock:
-        return list(gauge._metrics)
+            metrics.consumer_lag.labels(partition=str(partition)).set(lag)

@@ -7,6 +7,7 @@ of the config topic, else ``other``). Never a user id.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -176,6 +177,29 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+
+        # Every series labelled by partition: exported only for partitions owned now.
+        self.per_partition: tuple[Gauge, ...] = (
+            self.users,
+            self.clock_lag,
+            self.clock,
+            self.erasure_suppressions,
+            self.consumer_lag,
+            self.users_by_stage,
+            *self.active_users.values(),
+            self.dau_mau,
+        )
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        """Remove every series of ``partitions``, which this worker no longer owns.
+
+        Their new owner exports them; a copy frozen here would count the
+        partition's users twice and, read by ``min by (partition)``, hide a
+        clock that stalled on the new owner."""
+        for partition in partitions:
+            label = {"partition": str(partition)}
+            for gauge in self.per_partition:
+                gauge.remove_by_labels(label)
 
     def type_label(self, event_type: str) -> str:
         return event_type if event_type in self._types else OTHER_TYPE

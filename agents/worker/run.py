@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings) -> None:
-    """Blocks until the worker stops (SIGINT/SIGTERM)."""
+    """Blocks until the worker stops (SIGINT/SIGTERM). Refuses unsafe settings
+    before it touches the broker."""
     settings.require_secrets()
+    settings.require_guarded_api()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))

@@ -8,15 +8,18 @@
   ``/readyz`` (tables recovered), ``/openapi.json``.
 
 Only GET/HEAD are routed: any other method gets 405. With
-``ENGAGEMENT_API_TOKEN`` set, every view except ``/healthz``, ``/readyz`` and
-``/openapi.json`` needs ``Authorization: Bearer <token>`` (401 otherwise);
-routed requests carry the caller's header along.
+``ENGAGEMENT_API_TOKEN`` set, every view except the probes (``/healthz``,
+``/readyz``) needs ``Authorization: Bearer <token>`` (401 otherwise), checked
+before the view runs; routed requests carry the caller's header along. A
+worker bound to a non-loopback address refuses to start without a token
+(``Settings.require_guarded_api``).
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -34,6 +37,9 @@ METRICS_CONTENT_TYPE: Final = ";".join(
 AT_RISK_DEFAULT_LIMIT: Final = 20
 AT_RISK_MAX_LIMIT: Final = 1000
 USER_ROUTE: Final = "/users/{user_id}"
+# Probes (liveness, readiness) answer without the token; every other route needs it.
+OPEN_ROUTES: Final = frozenset({"/healthz", "/readyz"})
+Handler = Callable[..., Awaitable[Any]]
 
 
 def bearer_ok(header: str | None, token: str | None) -> bool:
@@ -43,6 +49,27 @@ def bearer_ok(header: str | None, token: str | None) -> bool:
     if not header or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer ") :].encode(), token.encode())
+
+
+def needs_token(route: str) -> bool:
+    """Whether ``route`` needs the bearer token (when one is configured)."""
+    return route not in OPEN_ROUTES
+
+
+def guarded(handler: Handler, token: str | None) -> Handler:
+    """``handler`` behind the bearer token: 401 without it, the view never runs."""
+
+    @functools.wraps(handler)
+    async def checked(view: Any, request: Any, **kwargs: Any) -> Any:
+        if not bearer_ok(request.headers.get("Authorization"), token):
+            return view.json(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(view, request, **kwargs)
+
+    return checked
 
 
 def register_web(
@@ -58,19 +85,7 @@ def register_web(
     settings = runtime.settings
     token = settings.api_token.get_secret_value() if settings.api_token else None
 
-    def denied(view: Any, request: Any) -> Any | None:
-        if bearer_ok(request.headers.get("Authorization"), token):
-            return None
-        return view.json(
-            {"error": "missing or wrong bearer token"},
-            status=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
     async def metrics_view(view: Any, request: Any) -> Any:
-        refused = denied(view, request)
-        if refused is not None:
-            return refused
         return view.bytes(generate_latest(metrics.registry), content_type=METRICS_CONTENT_TYPE)
 
     async def healthz(view: Any, request: Any) -> Any:
@@ -92,19 +107,10 @@ def register_web(
         fields = user_fields(user_id, state, clock_of(partition), runtime.config)
         return view.json({"user_id": user_id, "partition": partition, **fields})
 
-    routed_user = app.table_route(table=engine_app.users, match_info="user_id")(local_user)
-
-    async def user(view: Any, request: Any, user_id: str) -> Any:
-        # Checked before routing: an unauthenticated request is never forwarded.
-        refused = denied(view, request)
-        if refused is not None:
-            return refused
-        return await routed_user(view, request, user_id=user_id)
+    # Guarded outside the routing: an unauthenticated request is never forwarded.
+    user = app.table_route(table=engine_app.users, match_info="user_id")(local_user)
 
     async def at_risk(view: Any, request: Any) -> Any:
-        refused = denied(view, request)
-        if refused is not None:
-            return refused
         raw = request.query.get("limit", str(AT_RISK_DEFAULT_LIMIT))
         if not raw.isdigit() or not 1 <= int(raw) <= AT_RISK_MAX_LIMIT:
             return view.json(
@@ -118,12 +124,16 @@ def register_web(
             return view.json({"error": "redis unavailable"}, status=503)
         return view.json({"users": users})
 
-    app.page("/metrics")(metrics_view)
-    app.page("/healthz")(healthz)
-    app.page("/readyz")(readyz)
-    app.page("/openapi.json")(openapi)
-    app.page(USER_ROUTE)(user)
-    app.page("/at-risk")(at_risk)
+    routes: dict[str, Handler] = {
+        "/metrics": metrics_view,
+        "/healthz": healthz,
+        "/readyz": readyz,
+        "/openapi.json": openapi,
+        USER_ROUTE: user,
+        "/at-risk": at_risk,
+    }
+    for route, handler in routes.items():
+        app.page(route)(guarded(handler, token) if needs_token(route) else handler)
 
 
 def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -287,8 +297,11 @@ def openapi_document() -> dict[str, Any]:
             "/openapi.json": {
                 "get": {
                     "summary": "This document",
-                    "security": [],
-                    "responses": {"200": _json("OpenAPI 3.0 document", {"type": "object"})},
+                    "security": secured,
+                    "responses": {
+                        "200": _json("OpenAPI 3.0 document", {"type": "object"}),
+                        "401": _error("token missing or wrong"),
+                    },
                 }
             },
         },

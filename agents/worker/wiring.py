@@ -89,6 +89,15 @@ def build_worker(
         sample_consumer_lag(app, settings.topic_events, owned_partitions(engine_app), metrics)
 
     app.timer(interval=settings.tick_interval_ms / 1000, name="consumer_lag")(lag)
+
+    async def drop_lost_partitions(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # aiokafka rebalances eagerly: every partition is revoked, then the new set
+        # assigned. Comparing with the new set drops only the partitions lost, so a
+        # kept partition's series has no gap (a gap restarts an alert's `for:`).
+        kept = {tp.partition for tp in assigned if tp.topic == settings.topic_events}
+        metrics.drop_partitions(set(range(settings.partitions)) - kept)
+
+    app.on_partitions_assigned.connect(drop_lost_partitions)
     register_web(runtime, metrics, mirror, lambda: ready["recovered"], clock_reader(runtime))
     return Worker(
         engine_app=engine_app,
@@ -126,7 +135,7 @@ def _wire_mirror(engine_app: EngineApp, runtime: Runtime, metrics: Metrics) -> R
         engine_app,
         runtime,
         metrics,
-        lambda: redis_client(settings.redis_url, read_timeout_s=None),
+        lambda: redis_client(settings.redis_url.get_secret_value(), read_timeout_s=None),
         owned=lambda: owned_partitions(engine_app),
         max_backlog=settings.redis_backlog_max,
     )

@@ -4,6 +4,8 @@
   (events, poison, signals, an erasure) it handled;
 - secrets (salts, clock keys, API token, SASL password) are never logged
   nor shown by the settings object;
+- a worker that would serve a non-loopback address without an API token
+  refuses to start, before it touches the broker;
 - oversized and deeply nested records are rejected before any JSON parsing;
 - clock and erasure records cannot be forged, moved or replayed by a producer.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from support.metrics import sample
 from support.workers import Deployment, event, latest_states, produce, read_topic, wait_for
 
@@ -37,7 +40,8 @@ PARTITIONS = 4
 SECRETS = {
     "ENGAGEMENT_HOLDOUT_SALT": "holdout-salt-6f1d2a",
     "ENGAGEMENT_ERASURE_SALT": "erasure-salt-93be47",
-    "ENGAGEMENT_CLOCK_KEYS": "k1:clock-secret-a8c3e1,k0:old-clock-secret-77d0b2",
+    "ENGAGEMENT_CLOCK_KEYS": "k1:clock-secret-a8c3e1-5f0e9d8c7b6a5f4e3d,"
+    "k0:old-clock-secret-77d0b2-0a1b2c3d4e5f6a7b",
     "ENGAGEMENT_CLOCK_SIGNING_KID": "k1",
     "ENGAGEMENT_API_TOKEN": "api-token-0c9f5e",
     "ENGAGEMENT_KAFKA_SASL_PASSWORD": "sasl-password-4b7a11",
@@ -45,8 +49,8 @@ SECRETS = {
 SECRET_VALUES = (
     "holdout-salt-6f1d2a",
     "erasure-salt-93be47",
-    "clock-secret-a8c3e1",
-    "old-clock-secret-77d0b2",
+    "clock-secret-a8c3e1-5f0e9d8c7b6a5f4e3d",
+    "old-clock-secret-77d0b2-0a1b2c3d4e5f6a7b",
     "api-token-0c9f5e",
     "sasl-password-4b7a11",
 )
@@ -138,6 +142,32 @@ async def test_no_user_id_or_secret_leaks_from_a_live_worker(
     assert not any(secret in log for secret in SECRET_VALUES)
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+async def test_a_reachable_worker_without_a_token_refuses_to_start(
+    embedded_broker: Any, tmp_path: Any, host: str
+) -> None:
+    deployment = Deployment(embedded_broker.url, tmp_path, ENGAGEMENT_WEB_HOST=host)
+    worker = deployment.worker()
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "agents.cli", "worker"],
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "ENGAGEMENT_API_TOKEN" in done.stderr and f"ENGAGEMENT_WEB_HOST={host!r}" in done.stderr
+    admin = AIOKafkaAdminClient(bootstrap_servers=deployment.bootstrap)
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    assert deployment.settings.topic_events not in topics, "it created topics before refusing"
+
+
 def test_settings_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
@@ -147,7 +177,7 @@ def test_settings_never_show_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     for secret in SECRET_VALUES:
         assert secret not in shown
-    assert settings.clock_key_map()["k1"] == b"clock-secret-a8c3e1"  # still usable
+    assert settings.clock_key_map()["k1"] == b"clock-secret-a8c3e1-5f0e9d8c7b6a5f4e3d"  # usable
 
 
 RULES = DecodeRules(

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Iterable
@@ -56,7 +57,7 @@ class Deployment:
                 "ENGAGEMENT_TOPIC_CONFIG": f"{tag}.config",
                 "ENGAGEMENT_HOLDOUT_SALT": uuid.uuid4().hex,
                 "ENGAGEMENT_ERASURE_SALT": uuid.uuid4().hex,
-                "ENGAGEMENT_CLOCK_KEYS": f"k1:{uuid.uuid4().hex}",
+                "ENGAGEMENT_CLOCK_KEYS": f"k1:{secrets.token_hex(32)}",
                 "ENGAGEMENT_CLOCK_SIGNING_KID": "k1",
             }
         )

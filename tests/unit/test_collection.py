@@ -75,7 +75,10 @@ def test_the_worker_starts_with_its_set_up_frozen_and_fewer_collections(
     monkeypatch.setattr(agents.worker.run, "ensure_topics", no_topics)
     monkeypatch.setattr(agents.worker.run.faust, "Worker", Recorder)
     settings = load_settings(
-        broker="kafka://localhost:1", holdout_salt="h", erasure_salt="e", clock_keys="k1:s"
+        broker="kafka://localhost:1",
+        holdout_salt="h",
+        erasure_salt="e",
+        clock_keys="k1:" + "s" * 32,
     )
     agents.worker.run.run_worker(settings)
     assert len(started) == 1

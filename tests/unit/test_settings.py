@@ -7,15 +7,17 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import Settings, load_settings
+from streams.settings import Settings, is_loopback, load_settings
 from tables.durations import format_duration_ms, parse_duration_ms
 from tables.errors import BadDurationError, ConfigurationError
 
 DAY_MS = 86_400_000
+CLOCK_KEY_ONE = "clock-secret-one-5c1e0f3a9b2d4e6f"
+CLOCK_KEY_TWO = "clock-secret-two-8a7d6c5b4e3f2a1b"
 SECRETS = {
     "ENGAGEMENT_HOLDOUT_SALT": "holdout-salt-3f9a",
     "ENGAGEMENT_ERASURE_SALT": "erasure-salt-77c1",
-    "ENGAGEMENT_CLOCK_KEYS": "k1:clock-secret-one,k2:clock-secret-two",
+    "ENGAGEMENT_CLOCK_KEYS": f"k1:{CLOCK_KEY_ONE},k2:{CLOCK_KEY_TWO}",
 }
 
 
@@ -183,7 +185,7 @@ def test_require_secrets_accepts_a_complete_set(monkeypatch: pytest.MonkeyPatch)
     settings = load_settings()
     settings.require_secrets()
     assert settings.signing_kid == "k1"  # the first key listed
-    assert settings.clock_key_map() == {"k1": b"clock-secret-one", "k2": b"clock-secret-two"}
+    assert settings.clock_key_map() == {"k1": CLOCK_KEY_ONE.encode(), "k2": CLOCK_KEY_TWO.encode()}
 
 
 def test_signing_kid_must_have_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,7 +201,7 @@ def test_malformed_clock_keys_are_refused_without_echoing_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with_secrets(monkeypatch)
-    monkeypatch.setenv("ENGAGEMENT_CLOCK_KEYS", "k1:clock-secret-one,clock-secret-two")
+    monkeypatch.setenv("ENGAGEMENT_CLOCK_KEYS", f"k1:{CLOCK_KEY_ONE},{CLOCK_KEY_TWO}")
     with pytest.raises(ConfigurationError) as raised:
         load_settings().require_secrets()
     assert "ENGAGEMENT_CLOCK_KEYS" in str(raised.value)
@@ -210,17 +212,80 @@ def test_secrets_do_not_appear_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     with_secrets(monkeypatch)
     monkeypatch.setenv("ENGAGEMENT_API_TOKEN", "api-token-9b2e")
     monkeypatch.setenv("ENGAGEMENT_KAFKA_SASL_PASSWORD", "sasl-password-0d4c")
+    monkeypatch.setenv("ENGAGEMENT_REDIS_URL", "redis://:redis-password-71fa@redis:6379/0")
     settings = load_settings()
     shown = repr(settings) + str(settings) + settings.model_dump_json()
-    secrets = [*SECRETS.values(), "clock-secret-one", "api-token-9b2e", "sasl-password-0d4c"]
+    secrets = [
+        *SECRETS.values(),
+        CLOCK_KEY_ONE,
+        "api-token-9b2e",
+        "sasl-password-0d4c",
+        "redis-password-71fa",
+    ]
     for secret in secrets:
         assert secret not in shown
+    assert settings.redis_url.get_secret_value() == "redis://:redis-password-71fa@redis:6379/0"
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        "k1:" + "s" * 31,  # the signing key one byte short
+        f"k1:{CLOCK_KEY_ONE},k0:" + "s" * 16,  # an old key kept for verification
+        "k1:" + "é" * 15,  # 30 bytes in 15 characters: bytes count
+    ],
+    ids=["signing-key", "old-key", "utf8-bytes"],
+)
+def test_clock_keys_shorter_than_32_bytes_are_refused_without_echoing_them(
+    monkeypatch: pytest.MonkeyPatch, keys: str
+) -> None:
+    with_secrets(monkeypatch)
+    monkeypatch.setenv("ENGAGEMENT_CLOCK_KEYS", keys)
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert "ENGAGEMENT_CLOCK_KEYS" in message and "32 bytes" in message
+    assert "openssl rand" in message  # says how to make a good one
+    assert "sss" not in message and "ééé" not in message
+
+
+def test_a_clock_key_of_exactly_32_bytes_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_secrets(monkeypatch)
+    monkeypatch.setenv("ENGAGEMENT_CLOCK_KEYS", "k1:" + "s" * 32)
+    assert load_settings().clock_key_map() == {"k1": b"s" * 32}
 
 
 def test_generated_secrets_satisfy_require_secrets() -> None:
     settings = load_settings().with_generated_secrets()
     settings.require_secrets()
     assert settings.signing_kid == "k1"
+    # model_copy does not validate again: the generated key must be long enough itself
+    reloaded = load_settings(clock_keys=settings.clock_keys)
+    assert all(len(key) >= 32 for key in reloaded.clock_key_map().values())
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost", "LOCALHOST", "::ffff:127.0.0.1"],
+)
+def test_a_loopback_worker_may_serve_without_a_token(host: str) -> None:
+    assert is_loopback(host)
+    load_settings(web_host=host).require_guarded_api()
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["0.0.0.0", "", "::", "10.0.0.5", "worker-1", "localhost.example.com", "::ffff:10.0.0.1"],
+)
+def test_a_reachable_worker_without_a_token_is_refused(host: str) -> None:
+    assert not is_loopback(host)
+    for token in (None, ""):
+        settings = load_settings(web_host=host, api_token=token)
+        with pytest.raises(ConfigurationError) as raised:
+            settings.require_guarded_api()
+        message = str(raised.value)
+        assert "ENGAGEMENT_API_TOKEN" in message and f"ENGAGEMENT_WEB_HOST={host!r}" in message
+    load_settings(web_host=host, api_token="api-token-5d3a").require_guarded_api()
 
 
 def test_only_engagement_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
