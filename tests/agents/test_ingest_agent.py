@@ -9,12 +9,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 from support.agent_context import agent_context
 
 from agents.worker.wiring import Worker
 from streams.decode import partition_for
-from streams.records import CONTROL_HEADER, DlqRecord, Signal
+from streams.records import CONTROL_HEADER, DlqRecord, Erase, Signal
 from tables.state import unpack_state
 
 PARTITIONS = 2
@@ -178,3 +179,62 @@ async def test_reactivation_closes_the_episode(harness: Harness) -> None:
     assert back.episode == now and back.tier_reached == "at_risk"
     assert back.gap_ms == 5_000 and back.time_to_return_ms == 2_000 and back.late is False
     assert harness.state("fay").tier == 0
+
+
+def partition_samples(registry: CollectorRegistry, partition: int) -> dict[str, float]:
+    """Every exported sample labelled with ``partition``, by name and labels."""
+    return {
+        f"{item.name}{sorted(item.labels.items())}": item.value
+        for family in registry.collect()
+        for item in family.samples
+        if item.labels.get("partition") == str(partition)
+    }
+
+
+async def test_a_lost_partition_stops_exporting_its_gauges(harness: Harness) -> None:
+    """A rebalance takes partition 1 away: every series of partition 1 goes (its
+    new owner exports them; a copy frozen here would count its users twice and,
+    read by ``min by (partition)``, hide a clock stalled on the new owner);
+    partition 0's stay as they were. Given back, partition 1 exports again."""
+    worker, registry = harness.worker, harness.registry
+    topic = worker.engine_app.settings.topic_events
+    signer = worker.runtime.signer
+    assert signer is not None
+    users = {
+        p: [u for u in (f"g{i}" for i in range(100)) if partition_for(u.encode(), 2) == p]
+        for p in (0, 1)
+    }
+    now = int(time.time() * 1000)
+    for partition in (0, 1):
+        for user in users[partition][:2]:
+            await harness.event(user, f"{user}-1", now)
+        await harness.tick(partition, now + 1000, now)
+    # an erasure on partition 1: its suppression gauge is labelled by partition too
+    value, headers = signer.sign(topic, 1, Erase(user_id=users[1][1], issued_ms=now))
+    await harness.raw(None, value, 1, now + 1000, headers)
+    worker.runtime.rebuild({0, 1})  # what recovery does: stage and stickiness gauges
+    before = {p: partition_samples(registry, p) for p in (0, 1)}
+    for partition, tracked in ((0, 2), (1, 1)):
+        labels = {"partition": str(partition)}
+        assert registry.get_sample_value("engagement_users_tracked", labels) == tracked
+        assert registry.get_sample_value("engagement_clock_lag_seconds", labels) is not None
+        assert registry.get_sample_value("engagement_clock_seconds", labels) is not None
+        assert registry.get_sample_value("engagement_mau", {**labels, "tenant": "other"}) == tracked
+    assert registry.get_sample_value("engagement_erasure_suppressions", {"partition": "1"}) == 1
+    assert (
+        registry.get_sample_value("engagement_users_by_stage", {"partition": "1", "stage": "new"})
+        == 1
+    )
+
+    # the new assignment: partition 0 of the input, and a standby copy of partition 1's table
+    changelog = f"{worker.engine_app.settings.app_id}-users-changelog"
+    await worker.app.on_partitions_assigned.send(assigned={TP(topic, 0), TP(changelog, 1)})
+    assert partition_samples(registry, 1) == {}
+    assert partition_samples(registry, 0) == before[0]
+    worker.runtime.rebuild({0})  # recovery of the new assignment
+    assert partition_samples(registry, 1) == {}
+    assert registry.get_sample_value("engagement_users_tracked", {"partition": "0"}) == 2
+
+    await worker.app.on_partitions_assigned.send(assigned={TP(topic, 0), TP(topic, 1)})
+    worker.runtime.rebuild({0, 1})
+    assert registry.get_sample_value("engagement_users_tracked", {"partition": "1"}) == 1
