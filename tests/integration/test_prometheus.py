@@ -56,8 +56,24 @@ def promtool(*args: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_promtool_accepts_the_scrape_config() -> None:
-    promtool("check", "config", "prometheus.yml")
+def shipped_job() -> dict[str, Any]:
+    """The engagement scrape job of deploy/prometheus/prometheus.yml."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["job_name"] == "engagement"
+    return dict(job)
+
+
+def test_promtool_accepts_the_scrape_config(tmp_path: Path) -> None:
+    promtool("check", "config", "--syntax-only", "prometheus.yml")
+    # in full, with the token file where the compose secret would be
+    token_file = tmp_path / "engagement_api_token"
+    token_file.write_text("token-for-promtool")
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["rule_files"] = [str(PROMETHEUS_DIR / name) for name in config["rule_files"]]
+    config["scrape_configs"][0]["authorization"]["credentials_file"] = str(token_file)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    promtool("check", "config", str(tmp_path / "prometheus.yml"))
 
 
 def test_promtool_accepts_the_alert_rules_and_their_unit_tests() -> None:
@@ -86,15 +102,19 @@ def test_alert_rules_cover_what_operators_need() -> None:
 class PrometheusProcess:
     """A Prometheus server on loopback with its data in a temporary directory."""
 
-    def __init__(self, work_dir: Path, scrape_target: str) -> None:
+    def __init__(self, work_dir: Path, scrape_target: str, token: str) -> None:
         self.port = free_port()
         self.dir = work_dir
+        # the shipped scrape job (its bearer token from a file), aimed at this worker
+        token_file = work_dir / "engagement_api_token"
+        token_file.write_text(token)
+        job = shipped_job()
+        job["authorization"] = {**job["authorization"], "credentials_file": str(token_file)}
+        job["static_configs"] = [{"targets": [scrape_target]}]
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(PROMETHEUS_DIR / "alerts.yml")],
-            "scrape_configs": [
-                {"job_name": "engagement", "static_configs": [{"targets": [scrape_target]}]}
-            ],
+            "scrape_configs": [job],
         }
         self.config_path = work_dir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -145,10 +165,11 @@ class PrometheusProcess:
 async def test_prometheus_scrapes_a_worker_and_evaluates_the_rules(
     embedded_broker: Any, tmp_path: Path
 ) -> None:
-    deployment = Deployment(embedded_broker.url, tmp_path)
+    token = "prometheus-test-token-3e1d"
+    deployment = Deployment(embedded_broker.url, tmp_path, ENGAGEMENT_API_TOKEN=token)
     await deployment.create_topics()
     worker = await deployment.start_worker()
-    prometheus = PrometheusProcess(tmp_path, f"127.0.0.1:{worker.web_port}")
+    prometheus = PrometheusProcess(tmp_path, f"127.0.0.1:{worker.web_port}", token)
     try:
         now = int(time.time() * 1000)
         events = [event(f"prom{i}", f"prom{i}-0", now) for i in range(7)]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
-from streams.settings import Settings
+from streams.settings import Settings, is_loopback
+from tables.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -110,13 +113,125 @@ def test_workers_get_the_required_secrets_and_distinct_advertised_hosts() -> Non
             "ENGAGEMENT_HOLDOUT_SALT",
             "ENGAGEMENT_ERASURE_SALT",
             "ENGAGEMENT_CLOCK_KEYS",
+            "ENGAGEMENT_API_TOKEN",
         ):
             # from the operator's environment, never a value written in the file
-            assert env[secret].startswith("${") and ":?" in env[secret], secret
+            assert env[secret] == f"${{{secret}:?{REQUIRED[secret]}}}", secret
         assert env["ENGAGEMENT_BROKER"] == "kafka://kafka:9092"
-        assert env["ENGAGEMENT_REDIS_URL"].startswith("redis://redis:")
+        url = urlsplit(render(env["ENGAGEMENT_REDIS_URL"], DOT_ENV))
+        assert (url.scheme, url.hostname, url.port) == ("redis", "redis", 6379)
+        assert url.password == DOT_ENV["REDIS_PASSWORD"]
         advertised.add(env["ENGAGEMENT_WEB_ADVERTISED_HOST"])
     assert advertised == set(WORKERS)
+
+
+# `${NAME:?message}` (required) and `${NAME}`, and `$$` for a literal `$`,
+# as Compose interpolates them.
+_INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::\?([^}]*))?\}")
+
+
+def strings(node: Any) -> list[str]:
+    """Every string value of a loaded YAML document (comments are not values)."""
+    if isinstance(node, dict):
+        return [text for value in node.values() for text in strings(value)]
+    if isinstance(node, list):
+        return [text for value in node for text in strings(value)]
+    return [node] if isinstance(node, str) else []
+
+
+def required_variables() -> dict[str, str]:
+    """Every ``${NAME:?message}`` of the compose file: name -> message."""
+    return {
+        match.group(1): match.group(2)
+        for text in strings(compose())
+        for match in _INTERPOLATION.finditer(text)
+        if match.group(1)
+    }
+
+
+REQUIRED = required_variables()
+
+
+def readme_dot_env() -> dict[str, str]:
+    """The README's `.env`, its `$(openssl rand -hex N)` values made the same way."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("cat > .env <<EOF\n") : text.index("\nEOF\n")]
+    values = {}
+    for line in block.splitlines()[1:]:
+        name, _, value = line.partition("=")
+        generated = re.fullmatch(r"([a-z0-9]+:)?\$\(openssl rand -hex (\d+)\)", value)
+        assert generated, f"{name}: not a generated value: {value}"
+        values[name] = (generated.group(1) or "") + secrets.token_hex(int(generated.group(2)))
+    return values
+
+
+DOT_ENV = readme_dot_env()
+
+
+def render(value: str, env: dict[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        return "$" if match.group(1) is None else env[match.group(1)]
+
+    return _INTERPOLATION.sub(substitute, value)
+
+
+def test_the_readme_dot_env_sets_every_required_variable() -> None:
+    assert set(DOT_ENV) == set(REQUIRED)
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_a_worker_of_the_stack_passes_its_own_start_checks() -> None:
+    """The rendered worker environment is a valid worker configuration: secrets
+    present, clock keys long enough, bound to every interface with a token."""
+    for worker in WORKERS:
+        env = {k: render(v, DOT_ENV) for k, v in environment(services()[worker]).items()}
+        settings = Settings(**env)
+        settings.require_secrets()
+        settings.require_guarded_api()
+        assert not is_loopback(settings.web_host)
+        without_token = Settings(**{k: v for k, v in env.items() if k != "ENGAGEMENT_API_TOKEN"})
+        with pytest.raises(ConfigurationError, match="ENGAGEMENT_API_TOKEN"):
+            without_token.require_guarded_api()
+
+
+def test_redis_requires_the_password_the_workers_send() -> None:
+    redis = services()["redis"]
+    assert (
+        environment(redis)["REDIS_PASSWORD"] == f"${{REDIS_PASSWORD:?{REQUIRED['REDIS_PASSWORD']}}}"
+    )
+    command = render(" ".join(redis["command"]), DOT_ENV)
+    # the container's shell expands $REDIS_PASSWORD; the image's entrypoint drops root
+    assert 'exec docker-entrypoint.sh redis-server --requirepass "$REDIS_PASSWORD"' in command
+    health = render(" ".join(redis["healthcheck"]["test"]), DOT_ENV)
+    assert 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli ping' in health
+
+
+def test_prometheus_sends_the_workers_token() -> None:
+    prometheus = services()["prometheus"]
+    (secret,) = prometheus["secrets"]
+    # the secret's content is the variable the workers read their token from
+    assert compose()["secrets"][secret] == {"environment": "ENGAGEMENT_API_TOKEN"}
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    (job,) = config["scrape_configs"]
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": f"/run/secrets/{secret}",
+    }
+
+
+def test_the_image_holds_no_secret_and_refuses_to_serve_without_a_token() -> None:
+    text = DOCKERFILE.read_text()
+    env = {
+        name: value
+        for line in re.findall(r"^ENV\s+(.+)$", text, flags=re.MULTILINE)
+        for name, value in re.findall(r"\b(ENGAGEMENT_[A-Z_]+)=(\S+)", line)
+    }
+    assert env, "no ENV line found"
+    secret_names = {"ENGAGEMENT_API_TOKEN", "ENGAGEMENT_CLOCK_KEYS", "ENGAGEMENT_REDIS_URL"}
+    secret_names |= {name for name in setting_aliases() if "SALT" in name or "PASSWORD" in name}
+    assert not secret_names & set(env), sorted(secret_names & set(env))
+    with pytest.raises(ConfigurationError, match="ENGAGEMENT_API_TOKEN"):
+        Settings(**env).require_guarded_api()
 
 
 def test_mounted_paths_exist() -> None:
