@@ -150,7 +150,7 @@ async def test_a_reachable_worker_without_a_token_refuses_to_start(
     worker = deployment.worker()
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "agents.cli", "worker"],
+        [sys.executable, "-m", "agents.cli.main", "worker"],
         env=worker.env,
         capture_output=True,
         text=True,
