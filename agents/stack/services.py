@@ -170,11 +170,20 @@ def kafka_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
-def _redis_answers(port: int) -> bool:
+def _redis_answers(port: int, password: str | None = None) -> bool:
+    request, replies = b"PING\r\n", 1
+    if password is not None:  # AUTH first: the answer to PING follows its +OK
+        request, replies = b"AUTH " + password.encode() + b"\r\n" + request, 2
     try:
         with socket.create_connection((LOCALHOST, port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(request)
+            reply = b""
+            while reply.count(b"\r\n") < replies:
+                chunk = sock.recv(64)
+                if not chunk:
+                    return False
+                reply += chunk
+            return reply.splitlines()[-1] == b"+PONG"
     except OSError:
         return False
 
@@ -552,6 +561,7 @@ class RedisServer(_ChildService):
 
     ``stop()`` then ``start()`` reuses the port (an outage, data lost);
     ``freeze()``/``thaw()`` SIGSTOP/SIGCONT it (a hang, connections kept).
+    With ``password`` it requires it (``requirepass``) and ``url`` carries it.
     """
 
     name = "redis"
@@ -561,14 +571,18 @@ class RedisServer(_ChildService):
         port: int | None = None,
         work_dir: Path | None = None,
         start_timeout_s: float = 10.0,
+        password: str | None = None,
     ) -> None:
         super().__init__(port, work_dir, start_timeout_s)
+        self._password = password
 
     @property
     def url(self) -> str:
-        return f"redis://{LOCALHOST}:{self._port}/0"
+        auth = f":{self._password}@" if self._password is not None else ""
+        return f"redis://{auth}{LOCALHOST}:{self._port}/0"
 
     def _argv(self) -> list[str]:
+        auth = ["--requirepass", self._password] if self._password is not None else []
         return [
             _redis_server_bin(),
             "--port",
@@ -581,10 +595,11 @@ class RedisServer(_ChildService):
             "no",
             "--dir",
             str(self._dir),
+            *auth,
         ]
 
     def _answers(self) -> bool:
-        return _redis_answers(self._port)
+        return _redis_answers(self._port, self._password)
 
     def freeze(self) -> None:
         """SIGSTOP: the port stays open but nothing is answered."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from support.metrics import sample
 from support.workers import Deployment, event, latest_states, produce, wait_for
@@ -629,3 +631,42 @@ async def test_a_redis_sync_stopped_part_way_still_tells_the_workers(
         assert stats.users == 1 and await client.get(keys.rebuilds) == "2"
     finally:
         await client.aclose()
+
+
+async def test_a_password_protected_redis_is_mirrored_and_the_password_never_shown(
+    embedded_broker: Any, tmp_path: Any
+) -> None:
+    """Redis as the compose stack runs it (``requirepass``): the worker writes it
+    through a URL that carries the password, which neither its log nor its
+    /metrics show; a client without the password is refused."""
+    password = secrets.token_hex(32)
+    redis = RedisServer(password=password)
+    redis.start()
+    deployment = mirror_deployment(embedded_broker.url, redis.url, tmp_path)
+    await deployment.create_topics()
+    worker = await deployment.start_worker()
+    try:
+        users = [f"pw{i}" for i in range(6)]
+        await produce(
+            deployment.bootstrap,
+            deployment.settings.topic_events,
+            [event(u, f"{u}-0", now_ms()) for u in users],
+        )
+
+        async def mirrored() -> bool:
+            snap = await snapshot(redis.url, deployment.settings.app_id)
+            return set(snap.users) == set(users)
+
+        assert await wait_for(mirrored, 60), deployment.log_tail()
+        anonymous = Redis.from_url(redis.url.replace(f":{password}@", ""))
+        try:
+            with pytest.raises(AuthenticationError):
+                await anonymous.ping()
+        finally:
+            await anonymous.aclose()
+        shown = await asyncio.to_thread(worker.metrics_text)
+        assert password not in shown
+    finally:
+        worker.stop()
+        redis.close()
+    assert password not in worker.log_path.read_text(errors="replace")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.web import bearer_ok, needs_token, openapi_document
+from agents.worker.web import bearer_ok, needs_token, openapi_document
 
 
 def test_only_the_probes_are_open() -> None:
