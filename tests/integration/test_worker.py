@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support.metrics import sample
 from support.workers import (
     Deployment,
@@ -316,3 +317,69 @@ async def test_due_index_is_rebuilt_after_restart(kafka_broker: Any, tmp_path: A
         assert all(s.as_of == start + 6000 for s in at_risk)
     finally:
         worker.stop()
+
+
+PER_PARTITION = (
+    "engagement_clock_seconds",
+    "engagement_clock_lag_seconds",
+    "engagement_consumer_lag_records",
+    "engagement_users_by_stage",
+    "engagement_mau",
+)
+
+
+def exported_partitions(text: str, name: str) -> set[int]:
+    return {
+        int(item.labels["partition"])
+        for family in text_string_to_metric_families(text)
+        for item in family.samples
+        if item.name == name
+    }
+
+
+async def test_a_worker_stops_exporting_the_partitions_it_hands_over(
+    kafka_broker: Any, tmp_path: Any
+) -> None:
+    """A second worker joins: the first hands over half its partitions and stops
+    exporting their series, so sums over workers count every user once."""
+    deployment = Deployment(kafka_broker.url, tmp_path)
+    await deployment.create_topics()
+    users = [u for p in range(PARTITIONS) for u in users_on(p, 3, prefix="move")]
+    first = await deployment.start_worker("w0")
+    try:
+        await produce(
+            deployment.bootstrap,
+            deployment.settings.topic_events,
+            [event(u, f"{u}-0", now_ms()) for u in users],
+        )
+
+        async def tracked_by_first() -> bool:
+            with contextlib.suppress(OSError):
+                text = await asyncio.to_thread(first.metrics_text)
+                return sample(text, "engagement_users_tracked") == len(users)
+            return False
+
+        assert await wait_for(tracked_by_first, 60), deployment.log_tail()
+        second = await deployment.start_worker("w1")
+        workers = (first, second)
+
+        async def handed_over() -> bool:
+            with contextlib.suppress(OSError):
+                texts = [await asyncio.to_thread(w.metrics_text) for w in workers]
+                owned = [exported_partitions(t, "engagement_users_tracked") for t in texts]
+                return (
+                    all(owned)
+                    and owned[0].isdisjoint(owned[1])
+                    and owned[0] | owned[1] == set(range(PARTITIONS))
+                    and sum(sample(t, "engagement_users_tracked") for t in texts) == len(users)
+                    and all(
+                        exported_partitions(text, name) == partitions
+                        for text, partitions in zip(texts, owned, strict=True)
+                        for name in PER_PARTITION
+                    )
+                )
+            return False
+
+        assert await wait_for(handed_over, 90, interval_s=1.0), deployment.log_tail()
+    finally:
+        deployment.stop_all()
