@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from agents.worker.batch_ingest import BatchIngest, install
 from agents.worker.config_forwarder import ConfigForwarder
-from agents.worker.lag import sample_consumer_lag
+from agents.worker.lag import sample_clock_lag, sample_consumer_lag
 from agents.worker.metrics import Metrics
 from agents.worker.redis_mirror import MirrorKeys, RedisMirror, TableSource, redis_client
 from agents.worker.runtime import Runtime
@@ -86,7 +86,10 @@ def build_worker(
     mirror = _wire_mirror(engine_app, runtime, metrics)
 
     async def lag() -> None:
-        sample_consumer_lag(app, settings.topic_events, owned_partitions(engine_app), metrics)
+        owned = owned_partitions(engine_app)
+        sample_consumer_lag(app, settings.topic_events, owned, metrics)
+        clocks_ms = {p: e.clock_ms for p, e in runtime.engines.items() if p in owned}
+        sample_clock_lag(clocks_ms, int(time.time() * 1000), metrics)
 
     app.timer(interval=settings.tick_interval_ms / 1000, name="consumer_lag")(lag)
 
