@@ -1,0 +1,82 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+)
+
+// transportFromEnv builds the connection's TLS and SASL from the worker's own
+// ENGAGEMENT_KAFKA_* variables (README, "Settings").
+func transportFromEnv(getenv func(string) string) (*kafka.Transport, error) {
+	protocol := strings.ToUpper(envOr(getenv, "ENGAGEMENT_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
+	transport := &kafka.Transport{}
+	switch protocol {
+	case "PLAINTEXT", "SASL_PLAINTEXT":
+	case "SSL", "SASL_SSL":
+		config, err := tlsConfig(getenv)
+		if err != nil {
+			return nil, err
+		}
+		transport.TLS = config
+	default:
+		return nil, fmt.Errorf("unknown ENGAGEMENT_KAFKA_SECURITY_PROTOCOL %q", protocol)
+	}
+	if strings.HasPrefix(protocol, "SASL") {
+		mechanism, err := saslMechanism(getenv)
+		if err != nil {
+			return nil, err
+		}
+		transport.SASL = mechanism
+	}
+	return transport, nil
+}
+
+func tlsConfig(getenv func(string) string) (*tls.Config, error) {
+	config := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile := getenv("ENGAGEMENT_KAFKA_SSL_CAFILE"); caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no certificate in %s", caFile)
+		}
+		config.RootCAs = pool
+	}
+	certFile, keyFile := getenv("ENGAGEMENT_KAFKA_SSL_CERTFILE"), getenv("ENGAGEMENT_KAFKA_SSL_KEYFILE")
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		config.Certificates = []tls.Certificate{pair}
+	}
+	return config, nil
+}
+
+func saslMechanism(getenv func(string) string) (sasl.Mechanism, error) {
+	name := strings.ToUpper(getenv("ENGAGEMENT_KAFKA_SASL_MECHANISM"))
+	user, password := getenv("ENGAGEMENT_KAFKA_SASL_USERNAME"), getenv("ENGAGEMENT_KAFKA_SASL_PASSWORD")
+	if user == "" || password == "" {
+		return nil, fmt.Errorf("SASL needs ENGAGEMENT_KAFKA_SASL_USERNAME and ENGAGEMENT_KAFKA_SASL_PASSWORD")
+	}
+	switch name {
+	case "PLAIN":
+		return plain.Mechanism{Username: user, Password: password}, nil
+	case "SCRAM-SHA-256":
+		return scram.Mechanism(scram.SHA256, user, password)
+	case "SCRAM-SHA-512":
+		return scram.Mechanism(scram.SHA512, user, password)
+	default:
+		return nil, fmt.Errorf("unknown ENGAGEMENT_KAFKA_SASL_MECHANISM %q (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", name)
+	}
+}

@@ -1,0 +1,213 @@
+"""The example producers (Python, Java, Go) against a real Kafka broker.
+
+Each one sends events for many users; every record must land on the
+partition the engine's murmur2 (``streams.decode.partition_for``) gives for
+its key, and the engine's decoder must accept it. The Java and Go programs
+are built here (Maven, Go toolchain): a missing toolchain fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.workers import Deployment, read_topic
+
+from streams.decode import DecodeRules, Rejected, decode_record, partition_for
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+BUILT = ROOT / ".cache" / "examples"
+# An odd count: a producer whose partitioner differs from murmur2 (or takes the
+# hash modulo differently) misplaces most keys.
+PARTITIONS = 7
+USERS = 1500
+EVENTS_PER_USER = 3
+BUILD_TIMEOUT_S = 900
+
+
+def toolchain(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: the example producers need it (make examples)")
+    return found
+
+
+def build(argv: list[str], cwd: Path) -> None:
+    done = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
+    )
+    assert done.returncode == 0, f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="session")
+def java_producer() -> list[str]:
+    """``mvn package`` (incremental; dependencies from the local Maven cache after the first)."""
+    project = EXAMPLES / "java"
+    build([toolchain("mvn"), "-q", "-B", "package"], project)
+    return [toolchain("java"), "-jar", str(project / "target" / "engagement-producer.jar")]
+
+
+@pytest.fixture(scope="session")
+def go_producer() -> list[str]:
+    """The Go module's own tests (murmur2 vectors of the Java client), then the binary."""
+    project = EXAMPLES / "go"
+    go = toolchain("go")
+    build([go, "test", "./..."], project)
+    binary = BUILT / "engagement-producer-go"
+    build([go, "build", "-o", str(binary), "."], project)
+    return [str(binary)]
+
+
+@pytest.fixture(scope="session")
+def python_producer() -> list[str]:
+    return [sys.executable, str(EXAMPLES / "producer.py")]
+
+
+PRODUCERS = ["python_producer", "java_producer", "go_producer"]
+
+
+def run_producer(argv: list[str], deployment: Deployment, *args: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
+    # Broker and topic from the worker's own variables, as an operator would run it.
+    env["ENGAGEMENT_BROKER"] = deployment.env["ENGAGEMENT_BROKER"]
+    env["ENGAGEMENT_TOPIC_EVENTS"] = deployment.settings.topic_events
+    done = subprocess.run(
+        [*argv, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary
+
+
+async def records_of(deployment: Deployment, count: int) -> list[Any]:
+    return await read_topic(
+        deployment.bootstrap,
+        deployment.settings.topic_events,
+        until=lambda records: len(records) >= count,
+        timeout_s=60,
+    )
+
+
+def assert_placed_and_accepted(records: list[Any], deployment: Deployment) -> None:
+    settings = deployment.settings
+    rules = DecodeRules(
+        topic=settings.topic_events,
+        partitions=PARTITIONS,
+        max_event_bytes=settings.max_event_bytes,
+        max_future_ms=settings.max_future_ms,
+    )
+    misplaced = [r for r in records if r.partition != partition_for(r.key, PARTITIONS)]
+    assert misplaced == []
+    rejected = [
+        decoded.reason
+        for r in records
+        if isinstance(
+            decoded := decode_record(
+                r.key, r.value, r.headers, r.partition, r.timestamp, r.offset, rules
+            ),
+            Rejected,
+        )
+    ]
+    assert rejected == []
+    # many users, spread over every partition
+    assert {r.partition for r in records} == set(range(PARTITIONS))
+
+
+def fresh_deployment(kafka_broker: Any, tmp_path: Path) -> Deployment:
+    return Deployment(kafka_broker.url, tmp_path, ENGAGEMENT_PARTITIONS=str(PARTITIONS))
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
+async def test_sample_history_lands_on_each_users_partition(
+    kafka_broker: Any, tmp_path: Path, producer: str, request: pytest.FixtureRequest
+) -> None:
+    argv: list[str] = request.getfixturevalue(producer)
+    deployment = fresh_deployment(kafka_broker, tmp_path)
+    await deployment.create_topics()
+    sent = USERS * EVENTS_PER_USER
+    summary = run_producer(
+        argv,
+        deployment,
+        "--sample-users",
+        str(USERS),
+        "--events-per-user",
+        str(EVENTS_PER_USER),
+    )
+    assert summary["sent"] == sent
+    records = await records_of(deployment, sent)
+    assert len(records) == sent
+    per_user = Counter(r.key for r in records)
+    assert per_user == {f"u{u}".encode(): EVENTS_PER_USER for u in range(USERS)}
+    assert_placed_and_accepted(records, deployment)
+
+
+def contract_lines(now_ms: int) -> list[dict[str, Any]]:
+    """Contract events for users whose ids are not plain ASCII, nor alike."""
+    users = [f"user-{n}" for n in range(200)] + ["ünïcödé-ß", "東京-7", "a b", "x" * 200]
+    return [
+        {
+            "event_id": f"{user}-e{n}",
+            "user_id": user,
+            "type": "page_view",
+            "ts": now_ms - 1000 * n,
+            "tenant": "acme",
+            "props": {"n": n},
+        }
+        for user in users
+        for n in range(2)
+    ]
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
+async def test_input_file_is_sent_as_is_on_each_users_partition(
+    kafka_broker: Any, tmp_path: Path, producer: str, request: pytest.FixtureRequest
+) -> None:
+    argv: list[str] = request.getfixturevalue(producer)
+    deployment = fresh_deployment(kafka_broker, tmp_path)
+    await deployment.create_topics()
+    lines = contract_lines(int(time.time() * 1000))
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8"
+    )
+    summary = run_producer(argv, deployment, "--input", str(events))
+    assert summary["sent"] == len(lines)
+    records = await records_of(deployment, len(lines))
+    assert sorted(json.loads(r.value)["event_id"] for r in records) == sorted(
+        line["event_id"] for line in lines
+    )
+    for record in records:
+        assert record.key == json.loads(record.value)["user_id"].encode("utf-8")
+    assert_placed_and_accepted(records, deployment)
+
+
+@pytest.mark.parametrize("producer", ["java_producer", "go_producer"])
+async def test_a_line_without_event_id_stops_the_run(
+    kafka_broker: Any, tmp_path: Path, producer: str, request: pytest.FixtureRequest
+) -> None:
+    argv: list[str] = request.getfixturevalue(producer)
+    deployment = fresh_deployment(kafka_broker, tmp_path)
+    await deployment.create_topics()
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"user_id": "u1", "type": "login", "ts": 1}) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
+    env["ENGAGEMENT_BROKER"] = deployment.env["ENGAGEMENT_BROKER"]
+    done = subprocess.run(
+        [*argv, "--topic", deployment.settings.topic_events, "--input", str(events)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "event_id" in done.stderr
