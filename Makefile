@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint unit integration faults faults-full bench bench-rocksdb kafka-jars clean
+.PHONY: setup deps demo test lint unit integration faults faults-full bench bench-rocksdb kafka-jars examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,19 +27,28 @@ deps:
 kafka-jars:
 	bash deploy/kafka/kafka.sh fetch
 
+# The example producers in Java and Go (tests/integration/test_producers.py runs
+# them): the first build fetches kafka-clients and the Maven plugins into the
+# local Maven repository and kafka-go into the Go module cache (about 2 minutes);
+# later builds use those caches only.
+examples:
+	cd examples/java && mvn -q -B package
+	cd examples/go && go mod download && go build -o ../../.cache/examples/engagement-producer-go .
+
 demo: setup
 	$(BIN)/engagement demo $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check streams tables agents tests bench
+	$(BIN)/ruff check streams tables agents tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 unit: setup
 	$(BIN)/python -m pytest tests/unit tests/agents -q
 
-# The CI gate: lint, unit, agent, integration (both brokers), a reduced fault set.
-test: setup deps kafka-jars lint
+# The CI gate: lint, unit, agent, integration (both brokers, the example producers),
+# a reduced fault set.
+test: setup deps kafka-jars examples lint
 	$(BIN)/python -m pytest tests -q -m "not full" -p no:cacheprovider
 
 faults-full: setup kafka-jars
@@ -52,4 +61,4 @@ bench-rocksdb: setup kafka-jars
 	$(BIN)/python bench/rocksdb_users.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .cache run .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .cache run .mypy_cache .ruff_cache .pytest_cache examples/java/target

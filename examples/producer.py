@@ -49,8 +49,8 @@ import ssl
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
