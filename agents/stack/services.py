@@ -403,8 +403,12 @@ class KafkaBroker(Service):
         start_timeout_s: float = 60.0,
         fetch_timeout_s: float = 900.0,
         stop_timeout_s: float = 20.0,
+        sasl_users: dict[str, str] | None = None,
     ) -> None:
         self._port = port if port is not None else free_port()
+        # A second listener, SASL_PLAINTEXT with PLAIN, for clients that must log in.
+        self._sasl_users = dict(sasl_users or {})
+        self._sasl_port = free_port() if self._sasl_users else None
         # Chosen once so a restart finds the same controller quorum address.
         self._controller_port = free_port()
         self._owns_dir = data_dir is None
@@ -428,6 +432,13 @@ class KafkaBroker(Service):
     @property
     def url(self) -> str:
         return f"kafka://{self.bootstrap}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        """``host:port`` of the SASL_PLAINTEXT listener (only with ``sasl_users``)."""
+        if self._sasl_port is None:
+            raise ServiceStartError("this broker has no SASL listener (give sasl_users)")
+        return f"{LOCALHOST}:{self._sasl_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -458,6 +469,9 @@ class KafkaBroker(Service):
             # The readiness probe in the script needs aiokafka: use this interpreter.
             KAFKA_PYTHON=sys.executable,
         )
+        if self._sasl_port is not None:
+            env["KAFKA_SASL_PORT"] = str(self._sasl_port)
+            env["KAFKA_SASL_USERS"] = ",".join(f"{u}:{pw}" for u, pw in self._sasl_users.items())
         return env
 
     def _script(self, command: str, timeout_s: float) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,8 @@
 #   KAFKA_CLUSTER_ID [generated once, kept in $KAFKA_DATA/cluster.id]
 #   KAFKA_HEAP [-Xmx512m]          KAFKA_LOG_LEVEL [WARN]   KAFKA_START_TIMEOUT [60]
 #   KAFKA_STOP_TIMEOUT [20]        KAFKA_BROKER_SESSION_MS [3000]
+#   KAFKA_SASL_PORT [none]         a second listener, SASL_PLAINTEXT with the PLAIN mechanism
+#   KAFKA_SASL_USERS [none]        its users, user:password,... (letters, digits, - and _ only)
 #   KAFKA_PYTHON [<repo>/.venv/bin/python, else python3]
 #   KAFKA_CLUSTER_DATA [<repo>/run/kafka-cluster-$KAFKA_PORT] (cluster-* only; nodes on port, port+1, port+2)
 set -euo pipefail
@@ -157,6 +159,11 @@ live_pid() {
 
 write_properties() {
     local controller_port="$1" quorum="$2" voters rf min_isr
+    local sasl_listener="" sasl_map=""
+    if [[ -n "${KAFKA_SASL_PORT:-}" ]]; then
+        sasl_listener=",SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT"
+        sasl_map=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    fi
     voters="$(tr ',' '\n' <<<"$quorum" | grep -c .)"
     rf=$((voters < 3 ? voters : 3))
     min_isr=$((rf > 1 ? 2 : 1))
@@ -165,11 +172,11 @@ write_properties() {
 process.roles=broker,controller
 node.id=$NODE_ID
 controller.quorum.voters=$quorum
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT$sasl_listener,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT$sasl_listener
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$sasl_map
 log.dirs=$DATA/logs
 num.partitions=1
 default.replication.factor=$rf
@@ -188,6 +195,19 @@ group.initial.rebalance.delay.ms=0
 broker.session.timeout.ms=${KAFKA_BROKER_SESSION_MS:-3000}
 broker.heartbeat.interval.ms=500
 EOF
+    if [[ -n "${KAFKA_SASL_PORT:-}" ]]; then
+        # Clients log in on the SASL listener; the broker itself and the
+        # readiness probe stay on PLAINTEXT.
+        local users="" pair
+        for pair in ${KAFKA_SASL_USERS//,/ }; do
+            [[ "$pair" =~ ^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+$ ]] || die "KAFKA_SASL_USERS: bad entry '$pair'"
+            users+=" user_${pair%%:*}=\"${pair#*:}\""
+        done
+        cat >>"$PROPS" <<EOF
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$users;
+EOF
+    fi
     cat >"$DATA/log4j2.properties" <<EOF
 status = warn
 appender.out.type = Console

@@ -14,13 +14,16 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.workers import Deployment, read_topic
 
+from agents.stack.services import KafkaBroker
 from streams.decode import DecodeRules, Rejected, decode_record, partition_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,14 +78,23 @@ def python_producer() -> list[str]:
 PRODUCERS = ["python_producer", "java_producer", "go_producer"]
 
 
-def run_producer(argv: list[str], deployment: Deployment, *args: str) -> dict[str, Any]:
+def producer_run(
+    argv: list[str], deployment: Deployment, *args: str, **settings: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
-    # Broker and topic from the worker's own variables, as an operator would run it.
+    # Broker, topic, TLS and SASL from the worker's own variables, as an operator would.
     env["ENGAGEMENT_BROKER"] = deployment.env["ENGAGEMENT_BROKER"]
     env["ENGAGEMENT_TOPIC_EVENTS"] = deployment.settings.topic_events
-    done = subprocess.run(
+    env.update(settings)
+    return subprocess.run(
         [*argv, *args], env=env, capture_output=True, text=True, timeout=300, check=False
     )
+
+
+def run_producer(
+    argv: list[str], deployment: Deployment, *args: str, **settings: str
+) -> dict[str, Any]:
+    done = producer_run(argv, deployment, *args, **settings)
     assert done.returncode == 0, done.stderr
     summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return summary
@@ -199,15 +211,54 @@ async def test_a_line_without_event_id_stops_the_run(
     await deployment.create_topics()
     events = tmp_path / "events.jsonl"
     events.write_text(json.dumps({"user_id": "u1", "type": "login", "ts": 1}) + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGEMENT_")}
-    env["ENGAGEMENT_BROKER"] = deployment.env["ENGAGEMENT_BROKER"]
-    done = subprocess.run(
-        [*argv, "--topic", deployment.settings.topic_events, "--input", str(events)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = producer_run(argv, deployment, "--input", str(events))
     assert done.returncode != 0
     assert "event_id" in done.stderr
+
+
+SASL_USER = "producer"
+SASL_PASSWORD = uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module")
+def sasl_broker() -> Iterator[KafkaBroker]:
+    """A broker whose second listener wants a SASL PLAIN login (the first is for the test)."""
+    broker = KafkaBroker(sasl_users={SASL_USER: SASL_PASSWORD})
+    try:
+        broker.start()
+    except Exception as exc:
+        broker.close()
+        pytest.fail(f"Kafka with a SASL listener did not start: {exc}", pytrace=False)
+    yield broker
+    broker.close()
+
+
+def sasl_settings(broker: KafkaBroker, password: str) -> dict[str, str]:
+    return {
+        "ENGAGEMENT_BROKER": f"kafka://{broker.sasl_bootstrap}",
+        "ENGAGEMENT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "ENGAGEMENT_KAFKA_SASL_MECHANISM": "PLAIN",
+        "ENGAGEMENT_KAFKA_SASL_USERNAME": SASL_USER,
+        "ENGAGEMENT_KAFKA_SASL_PASSWORD": password,
+    }
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
+async def test_producers_log_in_with_the_workers_sasl_settings(
+    sasl_broker: KafkaBroker, tmp_path: Path, producer: str, request: pytest.FixtureRequest
+) -> None:
+    argv: list[str] = request.getfixturevalue(producer)
+    deployment = fresh_deployment(sasl_broker, tmp_path)
+    await deployment.create_topics()
+    users = 300
+    sample = ("--sample-users", str(users), "--events-per-user", "2")
+
+    refused = producer_run(argv, deployment, *sample, **sasl_settings(sasl_broker, "wrong"))
+    assert refused.returncode != 0
+    assert "wrong" not in refused.stderr  # the password is not echoed
+
+    summary = run_producer(argv, deployment, *sample, **sasl_settings(sasl_broker, SASL_PASSWORD))
+    assert summary["sent"] == 2 * users
+    records = await records_of(deployment, 2 * users)
+    assert len(records) == 2 * users
+    assert_placed_and_accepted(records, deployment)

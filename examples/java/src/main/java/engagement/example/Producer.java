@@ -118,7 +118,7 @@ public final class Producer {
     }
   }
 
-  /** Hands records to the client without waiting; counts acknowledgements, keeps the first error. */
+  /** Hands records to the client without waiting; counts acknowledgements, stops at an error. */
   static final class Sender {
     private final KafkaProducer<String, byte[]> producer;
     private final String topic;
@@ -131,6 +131,11 @@ public final class Producer {
     }
 
     void send(String userId, byte[] value) {
+      // A failed record (a refused login, a missing topic) fails the run at once.
+      Exception failed = firstError.get();
+      if (failed != null) {
+        throw new IllegalStateException("records not acknowledged: " + failed, failed);
+      }
       producer.send(
           new ProducerRecord<>(topic, userId, value),
           (metadata, error) -> {
