@@ -110,11 +110,17 @@ def sample_events(users: int, per_user: int, now_ms: int) -> Iterator[dict[str, 
             }
 
 
+def bootstrap_servers(broker: str) -> str:
+    """``host:port,...`` from the worker's form (``kafka://host:port;host:port``)."""
+    hosts = (part.strip().removeprefix("kafka://") for part in broker.replace(";", ",").split(","))
+    return ",".join(host for host in hosts if host)
+
+
 def client_options(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     """aiokafka keyword arguments for the connection: brokers, TLS, SASL."""
     protocol = args.security_protocol.upper()
     options: dict[str, Any] = {
-        "bootstrap_servers": args.broker.replace("kafka://", ""),
+        "bootstrap_servers": bootstrap_servers(args.broker),
         "security_protocol": protocol,
     }
     if "SSL" in protocol:
