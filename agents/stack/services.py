@@ -404,11 +404,15 @@ class KafkaBroker(Service):
         fetch_timeout_s: float = 900.0,
         stop_timeout_s: float = 20.0,
         sasl_users: dict[str, str] | None = None,
+        tls_keystore: Path | None = None,
     ) -> None:
         self._port = port if port is not None else free_port()
-        # A second listener, SASL_PLAINTEXT with PLAIN, for clients that must log in.
+        # More listeners for clients that must log in (SASL_PLAINTEXT with PLAIN)
+        # or speak TLS (the key and certificate chain in one PEM file).
         self._sasl_users = dict(sasl_users or {})
         self._sasl_port = free_port() if self._sasl_users else None
+        self._tls_keystore = tls_keystore
+        self._tls_port = free_port() if tls_keystore is not None else None
         # Chosen once so a restart finds the same controller quorum address.
         self._controller_port = free_port()
         self._owns_dir = data_dir is None
@@ -439,6 +443,13 @@ class KafkaBroker(Service):
         if self._sasl_port is None:
             raise ServiceStartError("this broker has no SASL listener (give sasl_users)")
         return f"{LOCALHOST}:{self._sasl_port}"
+
+    @property
+    def tls_bootstrap(self) -> str:
+        """``host:port`` of the TLS listener (only with ``tls_keystore``)."""
+        if self._tls_port is None:
+            raise ServiceStartError("this broker has no TLS listener (give tls_keystore)")
+        return f"{LOCALHOST}:{self._tls_port}"
 
     @property
     def data_dir(self) -> Path:
@@ -472,6 +483,9 @@ class KafkaBroker(Service):
         if self._sasl_port is not None:
             env["KAFKA_SASL_PORT"] = str(self._sasl_port)
             env["KAFKA_SASL_USERS"] = ",".join(f"{u}:{pw}" for u, pw in self._sasl_users.items())
+        if self._tls_port is not None:
+            env["KAFKA_SSL_PORT"] = str(self._tls_port)
+            env["KAFKA_SSL_KEYSTORE"] = str(self._tls_keystore)
         return env
 
     def _script(self, command: str, timeout_s: float) -> subprocess.CompletedProcess[str]:

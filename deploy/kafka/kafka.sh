@@ -19,6 +19,8 @@
 #   KAFKA_STOP_TIMEOUT [20]        KAFKA_BROKER_SESSION_MS [3000]
 #   KAFKA_SASL_PORT [none]         a second listener, SASL_PLAINTEXT with the PLAIN mechanism
 #   KAFKA_SASL_USERS [none]        its users, user:password,... (letters, digits, - and _ only)
+#   KAFKA_SSL_PORT [none]          a listener with TLS, whose key and certificate chain are in
+#   KAFKA_SSL_KEYSTORE [none]      this PEM file (an unencrypted PKCS#8 key first)
 #   KAFKA_PYTHON [<repo>/.venv/bin/python, else python3]
 #   KAFKA_CLUSTER_DATA [<repo>/run/kafka-cluster-$KAFKA_PORT] (cluster-* only; nodes on port, port+1, port+2)
 set -euo pipefail
@@ -159,10 +161,15 @@ live_pid() {
 
 write_properties() {
     local controller_port="$1" quorum="$2" voters rf min_isr
-    local sasl_listener="" sasl_map=""
+    local extra_listeners="" extra_map=""
     if [[ -n "${KAFKA_SASL_PORT:-}" ]]; then
-        sasl_listener=",SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT"
-        sasl_map=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+        extra_listeners=",SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT"
+        extra_map=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    fi
+    if [[ -n "${KAFKA_SSL_PORT:-}" ]]; then
+        [[ -r "${KAFKA_SSL_KEYSTORE:-}" ]] || die "KAFKA_SSL_PORT needs a readable KAFKA_SSL_KEYSTORE"
+        extra_listeners+=",SSL://127.0.0.1:$KAFKA_SSL_PORT"
+        extra_map+=",SSL:SSL"
     fi
     voters="$(tr ',' '\n' <<<"$quorum" | grep -c .)"
     rf=$((voters < 3 ? voters : 3))
@@ -172,11 +179,11 @@ write_properties() {
 process.roles=broker,controller
 node.id=$NODE_ID
 controller.quorum.voters=$quorum
-listeners=PLAINTEXT://127.0.0.1:$PORT$sasl_listener,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT$sasl_listener
+listeners=PLAINTEXT://127.0.0.1:$PORT$extra_listeners,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT$extra_listeners
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$sasl_map
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$extra_map
 log.dirs=$DATA/logs
 num.partitions=1
 default.replication.factor=$rf
@@ -206,6 +213,12 @@ EOF
         cat >>"$PROPS" <<EOF
 sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$users;
+EOF
+    fi
+    if [[ -n "${KAFKA_SSL_PORT:-}" ]]; then
+        cat >>"$PROPS" <<EOF
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$KAFKA_SSL_KEYSTORE
 EOF
     fi
     cat >"$DATA/log4j2.properties" <<EOF

@@ -220,15 +220,82 @@ SASL_USER = "producer"
 SASL_PASSWORD = uuid.uuid4().hex
 
 
+def openssl(*args: str, cwd: Path) -> None:
+    done = subprocess.run(
+        [toolchain("openssl"), *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.fixture(scope="module")
-def sasl_broker() -> Iterator[KafkaBroker]:
-    """A broker whose second listener wants a SASL PLAIN login (the first is for the test)."""
-    broker = KafkaBroker(sasl_users={SASL_USER: SASL_PASSWORD})
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA (ca.pem) and the broker's key and chain signed by it (broker.pem)."""
+    where = tmp_path_factory.mktemp("tls")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=engagement test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        cwd=where,
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        cwd=where,
+    )
+    (where / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+        cwd=where,
+    )
+    (where / "broker.pem").write_text(
+        (where / "server.key").read_text() + (where / "server.pem").read_text()
+    )
+    return where
+
+
+@pytest.fixture(scope="module")
+def secured_broker(certificates: Path) -> Iterator[KafkaBroker]:
+    """A broker with a SASL PLAIN listener and a TLS listener (and PLAINTEXT for the test)."""
+    broker = KafkaBroker(
+        sasl_users={SASL_USER: SASL_PASSWORD}, tls_keystore=certificates / "broker.pem"
+    )
     try:
         broker.start()
     except Exception as exc:
         broker.close()
-        pytest.fail(f"Kafka with a SASL listener did not start: {exc}", pytrace=False)
+        pytest.fail(f"Kafka with SASL and TLS listeners did not start: {exc}", pytrace=False)
     yield broker
     broker.close()
 
@@ -245,19 +312,52 @@ def sasl_settings(broker: KafkaBroker, password: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("producer", PRODUCERS)
 async def test_producers_log_in_with_the_workers_sasl_settings(
-    sasl_broker: KafkaBroker, tmp_path: Path, producer: str, request: pytest.FixtureRequest
+    secured_broker: KafkaBroker, tmp_path: Path, producer: str, request: pytest.FixtureRequest
 ) -> None:
     argv: list[str] = request.getfixturevalue(producer)
-    deployment = fresh_deployment(sasl_broker, tmp_path)
+    deployment = fresh_deployment(secured_broker, tmp_path)
     await deployment.create_topics()
     users = 300
     sample = ("--sample-users", str(users), "--events-per-user", "2")
 
-    refused = producer_run(argv, deployment, *sample, **sasl_settings(sasl_broker, "wrong"))
+    refused = producer_run(argv, deployment, *sample, **sasl_settings(secured_broker, "wrong"))
     assert refused.returncode != 0
     assert "wrong" not in refused.stderr  # the password is not echoed
 
-    summary = run_producer(argv, deployment, *sample, **sasl_settings(sasl_broker, SASL_PASSWORD))
+    settings = sasl_settings(secured_broker, SASL_PASSWORD)
+    summary = run_producer(argv, deployment, *sample, **settings)
+    assert summary["sent"] == 2 * users
+    records = await records_of(deployment, 2 * users)
+    assert len(records) == 2 * users
+    assert_placed_and_accepted(records, deployment)
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
+async def test_producers_speak_tls_with_the_workers_settings(
+    secured_broker: KafkaBroker,
+    certificates: Path,
+    tmp_path: Path,
+    producer: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    argv: list[str] = request.getfixturevalue(producer)
+    deployment = fresh_deployment(secured_broker, tmp_path)
+    await deployment.create_topics()
+    users = 300
+    sample = ("--sample-users", str(users), "--events-per-user", "2")
+    tls = {
+        "ENGAGEMENT_BROKER": f"kafka://{secured_broker.tls_bootstrap}",
+        "ENGAGEMENT_KAFKA_SECURITY_PROTOCOL": "SSL",
+    }
+
+    # the broker's certificate is signed by no CA the system trusts
+    untrusted = producer_run(argv, deployment, *sample, **tls)
+    assert untrusted.returncode != 0
+    assert "certificate" in untrusted.stderr.lower(), untrusted.stderr[-2000:]
+
+    summary = run_producer(
+        argv, deployment, *sample, **tls, ENGAGEMENT_KAFKA_SSL_CAFILE=str(certificates / "ca.pem")
+    )
     assert summary["sent"] == 2 * users
     records = await records_of(deployment, 2 * users)
     assert len(records) == 2 * users
