@@ -33,7 +33,7 @@ kafka-jars:
 # later builds use those caches only.
 examples:
 	cd examples/java && mvn -q -B package
-	cd examples/go && go mod download && go build -o ../../.cache/examples/engagement-producer-go .
+	cd examples/go && go mod download && go build -buildvcs=false -o ../../.cache/examples/engagement-producer-go .
 
 demo: setup
 	$(BIN)/engagement demo $(ARGS)

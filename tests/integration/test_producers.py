@@ -66,7 +66,7 @@ def go_producer() -> list[str]:
     go = toolchain("go")
     build([go, "test", "./..."], project)
     binary = BUILT / "engagement-producer-go"
-    build([go, "build", "-o", str(binary), "."], project)
+    build([go, "build", "-buildvcs=false", "-o", str(binary), "."], project)
     return [str(binary)]
 
 
