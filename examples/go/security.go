@@ -14,7 +14,7 @@ import (
 )
 
 // transportFromEnv builds the connection's TLS and SASL from the worker's own
-// ENGAGEMENT_KAFKA_* variables (README, "Settings").
+// ENGAGEMENT_KAFKA_* variables (docs/CONTRACTS.md, "Settings").
 func transportFromEnv(getenv func(string) string) (*kafka.Transport, error) {
 	protocol := strings.ToUpper(envOr(getenv, "ENGAGEMENT_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"))
 	transport := &kafka.Transport{}
