@@ -288,8 +288,11 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def secured_broker(certificates: Path) -> Iterator[KafkaBroker]:
     """A broker with a SASL PLAIN listener and a TLS listener (and PLAINTEXT for the test)."""
+    # A second JVM on a machine already busy with the first: more time to start.
     broker = KafkaBroker(
-        sasl_users={SASL_USER: SASL_PASSWORD}, tls_keystore=certificates / "broker.pem"
+        sasl_users={SASL_USER: SASL_PASSWORD},
+        tls_keystore=certificates / "broker.pem",
+        start_timeout_s=180.0,
     )
     try:
         broker.start()
