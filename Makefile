@@ -29,8 +29,9 @@ kafka-jars:
 
 # The example producers in Java and Go (tests/integration/test_producers.py runs
 # them): the first build fetches kafka-clients and the Maven plugins into the
-# local Maven repository and kafka-go into the Go module cache (about 2 minutes);
-# later builds use those caches only.
+# local Maven repository (about 1 minute) and kafka-go into the Go module cache
+# (about 3 minutes with an empty Go build cache on a busy 2-core machine); later
+# builds use those caches only (tens of seconds).
 examples:
 	cd examples/java && mvn -q -B package
 	cd examples/go && go mod download && go build -buildvcs=false -o ../../.cache/examples/engagement-producer-go .
