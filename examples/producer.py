@@ -144,13 +144,13 @@ def client_options(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str
     return options
 
 
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(event: Mapping[str, Any]) -> tuple[bytes, bytes]:
     key = str(event["user_id"]).encode("utf-8")
     value = _json.encode(event).encode("utf-8")
     return key, value
-
-
-_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 class KeyPartitions:
@@ -188,7 +188,8 @@ class Publisher:
     """Fills one batch per partition and sends it when full, without waiting for it.
 
     At most ``in_flight`` batches wait for their acknowledgement at once; a
-    batch that fails is rebuilt from its records and sent again (the same bytes).
+    batch that fails for a passing reason is rebuilt from its records and sent
+    again (the same bytes); any other failure stops the run.
     """
 
     def __init__(
@@ -240,6 +241,8 @@ class Publisher:
                     await future
                     self.sent += len(batch.records)
                 except KafkaError as exc:
+                    if not exc.retriable:  # e.g. a batch the topic refuses as too large
+                        raise RuntimeError(f"batch refused: {type(exc).__name__}") from exc
                     log.warning("batch failed (%s), will retry", type(exc).__name__)
                     failed.append(batch)
             if not failed:

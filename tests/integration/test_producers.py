@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.kafka_util import create_topics
 from support.workers import Deployment, read_topic
 
 from agents.stack.services import KafkaBroker
@@ -365,3 +367,21 @@ async def test_producers_speak_tls_with_the_workers_settings(
     records = await records_of(deployment, 2 * users)
     assert len(records) == 2 * users
     assert_placed_and_accepted(records, deployment)
+
+
+@pytest.mark.parametrize("producer", PRODUCERS)
+async def test_a_batch_the_topic_refuses_fails_the_run(
+    kafka_broker: Any, tmp_path: Path, producer: str, request: pytest.FixtureRequest
+) -> None:
+    argv: list[str] = request.getfixturevalue(producer)
+    deployment = fresh_deployment(kafka_broker, tmp_path)
+    topic = deployment.settings.topic_events
+    # smaller than any batch of these records: the broker refuses every one, for good
+    await create_topics(
+        deployment.bootstrap,
+        {topic: PARTITIONS},
+        {"max.message.bytes": "100", "message.timestamp.type": "LogAppendTime"},
+    )
+    done = producer_run(argv, deployment, "--sample-users", "50")
+    assert done.returncode != 0
+    assert re.search(r"too[ _]?large", done.stderr, re.IGNORECASE), done.stderr[-2000:]
