@@ -119,6 +119,7 @@ def test_the_worker_accepts_the_configured_settings() -> None:
     env = worker_environment()
     settings = load_settings(**{k: v for k, v in env.items() if k.startswith("ENGAGEMENT_")})
     settings.require_secrets()  # salts, clock keys and the signing kid are all there
+    settings.require_guarded_api()  # bound to every interface, so with a token
     assert settings.store.startswith("rocksdb://")
     mounts = {mount["mountPath"] for mount in worker_container()["volumeMounts"]}
     assert settings.data_dir in mounts
