@@ -1,0 +1,14 @@
+"""An independent reference model of the record rules, for tests only.
+
+Short, slow and meant to be obviously correct: one plain object per user,
+changed event by event; every judgement looks at every user; thresholds,
+clock, de-duplication, erasure and config versions are written from
+docs/CONTRACTS.md and docs/MODEL.md, not from the engine. It imports nothing
+from ``tables``, ``streams`` or ``agents`` (``tests/unit/test_reference_agreement.py``
+checks that), so a test that compares the engine with it can see a model bug.
+
+- ``reference.records``: the decoded input records and the settings the rules read.
+- ``reference.user``: one user's state, the effect of an event, the judgement on the clock.
+- ``reference.risk``: the MBG/NBD risk by numeric integration.
+- ``reference.partition``: one input partition run in log order, with its outputs.
+"""

@@ -1,0 +1,161 @@
+"""One input partition, record by record in log order: the clock, config versions,
+erasure, and every user judged on every clock move.
+
+The partition clock (docs/CONTRACTS.md): an event contributes min(ts, R), a
+tick min(wall, R, events_seen + stall guard); clock = the greatest
+contribution so far - lateness. Whenever the clock moves, every user is
+judged at the new clock; a threshold version that starts to apply within the
+move splits it: users are first judged just before that instant with the
+versions in force until then.
+"""
+
+from __future__ import annotations
+
+from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick
+from reference.user import (
+    User,
+    advance,
+    apply_event,
+    come_back,
+    duplicate,
+    first_event,
+    reactivation,
+    thresholds,
+    transition,
+    view,
+)
+
+Tiers = tuple[int, int, int]
+
+
+class Partition:
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.users: dict[str, User] = {}
+        self.high_ms: int | None = None  # the greatest clock contribution so far
+        # per scope, every accepted version: (effective_from, applies_from, tiers)
+        self.versions: dict[str, list[tuple[int, int, Tiers]]] = {}
+        self.erased_until: dict[str, int] = {}  # user -> clock instant the suppression ends
+        self.out = Outcome()
+        self.index = 0  # of the record being handled
+
+    @property
+    def clock_ms(self) -> int | None:
+        return None if self.high_ms is None else self.high_ms - self.rules.lateness_ms
+
+    def run(self, records: list[Record]) -> Outcome:
+        for index, record in enumerate(records):
+            self.index = index
+            self.out.outcomes.append(self.handle(record))
+        self.out.states = {uid: view(user, self.rules) for uid, user in self.users.items()}
+        self.out.clock_ms = self.clock_ms
+        return self.out
+
+    def handle(self, record: Record) -> str:
+        if isinstance(record, Event):
+            return self.event(record)
+        if isinstance(record, Tick):
+            bound = min(record.wall_ms, record.append_ms)
+            if self.rules.stall_guard_ms > 0:
+                bound = min(bound, record.events_seen_append_ms + self.rules.stall_guard_ms)
+            self.move_clock(bound)
+            return "tick"
+        if isinstance(record, Config):
+            return self.config(record)
+        return self.erase(record)
+
+    # -- the clock ---------------------------------------------------------
+    def overrides_at(self, at_ms: int) -> dict[str, Tiers]:
+        """Per scope, the newest accepted version that applies by ``at_ms``."""
+        out: dict[str, Tiers] = {}
+        for scope, versions in self.versions.items():
+            for _effective, applies_from, tiers in versions:
+                if applies_from <= at_ms:
+                    out[scope] = tiers
+        return out
+
+    def move_clock(self, contribution_ms: int) -> None:
+        if self.high_ms is not None and contribution_ms <= self.high_ms:
+            return
+        before = self.clock_ms
+        after = contribution_ms - self.rules.lateness_ms
+        switches = sorted(
+            {
+                applies_from
+                for versions in self.versions.values()
+                for _effective, applies_from, _tiers in versions
+                if (before is None or applies_from > before) and applies_from <= after
+            }
+        )
+        for switch_ms in switches:
+            self.judge_everyone(switch_ms - 1)
+        self.high_ms = contribution_ms
+        self.judge_everyone(after)
+
+    def judge_everyone(self, at_ms: int) -> None:
+        overrides = self.overrides_at(at_ms)
+        for user_id in sorted(self.users):
+            signals, moves = advance(self.users[user_id], user_id, at_ms, overrides, self.rules)
+            self.emit(signals, moves)
+
+    def emit(self, signals: list[dict[str, object]], moves: list[dict[str, object]]) -> None:
+        self.out.signals.extend((self.index, signal) for signal in signals)
+        self.out.transitions.extend((self.index, move) for move in moves)
+
+    # -- records -----------------------------------------------------------
+    def event(self, event: Event) -> str:
+        self.move_clock(min(event.ts_ms, event.append_ms))
+        clock_ms = self.clock_ms
+        assert clock_ms is not None
+        if clock_ms < self.erased_until.get(event.user_id, clock_ms):
+            return "suppressed"
+        user = self.users.get(event.user_id)
+        if user is None:
+            user = self.users[event.user_id] = first_event(event, self.rules)
+            self.emit([], [transition(user, event.user_id, None, "new", event.ts_ms, [], self.rules)])
+        else:
+            skipped = duplicate(user, event, self.rules)
+            if skipped is not None:
+                return skipped
+            if event.ts_ms > user.last_seen_ms and user.tier is not None:
+                tiers, source = thresholds(user, self.overrides_at(clock_ms), self.rules)
+                signal, moved = reactivation(user, event.user_id, event, tiers, source, self.rules)
+                self.emit([signal], [moved])
+                come_back(user, event, self.rules)
+            apply_event(user, event, self.rules)
+        # a late event can make its user due at once
+        self.judge_everyone(clock_ms)
+        return "applied"
+
+    def config(self, config: Config) -> str:
+        tiers = (config.at_risk_ms, config.dormant_ms, config.churned_ms)
+        if not config.scope or not 0 < tiers[0] <= tiers[1] <= tiers[2]:
+            return "rejected"
+        versions = self.versions.setdefault(config.scope, [])
+        if versions and config.effective_from_ms <= max(v[0] for v in versions):
+            return "unchanged"  # a re-sent or older version
+        clock_ms = self.clock_ms
+        if clock_ms is None:  # nothing has moved the clock yet
+            versions.append((config.effective_from_ms, config.effective_from_ms, tiers))
+            return "applied"
+        versions.append((config.effective_from_ms, max(config.effective_from_ms, clock_ms), tiers))
+        self.judge_everyone(clock_ms)  # a version in force at once can make users due
+        return "applied"
+
+    def erase(self, erase: Erase) -> str:
+        rules = self.rules
+        if erase.issued_ms < erase.append_ms - rules.max_future_ms:
+            return "stale"  # a copied old request
+        self.users.pop(erase.user_id, None)
+        start_ms = min(erase.issued_ms, erase.append_ms) - rules.lateness_ms
+        if self.clock_ms is not None:
+            start_ms = max(start_ms, self.clock_ms)
+        until_ms = start_ms + rules.erasure_suppress_ms
+        self.erased_until[erase.user_id] = max(until_ms, self.erased_until.get(erase.user_id, 0))
+        return "erased"
+
+
+def run_reference(records: list[Record], rules: Rules) -> Outcome:
+    """The outcome of one partition's records, in log order."""
+    return Partition(rules).run(records)
+

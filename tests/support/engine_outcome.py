@@ -1,0 +1,167 @@
+"""The engine run over decoded records, its results in the reference's terms.
+
+``run_engine`` is the one place that drives the engine for the reference
+comparison (``tests/unit/test_reference_agreement.py``): records in log
+order, as the worker's per-record pipeline treats them, and the final states,
+signals and transitions turned into ``reference.records.Outcome``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick, UserView
+
+from agents.runtime import model_config
+from streams.decode import id_hash
+from streams.records import LifecycleTransition, Signal
+from streams.settings import Settings
+from tables.cadence import NEGATIVE_KINDS
+from tables.clock import NEVER, event_contribution_ms, tick_contribution_ms
+from tables.engine import DictStore, PartitionEngine
+from tables.erasure import DictSuppressionStore, ErasureLedger, erase_is_current, window_start_ms
+from tables.lifecycle import STAGES
+from tables.model import ModelEvent
+from tables.state import NO_DAY, TIER_NAMES, UserState
+
+
+def rules_for(settings: Settings, partition: int = 0) -> Rules:
+    """The reference's settings from the worker's."""
+    risk = model_config(settings).risk
+    return Rules(
+        partition=partition,
+        day_ms=settings.day_ms,
+        at_risk_ms=settings.at_risk_ms,
+        dormant_ms=settings.dormant_ms,
+        churned_ms=settings.churned_ms,
+        threshold_min_ms=settings.threshold_min_ms,
+        threshold_max_ms=settings.threshold_max_ms,
+        adaptive_min_days=settings.adaptive_min_days,
+        lateness_ms=settings.lateness_ms,
+        stall_guard_ms=settings.stall_guard_ms,
+        max_future_ms=settings.max_future_ms,
+        horizon_ms=settings.horizon_ms,
+        new_days=settings.new_days,
+        resurrected_days=settings.resurrected_days,
+        holdout_share=settings.holdout_share,
+        holdout_salt=settings.holdout_salt.get_secret_value() if settings.holdout_salt else "",
+        erasure_suppress_ms=settings.erasure_suppress_ms,
+        dedup_ids=settings.dedup_ids,
+        risk_r=risk.r,
+        risk_alpha=risk.alpha,
+        risk_a=risk.a,
+        risk_b=risk.b,
+    )
+
+
+def run_engine(records: list[Record], settings: Settings, partition: int = 0) -> Outcome:
+    """Drive ``PartitionEngine`` and the erasure ledger as ``agents.runtime.Runtime`` does."""
+    engine = PartitionEngine(partition, model_config(settings), DictStore())
+    salt = settings.erasure_salt.get_secret_value().encode() if settings.erasure_salt else b""
+    ledger = ErasureLedger(partition, salt, settings.erasure_suppress_ms, DictSuppressionStore())
+    out = Outcome()
+    event_ids: dict[int, str] = {}  # the engine keeps hashes of event ids
+    for index, record in enumerate(records):
+        emissions: list[Any] = []
+        if isinstance(record, Event):
+            event_ids[id_hash(record.event_id)] = record.event_id
+            event = ModelEvent(
+                user_id=record.user_id,
+                id_hash=id_hash(record.event_id),
+                type=record.type,
+                ts_ms=record.ts_ms,
+                append_ms=record.append_ms,
+                partition=partition,
+                offset=record.offset,
+                tenant=record.tenant,
+                segment=record.segment,
+            )
+            outcome = ""
+            if ledger:  # Runtime._drop_if_erased
+                emissions += engine.observe(event_contribution_ms(event.ts_ms, event.append_ms))
+                if ledger.suppresses(event.user_id, engine.clock_ms):
+                    outcome = "suppressed"
+            if not outcome:
+                result = engine.on_event(event)
+                outcome = result.outcome
+                emissions += result.emissions
+        elif isinstance(record, Tick):
+            contribution = tick_contribution_ms(
+                record.wall_ms,
+                record.append_ms,
+                record.events_seen_append_ms,
+                settings.stall_guard_ms,
+            )
+            emissions += engine.observe(contribution)
+            ledger.expire(engine.clock_ms)
+            outcome = "tick"
+        elif isinstance(record, Config):  # Runtime._config
+            tiers = (record.at_risk_ms, record.dormant_ms, record.churned_ms)
+            if not (0 < tiers[0] <= tiers[1] <= tiers[2]) or not record.scope:
+                outcome = "rejected"
+            else:
+                changed, more = engine.receive_config(
+                    record.scope, record.effective_from_ms, tiers
+                )
+                emissions += more
+                outcome = "applied" if changed else "unchanged"
+        elif isinstance(record, Erase):  # agents.erasure.Erasures.apply
+            outcome = "stale"
+            if erase_is_current(record.issued_ms, record.append_ms, settings.max_future_ms):
+                engine.forget(record.user_id)
+                start_ms = window_start_ms(
+                    engine.clock_ms, record.issued_ms, record.append_ms, settings.lateness_ms
+                )
+                ledger.erase(record.user_id, start_ms)
+                outcome = "erased"
+        out.outcomes.append(outcome)
+        out.signals += [(index, _payload(Signal.from_emission(e))) for e in emissions]
+        out.transitions += [
+            (index, _payload(LifecycleTransition.from_transition(t)))
+            for t in engine.take_transitions()
+        ]
+    assert isinstance(engine.store, DictStore)
+    out.states = {
+        user_id: _view(state, event_ids, settings.day_ms) for user_id, state in engine.store.items()
+    }
+    out.clock_ms = None if engine.high_ms <= NEVER else engine.clock_ms
+    return out
+
+
+def _payload(record: msgspec.Struct) -> dict[str, Any]:
+    """Every field of the record, as JSON values; ``None`` for the fields only a
+    ``reactivated`` signal has is left out. (The wire form is checked on its own
+    in ``tests/unit/test_schemas.py``.)"""
+    fields = {name: getattr(record, name) for name in record.__struct_fields__}
+    decoded: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(fields))
+    return {name: value for name, value in decoded.items() if value is not None or name == "from_stage"}
+
+
+def _kinds(nibble: int) -> frozenset[str]:
+    return frozenset(kind for bit, kind in enumerate(NEGATIVE_KINDS) if nibble & (1 << bit))
+
+
+def _view(state: UserState, event_ids: dict[int, str], day_ms: int) -> UserView:
+    newest_day = state.newest_day
+    return UserView(
+        first_seen_ms=state.first_seen_ms,
+        last_seen_ms=state.last_seen_ms,
+        partition=state.partition,
+        offset=state.offset,
+        recent_event_ids=tuple(event_ids[h] for h in state.recent_ids),
+        newest_day=newest_day,
+        day_counts={newest_day - age: n for age, n in enumerate(state.day_counts) if n},
+        active_days=state.active_days,
+        streak_days=state.streak_days,
+        usual_gap_centidays=state.usual_gap_centidays,
+        events_total=state.events_total,
+        tier=TIER_NAMES[state.tier] or None,
+        stage=STAGES[state.stage],
+        first_signal_as_of_ms=state.first_signal_as_of_ms or None,
+        returned_day=None if state.returned_day == NO_DAY else state.returned_day,
+        negative_kinds_newest_week=_kinds(state.negative_flags & 0x0F),
+        negative_kinds_week_before=_kinds(state.negative_flags >> 4),
+        tenant=state.tenant,
+        segment=state.segment,
+    )

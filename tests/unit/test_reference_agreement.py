@@ -1,0 +1,297 @@
+"""The engine agrees with the independent reference model on generated histories.
+
+Histories under the production defaults (days of 24 h, 7/14/30-day tiers,
+per-user thresholds from 5 active days, 10 min lateness, 15 min stall guard):
+a few users with many event types (the negative ones too), tenants and
+segments with threshold versions, duplicates by id, re-delivered offsets,
+late events, erasures (some stale), and signed ticks over idle stretches,
+some with a stalled ``events_seen``. Compared: every record's outcome, the
+clock, every field of every user's final state, and per user every signal
+and transition with its payload, in order, and the record that emitted it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import subprocess
+import sys
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reference.partition import run_reference
+from reference.records import Config, Erase, Event, Outcome, Record, Tick
+from support.engine_outcome import rules_for, run_engine
+
+from streams.settings import Settings
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+T0_MS = 1_800_000_000_000
+USERS = ("ana", "bo", "cy", "dee")
+TYPES = (
+    "page_view",
+    "login",
+    "purchase",
+    "checkout_failed",
+    "payment_failed",
+    "support_ticket",
+    "complaint",
+    "app_error",
+    "crash",
+    "refund_requested",
+    "unsubscribe",
+    "order_cancelled",
+)
+TENANTS = (None, "acme", "globex", "")
+SEGMENTS = (None, "vip", "trial", "")
+SCOPES = ("acme", "acme/vip", "globex", "globex/trial", "/vip", "")
+TIER_CHOICES = (
+    (3 * DAY_MS, 6 * DAY_MS, 12 * DAY_MS),
+    (2 * DAY_MS, 2 * DAY_MS, 5 * DAY_MS),
+    (10 * DAY_MS, 20 * DAY_MS, 40 * DAY_MS),
+    (HOUR_MS, 12 * HOUR_MS, 2 * DAY_MS),
+    (5 * DAY_MS, 4 * DAY_MS, 9 * DAY_MS),  # not ordered: rejected
+)
+RISK_TOLERANCE = 1e-5
+SETTINGS = Settings(holdout_salt="reference-salt", erasure_salt="erasure-salt", holdout_share=0.3)
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
+
+
+# -- histories -------------------------------------------------------------------
+
+# mostly the rhythm of daily users, sometimes a long silence
+waits_ms = st.one_of(
+    st.integers(0, 10 * MINUTE_MS),
+    st.integers(HOUR_MS, 8 * HOUR_MS),
+    st.integers(20 * HOUR_MS, 30 * HOUR_MS),
+    st.integers(20 * HOUR_MS, 30 * HOUR_MS),
+    st.integers(20 * HOUR_MS, 30 * HOUR_MS),
+    st.integers(2 * DAY_MS, 9 * DAY_MS),
+    st.integers(10 * DAY_MS, 45 * DAY_MS),
+)
+event_steps = st.tuples(
+    st.just("event"),
+    st.sampled_from(USERS),
+    st.sampled_from(TYPES),
+    st.one_of(  # ts - R: on time, a little late, very late, or a little ahead
+        st.integers(-5 * MINUTE_MS, 0),
+        st.integers(-5 * MINUTE_MS, 0),
+        st.integers(-5 * MINUTE_MS, 0),
+        st.integers(-3 * DAY_MS, -HOUR_MS),
+        st.integers(-40 * DAY_MS, -3 * DAY_MS),
+        st.integers(0, HOUR_MS),
+    ),
+    st.sampled_from(TENANTS),
+    st.sampled_from(SEGMENTS),
+    st.sampled_from(("fresh", "fresh", "fresh", "recent", "old")),  # event id
+)
+STEPS = {
+    "event": event_steps,
+    "wait": st.tuples(st.just("wait"), waits_ms),
+    # a user's habit: several active days in a row, a gap of 1 to 3 days apart
+    "routine": st.tuples(
+        st.just("routine"), st.sampled_from(USERS), st.integers(3, 8), st.integers(1, 3)
+    ),
+    "redeliver": st.tuples(st.just("redeliver"), st.integers(1, 6)),
+    "tick": st.tuples(
+        st.just("tick"),
+        st.sampled_from((0, 0, -5_000, HOUR_MS)),  # wall - R (a fast clock too)
+        st.sampled_from(("busy", "busy", "stalled")),  # events_seen from other partitions
+    ),
+    "idle": st.tuples(
+        st.just("idle"),
+        st.integers(1, 12),  # ticks
+        st.integers(2 * HOUR_MS, 5 * DAY_MS),  # between ticks
+    ),
+    "config": st.tuples(
+        st.just("config"),
+        st.sampled_from(SCOPES),
+        st.integers(-10 * DAY_MS, 10 * DAY_MS),  # effective_from - R
+        st.sampled_from(TIER_CHOICES),
+    ),
+    "erase": st.tuples(st.just("erase"), st.sampled_from(USERS), st.booleans()),
+}
+STEP_WEIGHTS = {"event": 10, "wait": 6, "routine": 2, "redeliver": 1, "tick": 2, "idle": 1}
+steps = st.sampled_from(
+    [kind for kind in STEPS for _ in range(STEP_WEIGHTS.get(kind, 1))]
+).flatmap(STEPS.__getitem__)
+
+
+@dataclass
+class Log:
+    """Turns generated steps into one partition's records."""
+
+    records: list[Record] = field(default_factory=list)
+    append_ms: int = T0_MS
+    last_event_append_ms: int = T0_MS
+    ids: dict[str, list[str]] = field(default_factory=dict)
+    delivered: list[Event] = field(default_factory=list)
+
+    def add(self, step: tuple[Any, ...]) -> None:
+        kind = step[0]
+        self.append_ms += 1_000  # the broker's append time moves on
+        offset = len(self.records)
+        at = self.append_ms
+        if kind == "event":
+            _, user, type_, ts_offset_ms, tenant, segment, id_kind = step
+            ids = self.ids.setdefault(user, [])
+            if id_kind == "recent" and ids:
+                event_id = ids[-1]
+            elif id_kind == "old" and len(ids) > 5:
+                event_id = ids[-6]
+            else:
+                event_id = f"{user}-{offset}"
+            ids.append(event_id)
+            event = Event(offset, at, event_id, user, type_, at + ts_offset_ms, tenant, segment)
+            self.records.append(event)
+            self.delivered.append(event)
+            self.last_event_append_ms = at
+        elif kind == "wait":
+            self.append_ms += step[1]
+        elif kind == "routine":
+            _, user, days, gap_days = step
+            for day in range(days):
+                self.add(("wait", gap_days * DAY_MS - 2 * HOUR_MS + day * 977_000 % (4 * HOUR_MS)))
+                self.add(("event", user, TYPES[day % 3], -MINUTE_MS, None, None, "fresh"))
+        elif kind == "redeliver" and self.delivered:
+            self.records.append(self.delivered[-min(step[1], len(self.delivered))])
+        elif kind == "tick":
+            _, skew_ms, seen = step
+            seen_ms = at if seen == "busy" else self.last_event_append_ms
+            self.records.append(Tick(offset, at, at + skew_ms, seen_ms))
+        elif kind == "idle":
+            for _ in range(step[1]):
+                self.append_ms += step[2]
+                at = self.append_ms
+                self.records.append(Tick(len(self.records), at, at, at))
+        elif kind == "config":
+            _, scope, effective_ms, tiers = step
+            self.records.append(Config(offset, at, scope, at + effective_ms, *tiers))
+        elif kind == "erase":
+            _, user, stale = step
+            self.records.append(Erase(offset, at, user, at - (2 * HOUR_MS if stale else 2_000)))
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[Record]:
+    log = Log()
+    for step in draw(st.lists(steps, min_size=20, max_size=150)):
+        log.add(step)
+    # a closing idle stretch: the last tiers and stage changes fall due
+    log.add(("idle", 8, 4 * DAY_MS))
+    return log.records
+
+
+# -- comparison --------------------------------------------------------------------
+
+
+def _close(engine: Any, reference: Any, path: str, problems: list[str]) -> None:
+    if isinstance(engine, dict) and isinstance(reference, dict):
+        for key in sorted(set(engine) | set(reference)):
+            if key not in engine or key not in reference:
+                side = "engine" if key not in engine else "reference"
+                problems.append(f"{path}.{key}: missing in the {side}")
+            else:
+                _close(engine[key], reference[key], f"{path}.{key}", problems)
+    elif isinstance(engine, list) and isinstance(reference, list) and len(engine) == len(reference):
+        for index, (mine, theirs) in enumerate(zip(engine, reference, strict=True)):
+            _close(mine, theirs, f"{path}[{index}]", problems)
+    elif (
+        isinstance(engine, float)
+        and isinstance(reference, float)
+        and math.isclose(engine, reference, rel_tol=0, abs_tol=RISK_TOLERANCE)
+    ):
+        return
+    elif engine != reference:
+        problems.append(f"{path}: engine {engine!r} != reference {reference!r}")
+
+
+def _by_user(outputs: list[tuple[int, dict[str, Any]]]) -> dict[str, list[Any]]:
+    """Per user, in order: (record index, payload). The order across users is not
+    part of the contract (each user's records share one output partition)."""
+    grouped: dict[str, list[Any]] = defaultdict(list)
+    for index, payload in outputs:
+        grouped[payload["user_id"]].append({"record": index, **payload})
+    return dict(grouped)
+
+
+def disagreements(engine: Outcome, reference: Outcome) -> list[str]:
+    problems: list[str] = []
+    for index, (mine, theirs) in enumerate(zip(engine.outcomes, reference.outcomes, strict=True)):
+        if mine != theirs:
+            problems.append(f"record {index}: engine {mine!r} != reference {theirs!r}")
+    if engine.clock_ms != reference.clock_ms:
+        problems.append(f"clock: engine {engine.clock_ms} != reference {reference.clock_ms}")
+    states_e = {user: asdict(view) for user, view in engine.states.items()}
+    states_r = {user: asdict(view) for user, view in reference.states.items()}
+    _close(states_e, states_r, "states", problems)
+    _close(_by_user(engine.signals), _by_user(reference.signals), "signals", problems)
+    _close(_by_user(engine.transitions), _by_user(reference.transitions), "transitions", problems)
+    return problems
+
+
+def check(records: list[Record]) -> Outcome:
+    engine = run_engine(records, SETTINGS)
+    reference = run_reference(records, rules_for(SETTINGS))
+    problems = disagreements(engine, reference)
+    assert not problems, "\n".join(problems[:20])
+    return reference
+
+
+AGREEMENT = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@AGREEMENT
+@given(histories())
+def test_engine_agrees_with_the_reference(records: list[Record]) -> None:
+    check(records)
+
+
+@pytest.mark.full
+@settings(max_examples=3_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_engine_agrees_with_the_reference_at_length(records: list[Record]) -> None:
+    check(records)
+
+
+# -- the reference stands apart ------------------------------------------------------
+
+
+def test_reference_imports_nothing_of_the_engine() -> None:
+    """Neither its source nor its import graph reaches ``tables``, ``streams`` or ``agents``."""
+    for path in sorted(REFERENCE_DIR.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                assert name.split(".")[0] not in ("tables", "streams", "agents"), (path, name)
+    probe = (
+        "import json, sys; import reference.partition; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('tables', 'streams', 'agents'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REFERENCE_DIR.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(REFERENCE_DIR.parent)},
+    )
+    assert json.loads(done.stdout) == []
