@@ -112,7 +112,9 @@ class Partition:
         user = self.users.get(event.user_id)
         if user is None:
             user = self.users[event.user_id] = first_event(event, self.rules)
-            self.emit([], [transition(user, event.user_id, None, "new", event.ts_ms, [], self.rules)])
+            self.emit(
+                [], [transition(user, event.user_id, None, "new", event.ts_ms, [], self.rules)]
+            )
         else:
             skipped = duplicate(user, event, self.rules)
             if skipped is not None:
@@ -158,4 +160,3 @@ class Partition:
 def run_reference(records: list[Record], rules: Rules) -> Outcome:
     """The outcome of one partition's records, in log order."""
     return Partition(rules).run(records)
-

@@ -101,9 +101,7 @@ def run_engine(records: list[Record], settings: Settings, partition: int = 0) ->
             if not (0 < tiers[0] <= tiers[1] <= tiers[2]) or not record.scope:
                 outcome = "rejected"
             else:
-                changed, more = engine.receive_config(
-                    record.scope, record.effective_from_ms, tiers
-                )
+                changed, more = engine.receive_config(record.scope, record.effective_from_ms, tiers)
                 emissions += more
                 outcome = "applied" if changed else "unchanged"
         elif isinstance(record, Erase):  # agents.erasure.Erasures.apply
@@ -135,7 +133,9 @@ def _payload(record: msgspec.Struct) -> dict[str, Any]:
     in ``tests/unit/test_schemas.py``.)"""
     fields = {name: getattr(record, name) for name in record.__struct_fields__}
     decoded: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(fields))
-    return {name: value for name, value in decoded.items() if value is not None or name == "from_stage"}
+    return {
+        name: value for name, value in decoded.items() if value is not None or name == "from_stage"
+    }
 
 
 def _kinds(nibble: int) -> frozenset[str]:

@@ -120,9 +120,9 @@ STEPS = {
     "erase": st.tuples(st.just("erase"), st.sampled_from(USERS), st.booleans()),
 }
 STEP_WEIGHTS = {"event": 10, "wait": 6, "routine": 2, "redeliver": 1, "tick": 2, "idle": 1}
-steps = st.sampled_from(
-    [kind for kind in STEPS for _ in range(STEP_WEIGHTS.get(kind, 1))]
-).flatmap(STEPS.__getitem__)
+steps = st.sampled_from([kind for kind in STEPS for _ in range(STEP_WEIGHTS.get(kind, 1))]).flatmap(
+    STEPS.__getitem__
+)
 
 
 @dataclass
@@ -246,9 +246,7 @@ def check(records: list[Record]) -> Outcome:
     return reference
 
 
-AGREEMENT = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+AGREEMENT = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @AGREEMENT
