@@ -18,7 +18,7 @@ import math
 import subprocess
 import sys
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,12 @@ STEPS = {
         st.integers(-10 * DAY_MS, 10 * DAY_MS),  # effective_from - R
         st.sampled_from(TIER_CHOICES),
     ),
-    "erase": st.tuples(st.just("erase"), st.sampled_from(USERS), st.booleans()),
+    # the forwarder sends a version again (re-read after a restart)
+    "config_again": st.tuples(st.just("config_again"), st.integers(1, 3)),
+    # issued_ms - R: a copied old request (stale), on time, from a fast clock
+    "erase": st.tuples(
+        st.just("erase"), st.sampled_from(USERS), st.sampled_from((-2 * HOUR_MS, -2_000, HOUR_MS))
+    ),
 }
 STEP_WEIGHTS = {"event": 10, "wait": 6, "routine": 2, "redeliver": 1, "tick": 2, "idle": 1}
 steps = st.sampled_from([kind for kind in STEPS for _ in range(STEP_WEIGHTS.get(kind, 1))]).flatmap(
@@ -134,6 +139,7 @@ class Log:
     last_event_append_ms: int = T0_MS
     ids: dict[str, list[str]] = field(default_factory=dict)
     delivered: list[Event] = field(default_factory=list)
+    configs: list[Config] = field(default_factory=list)
 
     def add(self, step: tuple[Any, ...]) -> None:
         kind = step[0]
@@ -175,9 +181,13 @@ class Log:
         elif kind == "config":
             _, scope, effective_ms, tiers = step
             self.records.append(Config(offset, at, scope, at + effective_ms, *tiers))
+            self.configs.append(self.records[-1])
+        elif kind == "config_again" and self.configs:
+            again = self.configs[-min(step[1], len(self.configs))]
+            self.records.append(replace(again, offset=offset, append_ms=at))
         elif kind == "erase":
-            _, user, stale = step
-            self.records.append(Erase(offset, at, user, at - (2 * HOUR_MS if stale else 2_000)))
+            _, user, issued_ms = step
+            self.records.append(Erase(offset, at, user, at + issued_ms))
 
 
 @st.composite
@@ -201,9 +211,15 @@ def _close(engine: Any, reference: Any, path: str, problems: list[str]) -> None:
                 problems.append(f"{path}.{key}: missing in the {side}")
             else:
                 _close(engine[key], reference[key], f"{path}.{key}", problems)
-    elif isinstance(engine, list) and isinstance(reference, list) and len(engine) == len(reference):
-        for index, (mine, theirs) in enumerate(zip(engine, reference, strict=True)):
+    elif isinstance(engine, list) and isinstance(reference, list):
+        for index, (mine, theirs) in enumerate(zip(engine, reference, strict=False)):
             _close(mine, theirs, f"{path}[{index}]", problems)
+        if len(engine) != len(reference):
+            longer, side = (
+                (engine, "engine") if len(engine) > len(reference) else (reference, "reference")
+            )
+            extra = longer[min(len(engine), len(reference)) :]
+            problems.append(f"{path}: {len(extra)} more in the {side}, from {extra[0]!r}")
     elif (
         isinstance(engine, float)
         and isinstance(reference, float)
