@@ -262,7 +262,7 @@ def check(records: list[Record]) -> Outcome:
     return reference
 
 
-AGREEMENT = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+AGREEMENT = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @AGREEMENT
