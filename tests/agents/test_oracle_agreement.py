@@ -16,15 +16,17 @@ from typing import Any
 
 import msgspec
 import pytest
+from reference.log import LogRules, run_log
 from support.agent_context import agent_context
+from support.engine_outcome import rules_for, view_of
 from support.kafka_util import Record
 from support.oracle import run_oracle
 
 from agents.simulation.population import poison_record
 from agents.worker.wiring import Worker
-from streams.decode import partition_for
+from streams.decode import id_hash, partition_for
 from streams.records import ConfigUpdate, DlqRecord, Erase, Signal
-from tables.state import unpack_state
+from tables.state import UserState, unpack_state
 
 PARTITIONS = 2
 T0 = 1_800_000_000_000
@@ -116,7 +118,9 @@ async def recorder() -> AsyncIterator[Recorder]:
         yield rec
 
 
-async def test_the_oracle_agrees_with_the_agent(recorder: Recorder) -> None:
+async def feed_mix(recorder: Recorder) -> list[str]:
+    """Late, duplicated and re-delivered events, ticks, a threshold version, an
+    erasure and poison, then a tick late enough for everyone to churn; the users."""
     rng = random.Random(5)
     users = [f"user{i}" for i in range(24)]
     clock = T0
@@ -170,6 +174,19 @@ async def test_the_oracle_agrees_with_the_agent(recorder: Recorder) -> None:
         recorder.worker.runtime.events_seen_append_ms = clock
         value, headers = recorder.worker.runtime.tick_record(partition, clock + 20_000)
         await recorder.put(None, value, partition, clock + 20_000, headers)
+    return users
+
+
+def agent_table(recorder: Recorder) -> dict[str, UserState]:
+    return {
+        key.decode(): unpack_state(blob)
+        for key, blob in recorder.worker.engine_app.users.items()
+        if blob is not None
+    }
+
+
+async def test_the_oracle_agrees_with_the_agent(recorder: Recorder) -> None:
+    users = await feed_mix(recorder)
     settings = recorder.worker.engine_app.settings
     end = {p: max(r.offset for r in recorder.log if r.partition == p) + 1 for p in range(2)}
     oracle = run_oracle(settings, recorder.log, end).end
@@ -178,11 +195,39 @@ async def test_the_oracle_agrees_with_the_agent(recorder: Recorder) -> None:
     assert len(oracle.transition_ids) > 10
     assert len(oracle.signal_ids) > 10, "the mix must produce signals"
     assert recorder.dlq == oracle.dlq
-    table = {
-        key.decode(): unpack_state(blob)
-        for key, blob in recorder.worker.engine_app.users.items()
-        if blob is not None
-    }
+    table = agent_table(recorder)
     assert table == oracle.states
     assert oracle.suppressed > 0 or users[3] not in table
     assert sum(oracle.duplicates.values()) > 0
+
+
+async def test_the_reference_agrees_with_the_agent(recorder: Recorder) -> None:
+    """The independent reference model read over the raw input log, as the fault
+    suite's verdict can use it: the same DLQ codes, signals, transitions and states."""
+    await feed_mix(recorder)
+    settings = recorder.worker.engine_app.settings
+    log_rules = LogRules(
+        topic=settings.topic_events,
+        partitions=settings.partitions,
+        keys=settings.clock_key_map(),
+        max_event_bytes=settings.max_event_bytes,
+        max_future_ms=settings.max_future_ms,
+    )
+    reference = run_log(recorder.log, rules_for(settings), log_rules)
+    assert recorder.dlq == reference.dlq
+    assert set(recorder.signals) == reference.signal_ids
+    assert set(recorder.transitions) == reference.transition_ids
+    assert reference.counts()["suppressed"] > 0 and reference.counts()["erased"] == 1
+    event_ids: dict[int, str] = {}
+    for record in recorder.log:
+        try:
+            body = json.loads(record.value or b"")
+        except ValueError:
+            continue
+        if isinstance(body, dict) and isinstance(body.get("event_id"), str):
+            event_ids[id_hash(body["event_id"])] = body["event_id"]
+    table = {user: view_of(state, event_ids) for user, state in agent_table(recorder).items()}
+    states = {
+        user: view for out in reference.partitions.values() for user, view in out.states.items()
+    }
+    assert table == states

@@ -13,8 +13,8 @@ from typing import Any
 import msgspec
 from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick, UserView
 
-from agents.runtime import model_config
 from streams.decode import id_hash
+from streams.model_settings import model_config
 from streams.records import LifecycleTransition, Signal
 from streams.settings import Settings
 from tables.cadence import NEGATIVE_KINDS
@@ -120,9 +120,7 @@ def run_engine(records: list[Record], settings: Settings, partition: int = 0) ->
             for t in engine.take_transitions()
         ]
     assert isinstance(engine.store, DictStore)
-    out.states = {
-        user_id: _view(state, event_ids, settings.day_ms) for user_id, state in engine.store.items()
-    }
+    out.states = {user_id: view_of(state, event_ids) for user_id, state in engine.store.items()}
     out.clock_ms = None if engine.high_ms <= NEVER else engine.clock_ms
     return out
 
@@ -142,7 +140,8 @@ def _kinds(nibble: int) -> frozenset[str]:
     return frozenset(kind for bit, kind in enumerate(NEGATIVE_KINDS) if nibble & (1 << bit))
 
 
-def _view(state: UserState, event_ids: dict[int, str], day_ms: int) -> UserView:
+def view_of(state: UserState, event_ids: dict[int, str]) -> UserView:
+    """A user's state in the reference's terms (``event_ids``: id hash -> event id)."""
     newest_day = state.newest_day
     return UserView(
         first_seen_ms=state.first_seen_ms,

@@ -1,0 +1,244 @@
+"""The raw input log read by the reference: each record decoded to an event, a
+verified control record, or a DLQ reason code, then every partition run.
+
+The decoding rules of docs/CONTRACTS.md (input event, control records and
+their signature, DLQ codes), written on the standard ``json`` module:
+records are read as the broker returns them (key, value and header bytes,
+partition, offset, append time ``R``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+import rfc8785
+from aiokafka.partitioner import murmur2
+
+from reference.partition import Partition
+from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick
+
+CONTROL_HEADER = "engagement-control"
+MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_DEPTH = 16
+_NON_FINITE = {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}
+_CONTROL_FIELDS = {  # type -> (header value, the integer and string fields it needs)
+    "$tick": ("tick", ("wall_ms", "events_seen_append_ms"), ()),
+    "$erase": ("erase", ("issued_ms",), ("user_id",)),
+    "$config": (
+        "config",
+        ("effective_from", "at_risk_ms", "dormant_ms", "churned_ms"),
+        ("scope",),
+    ),
+}
+
+
+class RawRecord(Protocol):
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class LogRules:
+    topic: str
+    partitions: int
+    keys: dict[str, bytes]  # kid -> secret of CLOCK_KEYS
+    max_event_bytes: int = 65_536
+    max_future_ms: int = 3_600_000
+
+
+def _depth(raw: bytes) -> int:
+    """Deepest bracket nesting outside strings."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in raw.decode("utf-8", errors="replace"):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ts_ms(ts: Any) -> int | str:
+    """Epoch ms, or the DLQ code of a bad ``ts``."""
+    if _is_int(ts):
+        return int(ts)
+    if isinstance(ts, float):
+        return "wrong_type" if math.isfinite(ts) else "ts_non_finite"
+    if not isinstance(ts, str):
+        return "wrong_type"
+    if ts.strip().lower() in _NON_FINITE:
+        return "ts_non_finite"
+    text = ts.strip()
+    text = text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return "wrong_type"
+    if moment.tzinfo is None or "T" not in text.upper():
+        return "wrong_type"
+    try:
+        return round(moment.timestamp() * 1000)
+    except (OverflowError, ValueError):
+        return "wrong_type"
+
+
+def _control(raw: RawRecord, header: str, body: dict[str, Any], rules: LogRules) -> Record | str:
+    kind = body.get("type")
+    kid, sig = body.get("kid"), body.get("sig")
+    if kind not in _CONTROL_FIELDS or not isinstance(kid, str) or kid not in rules.keys:
+        return "bad_signature"
+    header_value, ints, strings = _CONTROL_FIELDS[kind]
+    if header != header_value or not isinstance(sig, str) or not sig.isascii():
+        return "bad_signature"
+    if not all(_is_int(body.get(name)) for name in ints):
+        return "bad_signature"
+    if not all(isinstance(body.get(name), str) for name in strings):
+        return "bad_signature"
+    unsigned = {name: value for name, value in body.items() if name != "sig"}
+    try:
+        message = f"{rules.topic}|{raw.partition}|{header}|".encode() + rfc8785.dumps(unsigned)
+    except (TypeError, ValueError, rfc8785.CanonicalizationError):
+        return "bad_signature"
+    if not hmac.compare_digest(hmac.new(rules.keys[kid], message, hashlib.sha256).hexdigest(), sig):
+        return "bad_signature"
+    at = (raw.offset, raw.timestamp_ms)
+    if kind == "$tick":
+        return Tick(*at, body["wall_ms"], body["events_seen_append_ms"])
+    if kind == "$erase":
+        return Erase(*at, body["user_id"], body["issued_ms"])
+    return Config(
+        *at,
+        body["scope"],
+        body["effective_from"],
+        body["at_risk_ms"],
+        body["dormant_ms"],
+        body["churned_ms"],
+    )
+
+
+def decode(raw: RawRecord, rules: LogRules) -> Record | str:
+    """The record, or the DLQ reason code it earns."""
+    value = raw.value
+    if value is None:
+        return "not_json"
+    if len(value) > rules.max_event_bytes:
+        return "too_large"
+    if _depth(value) > MAX_DEPTH:
+        return "too_deep"
+    try:
+        body = json.loads(value.decode("utf-8"))
+        json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates are not text
+    except (UnicodeError, ValueError, RecursionError):
+        return "not_json"
+    if not isinstance(body, dict):
+        return "not_object"
+    headers = dict(raw.headers or ())
+    if CONTROL_HEADER in headers:
+        raw_header = headers[CONTROL_HEADER] or b""
+        try:
+            header = raw_header.decode("utf-8")
+        except UnicodeDecodeError:
+            return "bad_signature"
+        return _control(raw, header, body, rules)
+    for name in ("event_id", "user_id", "type", "ts"):
+        if name not in body:
+            return "missing_field"
+    for name in ("event_id", "user_id", "type"):
+        if not isinstance(body[name], str) or not body[name]:
+            return "wrong_type"
+    for name in ("tenant", "segment"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return "wrong_type"
+    if body.get("props") is not None and not isinstance(body["props"], dict):
+        return "wrong_type"
+    ts_ms = _ts_ms(body["ts"])
+    if isinstance(ts_ms, str):
+        return ts_ms
+    if ts_ms < MIN_TS_MS:
+        return "ts_out_of_range"
+    if ts_ms > raw.timestamp_ms + rules.max_future_ms:
+        return "ts_in_future"
+    if body["type"].startswith("$"):
+        return "reserved_type"
+    user_bytes = body["user_id"].encode()
+    if raw.key != user_bytes:
+        return "key_mismatch"
+    if (murmur2(user_bytes) & 0x7FFFFFFF) % rules.partitions != raw.partition:
+        return "wrong_partition"
+    return Event(
+        raw.offset,
+        raw.timestamp_ms,
+        body["event_id"],
+        body["user_id"],
+        body["type"],
+        ts_ms,
+        body.get("tenant"),
+        body.get("segment"),
+    )
+
+
+@dataclass
+class LogOutcome:
+    """The whole log's results: outcomes per partition, DLQ codes by (partition, offset)."""
+
+    partitions: dict[int, Outcome] = field(default_factory=dict)
+    dlq: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    @property
+    def signal_ids(self) -> set[str]:
+        return {s["signal_id"] for out in self.partitions.values() for _, s in out.signals}
+
+    @property
+    def transition_ids(self) -> set[str]:
+        return {t["transition_id"] for out in self.partitions.values() for _, t in out.transitions}
+
+    def counts(self) -> Counter[str]:
+        """Input records by outcome (events, control records) and by DLQ code."""
+        counts = Counter(o for out in self.partitions.values() for o in out.outcomes)
+        counts.update(self.dlq.values())
+        return counts
+
+
+def run_log(records: list[RawRecord], rules: Rules, log_rules: LogRules) -> LogOutcome:
+    """Decode and run every partition of ``records`` in offset order."""
+    result = LogOutcome()
+    for partition in sorted({record.partition for record in records}):
+        decoded: list[Record] = []
+        for raw in sorted((r for r in records if r.partition == partition), key=_offset):
+            item = decode(raw, log_rules)
+            if isinstance(item, str):
+                result.dlq[(partition, raw.offset)] = item
+            else:
+                decoded.append(item)
+        run = Partition(replace(rules, partition=partition))
+        result.partitions[partition] = run.run(decoded)
+    return result
+
+
+def _offset(record: RawRecord) -> int:
+    return record.offset
