@@ -15,7 +15,7 @@ from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick
 
 from streams.decode import id_hash
 from streams.model_settings import model_config
-from streams.records import LifecycleTransition, Signal
+from streams.records import LifecycleTransition, Signal, encode
 from streams.settings import Settings
 from tables.cadence import NEGATIVE_KINDS
 from tables.clock import NEVER, event_contribution_ms, tick_contribution_ms
@@ -114,9 +114,9 @@ def run_engine(records: list[Record], settings: Settings, partition: int = 0) ->
                 ledger.erase(record.user_id, start_ms)
                 outcome = "erased"
         out.outcomes.append(outcome)
-        out.signals += [(index, _payload(Signal.from_emission(e))) for e in emissions]
+        out.signals += [(index, _wire(Signal.from_emission(e))) for e in emissions]
         out.transitions += [
-            (index, _payload(LifecycleTransition.from_transition(t)))
+            (index, _wire(LifecycleTransition.from_transition(t)))
             for t in engine.take_transitions()
         ]
     assert isinstance(engine.store, DictStore)
@@ -125,15 +125,12 @@ def run_engine(records: list[Record], settings: Settings, partition: int = 0) ->
     return out
 
 
-def _payload(record: msgspec.Struct) -> dict[str, Any]:
-    """Every field of the record, as JSON values; ``None`` for the fields only a
-    ``reactivated`` signal has is left out. (The wire form is checked on its own
-    in ``tests/unit/test_schemas.py``.)"""
-    fields = {name: getattr(record, name) for name in record.__struct_fields__}
-    decoded: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(fields))
-    return {
-        name: value for name, value in decoded.items() if value is not None or name == "from_stage"
-    }
+def _wire(record: msgspec.Struct) -> dict[str, Any]:
+    """The record as a consumer reads it from its topic; a signal without
+    ``schema_version`` is version 1 (docs/CONTRACTS.md, Signals)."""
+    decoded: dict[str, Any] = msgspec.json.decode(encode(record))
+    decoded.setdefault("schema_version", 1)
+    return decoded
 
 
 def _kinds(nibble: int) -> frozenset[str]:
