@@ -110,7 +110,9 @@ def _ts_ms(ts: Any) -> int | str:
 def _control(raw: RawRecord, header: str, body: dict[str, Any], rules: LogRules) -> Record | str:
     kind = body.get("type")
     kid, sig = body.get("kid"), body.get("sig")
-    if kind not in _CONTROL_FIELDS or not isinstance(kid, str) or kid not in rules.keys:
+    if not isinstance(kind, str) or kind not in _CONTROL_FIELDS:
+        return "bad_signature"
+    if not isinstance(kid, str) or kid not in rules.keys:
         return "bad_signature"
     header_value, ints, strings = _CONTROL_FIELDS[kind]
     if header != header_value or not isinstance(sig, str) or not sig.isascii():
