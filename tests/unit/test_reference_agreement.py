@@ -117,6 +117,13 @@ STEPS = {
         st.integers(-10 * DAY_MS, 10 * DAY_MS),  # effective_from - R
         st.sampled_from(TIER_CHOICES),
     ),
+    # a version that starts to apply exactly when a user's default at_risk falls due
+    "config_at_due": st.tuples(
+        st.just("config_at_due"),
+        st.sampled_from(USERS),
+        st.sampled_from(("acme", "acme/vip", "globex")),
+        st.sampled_from(TIER_CHOICES[:4]),
+    ),
     # the forwarder sends a version again (re-read after a restart)
     "config_again": st.tuples(st.just("config_again"), st.integers(1, 3)),
     # issued_ms - R: a copied old request (stale), on time, from a fast clock
@@ -140,6 +147,7 @@ class Log:
     ids: dict[str, list[str]] = field(default_factory=dict)
     delivered: list[Event] = field(default_factory=list)
     configs: list[Config] = field(default_factory=list)
+    last_ts: dict[str, int] = field(default_factory=dict)  # newest ts per user
 
     def add(self, step: tuple[Any, ...]) -> None:
         kind = step[0]
@@ -157,6 +165,7 @@ class Log:
                 event_id = f"{user}-{offset}"
             ids.append(event_id)
             event = Event(offset, at, event_id, user, type_, at + ts_offset_ms, tenant, segment)
+            self.last_ts[user] = max(event.ts_ms, self.last_ts.get(user, event.ts_ms))
             self.records.append(event)
             self.delivered.append(event)
             self.last_event_append_ms = at
@@ -181,6 +190,11 @@ class Log:
         elif kind == "config":
             _, scope, effective_ms, tiers = step
             self.records.append(Config(offset, at, scope, at + effective_ms, *tiers))
+            self.configs.append(self.records[-1])
+        elif kind == "config_at_due" and step[1] in self.last_ts:
+            _, user, scope, tiers = step
+            due_ms = self.last_ts[user] + SETTINGS.at_risk_ms
+            self.records.append(Config(offset, at, scope, due_ms, *tiers))
             self.configs.append(self.records[-1])
         elif kind == "config_again" and self.configs:
             again = self.configs[-min(step[1], len(self.configs))]
