@@ -226,8 +226,11 @@ class LogOutcome:
         return counts
 
 
-def run_log(records: list[RawRecord], rules: Rules, log_rules: LogRules) -> LogOutcome:
-    """Decode and run every partition of ``records`` in offset order."""
+def run_log(
+    records: list[RawRecord], rules: Rules, log_rules: LogRules, every_record: bool = False
+) -> LogOutcome:
+    """Decode and run every partition of ``records`` in offset order (judging
+    users only when needed by default: see ``reference.partition``)."""
     result = LogOutcome()
     for partition in sorted({record.partition for record in records}):
         decoded: list[Record] = []
@@ -237,7 +240,7 @@ def run_log(records: list[RawRecord], rules: Rules, log_rules: LogRules) -> LogO
                 result.dlq[(partition, raw.offset)] = item
             else:
                 decoded.append(item)
-        run = Partition(replace(rules, partition=partition))
+        run = Partition(replace(rules, partition=partition), every_record)
         result.partitions[partition] = run.run(decoded)
     return result
 

@@ -244,16 +244,17 @@ def _close(engine: Any, reference: Any, path: str, problems: list[str]) -> None:
         problems.append(f"{path}: engine {engine!r} != reference {reference!r}")
 
 
-def _by_user(outputs: list[tuple[int, dict[str, Any]]]) -> dict[str, list[Any]]:
-    """Per user, in order: (record index, payload). The order across users is not
-    part of the contract (each user's records share one output partition)."""
+def _by_user(outputs: list[tuple[int, dict[str, Any]]], when: bool) -> dict[str, list[Any]]:
+    """Per user, in order: the payloads, with the index of the record that emitted
+    each when ``when``. The order across users is not part of the contract (each
+    user's records share one output partition)."""
     grouped: dict[str, list[Any]] = defaultdict(list)
     for index, payload in outputs:
-        grouped[payload["user_id"]].append({"record": index, **payload})
+        grouped[payload["user_id"]].append({"record": index, **payload} if when else payload)
     return dict(grouped)
 
 
-def disagreements(engine: Outcome, reference: Outcome) -> list[str]:
+def disagreements(engine: Outcome, reference: Outcome, when: bool = True) -> list[str]:
     problems: list[str] = []
     for index, (mine, theirs) in enumerate(zip(engine.outcomes, reference.outcomes, strict=True)):
         if mine != theirs:
@@ -263,15 +264,21 @@ def disagreements(engine: Outcome, reference: Outcome) -> list[str]:
     states_e = {user: asdict(view) for user, view in engine.states.items()}
     states_r = {user: asdict(view) for user, view in reference.states.items()}
     _close(states_e, states_r, "states", problems)
-    _close(_by_user(engine.signals), _by_user(reference.signals), "signals", problems)
-    _close(_by_user(engine.transitions), _by_user(reference.transitions), "transitions", problems)
+    for name in ("signals", "transitions"):
+        mine = _by_user(getattr(engine, name), when)
+        theirs = _by_user(getattr(reference, name), when)
+        _close(mine, theirs, name, problems)
     return problems
 
 
 def check(records: list[Record]) -> Outcome:
+    """The engine against the reference judging at every record (outputs compared
+    with the record that emitted them) and judging only when needed (without)."""
     engine = run_engine(records, SETTINGS)
     reference = run_reference(records, rules_for(SETTINGS))
     problems = disagreements(engine, reference)
+    lazy = run_reference(records, rules_for(SETTINGS), every_record=False)
+    problems += [f"judging when needed: {p}" for p in disagreements(engine, lazy, when=False)]
     assert not problems, "\n".join(problems[:20])
     return reference
 
