@@ -1,4 +1,4 @@
-"""The fault suite's oracle agrees with the running agent on the same records.
+"""The fault suite's oracle, and the independent reference model, agree with the running agent.
 
 If the worker's per-record pipeline changes and the oracle does not follow,
 the fault suite would compare against the wrong truth: this catches it
@@ -16,15 +16,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from reference.log import LogRules, run_log
 from support.agent_context import agent_context
-from support.engine_outcome import rules_for, view_of
 from support.kafka_util import Record
 from support.oracle import run_oracle
+from support.reference_verdict import run_reference_log, state_mismatches
 
 from agents.simulation.population import poison_record
 from agents.worker.wiring import Worker
-from streams.decode import id_hash, partition_for
+from streams.decode import partition_for
 from streams.records import ConfigUpdate, DlqRecord, Erase, Signal
 from tables.state import UserState, unpack_state
 
@@ -202,32 +201,20 @@ async def test_the_oracle_agrees_with_the_agent(recorder: Recorder) -> None:
 
 
 async def test_the_reference_agrees_with_the_agent(recorder: Recorder) -> None:
-    """The independent reference model read over the raw input log, as the fault
-    suite's verdict can use it: the same DLQ codes, signals, transitions and states."""
+    """The independent reference model read over the raw input log, as a fault
+    check can use it: the same DLQ codes, signals, transitions and states."""
     await feed_mix(recorder)
-    settings = recorder.worker.engine_app.settings
-    log_rules = LogRules(
-        topic=settings.topic_events,
-        partitions=settings.partitions,
-        keys=settings.clock_key_map(),
-        max_event_bytes=settings.max_event_bytes,
-        max_future_ms=settings.max_future_ms,
-    )
-    reference = run_log(recorder.log, rules_for(settings), log_rules)
+    reference = run_reference_log(recorder.worker.engine_app.settings, recorder.log)
     assert recorder.dlq == reference.dlq
     assert set(recorder.signals) == reference.signal_ids
     assert set(recorder.transitions) == reference.transition_ids
     assert reference.counts()["suppressed"] > 0 and reference.counts()["erased"] == 1
-    event_ids: dict[int, str] = {}
-    for record in recorder.log:
-        try:
-            body = json.loads(record.value or b"")
-        except ValueError:
-            continue
-        if isinstance(body, dict) and isinstance(body.get("event_id"), str):
-            event_ids[id_hash(body["event_id"])] = body["event_id"]
-    table = {user: view_of(state, event_ids) for user, state in agent_table(recorder).items()}
-    states = {
-        user: view for out in reference.partitions.values() for user, view in out.states.items()
-    }
-    assert table == states
+    table = agent_table(recorder)
+    assert len(table) > 10
+    assert state_mismatches(reference, recorder.log, table) == []
+    user, state = sorted(table.items())[0]
+    table[user] = msgspec.structs.replace(state, streak_days=state.streak_days + 1)
+    del table[sorted(table)[1]]
+    found = state_mismatches(reference, recorder.log, table)
+    assert len(found) == 2 and found[0].startswith(f"{user}: streak_days")
+    assert found[1].endswith("only in the reference")
