@@ -18,6 +18,7 @@ from reference.risk import WINDOW_DAYS, risk
 TIERS = ("at_risk", "dormant", "churned")
 ID_RING = 4
 MAX_DAY_COUNT = 255  # one byte per day counter
+MAX_LABEL_BYTES = 255
 MAX_GAP_CENTIDAYS = 0xFFFF
 GAP_WEIGHT = 0.3  # the EWMA weight of a new gap between active days
 USER_MULTIPLES = (3, 6, 12)  # per-user tiers: multiples of the usual gap
@@ -61,6 +62,12 @@ class User:
     negative_weeks: dict[int, set[str]] = field(default_factory=dict)
 
 
+def label(text: str) -> str:
+    """A tenant or segment as the state keeps it: at most 255 bytes of UTF-8,
+    cut on a character boundary."""
+    return text.encode()[:MAX_LABEL_BYTES].decode(errors="ignore")
+
+
 def group_of(user_id: str, rules: Rules) -> str:
     digest = hashlib.sha256((rules.holdout_salt + user_id).encode()).digest()
     share = int.from_bytes(digest[:8], "big") / 2**64
@@ -76,8 +83,8 @@ def first_event(event: Event, rules: Rules) -> User:
         last_seen_ms=event.ts_ms,
         partition=rules.partition,
         offset=event.offset,
-        tenant=event.tenant or "",
-        segment=event.segment or "",
+        tenant=label(event.tenant or ""),
+        segment=label(event.segment or ""),
     )
     _count(user, event, rules)
     user.streak_days = 1
@@ -111,9 +118,9 @@ def apply_event(user: User, event: Event, rules: Rules) -> None:
     user.partition = rules.partition
     user.offset = event.offset
     if event.tenant is not None:
-        user.tenant = event.tenant
+        user.tenant = label(event.tenant)
     if event.segment is not None:
-        user.segment = event.segment
+        user.segment = label(event.segment)
 
 
 def _count(user: User, event: Event, rules: Rules) -> None:

@@ -19,11 +19,31 @@ from streams.records import LifecycleTransition, Signal, encode
 from streams.settings import Settings
 from tables.cadence import NEGATIVE_KINDS
 from tables.clock import NEVER, event_contribution_ms, tick_contribution_ms
-from tables.engine import DictStore, PartitionEngine
+from tables.engine import PartitionEngine
 from tables.erasure import DictSuppressionStore, ErasureLedger, erase_is_current, window_start_ms
 from tables.lifecycle import STAGES
 from tables.model import ModelEvent
-from tables.state import NO_DAY, TIER_NAMES, UserState
+from tables.state import NO_DAY, TIER_NAMES, UserState, pack_state, unpack_state
+
+
+class PackedStore:
+    """States packed as the worker's table holds them (``agents`` ``TableStore``)."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def get(self, user_id: str) -> UserState | None:
+        blob = self.blobs.get(user_id)
+        return None if blob is None else unpack_state(blob)
+
+    def put(self, user_id: str, state: UserState) -> None:
+        self.blobs[user_id] = pack_state(state)
+
+    def delete(self, user_id: str) -> None:
+        self.blobs.pop(user_id, None)
+
+    def items_list(self) -> list[tuple[str, UserState]]:
+        return [(user_id, unpack_state(blob)) for user_id, blob in self.blobs.items()]
 
 
 def rules_for(settings: Settings, partition: int = 0) -> Rules:
@@ -56,8 +76,10 @@ def rules_for(settings: Settings, partition: int = 0) -> Rules:
 
 
 def run_engine(records: list[Record], settings: Settings, partition: int = 0) -> Outcome:
-    """Drive ``PartitionEngine`` and the erasure ledger as ``agents.runtime.Runtime`` does."""
-    engine = PartitionEngine(partition, model_config(settings), DictStore())
+    """Drive ``PartitionEngine`` over packed states and the erasure ledger as the
+    worker's runtime does."""
+    store = PackedStore()
+    engine = PartitionEngine(partition, model_config(settings), store, users=store.items_list)
     salt = settings.erasure_salt.get_secret_value().encode() if settings.erasure_salt else b""
     ledger = ErasureLedger(partition, salt, settings.erasure_suppress_ms, DictSuppressionStore())
     out = Outcome()
@@ -119,8 +141,7 @@ def run_engine(records: list[Record], settings: Settings, partition: int = 0) ->
             (index, _wire(LifecycleTransition.from_transition(t)))
             for t in engine.take_transitions()
         ]
-    assert isinstance(engine.store, DictStore)
-    out.states = {user_id: view_of(state, event_ids) for user_id, state in engine.store.items()}
+    out.states = {user_id: view_of(state, event_ids) for user_id, state in store.items_list()}
     out.clock_ms = None if engine.high_ms <= NEVER else engine.clock_ms
     return out
 
