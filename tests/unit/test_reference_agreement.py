@@ -319,7 +319,7 @@ def test_reference_imports_nothing_of_the_engine() -> None:
             for name in names:
                 assert name.split(".")[0] not in ("tables", "streams", "agents"), (path, name)
     probe = (
-        "import json, sys; import reference.partition; "
+        "import json, sys; import reference.log, reference.partition; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tables', 'streams', 'agents'))))"
     )
