@@ -19,19 +19,9 @@ only the record at which each is emitted differs. That makes a long log
 
 from __future__ import annotations
 
+from reference.judge import advance, reactivation, thresholds, transition
 from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick
-from reference.user import (
-    User,
-    advance,
-    apply_event,
-    come_back,
-    duplicate,
-    first_event,
-    reactivation,
-    thresholds,
-    transition,
-    view,
-)
+from reference.user import User, apply_event, come_back, duplicate, first_event, view
 
 Tiers = tuple[int, int, int]
 
