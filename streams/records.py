@@ -6,7 +6,7 @@ them (``engagement schemas``) and a test fails when the two drift apart.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import msgspec
 
@@ -15,11 +15,16 @@ from tables.model import Emission, Reason, Transition
 SCHEMA_VERSION: Final = 1
 CONTROL_HEADER: Final = "engagement-control"
 
-DLQ_REASONS: Final = (
+# The reason codes of the DLQ (docs/CONTRACTS.md); the schema of a DLQ record lists them.
+DlqReason = Literal[
     "not_json",
     "not_object",
     "missing_field",
     "wrong_type",
+    "user_id_too_long",
+    "event_id_too_long",
+    "tenant_too_long",
+    "segment_too_long",
     "ts_non_finite",
     "ts_out_of_range",
     "ts_in_future",
@@ -29,7 +34,8 @@ DLQ_REASONS: Final = (
     "wrong_partition",
     "reserved_type",
     "bad_signature",
-)
+]
+DLQ_REASONS: Final[tuple[DlqReason, ...]] = get_args(DlqReason)
 
 
 class InputEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
@@ -146,7 +152,7 @@ class LifecycleTransition(msgspec.Struct, frozen=True, kw_only=True):
 class DlqRecord(msgspec.Struct, frozen=True):
     """A rejected input record, with why and where it came from."""
 
-    reason: str
+    reason: DlqReason
     detail: str
     topic: str
     partition: int

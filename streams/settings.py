@@ -21,10 +21,21 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from tables.durations import parse_duration_ms
+from streams.validate import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_EVENT_ID_BYTES,
+    DEFAULT_MAX_FUTURE_MS,
+    DEFAULT_MAX_LABEL_BYTES,
+    DEFAULT_MAX_USER_ID_BYTES,
+    DEFAULT_MIN_TS_MS,
+    MAX_LABEL_BYTES_LIMIT,
+    EventRules,
+)
+from tables.durations import parse_duration_ms, parse_instant_ms
 from tables.errors import ConfigurationError
 
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+InstantMs = Annotated[int, BeforeValidator(parse_instant_ms)]
 
 
 def _env(name: str, field: str) -> str:
@@ -116,8 +127,10 @@ class Settings(BaseSettings):
         900_000, validation_alias=_env("STALL_GUARD", "stall_guard_ms")
     )
     max_future_ms: DurationMs = Field(
-        3_600_000, validation_alias=_env("MAX_FUTURE", "max_future_ms")
+        DEFAULT_MAX_FUTURE_MS, validation_alias=_env("MAX_FUTURE", "max_future_ms")
     )
+    # events before it go to the DLQ as ts_out_of_range (RFC 3339 or epoch ms)
+    min_ts_ms: InstantMs = Field(DEFAULT_MIN_TS_MS, validation_alias=_env("MIN_TS", "min_ts_ms"))
     horizon_ms: DurationMs = Field(30 * 86_400_000, validation_alias=_env("HORIZON", "horizon_ms"))
     day_ms: DurationMs = Field(86_400_000, validation_alias=_env("DAY_MS", "day_ms"))
     new_days: int = Field(7, ge=0, validation_alias=_env("NEW_DAYS", "new_days"))
@@ -141,7 +154,24 @@ class Settings(BaseSettings):
         30 * 86_400_000, validation_alias=_env("ERASURE_SUPPRESS", "erasure_suppress_ms")
     )
     max_event_bytes: int = Field(
-        65_536, ge=256, validation_alias=_env("MAX_EVENT_BYTES", "max_event_bytes")
+        DEFAULT_MAX_EVENT_BYTES, ge=256, validation_alias=_env("MAX_EVENT_BYTES", "max_event_bytes")
+    )
+    max_user_id_bytes: int = Field(
+        DEFAULT_MAX_USER_ID_BYTES,
+        ge=1,
+        validation_alias=_env("MAX_USER_ID_BYTES", "max_user_id_bytes"),
+    )
+    max_event_id_bytes: int = Field(
+        DEFAULT_MAX_EVENT_ID_BYTES,
+        ge=1,
+        validation_alias=_env("MAX_EVENT_ID_BYTES", "max_event_id_bytes"),
+    )
+    # tenant and segment each; a user's state keeps them with a one-byte length
+    max_label_bytes: int = Field(
+        DEFAULT_MAX_LABEL_BYTES,
+        ge=1,
+        le=MAX_LABEL_BYTES_LIMIT,
+        validation_alias=_env("MAX_LABEL_BYTES", "max_label_bytes"),
     )
     dedup_ids: int = Field(4, ge=0, le=4, validation_alias=_env("DEDUP_IDS", "dedup_ids"))
     status_flush_ms: DurationMs = Field(
@@ -242,6 +272,17 @@ class Settings(BaseSettings):
         if self.ingest == "auto":
             return "batch" if self.store.startswith("memory://") else "stream"
         return self.ingest
+
+    def event_rules(self) -> EventRules:
+        """The bounds of an input event, the same for the worker and offline replay."""
+        return EventRules(
+            max_event_bytes=self.max_event_bytes,
+            max_future_ms=self.max_future_ms,
+            min_ts_ms=self.min_ts_ms,
+            max_user_id_bytes=self.max_user_id_bytes,
+            max_event_id_bytes=self.max_event_id_bytes,
+            max_label_bytes=self.max_label_bytes,
+        )
 
     @property
     def tier_thresholds_ms(self) -> tuple[int, int, int]:

@@ -122,6 +122,7 @@ def replay(
             signals_out,
             lifecycle_out=lifecycle_out,
             book=book,
+            rules=settings.event_rules(),
         )
     click.echo(
         json.dumps(
@@ -217,7 +218,8 @@ def fit(events: Path, cutoff: str, out: Path) -> None:
     except EngagementError as exc:
         raise click.BadParameter(str(exc), param_hint="--cutoff") from exc
     try:
-        result = fit_history(events, cutoff_ms, model_config(_settings()))
+        settings = _settings()
+        result = fit_history(events, cutoff_ms, model_config(settings), settings.event_rules())
     except EngagementError as exc:
         raise click.ClickException(str(exc)) from exc
     write_params(out, result)
@@ -258,7 +260,9 @@ def evaluate(
     settings = _settings()
     try:
         risk = None if params is None else load_params(params, settings.day_ms)
-        result = run_evaluate(events, cutoff_ms, horizon_ms, model_config(settings), risk)
+        result = run_evaluate(
+            events, cutoff_ms, horizon_ms, model_config(settings), risk, settings.event_rules()
+        )
     except EngagementError as exc:
         raise click.ClickException(str(exc)) from exc
     plot_reliability(result, plot)

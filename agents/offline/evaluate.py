@@ -31,6 +31,7 @@ import json
 import math
 import random
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -41,9 +42,10 @@ from numpy.typing import NDArray
 from scipy import optimize, stats  # type: ignore[import-untyped]
 
 from agents.offline.fit import fit, summarise
+from agents.offline.history_lines import read_lines
 from agents.offline.replay import run_history
-from tables.durations import parse_rfc3339_ms
-from tables.errors import BadInstantError, ConfigurationError
+from streams.validate import DEFAULT_EVENT_RULES, EventRules
+from tables.errors import ConfigurationError
 from tables.model import ModelConfig, risk_at
 from tables.risk import RiskParams
 from tables.state import TIER_NONE, UserState
@@ -53,34 +55,11 @@ RELIABILITY_BINS: Final = 10
 _EPS: Final = 1e-9
 
 
-class _Line(msgspec.Struct, forbid_unknown_fields=False):
-    user_id: str
-    ts: int | str
-    type: str = ""
-
-
-_line_decoder = msgspec.json.Decoder(_Line)
-
-
-def event_times(path: Path) -> Iterator[tuple[str, int]]:
-    """``(user_id, ts_ms)`` of every readable event line (control types skipped)."""
+def event_times(path: Path, rules: EventRules) -> Iterator[tuple[str, int]]:
+    """``(user_id, ts_ms)`` of every event line a worker would accept."""
     with path.open("rb") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                item = _line_decoder.decode(line)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                continue
-            if item.type.startswith("$"):
-                continue
-            if isinstance(item.ts, int):
-                yield item.user_id, item.ts
-                continue
-            try:
-                yield item.user_id, parse_rfc3339_ms(item.ts)
-            except BadInstantError:
-                continue
+        for event in read_lines(handle, rules, Counter()):
+            yield event.user_id, event.ts
 
 
 # -- metrics -----------------------------------------------------------------
@@ -180,8 +159,10 @@ class Evaluation(msgspec.Struct):
     logistic: Floats
 
 
-def _states_at(events: Path, at_ms: int, config: ModelConfig) -> dict[str, UserState]:
-    return dict(run_history(events, at_ms, config, progress=False).store.states)
+def _states_at(
+    events: Path, at_ms: int, config: ModelConfig, rules: EventRules
+) -> dict[str, UserState]:
+    return dict(run_history(events, at_ms, config, progress=False, rules=rules).store.states)
 
 
 def _active_between(times: list[tuple[str, int]], start_ms: int, end_ms: int) -> set[str]:
@@ -198,13 +179,14 @@ def evaluate(
     horizon_ms: int,
     config: ModelConfig,
     params: RiskParams | None = None,
+    rules: EventRules = DEFAULT_EVENT_RULES,
 ) -> Evaluation:
     """Score every user seen before the cutoff and compare with what happened next."""
     config = msgspec.structs.replace(config, horizon_ms=horizon_ms)
     day_ms = config.day_ms
-    times = list(event_times(events))
+    times = list(event_times(events, rules))
     # Tiers and stages do not depend on the risk parameters: one replay serves both.
-    states_by_user = _states_at(events, cutoff_ms, config)
+    states_by_user = _states_at(events, cutoff_ms, config, rules)
     if not states_by_user:
         raise ConfigurationError("no users before the cutoff: nothing to evaluate")
     users = sorted(states_by_user)
@@ -224,7 +206,7 @@ def evaluate(
 
     # The logistic baseline learns on the split one horizon earlier.
     earlier_ms = cutoff_ms - horizon_ms
-    earlier = _states_at(events, earlier_ms, config)
+    earlier = _states_at(events, earlier_ms, config, rules)
     earlier_users = sorted(earlier)
     if earlier_users:
         back = _active_between(times, earlier_ms, cutoff_ms)

@@ -35,6 +35,7 @@ from scipy import optimize, special  # type: ignore[import-untyped]
 
 from agents.offline.replay import run_history
 from streams.risk_params import MODEL
+from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.errors import ConfigurationError
 from tables.model import ModelConfig
 from tables.risk import DEFAULT_PARAMS, RiskParams
@@ -137,9 +138,11 @@ def fit(data: Summary, day_ms: int, cutoff_ms: int) -> FitResult:
     )
 
 
-def fit_history(events: Path, cutoff_ms: int, config: ModelConfig) -> FitResult:
+def fit_history(
+    events: Path, cutoff_ms: int, config: ModelConfig, rules: EventRules = DEFAULT_EVENT_RULES
+) -> FitResult:
     """Replay ``events`` up to the cutoff and fit the population parameters."""
-    run = run_history(events, cutoff_ms, config, progress=False)
+    run = run_history(events, cutoff_ms, config, progress=False, rules=rules)
     states = list(run.store.states.values())
     return fit(summarise(states, cutoff_ms, config.day_ms), config.day_ms, cutoff_ms)
 

@@ -20,18 +20,19 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Any
 
 import msgspec
 
 from agents.common.collection import fewer_collections
+from agents.offline.history_lines import read_lines
 from streams.config_record import BadConfigRecord, parse_config_record
 from streams.decode import id_hash
-from streams.records import InputEvent, LifecycleTransition, Signal, encode
+from streams.records import LifecycleTransition, Signal, encode
+from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.clock import NEVER
-from tables.durations import parse_rfc3339_ms
 from tables.engine import DictStore, PartitionEngine
-from tables.errors import BadInstantError, ConfigurationError
+from tables.errors import ConfigurationError
 from tables.history import run_users
 from tables.model import (
     Emission,
@@ -45,9 +46,7 @@ from tables.model import (
 from tables.state import NO_OFFSET, TIER_NAMES, TIER_NONE, UserState
 from tables.thresholds import ThresholdBook
 
-MIN_TS_MS = 946_684_800_000
 PROGRESS_EVENTS = 50_000
-_line_decoder = msgspec.json.Decoder(InputEvent)
 
 
 class ReplayStats(msgspec.Struct):
@@ -56,58 +55,13 @@ class ReplayStats(msgspec.Struct):
     applied: int = 0
     duplicates: int = 0
     after_as_of: int = 0
+    # refused lines by DLQ reason code, as a worker would count them
     rejected: dict[str, int] = msgspec.field(default_factory=dict)
     signals: dict[str, int] = msgspec.field(default_factory=dict)
     users: int = 0
 
 
-def _ts_ms(ts: int | str) -> int | None:
-    if isinstance(ts, int):
-        return ts
-    try:
-        return parse_rfc3339_ms(ts)
-    except BadInstantError:
-        return None
-
-
 _event_time = attrgetter("ts_ms")
-
-
-class _PlainLine(msgspec.Struct, frozen=True, gc=False):
-    """The usual line, validated by msgspec alone: non-empty ids and type, an
-    integer ``ts`` in range. Any other line is judged by ``_check_line``."""
-
-    event_id: Annotated[str, msgspec.Meta(min_length=1)]
-    user_id: Annotated[str, msgspec.Meta(min_length=1)]
-    type: Annotated[str, msgspec.Meta(min_length=1)]
-    ts: Annotated[int, msgspec.Meta(ge=MIN_TS_MS)]
-    tenant: str | None = None
-    segment: str | None = None
-    props: dict[str, Any] | None = None
-
-
-_plain_decoder = msgspec.json.Decoder(_PlainLine)
-
-
-def _check_line(line: bytes) -> tuple[InputEvent, int] | str:
-    """An event that is not in the plain form with its ``ts`` in ms, or why it is
-    refused (the live decoder's reasons), or "" for a blank line."""
-    try:
-        raw = _line_decoder.decode(line)
-    except msgspec.ValidationError:
-        return "invalid_event"
-    except msgspec.DecodeError:
-        return "not_json" if line.strip() else ""
-    ts_ms = _ts_ms(raw.ts)
-    if ts_ms is None:
-        return "wrong_type"
-    if ts_ms < MIN_TS_MS:
-        return "ts_out_of_range"
-    kind = raw.type
-    if not kind or kind[0] == "$" or not raw.user_id or not raw.event_id:
-        # empty strings are refused as the live decoder refuses them
-        return "reserved_type" if kind[:1] == "$" else "wrong_type"
-    return raw, ts_ms
 
 
 class EventsRead(msgspec.Struct):
@@ -119,8 +73,10 @@ class EventsRead(msgspec.Struct):
     by_user: dict[str, list[int]] | None
 
 
-def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> EventsRead:
-    """Decode and validate lines; keep events at or before ``as_of_ms``, in event-time order.
+def read_events(
+    lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats, rules: EventRules
+) -> EventsRead:
+    """Judge lines as a worker does; keep events at or before ``as_of_ms``, in event-time order.
 
     The sort is stable, so events with the same ``ts`` keep their input order;
     a file already in order (the usual history) is not sorted, and its users'
@@ -128,34 +84,16 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> Ev
     rejected: Counter[str] = Counter()
     events: list[ModelEvent] = []
     append = events.append
-    plain = _plain_decoder.decode
     # user id -> [the id itself, its positions...]: the first item is the one
     # string object every event of that user shares (the history is in memory)
     users: dict[str, list[Any]] = {}
     user_entry = users.get
     names: dict[str, str] = {}
     same = names.setdefault  # one string object per distinct type, tenant, segment
-    lines_seen = blank = after_as_of = 0
+    accepted = after_as_of = 0
     latest_ms = backwards = 0
-    for lines_seen, line in enumerate(lines, 1):  # noqa: B007 (the count is used below)
-        raw: _PlainLine | InputEvent
-        try:
-            raw = plain(line)
-            ts_ms = raw.ts
-        except msgspec.MsgspecError:  # not the plain form: judged field by field
-            checked = _check_line(line)
-            if isinstance(checked, str):
-                if checked:
-                    rejected[checked] += 1
-                else:
-                    blank += 1
-                continue
-            raw, ts_ms = checked
-        kind = raw.type
-        if kind[0] == "$":
-            rejected["reserved_type"] += 1
-            continue
-        user_id = raw.user_id
+    for accepted, raw in enumerate(read_lines(lines, rules, rejected), 1):  # noqa: B007
+        ts_ms = raw.ts
         if ts_ms > as_of_ms:
             after_as_of += 1
             continue
@@ -163,10 +101,12 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> Ev
             latest_ms = ts_ms
         else:
             backwards += 1
+        user_id = raw.user_id
         entry = user_entry(user_id)
         if entry is None:
             entry = users[user_id] = [user_id]
         entry.append(len(events))
+        kind = raw.type
         tenant = raw.tenant
         segment = raw.segment
         # positional, in ModelEvent's field order: the append time is the event time
@@ -183,7 +123,7 @@ def read_events(lines: Iterator[bytes], as_of_ms: int, stats: ReplayStats) -> Ev
                 None if segment is None else same(segment, segment),
             )
         )
-    stats.lines += lines_seen - blank
+    stats.lines += accepted + sum(rejected.values())
     stats.after_as_of += after_as_of
     stats.rejected = dict(rejected)
     if backwards:  # some event went back in time: sort, and run_users groups again
@@ -243,16 +183,18 @@ def run_history(
     on_transitions: Callable[[list[Transition]], None] | None = None,
     progress: bool | None = None,
     book: ThresholdBook | None = None,
+    rules: EventRules = DEFAULT_EVENT_RULES,
 ) -> ReplayRun:
     """Run the model over the file up to ``as_of_ms``; emissions go to the callbacks.
 
-    User by user (``tables.history``): the same decisions, in the same order,
+    Lines are judged by ``rules`` (``Settings.event_rules``), as a worker
+    judges records. User by user (``tables.history``): the same decisions, in the same order,
     as a ``PartitionEngine`` fed the events one by one. With threshold
     versions in ``book`` the policy changes mid-history: the engine itself
     runs them, event by event."""
     stats = ReplayStats()
     with events_path.open("rb") as handle:
-        read = read_events(iter(handle), as_of_ms, stats)
+        read = read_events(iter(handle), as_of_ms, stats, rules)
     ordered = read.events
     show = sys.stderr.isatty() if progress is None else progress
     bar = None
@@ -323,6 +265,7 @@ def replay(
     progress: bool | None = None,
     lifecycle_out: IO[bytes] | None = None,
     book: ThresholdBook | None = None,
+    rules: EventRules = DEFAULT_EVENT_RULES,
 ) -> ReplayStats:
     """Run the model over the file and write scores (and signals, and transitions)."""
 
@@ -337,7 +280,7 @@ def replay(
                 record = LifecycleTransition.from_transition(transition)
                 lifecycle_out.write(encode(record) + b"\n")
 
-    run = run_history(events_path, as_of_ms, config, signals, transitions, progress, book)
+    run = run_history(events_path, as_of_ms, config, signals, transitions, progress, book, rules)
     write_scores(run.store, as_of_ms, run.config, scores_out)
     return run.stats
 

@@ -17,7 +17,7 @@ from agents.worker.metrics import Metrics
 from agents.worker.stickiness import StageCounts, Stickiness
 from streams.app import EngineApp
 from streams.control import signer_for
-from streams.decode import Control, DecodeRules, Rejected, decode_record, partition_for
+from streams.decode import Control, DecodeRules, decode_record, partition_for
 from streams.model_settings import model_config
 from streams.records import (
     ConfigUpdate,
@@ -28,6 +28,7 @@ from streams.records import (
     Tick,
     encode,
 )
+from streams.validate import Rejected
 from tables.clock import NEVER, event_contribution_ms, tick_contribution_ms
 from tables.engine import PartitionEngine
 from tables.lifecycle import STAGES
@@ -109,8 +110,7 @@ class Runtime:
         self.rules = DecodeRules(
             topic=self.settings.topic_events,
             partitions=self.settings.partitions,
-            max_event_bytes=self.settings.max_event_bytes,
-            max_future_ms=self.settings.max_future_ms,
+            event=self.settings.event_rules(),
             signer=self.signer,
         )
         self.store = TableStore(engine_app.users)

@@ -11,17 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.control import ControlSigner
-from streams.decode import (
-    MAX_DEPTH,
-    Control,
-    DecodeRules,
-    Rejected,
-    decode_record,
-    id_hash,
-    nesting_depth,
-    partition_for,
-)
+from streams.decode import Control, DecodeRules, decode_record, id_hash, partition_for
 from streams.records import CONTROL_HEADER, DLQ_REASONS, ConfigUpdate, Erase, Tick
+from streams.validate import MAX_DEPTH, EventRules, Rejected
 from tables.model import ModelEvent
 
 TOPIC = "engagement.events"
@@ -30,11 +22,19 @@ NOW_MS = 1_700_000_000_000  # the broker's append time R of every record here
 MAX_FUTURE_MS = 3_600_000
 MAX_EVENT_BYTES = 4_096
 SIGNER = ControlSigner({"k1": b"first secret", "k2": b"second secret"}, "k1")
+MAX_USER_ID_BYTES = 40
+MAX_EVENT_ID_BYTES = 20
+MAX_LABEL_BYTES = 10
 RULES = DecodeRules(
     topic=TOPIC,
     partitions=PARTITIONS,
-    max_event_bytes=MAX_EVENT_BYTES,
-    max_future_ms=MAX_FUTURE_MS,
+    event=EventRules(
+        max_event_bytes=MAX_EVENT_BYTES,
+        max_future_ms=MAX_FUTURE_MS,
+        max_user_id_bytes=MAX_USER_ID_BYTES,
+        max_event_id_bytes=MAX_EVENT_ID_BYTES,
+        max_label_bytes=MAX_LABEL_BYTES,
+    ),
     signer=SIGNER,
 )
 USER = "alice"
@@ -94,8 +94,16 @@ REJECTIONS: dict[str, dict[str, Any]] = {
     "not_object": {"value": b"[1, 2, 3]"},
     "missing_field": {"value": raw(body(ts=_DROP))},
     "wrong_type": {"value": raw(body(user_id=7))},
+    # the key is the long user id, as its producer would send it: the length decides
+    "user_id_too_long": {
+        "value": raw(body(user_id="u" * (MAX_USER_ID_BYTES + 1))),
+        "key": b"u" * (MAX_USER_ID_BYTES + 1),
+    },
+    "event_id_too_long": {"value": raw(body(event_id="e" * (MAX_EVENT_ID_BYTES + 1)))},
+    "tenant_too_long": {"value": raw(body(tenant="t" * (MAX_LABEL_BYTES + 1)))},
+    "segment_too_long": {"value": raw(body(segment="s" * (MAX_LABEL_BYTES + 1)))},
     "ts_non_finite": {"value": b'{"event_id":"e","user_id":"alice","type":"t","ts":NaN}'},
-    "ts_out_of_range": {"value": raw(body(ts="1999-12-31T23:59:59Z"))},
+    "ts_out_of_range": {"value": raw(body(ts="1973-03-03T09:46:39.999Z"))},
     "ts_in_future": {"value": raw(body(ts=NOW_MS + MAX_FUTURE_MS + 1))},
     "too_large": {"value": raw(body(props={"pad": "x" * MAX_EVENT_BYTES}))},
     "too_deep": {"value": nested_props(MAX_DEPTH + 1)},
@@ -144,7 +152,8 @@ def test_crafted_record_is_rejected_with_its_reason(reason: str) -> None:
         (b'{"event_id":"e","user_id":"alice","type":"t","ts":-Infinity}', "ts_non_finite"),
         (b'{"event_id":"e","user_id":"alice","type":"t","ts":1e999}', "ts_non_finite"),
         (raw(body(ts="NaN")), "ts_non_finite"),
-        (raw(body(ts=946_684_799_999)), "ts_out_of_range"),
+        (raw(body(ts=99_999_999_999)), "ts_out_of_range"),
+        (raw(body(ts=1_700_000_000)), "ts_out_of_range"),  # seconds where ms are due
         (raw(body(ts=-1)), "ts_out_of_range"),
         (raw(body(ts="2023-11-14T23:13:20.001Z")), "ts_in_future"),
         (raw(body(type="$erase")), "reserved_type"),
@@ -179,6 +188,8 @@ def test_valid_event_with_integer_ts() -> None:
         ("2023-11-14T22:13:19.250Z", 1_699_999_999_250),
         ("2023-11-14T23:13:20+01:00", 1_700_000_000_000),
         ("2000-01-01T00:00:00Z", 946_684_800_000),
+        ("1995-06-01T00:00:00Z", 801_964_800_000),  # the 1990s are valid by default
+        ("1973-03-03T09:46:40Z", 100_000_000_000),  # ENGAGEMENT_MIN_TS's default
     ],
 )
 def test_valid_event_with_rfc3339_ts(ts: str, ts_ms: int) -> None:
@@ -193,7 +204,6 @@ def test_ts_exactly_max_future_ahead_is_accepted() -> None:
 
 
 def test_nesting_up_to_the_limit_is_accepted_and_brackets_in_strings_do_not_count() -> None:
-    assert nesting_depth(nested_props(MAX_DEPTH)) == MAX_DEPTH
     assert isinstance(decode(nested_props(MAX_DEPTH)), ModelEvent)
     assert isinstance(decode(raw(body(props={"s": "[{" * 40}))), ModelEvent)
 
@@ -446,3 +456,82 @@ def test_partition_for_is_murmur2_also_when_its_cache_fills(
         assert len(decode._HASHES) <= 7
     finally:
         decode.HASHES_MAX = limit
+
+
+# -- bounds: lengths in UTF-8 bytes, the lower bound of ts, nesting -----------
+
+
+@pytest.mark.parametrize(
+    ("field", "cap", "reason"),
+    [
+        ("user_id", MAX_USER_ID_BYTES, "user_id_too_long"),
+        ("event_id", MAX_EVENT_ID_BYTES, "event_id_too_long"),
+        ("tenant", MAX_LABEL_BYTES, "tenant_too_long"),
+        ("segment", MAX_LABEL_BYTES, "segment_too_long"),
+    ],
+)
+def test_lengths_are_capped_in_utf8_bytes(field: str, cap: int, reason: str) -> None:
+    def verdict(text: str) -> ModelEvent | Control | Rejected:
+        key = text.encode() if field == "user_id" else KEY
+        return decode(raw(body(**{field: text})), key=key, partition=partition_for(key, PARTITIONS))
+
+    assert isinstance(verdict("x" * cap), ModelEvent)
+    # "é" is two bytes: half as many characters reach the cap
+    assert isinstance(verdict("é" * (cap // 2)), ModelEvent)
+    for too_long in ("x" * (cap + 1), "é" * (cap // 2) + "x", "é" * cap):
+        result = verdict(too_long)
+        assert isinstance(result, Rejected) and result.reason == reason, result
+
+
+def test_a_long_user_id_is_refused_before_its_key_is_compared_or_hashed() -> None:
+    long_user = "u" * (MAX_USER_ID_BYTES + 1)
+    for key in (long_user.encode(), b"other", None):
+        result = decode(raw(body(user_id=long_user)), key=key, partition=AWAY)
+        assert isinstance(result, Rejected) and result.reason == "user_id_too_long"
+
+
+def test_the_lower_bound_of_ts_is_a_setting() -> None:
+    nineties = raw(body(ts="1995-06-01T00:00:00Z"))
+    assert isinstance(decode(nineties), ModelEvent)
+    strict = msgspec.structs.replace(
+        RULES, event=msgspec.structs.replace(RULES.event, min_ts_ms=946_684_800_000)
+    )
+    result = decode(nineties, rules=strict)
+    assert isinstance(result, Rejected) and result.reason == "ts_out_of_range"
+    assert isinstance(decode(raw(body(ts="2000-01-01T00:00:00Z")), rules=strict), ModelEvent)
+    lenient = msgspec.structs.replace(
+        RULES, event=msgspec.structs.replace(RULES.event, min_ts_ms=0)
+    )
+    assert isinstance(decode(raw(body(ts=1_700_000_000)), rules=lenient), ModelEvent)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
+        b"[" * 2_000 + b"]" * 2_000,
+        b"[" * 4_000,  # never closed: the 17th level is met first
+        b"[" * (MAX_DEPTH + 1) + b"x",
+        # deep after a long valid prefix
+        raw(body(pad="x" * 3_000))[:-1] + b', "props": ' + b'{"a":' * 16 + b"1" + b"}" * 17,
+        # NaN is read by the fallback parser, which checks the nesting too
+        b'{"ts": NaN, "p": ' + b"[" * 20 + b"]" * 20 + b"}",
+        b'{"ts": NaN, "p": ' + b"[" * 2_000 + b"]" * 2_000 + b"}",
+        b'{"ts": 1e999, "p": ' + b"[" * 20 + b"]" * 20 + b"}",
+    ],
+    ids=["17", "2k", "unclosed", "17-then-garbage", "deep-late", "nan-20", "nan-2k", "1e999-20"],
+)
+def test_too_deep_is_found_wherever_the_depth_is(value: bytes) -> None:
+    result = decode(value)
+    assert isinstance(result, Rejected) and result.reason == "too_deep", result
+
+
+def test_a_syntax_error_before_the_17th_level_is_not_json() -> None:
+    result = decode(b"[[x" + b"[" * 30)
+    assert isinstance(result, Rejected) and result.reason == "not_json"
+
+
+def test_non_finite_numbers_in_props_are_accepted() -> None:
+    # NaN is not JSON, but the fallback reads it (so that a NaN ts is ts_non_finite)
+    value = raw(body())[:-1] + b', "props": {"x": NaN, "y": [1e999]}}'
+    assert isinstance(decode(value), ModelEvent)
