@@ -11,7 +11,7 @@ offline, where there is none, it is not judged.
 Order of the checks (the first one failed names the reason): size, then
 reading (nesting and syntax, whichever comes first in the bytes), an object,
 the required fields, the ids and their lengths, tenant and segment, props,
-``ts``, and last a reserved ``type``.
+``ts`` and its lower bound, a reserved ``type``, and last ``ts_in_future``.
 """
 
 from __future__ import annotations
@@ -181,14 +181,15 @@ def check_event(obj: dict[str, Any], rules: EventRules, append_ms: int | None) -
         return ts_ms
     if ts_ms < rules.min_ts_ms:
         return Rejected("ts_out_of_range", f"ts {ts_ms} is before {rules.min_ts_ms} (epoch ms)")
-    if append_ms is not None and ts_ms > append_ms + rules.max_future_ms:
-        return Rejected(
-            "ts_in_future", f"ts is {ts_ms - append_ms} ms after the broker's append time"
-        )
     event_type: str = obj["type"]
     if event_type.startswith("$"):
         return Rejected(
             "reserved_type", f"type {event_type[:40]!r} is reserved for control records"
+        )
+    # last, so that offline, where it is not judged, every other verdict is the same
+    if append_ms is not None and ts_ms > append_ms + rules.max_future_ms:
+        return Rejected(
+            "ts_in_future", f"ts is {ts_ms - append_ms} ms after the broker's append time"
         )
     return ts_ms
 
