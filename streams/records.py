@@ -6,7 +6,7 @@ them (``engagement schemas``) and a test fails when the two drift apart.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
 
@@ -38,16 +38,40 @@ DlqReason = Literal[
 DLQ_REASONS: Final[tuple[DlqReason, ...]] = get_args(DlqReason)
 
 
+_LABEL: Final = msgspec.Meta(description="at most ENGAGEMENT_MAX_LABEL_BYTES (64) bytes of UTF-8")
+
+
 class InputEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """A user event published by a producer; key = ``user_id``."""
 
-    event_id: str
-    user_id: str
-    type: str
-    ts: int | str
-    tenant: str | None = None
-    segment: str | None = None
-    props: dict[str, Any] | None = None
+    event_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1, description="at most ENGAGEMENT_MAX_EVENT_ID_BYTES (128) bytes of UTF-8"
+        ),
+    ]
+    user_id: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1, description="at most ENGAGEMENT_MAX_USER_ID_BYTES (256) bytes of UTF-8"
+        ),
+    ]
+    type: Annotated[
+        str, msgspec.Meta(min_length=1, description="types starting with $ are reserved")
+    ]
+    ts: Annotated[
+        int | str,
+        msgspec.Meta(
+            description="epoch ms or RFC 3339; not before ENGAGEMENT_MIN_TS "
+            "(1973-03-03T09:46:40Z, 10^11 ms)"
+        ),
+    ]
+    tenant: Annotated[str | None, _LABEL] = None
+    segment: Annotated[str | None, _LABEL] = None
+    props: Annotated[
+        dict[str, Any] | None,
+        msgspec.Meta(description="the whole event nests at most 16 levels deep"),
+    ] = None
 
 
 class Tick(msgspec.Struct, frozen=True, tag="$tick", tag_field="type"):

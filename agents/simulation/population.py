@@ -91,6 +91,10 @@ POISON_REASONS: Final = (
     "not_object",
     "missing_field",
     "wrong_type",
+    "user_id_too_long",
+    "event_id_too_long",
+    "tenant_too_long",
+    "segment_too_long",
     "ts_non_finite",
     "ts_out_of_range",
     "ts_in_future",
@@ -105,6 +109,9 @@ CALLER_POISON_REASONS: Final = ("wrong_partition", "bad_signature")
 POISON_DEFAULT_TS_MS: Final = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 _TOO_LARGE_BYTES: Final = 65_536 + 4_096
 _TOO_DEEP_LEVELS: Final = 24
+# past the default caps (ENGAGEMENT_MAX_USER_ID_BYTES 256, _EVENT_ID_BYTES 128,
+# _LABEL_BYTES 64), in bytes: "é" is two bytes of UTF-8
+_TOO_LONG_BYTES: Final = {"user_id": 257, "event_id": 129, "tenant": 65, "segment": 65}
 
 _PAGES: Final = ("home", "product", "search", "feed", "category")
 _FAILURE_CODES: Final = ("card_declined", "timeout", "out_of_stock")
@@ -458,12 +465,14 @@ def _session_actions(
 
 
 def poison_records(n: int, seed: int, *, now_ms: int | None = None) -> list[PoisonRecord]:
-    """``n`` bad records cycling through ``POISON_REASONS`` (so ``n >= 11`` has each)."""
+    """``n`` bad records cycling through ``POISON_REASONS`` (every reason once in each
+    ``len(POISON_REASONS)`` records)."""
     return [poison_record(index, seed, now_ms=now_ms) for index in range(n)]
 
 
 def poison_record(index: int, seed: int, *, now_ms: int | None = None) -> PoisonRecord:
-    """The ``index``-th bad record: reason ``POISON_REASONS[index % 11]``, a seeded variant.
+    """The ``index``-th bad record: reason ``POISON_REASONS[index % len(POISON_REASONS)]``,
+    a seeded variant.
 
     Each record is wrong in exactly one way, so the worker's checks (which run
     in a fixed order) give the tagged reason. ``now_ms`` sets the time of the
@@ -517,14 +526,16 @@ def poison_record(index: int, seed: int, *, now_ms: int | None = None) -> Poison
             {"props": ["not", "an", "object"]},
         )
         return PoisonRecord(reason, key, encoded({**event, **changes[variant]}))
+    if reason.endswith("_too_long"):
+        return _too_long(reason.removesuffix("_too_long"), event, variant)
     if reason == "ts_non_finite":
         raws = (b"NaN", b"Infinity", b'"-Infinity"', b"1e999")
         return PoisonRecord(reason, key, with_raw_ts(raws[variant]))
     if reason == "ts_out_of_range":
-        stamps: tuple[int | str, ...] = (
+        stamps: tuple[int | str, ...] = (  # before ENGAGEMENT_MIN_TS's default, 10^11 ms
             ts_ms // 1000,  # seconds where ms are due
-            631_152_000_000,  # 1990-01-01
-            "1999-12-31T23:59:59Z",
+            99_999_999_999,
+            "1970-01-02T00:00:00Z",
             -1,
         )
         return PoisonRecord(reason, key, encoded({**event, "ts": stamps[variant]}))
@@ -555,3 +566,18 @@ def poison_record(index: int, seed: int, *, now_ms: int | None = None) -> Poison
     # reserved_type: a control type without the control header
     reserved = ("$tick", "$erase", "$config", "$anything")[variant]
     return PoisonRecord(reason, key, encoded({**event, "type": reserved}))
+
+
+def _too_long(field: str, event: dict[str, Any], variant: int) -> PoisonRecord:
+    """``event`` with ``field`` past its cap in UTF-8 bytes; a long user id is also
+    the key, as its producer would send it."""
+    too_long = _TOO_LONG_BYTES[field]
+    text = (
+        "x" * too_long,
+        "é" * (too_long // 2 + 1),  # fewer characters than the cap, more bytes
+        f"{event['user_id']}-" + "z" * too_long,
+        "€" * (too_long // 3 + 1),
+    )[variant]
+    bad = {**event, field: text}
+    key = text.encode() if field == "user_id" else str(event["user_id"]).encode()
+    return PoisonRecord(f"{field}_too_long", key, msgspec.json.encode(bad))

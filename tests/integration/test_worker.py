@@ -24,7 +24,7 @@ from support.workers import (
     wait_for,
 )
 
-from agents.simulation.population import poison_records
+from agents.simulation.population import POISON_REASONS, poison_records
 from streams.decode import partition_for
 from streams.records import CONTROL_HEADER, DLQ_REASONS, DlqRecord
 
@@ -108,7 +108,7 @@ async def test_every_bad_record_goes_to_the_dlq_with_its_reason(
     worker = await deployment.start_worker()
     settings = deployment.settings
     try:
-        triples = poison_records(11, seed=3)
+        triples = poison_records(len(POISON_REASONS), seed=3)
         raw: list[tuple[bytes | None, bytes]] = [(key, value) for _reason, key, value in triples]
         expected = Counter(reason for reason, _key, _value in triples)
         await produce(deployment.bootstrap, settings.topic_events, raw)

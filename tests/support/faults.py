@@ -36,7 +36,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.simulation.population import poison_record
+from agents.simulation.population import POISON_REASONS, poison_record
 from agents.simulation.producer import forged_tick, misrouted_event
 from agents.stack.services import KAFKA_SCRIPT, kafka_answers
 from agents.stack.worker_process import WorkerProcess
@@ -50,7 +50,8 @@ from tables.state import TIER_NAMES, UserState, unpack_state
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = REPO / "run" / "faults" / "figures.jsonl"
 EVENT_TYPES = ("login", "view", "add_to_cart", "purchase", "checkout_failed", "support_ticket")
-POISON_KINDS = 13  # the 11 of the population + wrong_partition + bad_signature
+# the population's poison, then wrong_partition and bad_signature
+POISON_KINDS = len(POISON_REASONS) + 2
 REDIS_OUTAGE_S = 30.0
 REDIS_FREEZE_S = 20.0
 OutRecord = tuple[bytes | None, bytes, int | None, list[tuple[str, bytes]] | None]
@@ -144,10 +145,11 @@ class EventFeed:
         index = self.poison_sent
         self.poison_sent += 1
         kind = index % POISON_KINDS
-        if kind < 11:
-            bad = poison_record(index, self.plan.seed, now_ms=now_ms)
+        if kind < len(POISON_REASONS):  # the reason of that kind, in the variant of this round
+            round_ = index // POISON_KINDS
+            bad = poison_record(kind + round_ * len(POISON_REASONS), self.plan.seed, now_ms=now_ms)
             return (bad.key, bad.value, None, None)
-        if kind == 11:
+        if kind == len(POISON_REASONS):
             key, value, partition = misrouted_event(index, self.plan.seed, now_ms, self.partitions)
             return (key, value, partition, None)
         value, headers = forged_tick(now_ms)

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.control import signer_for
-from streams.decode import Control, DecodeRules, Rejected, decode_record
+from streams.decode import Control, DecodeRules, decode_record
 from streams.model_settings import model_config
 from streams.records import ConfigUpdate, Erase, Tick
 from streams.settings import Settings
+from streams.validate import Rejected
 from support.kafka_util import Record
 from tables.clock import event_contribution_ms, tick_contribution_ms
 from tables.engine import DictStore, PartitionEngine
@@ -102,8 +103,7 @@ def _run_partition(
     rules = DecodeRules(
         topic=settings.topic_events,
         partitions=settings.partitions,
-        max_event_bytes=settings.max_event_bytes,
-        max_future_ms=settings.max_future_ms,
+        event=settings.event_rules(),
         signer=signer_for(settings),
     )
     store = DictStore()

@@ -45,6 +45,9 @@ def test_defaults_follow_the_contracts() -> None:
     assert settings.day_ms == DAY_MS
     assert settings.dedup_ids == 4
     assert settings.max_event_bytes == 65_536
+    assert settings.min_ts_ms == 10**11  # 1973-03-03T09:46:40Z
+    assert (settings.max_user_id_bytes, settings.max_event_id_bytes) == (256, 128)
+    assert settings.max_label_bytes == 64
     assert settings.holdout_share == 0.1
     assert settings.partitions == 8
     assert settings.topic_events == "engagement.events"
@@ -69,6 +72,24 @@ def test_durations_are_parsed_to_milliseconds(
 ) -> None:
     monkeypatch.setenv(variable, text)
     assert getattr(load_settings(), field) == ms
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("1990-01-01T00:00:00Z", 631_152_000_000),
+        ("1990-01-01T01:00:00+01:00", 631_152_000_000),
+        ("631152000000", 631_152_000_000),
+        ("0", 0),
+    ],
+)
+def test_min_ts_is_an_instant_that_reaches_the_event_rules(
+    monkeypatch: pytest.MonkeyPatch, text: str, ms: int
+) -> None:
+    monkeypatch.setenv("ENGAGEMENT_MIN_TS", text)
+    monkeypatch.setenv("ENGAGEMENT_MAX_USER_ID_BYTES", "12")
+    rules = load_settings().event_rules()
+    assert (rules.min_ts_ms, rules.max_user_id_bytes) == (ms, 12)
 
 
 @pytest.mark.parametrize(
@@ -112,6 +133,11 @@ def test_format_duration_round_trips(ms: int) -> None:
         ("ENGAGEMENT_HOLDOUT_SHARE", "1.5"),
         ("ENGAGEMENT_DEDUP_IDS", "5"),
         ("ENGAGEMENT_MAX_EVENT_BYTES", "10"),
+        ("ENGAGEMENT_MIN_TS", "last tuesday"),
+        ("ENGAGEMENT_MIN_TS", "1995-06-01T00:00:00"),  # no offset
+        ("ENGAGEMENT_MAX_USER_ID_BYTES", "0"),
+        ("ENGAGEMENT_MAX_EVENT_ID_BYTES", "-1"),
+        ("ENGAGEMENT_MAX_LABEL_BYTES", "256"),  # a user's state keeps one length byte
         ("ENGAGEMENT_WEB_PORT", "70000"),
     ],
 )

@@ -26,20 +26,16 @@ from agents.simulation.population import (
 )
 from agents.simulation.producer import forged_tick, misrouted_event, write_history
 from streams.control import ControlSigner
-from streams.decode import DecodeRules, Rejected, decode_record, nesting_depth, partition_for
+from streams.decode import DecodeRules, decode_record, partition_for
 from streams.records import DLQ_REASONS, InputEvent
+from streams.validate import MAX_DEPTH, EventRules, Rejected, bounded_json
 from tables.model import ModelEvent
 
 DAY_MS = 1_000
 START_MS = 1_700_000_000_250  # not on a day boundary, on purpose
 DAYS = 60
 PARTITIONS = 8
-RULES = DecodeRules(
-    topic="engagement.events",
-    partitions=PARTITIONS,
-    max_event_bytes=65_536,
-    max_future_ms=3_600_000,
-)
+RULES = DecodeRules(topic="engagement.events", partitions=PARTITIONS, event=EventRules())
 
 
 @pytest.fixture(scope="module")
@@ -266,10 +262,10 @@ def test_monthly_users_leave_gaps_longer_than_a_week(
 
 
 @pytest.mark.parametrize("now_ms", [None, 1_760_000_000_000])
-def test_eleven_poison_records_cover_every_reason_a_producer_can_cause(
+def test_one_round_of_poison_covers_every_reason_a_producer_can_cause(
     now_ms: int | None,
 ) -> None:
-    triples = poison_records(11, seed=3, now_ms=now_ms)
+    triples = poison_records(len(POISON_REASONS), seed=3, now_ms=now_ms)
     assert Counter(reason for reason, _key, _value in triples) == Counter(POISON_REASONS)
     assert set(POISON_REASONS) | {"wrong_partition", "bad_signature"} == set(DLQ_REASONS)
     append_ms = 1_760_000_000_000
@@ -291,7 +287,7 @@ def test_every_poison_variant_is_rejected_for_its_tagged_reason(index: int, seed
 
 def test_poison_is_really_bad() -> None:
     by_reason: dict[str, list[bytes]] = defaultdict(list)
-    for reason, _key, value in poison_records(11 * 8, seed=9):
+    for reason, _key, value in poison_records(len(POISON_REASONS) * 8, seed=9):
         by_reason[reason].append(value)
     for value in by_reason["not_json"]:
         with pytest.raises(ValueError):
@@ -301,10 +297,16 @@ def test_poison_is_really_bad() -> None:
     for value in by_reason["too_large"]:
         assert len(value) > 65_536
     for value in by_reason["too_deep"]:
-        assert nesting_depth(value) > 16
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.json.decode(value, type=bounded_json(MAX_DEPTH))
     for value in by_reason["reserved_type"]:
         assert json.loads(value)["type"].startswith("$")
-    assert len({value for values in by_reason.values() for value in values}) > 11 * 3
+    for field, cap in (("user_id", 256), ("event_id", 128), ("tenant", 64), ("segment", 64)):
+        for value in by_reason[f"{field}_too_long"]:
+            assert len(json.loads(value)[field].encode()) > cap
+    assert (
+        len({value for values in by_reason.values() for value in values}) > len(POISON_REASONS) * 3
+    )
 
 
 def test_misrouted_event_is_rejected_as_wrong_partition() -> None:
