@@ -14,8 +14,9 @@ from support.kafka_util import Record, consume_all, create_topics
 from agents.simulation.population import Population
 from agents.simulation.producer import run_simulator, wall_ms
 from agents.stack.services import EmbeddedBroker
-from streams.decode import DecodeRules, Rejected, decode_record, partition_for
+from streams.decode import DecodeRules, decode_record, partition_for
 from streams.records import DLQ_REASONS
+from streams.validate import Rejected
 from tables.model import ModelEvent
 
 pytestmark = pytest.mark.integration
@@ -46,9 +47,7 @@ async def _topic(bootstrap: str) -> str:
 
 
 def _rules(topic: str) -> DecodeRules:
-    return DecodeRules(
-        topic=topic, partitions=PARTITIONS, max_event_bytes=65_536, max_future_ms=3_600_000
-    )
+    return DecodeRules(topic=topic, partitions=PARTITIONS)
 
 
 def _decode(record: Record, rules: DecodeRules) -> Any:

@@ -19,10 +19,11 @@ from click.testing import CliRunner
 
 from agents.cli.main import main
 from agents.worker.status import UserStatus
-from streams.decode import DecodeRules, Rejected, decode_record
+from streams.decode import DecodeRules, decode_record
 from streams.records import DLQ_REASONS
 from streams.schemas import SCHEMA_DIR
 from streams.settings import Settings
+from streams.validate import Rejected
 from tables.groups import HOLDOUT, TREATMENT
 from tables.lifecycle import STAGES
 from tables.model import REACTIVATED
@@ -170,9 +171,7 @@ def test_examples_follow_the_field_rules_of_the_contract() -> None:
 
 def test_the_decoder_gives_the_dlq_example_its_reason() -> None:
     for record in _of("dlq-record"):
-        rules = DecodeRules(
-            topic=record["topic"], partitions=4, max_event_bytes=65_536, max_future_ms=3_600_000
-        )
+        rules = DecodeRules(topic=record["topic"], partitions=4)
         key = None if record["key_b64"] is None else base64.b64decode(record["key_b64"])
         value = None if record["value_b64"] is None else base64.b64decode(record["value_b64"])
         result = decode_record(

@@ -233,7 +233,8 @@ def test_users_gathered_while_reading_equal_grouping_the_sorted_events(
 
 
 def test_empty_ids_and_types_are_refused_as_the_live_decoder_does(tmp_path: Path) -> None:
-    from streams.decode import DecodeRules, Rejected, decode_record
+    from streams.decode import DecodeRules, decode_record
+    from streams.validate import Rejected
 
     rules = DecodeRules(topic="events", partitions=1, event=EventRules(max_future_ms=0))
     good = json.loads(line("e1", "u1", T0))
