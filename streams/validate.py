@@ -8,8 +8,8 @@ need the broker stay in the live decoder: the record key, the partition and
 control-record signatures. ``ts_in_future`` needs the broker's append time;
 offline, where there is none, it is not judged.
 
-Order of the checks (the first one failed names the reason): size, then
-reading (nesting and syntax, whichever comes first in the bytes), an object,
+Order of the checks (the first one failed names the reason): size, syntax,
+nesting, an object,
 the required fields, the ids and their lengths, tenant and segment, props,
 ``ts`` and its lower bound, a reserved ``type``, and last ``ts_in_future``.
 """
@@ -61,58 +61,62 @@ class Rejected(msgspec.Struct, frozen=True):
     detail: str
 
 
-_SCALAR: Any = str | int | float | bool | None
+def nests_deeper(value: dict[str, Any] | list[Any], levels: int) -> bool:
+    """Whether ``value`` (itself the first level) holds containers past ``levels`` levels.
 
-
-def bounded_json(levels: int) -> Any:
-    """The type of a JSON value nested at most ``levels`` deep (a scalar is 0).
-
-    msgspec checks it while it parses, in C: a deeper value fails at the
-    first container past the bound, whatever follows it, so the nesting
-    check costs nothing on a valid value and stops after ``levels + 1``
-    levels on a deep one."""
-    bounded: Any = _SCALAR
+    Level by level over the parsed containers, never into strings or numbers,
+    and it stops at the first level past the bound: an event without nested
+    ``props`` costs one look at its fields."""
+    frontier: list[Any] = [value]
     for _level in range(levels):
-        bounded = _SCALAR | list[bounded] | dict[str, bounded]
-    return bounded
-
-
-_BOUNDED_VALUE: Final[Any] = bounded_json(MAX_DEPTH)
-_bounded_decoder: Final = msgspec.json.Decoder(_BOUNDED_VALUE)
-_encoder: Final = msgspec.json.Encoder()
-# msgspec's message when a container stands where the bound allows only a
-# scalar; its other validation error here is a number beyond float range
-_TOO_DEEP_MESSAGE: Final = "Expected `"
+        below: list[Any] = []
+        for container in frontier:
+            items = container.values() if type(container) is dict else container
+            below += [item for item in items if type(item) is dict or type(item) is list]
+        if not below:
+            return False
+        frontier = below
+    return True
 
 
 def _too_deep() -> Rejected:
     return Rejected("too_deep", f"nesting deeper than {MAX_DEPTH}")
 
 
+_decoder: Final = msgspec.json.Decoder()
+
+
 def _parse(value: bytes) -> Any:
-    """The JSON value, or a ``Rejected`` for ``too_deep`` or ``not_json``."""
+    """The JSON value, or a ``Rejected`` for ``not_json`` or ``too_deep``.
+
+    Both parsers (C) stop with a ``RecursionError`` near the interpreter's
+    recursion limit (about 1,000 levels), so a deeper value is refused
+    without being read whole."""
     try:
-        return _bounded_decoder.decode(value)
-    except msgspec.ValidationError as exc:
-        if str(exc).startswith(_TOO_DEEP_MESSAGE):
-            return _too_deep()
+        obj = _decoder.decode(value)
+    except RecursionError:
+        return _too_deep()
     except msgspec.DecodeError:
-        pass
+        obj = _parse_non_finite(value)
+    # fewer opening brackets than levels (counted in C) cannot nest too deep
+    if (
+        isinstance(obj, dict | list)
+        and value.count(b"[") + value.count(b"{") > MAX_DEPTH
+        and nests_deeper(obj, MAX_DEPTH)
+    ):
+        return _too_deep()
+    return obj
+
+
+def _parse_non_finite(value: bytes) -> Any:
     # msgspec refuses NaN/Infinity/1e999; the standard library reads them, so a
     # non-finite timestamp is reported as such rather than as "not JSON".
     try:
         obj = json.loads(value)
-    except RecursionError:  # nested past the interpreter's limit, far past MAX_DEPTH
+        json.dumps(obj, ensure_ascii=False).encode()  # lone surrogates (\ud800) are not text
+    except RecursionError:
         return _too_deep()
-    except ValueError:
-        return Rejected("not_json", "value is not valid UTF-8 JSON")
-    # Written again by msgspec (non-finite numbers as null), the value meets
-    # the bounded decoder: its nesting is checked as on the fast path.
-    try:
-        _bounded_decoder.decode(_encoder.encode(obj))
-    except (msgspec.ValidationError, RecursionError):
-        return _too_deep()
-    except UnicodeEncodeError:  # a lone surrogate (\ud800) is not text
+    except ValueError:  # UnicodeEncodeError included
         return Rejected("not_json", "value is not valid UTF-8 JSON")
     return obj
 

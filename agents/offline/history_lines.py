@@ -24,10 +24,8 @@ from typing import Annotated, Any
 import msgspec
 
 from streams.validate import (
-    MAX_DEPTH,
     EventRules,
     Rejected,
-    bounded_json,
     check_event,
     parse_object,
 )
@@ -60,8 +58,8 @@ def judge_line(line: bytes, rules: EventRules) -> LineEvent | Rejected | None:
     )
 
 
-# props is the event's second level: its values may nest MAX_DEPTH - 2 deeper
-_PROPS: Any = dict[str, bounded_json(MAX_DEPTH - 2)]  # type: ignore[misc]
+_SCALAR: Any = str | int | float | bool | None
+_SHALLOW_PROPS: Any = dict[str, _SCALAR | list[_SCALAR] | dict[str, _SCALAR]]
 
 
 @cache
@@ -71,7 +69,8 @@ def _plain_decoder(rules: EventRules) -> msgspec.json.Decoder[Any]:
     On an ASCII line without escapes every string has as many bytes as
     characters, so msgspec's length bounds are the byte caps; unknown
     fields are refused because msgspec would skip them unread (their nesting
-    unchecked); ``props`` sits at the second level of the event."""
+    unchecked); ``props`` nests at most two levels (the event: four), deeper
+    ones are left to the validator."""
 
     def text(max_bytes: int) -> Any:
         return Annotated[str, msgspec.Meta(min_length=1, max_length=max_bytes)]
@@ -86,7 +85,7 @@ def _plain_decoder(rules: EventRules) -> msgspec.json.Decoder[Any]:
             ("ts", Annotated[int, msgspec.Meta(ge=rules.min_ts_ms)]),
             ("tenant", label, None),
             ("segment", label, None),
-            ("props", _PROPS | None, None),
+            ("props", _SHALLOW_PROPS | None, None),
         ],
         frozen=True,
         gc=False,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from streams.control import ControlSigner
 from streams.decode import Control, DecodeRules, decode_record, id_hash, partition_for
 from streams.records import CONTROL_HEADER, DLQ_REASONS, ConfigUpdate, Erase, Tick
-from streams.validate import MAX_DEPTH, EventRules, Rejected
+from streams.validate import MAX_DEPTH, EventRules, Rejected, nests_deeper
 from tables.model import ModelEvent
 
 TOPIC = "engagement.events"
@@ -510,8 +510,7 @@ def test_the_lower_bound_of_ts_is_a_setting() -> None:
     [
         b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
         b"[" * 2_000 + b"]" * 2_000,
-        b"[" * 4_000,  # never closed: the 17th level is met first
-        b"[" * (MAX_DEPTH + 1) + b"x",
+        b"[" * 4_000,  # never closed: the parser's recursion limit comes first
         # deep after a long valid prefix
         raw(body(pad="x" * 3_000))[:-1] + b', "props": ' + b'{"a":' * 16 + b"1" + b"}" * 17,
         # NaN is read by the fallback parser, which checks the nesting too
@@ -519,16 +518,33 @@ def test_the_lower_bound_of_ts_is_a_setting() -> None:
         b'{"ts": NaN, "p": ' + b"[" * 2_000 + b"]" * 2_000 + b"}",
         b'{"ts": 1e999, "p": ' + b"[" * 20 + b"]" * 20 + b"}",
     ],
-    ids=["17", "2k", "unclosed", "17-then-garbage", "deep-late", "nan-20", "nan-2k", "1e999-20"],
+    ids=["17", "2k", "unclosed", "deep-late", "nan-20", "nan-2k", "1e999-20"],
 )
 def test_too_deep_is_found_wherever_the_depth_is(value: bytes) -> None:
     result = decode(value)
     assert isinstance(result, Rejected) and result.reason == "too_deep", result
 
 
-def test_a_syntax_error_before_the_17th_level_is_not_json() -> None:
-    result = decode(b"[[x" + b"[" * 30)
+@pytest.mark.parametrize("value", [b"[[x" + b"[" * 30, b"[" * (MAX_DEPTH + 1) + b"x"])
+def test_a_value_that_is_not_json_is_not_json_however_deep(value: bytes) -> None:
+    result = decode(value)
     assert isinstance(result, Rejected) and result.reason == "not_json"
+
+
+@pytest.mark.parametrize(
+    ("value", "levels", "deeper"),
+    [
+        ({}, 1, False),
+        ({"a": 1, "b": "[[[["}, 1, False),
+        ({"a": {}}, 1, True),
+        ({"a": {}}, 2, False),
+        ([1, [2, [3, {"x": []}]]], 4, True),
+        ([1, [2, [3, {"x": []}]]], 5, False),
+        ({"wide": [[] for _ in range(100)], "deep": [[[[]]]]}, 4, True),
+    ],
+)
+def test_nests_deeper_counts_levels_of_containers(value: Any, levels: int, deeper: bool) -> None:
+    assert nests_deeper(value, levels) is deeper
 
 
 def test_non_finite_numbers_in_props_are_accepted() -> None:

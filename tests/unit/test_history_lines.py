@@ -182,7 +182,7 @@ def test_live_decode_and_replay_agree_on_every_line(line: bytes) -> None:
 PLAIN = [
     b'{"event_id":"e1","user_id":"u1","type":"view","ts":1700000000000}\n',
     b'{"event_id":"e1","user_id":"u1","type":"view","ts":1700000000000,"tenant":"acme",'
-    b'"segment":"eu","props":{"page":"p","n":[1,{"a":2}]}}\n',
+    b'"segment":"eu","props":{"page":"p","n":[1,2],"o":{"a":2}}}\n',
     b'{"event_id":"eeeeee","user_id":"uuuuuuuu","type":"v","ts":1699999999000,"tenant":null}',
 ]
 

@@ -28,7 +28,7 @@ from agents.simulation.producer import forged_tick, misrouted_event, write_histo
 from streams.control import ControlSigner
 from streams.decode import DecodeRules, decode_record, partition_for
 from streams.records import DLQ_REASONS, InputEvent
-from streams.validate import MAX_DEPTH, EventRules, Rejected, bounded_json
+from streams.validate import MAX_DEPTH, EventRules, Rejected, nests_deeper
 from tables.model import ModelEvent
 
 DAY_MS = 1_000
@@ -297,8 +297,7 @@ def test_poison_is_really_bad() -> None:
     for value in by_reason["too_large"]:
         assert len(value) > 65_536
     for value in by_reason["too_deep"]:
-        with pytest.raises(msgspec.ValidationError):
-            msgspec.json.decode(value, type=bounded_json(MAX_DEPTH))
+        assert nests_deeper(json.loads(value), MAX_DEPTH)
     for value in by_reason["reserved_type"]:
         assert json.loads(value)["type"].startswith("$")
     for field, cap in (("user_id", 256), ("event_id", 128), ("tenant", 64), ("segment", 64)):
