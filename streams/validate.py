@@ -9,9 +9,9 @@ control-record signatures. ``ts_in_future`` needs the broker's append time;
 offline, where there is none, it is not judged.
 
 Order of the checks (the first one failed names the reason): size, syntax,
-nesting, an object,
-the required fields, the ids and their lengths, tenant and segment, props,
-``ts`` and its lower bound, a reserved ``type``, and last ``ts_in_future``.
+nesting, an object, the required fields, the ids and their lengths, tenant
+and segment, props, ``ts`` and its lower bound, a reserved ``type``, and
+last ``ts_in_future``.
 """
 
 from __future__ import annotations
