@@ -26,7 +26,8 @@ from support.kafka_util import create_topics
 from support.workers import Deployment, read_topic
 
 from agents.stack.services import KafkaBroker
-from streams.decode import DecodeRules, Rejected, decode_record, partition_for
+from streams.decode import DecodeRules, decode_record, partition_for
+from streams.validate import Rejected
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -116,8 +117,7 @@ def assert_placed_and_accepted(records: list[Any], deployment: Deployment) -> No
     rules = DecodeRules(
         topic=settings.topic_events,
         partitions=PARTITIONS,
-        max_event_bytes=settings.max_event_bytes,
-        max_future_ms=settings.max_future_ms,
+        event=settings.event_rules(),
     )
     misplaced = [r for r in records if r.partition != partition_for(r.key, PARTITIONS)]
     assert misplaced == []

@@ -25,7 +25,6 @@ from reference.partition import Partition
 from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick
 
 CONTROL_HEADER = "engagement-control"
-MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_DEPTH = 16
 _NON_FINITE = {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}
 _CONTROL_FIELDS = {  # type -> (header value, the integer and string fields it needs)
@@ -55,28 +54,19 @@ class LogRules:
     keys: dict[str, bytes]  # kid -> secret of CLOCK_KEYS
     max_event_bytes: int = 65_536
     max_future_ms: int = 3_600_000
+    min_ts_ms: int = 100_000_000_000  # 1973-03-03T09:46:40Z
+    max_user_id_bytes: int = 256
+    max_event_id_bytes: int = 128
+    max_label_bytes: int = 64
 
 
-def _depth(raw: bytes) -> int:
-    """Deepest bracket nesting outside strings."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in raw.decode("utf-8", errors="replace"):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
+def _depth(value: Any) -> int:
+    """Nesting of a parsed JSON value (a scalar is 0)."""
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
 
 
 def _is_int(value: Any) -> bool:
@@ -150,12 +140,14 @@ def decode(raw: RawRecord, rules: LogRules) -> Record | str:
         return "not_json"
     if len(value) > rules.max_event_bytes:
         return "too_large"
-    if _depth(value) > MAX_DEPTH:
-        return "too_deep"
     try:
         body = json.loads(value.decode("utf-8"))
         json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates are not text
-    except (UnicodeError, ValueError, RecursionError):
+        if _depth(body) > MAX_DEPTH:
+            return "too_deep"
+    except RecursionError:  # past the parser's recursion limit
+        return "too_deep"
+    except (UnicodeError, ValueError):
         return "not_json"
     if not isinstance(body, dict):
         return "not_object"
@@ -173,20 +165,26 @@ def decode(raw: RawRecord, rules: LogRules) -> Record | str:
     for name in ("event_id", "user_id", "type"):
         if not isinstance(body[name], str) or not body[name]:
             return "wrong_type"
+    if len(body["user_id"].encode()) > rules.max_user_id_bytes:
+        return "user_id_too_long"
+    if len(body["event_id"].encode()) > rules.max_event_id_bytes:
+        return "event_id_too_long"
     for name in ("tenant", "segment"):
         if body.get(name) is not None and not isinstance(body[name], str):
             return "wrong_type"
+        if body.get(name) is not None and len(body[name].encode()) > rules.max_label_bytes:
+            return f"{name}_too_long"
     if body.get("props") is not None and not isinstance(body["props"], dict):
         return "wrong_type"
     ts_ms = _ts_ms(body["ts"])
     if isinstance(ts_ms, str):
         return ts_ms
-    if ts_ms < MIN_TS_MS:
+    if ts_ms < rules.min_ts_ms:
         return "ts_out_of_range"
-    if ts_ms > raw.timestamp_ms + rules.max_future_ms:
-        return "ts_in_future"
     if body["type"].startswith("$"):
         return "reserved_type"
+    if ts_ms > raw.timestamp_ms + rules.max_future_ms:
+        return "ts_in_future"
     user_bytes = body["user_id"].encode()
     if raw.key != user_bytes:
         return "key_mismatch"

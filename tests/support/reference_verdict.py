@@ -27,6 +27,10 @@ def run_reference_log(settings: Settings, log: list[RawRecord]) -> LogOutcome:
         keys=settings.clock_key_map(),
         max_event_bytes=settings.max_event_bytes,
         max_future_ms=settings.max_future_ms,
+        min_ts_ms=settings.min_ts_ms,
+        max_user_id_bytes=settings.max_user_id_bytes,
+        max_event_id_bytes=settings.max_event_id_bytes,
+        max_label_bytes=settings.max_label_bytes,
     )
     return run_log(log, rules_for(settings), log_rules)
 

@@ -14,10 +14,11 @@ from reference.records import Config, Erase, Event, Tick
 
 from agents.simulation.population import POISON_REASONS, poison_record
 from streams.control import ControlSigner
-from streams.decode import Control, DecodeRules, Rejected, decode_record, id_hash, partition_for
+from streams.decode import Control, DecodeRules, decode_record, id_hash, partition_for
 from streams.records import CONTROL_HEADER, ConfigUpdate
 from streams.records import Erase as EraseRecord
 from streams.records import Tick as TickRecord
+from streams.validate import EventRules, Rejected
 
 TOPIC = "engagement.events"
 PARTITIONS = 4
@@ -27,8 +28,7 @@ SIGNER = ControlSigner(KEYS, "k1")
 RULES = DecodeRules(
     topic=TOPIC,
     partitions=PARTITIONS,
-    max_event_bytes=2_048,
-    max_future_ms=3_600_000,
+    event=EventRules(max_event_bytes=2_048, max_future_ms=3_600_000),
     signer=SIGNER,
 )
 LOG_RULES = LogRules(topic=TOPIC, partitions=PARTITIONS, keys=KEYS, max_event_bytes=2_048)
@@ -100,6 +100,9 @@ FIELD_VALUES = st.one_of(
     st.sampled_from(
         [*USERS, "$tick", "visit", "2027-01-15T08:00:00Z", "2027-01-15 08:00:00", "NaN", "-inf"]
     ),
+    # at and past the length caps (bytes of UTF-8) and the lower bound of ts
+    st.sampled_from(["x" * 257, "x" * 128, "é" * 65, "é" * 32, "é" * 33, "€" * 22]),
+    st.sampled_from([99_999_999_999, 100_000_000_000, "1995-06-01T00:00:00Z"]),
     st.integers(NOW_MS - 10**12, NOW_MS + 10**7),
     st.floats(allow_nan=True, allow_infinity=True),
 )
