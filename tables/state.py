@@ -1,19 +1,41 @@
 """Per-user state: a frozen struct and its packed binary form (no field names).
 
-Layout of version 1 (little-endian, 118 bytes + tenant + segment):
-version; tier (low 2 bits) and lifecycle stage (next 3 bits) in one byte;
-flags of recent negative event types (``NEGATIVE_TYPES``, this and the
-previous week of activity); id ring position (4 x u8); first/last seen (2 x
-i64 ms);
-source partition (u16) and offset (i64) of the last applied event; four 8-byte
-event-id hashes; the day index of the newest day counter (i32) and 28
-saturating one-byte counters, newest first; active days in total (u32),
-current streak (u16); the usual gap between active days in hundredths of a
-day (u16); events
-in total (u32); the first signal's ``as_of`` in this episode (i64, 0 = none);
-the day of the last return from dormant/churned (i32, -1 = none); tenant and
-segment as length-prefixed UTF-8. Blobs written before the stage and the
-flags were used (both zero then) read the same.
+Layout of version 2 (little-endian; 118 fixed bytes, the labels, the
+extension)::
+
+    offset  bytes  field
+         0      1  format version (2)
+         1      1  tier (bits 0-1) and lifecycle stage (bits 2-4)
+         2      1  flags of recent negative event types (``NEGATIVE_TYPES``,
+                   this and the previous week of activity)
+         3      1  how many of the 4 event-id hashes are in use
+         4      8  first seen, ms (i64)
+        12      8  last seen, ms (i64)
+        20      2  source partition of the last applied event (u16)
+        22      8  its offset (i64, -1 = none)
+        30     32  event-id hashes (4 x u64), oldest first
+        62      4  day index of the newest day counter (i32, -1 = none)
+        66     28  one-byte saturating event counts per day, newest first
+        94      4  active days in total (u32)
+        98      2  current streak in days (u16)
+       100      2  usual gap between active days, hundredths of a day (u16)
+       102      4  events in total (u32)
+       106      8  the first signal's ``as_of`` in this episode (i64, 0 = none)
+       114      4  day of the last return from dormant/churned (i32, -1 = none)
+       118  1 + n  tenant: length (u8), UTF-8 (at most 255 bytes)
+         …  1 + m  segment: length (u8), UTF-8 (at most 255 bytes)
+         …      …  extension: the fields added after version 1; a version
+                   appends its own fields to the previous version's, so every
+                   field keeps its place. Empty in version 2.
+
+Version 1 is the same layout with version byte 1 and no extension: a reader
+takes it as the same state, and the next write of the user stores version 2
+(the upgrade of a rolling deploy). A version newer than ``STATE_VERSION``
+raises ``NewerStateError``: this release cannot know what the newer fields
+mean, and writing the state back would drop them. Adding a field: give it a
+default in ``UserState``, bump ``STATE_VERSION``, append it to the extension
+(``_EXTENSION_BYTES``) and read it only from blobs of that version on,
+keeping the frozen blobs of every older version readable (tests/unit/test_state.py).
 """
 
 from __future__ import annotations
@@ -23,9 +45,9 @@ from typing import Final
 
 import msgspec
 
-from tables.errors import StateFormatError
+from tables.errors import NewerStateError, StateFormatError
 
-STATE_VERSION: Final = 1
+STATE_VERSION: Final = 2
 DAY_WINDOW: Final = 28
 ID_SLOTS: Final = 4
 NO_OFFSET: Final = -1
@@ -38,7 +60,11 @@ TIER_CHURNED: Final = 3
 TIER_NAMES: Final = ("", "at_risk", "dormant", "churned")
 
 _FIXED = struct.Struct(f"<BBBBqqHq{ID_SLOTS}Qi{DAY_WINDOW}sIHHIqi")
+# Bytes of the extension in each readable version; a version's extension is
+# the previous one's followed by the fields it adds.
+_EXTENSION_BYTES: Final = {1: 0, 2: 0}
 _EMPTY_DAYS: Final = bytes(DAY_WINDOW)
+_LENGTH_BYTE: Final = tuple(bytes((n,)) for n in range(256))  # faster than bytes((n,)) per call
 
 
 class UserState(msgspec.Struct, frozen=True, gc=False):
@@ -70,8 +96,10 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
 
 
 def pack_state(state: UserState) -> bytes:
-    """The compact form: 120 bytes + tenant + segment (≤ 128 while they total ≤ 8)."""
-    ids = tuple(state.recent_ids[-ID_SLOTS:])
+    """Version ``STATE_VERSION``: 120 bytes + tenant + segment (≤ 128 while they total ≤ 8)."""
+    ids = state.recent_ids
+    if len(ids) > ID_SLOTS:
+        ids = ids[-ID_SLOTS:]
     ring = ids + (0,) * (ID_SLOTS - len(ids))
     tenant = _label_bytes(state.tenant)
     segment = _label_bytes(state.segment)
@@ -94,7 +122,7 @@ def pack_state(state: UserState) -> bytes:
         state.first_signal_as_of_ms,
         state.returned_day,
     )
-    return b"".join((fixed, bytes((len(tenant),)), tenant, bytes((len(segment),)), segment))
+    return b"".join((fixed, _LENGTH_BYTE[len(tenant)], tenant, _LENGTH_BYTE[len(segment)], segment))
 
 
 def _label_bytes(label: str) -> bytes:
@@ -106,12 +134,21 @@ def _label_bytes(label: str) -> bytes:
 
 
 def unpack_state(blob: bytes) -> UserState:
-    """Inverse of :func:`pack_state`; raises ``StateFormatError`` on a foreign blob."""
-    if len(blob) < _FIXED.size + 2 or blob[0] != STATE_VERSION:
-        raise StateFormatError(
-            f"user state of {len(blob)} bytes with version {blob[:1].hex() or 'none'} "
-            f"is not version {STATE_VERSION}"
-        )
+    """Inverse of :func:`pack_state` for every version up to ``STATE_VERSION``.
+
+    Raises ``NewerStateError`` for a newer version and ``StateFormatError``
+    for anything else that is not a user state."""
+    if not blob:
+        raise StateFormatError("user state of 0 bytes")
+    version = blob[0]
+    extension_bytes = _EXTENSION_BYTES.get(version)
+    if extension_bytes is None:
+        if version > STATE_VERSION:
+            raise NewerStateError(version, STATE_VERSION)
+        raise StateFormatError(f"user state of an unknown format version {version}")
+    size = len(blob)
+    if size < _FIXED.size + 2:
+        raise StateFormatError(f"user state of {size} bytes in version {version} is too short")
     (
         _version,
         tier_stage,
@@ -134,35 +171,34 @@ def unpack_state(blob: bytes) -> UserState:
         first_signal_as_of_ms,
         returned_day,
     ) = _FIXED.unpack_from(blob)
-    pos = _FIXED.size
-    tenant_len = blob[pos]
-    segment_at = pos + 1 + tenant_len
-    if segment_at >= len(blob) or segment_at + 1 + blob[segment_at] != len(blob):
-        raise StateFormatError(f"user state of {len(blob)} bytes has a bad length")
+    segment_at = _FIXED.size + 1 + blob[_FIXED.size]
+    if segment_at >= size or segment_at + 1 + blob[segment_at] + extension_bytes != size:
+        raise StateFormatError(f"user state of {size} bytes in version {version} has a bad length")
     try:
-        tenant = blob[pos + 1 : segment_at].decode()
-        segment = blob[segment_at + 1 :].decode()
+        tenant = blob[_FIXED.size + 1 : segment_at].decode()
+        segment = blob[segment_at + 1 : size - extension_bytes].decode()
     except UnicodeDecodeError as exc:
         raise StateFormatError("user state has a tenant or segment that is not UTF-8") from exc
+    # positional, in UserState's field order (pinned by tests/unit/test_state.py)
     return UserState(
-        first_seen_ms=first_seen_ms,
-        last_seen_ms=last_seen_ms,
-        partition=partition,
-        offset=offset,
-        recent_ids=(id0, id1, id2, id3)[:id_count],
-        newest_day=newest_day,
-        day_counts=day_counts,
-        active_days=active_days,
-        streak_days=streak_days,
-        usual_gap_centidays=usual_gap_centidays,
-        events_total=events_total,
-        tier=tier_stage & 0b11,
-        stage=(tier_stage >> 2) & 0b111,
-        first_signal_as_of_ms=first_signal_as_of_ms,
-        returned_day=returned_day,
-        negative_flags=negative_flags,
-        tenant=tenant,
-        segment=segment,
+        first_seen_ms,
+        last_seen_ms,
+        partition,
+        offset,
+        (id0, id1, id2, id3)[:id_count],
+        newest_day,
+        day_counts,
+        active_days,
+        streak_days,
+        usual_gap_centidays,
+        events_total,
+        tier_stage & 0b11,
+        (tier_stage >> 2) & 0b111,
+        first_signal_as_of_ms,
+        returned_day,
+        negative_flags,
+        tenant,
+        segment,
     )
 
 

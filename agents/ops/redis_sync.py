@@ -12,6 +12,10 @@ changed during the sync may be written with an older value; at the end the
 sync (also one that fails part way) raises ``{app_id}:rebuilds``, and every
 running worker's mirror, seeing it with its next write or idle check,
 rewrites its partitions from its table.
+
+States of every format version this release reads are taken as they are; a
+state in a newer version (a newer release wrote it) stops the sync with
+``NewerStateError`` before Redis is touched.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from streams.kafka import client_options
 from streams.model_settings import model_config
 from streams.settings import Settings
 from tables.clock import NEVER, clock_ms
-from tables.errors import EngagementError, StateFormatError
+from tables.errors import EngagementError, NewerStateError, StateFormatError
 from tables.model import ModelConfig
 from tables.state import UserState, unpack_state
 
@@ -144,6 +148,8 @@ async def redis_sync(
     for key, blob in blobs.items():
         try:
             states[key.decode()] = unpack_state(blob)
+        except NewerStateError:
+            raise  # before Redis is touched: skipping the user would delete its keys
         except (StateFormatError, UnicodeDecodeError):
             stats.unreadable += 1
     keys = MirrorKeys(settings.app_id)

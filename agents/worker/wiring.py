@@ -21,7 +21,7 @@ from agents.worker.status import StatusWriter, clock_reader, flush_before_commit
 from agents.worker.web import register_web
 from streams.app import EngineApp, create_app
 from streams.settings import Settings
-from tables.errors import ConfigurationError
+from tables.errors import ConfigurationError, StateFormatError
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,14 @@ def build_worker(
 
     async def on_recovered() -> None:
         partitions = owned_partitions(engine_app)
-        counts = runtime.rebuild(partitions)
+        try:
+            counts = runtime.rebuild(partitions)
+        except StateFormatError as exc:
+            # Faust swallows a recovery callback's error and would go on feeding
+            # events against state this release cannot read: stop instead.
+            log.critical("cannot read the users table: %s", exc)
+            await app.crash(exc)
+            return
         if mirror is not None:
             mirror.request_resync(partitions)
         ready["recovered"] = True

@@ -1,4 +1,5 @@
-"""Per-user state: the packed form round-trips, fits the budget, refuses foreign blobs."""
+"""Per-user state: the packed form round-trips, fits the budget, reads every older
+version, refuses newer versions and foreign blobs."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.state_v1 import StateV1, pack_v1
 
-from tables.errors import StateFormatError
+from tables.errors import NewerStateError, StateFormatError
 from tables.state import (
     DAY_WINDOW,
     ID_SLOTS,
     NO_DAY,
     STATE_VERSION,
+    TIER_AT_RISK,
     TIER_CHURNED,
     TIER_NONE,
     UserState,
@@ -50,6 +53,7 @@ def user_states(name_bytes: int = 255) -> st.SearchStrategy[UserState]:
         stage=st.integers(0, 5),
         first_signal_as_of_ms=I64,
         returned_day=I32,
+        negative_flags=st.integers(0, 255),
         tenant=names(name_bytes),
         segment=names(name_bytes),
     )
@@ -98,16 +102,100 @@ def test_default_state_without_tenant_fits_the_budget() -> None:
     assert len(pack_state(state)) <= 128
 
 
+# A user state as a version-1 worker stored it, field by field (tests/support/state_v1.py).
+V1_BLOB = bytes.fromhex(
+    "01"  # version
+    "09"  # tier 1 (at_risk), stage 2 (at_risk) << 2
+    "05"  # negative flags
+    "02"  # two event-id hashes in use
+    "0068e5cf8b010000"  # first seen 1_700_000_000_000
+    "80561cd08b010000"  # last seen 1_700_003_600_000
+    "0300"  # partition 3
+    "2900000000000000"  # offset 41
+    "efcdab8967452301" "ffffffffffffffff" "0000000000000000" "0000000000000000"  # hashes
+    "db4c0000"  # newest day 19_675
+    "050002" + "00" * 25 +  # day counts 5, 0, 2, then nothing
+    "09000000"  # active days 9
+    "0200"  # streak 2
+    "9600"  # usual gap 1.50 days
+    "11000000"  # events 17
+    "0049dbd58b010000"  # first signal as of 1_700_100_000_000
+    "904c0000"  # returned on day 19_600
+    "04" "61636d65"  # tenant "acme"
+    "03" "70726f"  # segment "pro"
+)
+V1_STATE = UserState(
+    first_seen_ms=1_700_000_000_000,
+    last_seen_ms=1_700_003_600_000,
+    partition=3,
+    offset=41,
+    recent_ids=(0x0123456789ABCDEF, 2**64 - 1),
+    newest_day=19_675,
+    day_counts=bytes([5, 0, 2]) + bytes(DAY_WINDOW - 3),
+    active_days=9,
+    streak_days=2,
+    usual_gap_centidays=150,
+    events_total=17,
+    tier=TIER_AT_RISK,
+    stage=2,
+    first_signal_as_of_ms=1_700_100_000_000,
+    returned_day=19_600,
+    negative_flags=0b101,
+    tenant="acme",
+    segment="pro",
+)
+
+
+def test_a_frozen_version_1_blob_reads_as_its_state() -> None:
+    assert unpack_state(V1_BLOB) == V1_STATE
+
+
+def test_a_version_1_state_is_written_back_in_the_current_version() -> None:
+    upgraded = pack_state(unpack_state(V1_BLOB))
+    assert upgraded[0] == STATE_VERSION == 2
+    assert unpack_state(upgraded) == V1_STATE
+
+
+@settings(max_examples=300, deadline=None)
+@given(state=user_states())
+def test_any_state_an_independent_version_1_packer_wrote_reads_the_same(state: UserState) -> None:
+    assert unpack_state(pack_v1(StateV1(**msgspec.structs.asdict(state)))) == state
+
+
+@settings(max_examples=100, deadline=None)
+@given(state=user_states())
+def test_version_2_is_the_version_1_layout_with_an_empty_extension(state: UserState) -> None:
+    # the fixed part keeps its offsets, so a later version only appends
+    assert pack_state(state) == pack_v1(StateV1(**msgspec.structs.asdict(state)), version=2)
+
+
+@pytest.mark.parametrize("version", [STATE_VERSION + 1, 255])
+def test_a_newer_version_is_refused_naming_its_version(version: int) -> None:
+    blob = bytes([version]) + pack_state(V1_STATE)[1:] + bytes(40)  # more fields appended
+    with pytest.raises(NewerStateError, match=f"format version {version}, newer") as caught:
+        unpack_state(blob)
+    assert caught.value.version == version
+    assert isinstance(caught.value, StateFormatError)
+
+
+@pytest.mark.parametrize("version", [1, STATE_VERSION])
+def test_bytes_beyond_a_versions_extension_are_refused(version: int) -> None:
+    blob = bytes([version]) + pack_state(V1_STATE)[1:]
+    unpack_state(blob)
+    with pytest.raises(StateFormatError, match="bad length"):
+        unpack_state(blob + b"\x00")
+
+
 @pytest.mark.parametrize(
     "blob",
     [
         b"",
         b"\x01",
         bytes([STATE_VERSION]) + bytes(40),  # right version, too short
-        bytes([STATE_VERSION + 1]) + bytes(200),  # a future version
+        bytes([0]) + bytes(200),  # no version 0 ever existed
         b'{"first_seen_ms": 1, "last_seen_ms": 2}' + bytes(100),  # JSON, not packed
     ],
-    ids=["empty", "version-only", "too-short", "other-version", "json"],
+    ids=["empty", "version-only", "too-short", "version-0", "json"],
 )
 def test_foreign_blob_raises_state_format_error(blob: bytes) -> None:
     with pytest.raises(StateFormatError):
