@@ -112,17 +112,20 @@ V1_BLOB = bytes.fromhex(
     "80561cd08b010000"  # last seen 1_700_003_600_000
     "0300"  # partition 3
     "2900000000000000"  # offset 41
-    "efcdab8967452301" "ffffffffffffffff" "0000000000000000" "0000000000000000"  # hashes
+    "efcdab8967452301"  # hash 0x0123456789ABCDEF
+    "ffffffffffffffff"  # hash 2**64 - 1
+    "0000000000000000"  # unused slot
+    "0000000000000000"  # unused slot
     "db4c0000"  # newest day 19_675
-    "050002" + "00" * 25 +  # day counts 5, 0, 2, then nothing
+    "05000200000000000000000000000000000000000000000000000000"  # day counts 5, 0, 2, 0…
     "09000000"  # active days 9
     "0200"  # streak 2
     "9600"  # usual gap 1.50 days
     "11000000"  # events 17
     "0049dbd58b010000"  # first signal as of 1_700_100_000_000
     "904c0000"  # returned on day 19_600
-    "04" "61636d65"  # tenant "acme"
-    "03" "70726f"  # segment "pro"
+    "0461636d65"  # tenant "acme"
+    "0370726f"  # segment "pro"
 )
 V1_STATE = UserState(
     first_seen_ms=1_700_000_000_000,
