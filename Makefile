@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint unit integration faults faults-full bench bench-rocksdb kafka-jars examples clean
+.PHONY: setup deps demo test lint unit integration faults faults-full bench bench-rocksdb bench-flood kafka-jars examples clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,9 @@ bench: setup
 
 bench-rocksdb: setup kafka-jars
 	$(BIN)/python bench/rocksdb_users.py $(ARGS)
+
+bench-flood: setup kafka-jars
+	$(BIN)/python -m agents.bench.flood $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache run .mypy_cache .ruff_cache .pytest_cache examples/java/target
