@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -221,7 +222,12 @@ async def run(users: int, store: str) -> FloodResult:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _exit_on_term(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds the finally blocks: worker and broker stopped
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_term)
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--store", default="memory://", choices=["memory://", "rocksdb://"])
