@@ -85,6 +85,14 @@ def test_tenant_and_segment_of_8_characters_each_cost_exactly_their_bytes() -> N
     assert unpack_state(pack_state(labelled)) == labelled
 
 
+@settings(max_examples=200, deadline=None)
+@given(state=user_states())
+def test_a_state_costs_at_most_160_bytes_besides_its_tenant_and_segment(state: UserState) -> None:
+    # docs/CONTRACTS.md: later format versions extend the state within this budget
+    labels = len(state.tenant.encode()) + len(state.segment.encode())
+    assert len(pack_state(state)) - labels <= 160
+
+
 def test_default_state_without_tenant_fits_the_budget() -> None:
     state = UserState(
         first_seen_ms=1_700_000_000_000,
