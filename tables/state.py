@@ -34,8 +34,9 @@ takes it as the same state, and the next write of the user stores version 2
 raises ``NewerStateError``: this release cannot know what the newer fields
 mean, and writing the state back would drop them. Adding a field: give it a
 default in ``UserState``, bump ``STATE_VERSION``, append it to the extension
-(``_EXTENSION_BYTES``) and read it only from blobs of that version on,
-keeping the frozen blobs of every older version readable (tests/unit/test_state.py).
+(``_EXTENSION_BYTES``) and read it only from blobs of that version on, within
+160 bytes per user besides tenant and segment (docs/CONTRACTS.md); the frozen
+blobs of every older version in tests/unit/test_state.py must still read.
 """
 
 from __future__ import annotations

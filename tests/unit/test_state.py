@@ -157,8 +157,14 @@ V1_STATE = UserState(
 )
 
 
-def test_a_frozen_version_1_blob_reads_as_its_state() -> None:
-    assert unpack_state(V1_BLOB) == V1_STATE
+# The same state as version 2 wrote it: the version byte, then version 1's bytes
+# and an empty extension.
+V2_BLOB = bytes.fromhex("02") + V1_BLOB[1:]
+
+
+@pytest.mark.parametrize("blob", [V1_BLOB, V2_BLOB], ids=["version-1", "version-2"])
+def test_a_frozen_blob_of_every_version_reads_as_its_state(blob: bytes) -> None:
+    assert unpack_state(blob) == V1_STATE
 
 
 def test_a_version_1_state_is_written_back_in_the_current_version() -> None:
