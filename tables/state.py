@@ -127,11 +127,13 @@ def pack_state(state: UserState) -> bytes:
 
 
 def _label_bytes(label: str) -> bytes:
-    """UTF-8 of a tenant/segment, cut to 255 bytes on a character boundary."""
+    """UTF-8 of a tenant/segment; the decoder keeps labels within 255 bytes
+    (``ENGAGEMENT_MAX_LABEL_BYTES``), so a longer one is a caller's bug, not
+    something to cut silently (a cut label would give one user two tenants)."""
     raw = label.encode()
-    if len(raw) <= 255:
-        return raw
-    return raw[:255].decode(errors="ignore").encode()
+    if len(raw) > 255:
+        raise StateFormatError(f"a tenant or segment of {len(raw)} bytes (at most 255 are kept)")
+    return raw
 
 
 def unpack_state(blob: bytes) -> UserState:
