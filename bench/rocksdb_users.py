@@ -98,7 +98,6 @@ async def run(users: int) -> dict[str, Any]:
         "ENGAGEMENT_TOPIC_CONFIG": f"r{tag}.config",
         "ENGAGEMENT_REDIS_URL": "",
         "ENGAGEMENT_STORE": "rocksdb://",
-        "ENGAGEMENT_INGEST": "stream",
         "ENGAGEMENT_DATA_DIR": str(run_dir / "data"),
         "ENGAGEMENT_HOLDOUT_SALT": uuid.uuid4().hex,
         "ENGAGEMENT_ERASURE_SALT": uuid.uuid4().hex,

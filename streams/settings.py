@@ -194,8 +194,8 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(None, validation_alias=_env("API_TOKEN", "api_token"))
     store: str = Field("memory://", validation_alias=_env("STORE", "store"))
-    # "stream": Faust's per-event agent; "batch": whole fetches (agents/worker/batch_ingest.py);
-    # "auto": batch on the memory store, stream on RocksDB (``ingest_path``)
+    # "batch": whole fetches (agents/worker/batch_ingest.py), both stores; "stream": Faust's
+    # per-event agent, memory store only; "auto": batch (``ingest_path``)
     ingest: Literal["auto", "stream", "batch"] = Field(
         "auto", validation_alias=_env("INGEST", "ingest")
     )
@@ -267,10 +267,10 @@ class Settings(BaseSettings):
 
     @property
     def ingest_path(self) -> Literal["stream", "batch"]:
-        """The ingest path a worker runs: ``auto`` is batch on the memory store
-        (whose writes the batch path coalesces) and stream on RocksDB."""
+        """The ingest path a worker runs: ``auto`` is batch, the path the fault
+        suite proves on both stores."""
         if self.ingest == "auto":
-            return "batch" if self.store.startswith("memory://") else "stream"
+            return "batch"
         return self.ingest
 
     def event_rules(self) -> EventRules:

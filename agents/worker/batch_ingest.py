@@ -1,35 +1,28 @@
-"""The batch ingest path (``ENGAGEMENT_INGEST=batch``): whole fetches beneath Faust's stream.
+"""The batch ingest path: whole fetches beneath Faust's stream, on both stores.
 
 Faust hands every fetched record to its conductor, a channel queue, a
 ``Stream`` and an ``Event`` one at a time (docs/BATCH-INGEST.md measured its
 fetch loop alone at 29 µs per record). Here the consumer's drain loop is
-replaced for the input topic only: each fetch of input records goes to
-``BatchIngest.on_batch`` as one list, while Faust keeps the group, the
-assignment, table recovery, the changelog topics and the commit loop; other
-topics (changelog records while recovering) take Faust's own path.
+replaced for the input topic only (``agents.worker.checkpoint.install``): each fetch
+of input records goes to ``BatchIngest.on_batch`` as one list, while Faust
+keeps the group, the assignment, table recovery, the changelog topics and the
+commit loop; other topics (changelog records while recovering) take Faust's
+own path.
 
-One batch, in order:
-
-1. each record goes through ``Runtime.handle`` (decode, model, metrics) as
-   in stream mode; table writes land in the table's memory store at once
-   and are remembered per key (``BatchWrites``: the newest value wins);
-   outputs (signals, lifecycle, DLQ) are sent and their futures kept;
-2. the outputs are awaited: delivered, or the worker crashes;
-3. one changelog record per changed key goes out, with the record's input
-   partition (Faust's ``table[key] = value`` takes it from the current
-   event, and there is none here), and is awaited;
-4. only then are the records acknowledged, in offset order, so every offset
-   Faust commits has its state and outputs on the broker (the status
-   writer's ``flush_before_commit`` still runs before each commit).
+One batch: each record goes through ``Runtime.handle`` (decode, model,
+metrics); table writes are kept per key (``BatchTable``: the newest value
+wins) and outputs' futures collected; then ``agents.worker.checkpoint``'s order:
+outputs delivered, changelog delivered, local store written, records
+acknowledged.
 
 Only contiguous records are applied (``Contiguity``): a record after a hole
 in what this worker has applied (or the committed offset) is not applied;
 its partition is read again from the hole, and a hole seen twice in a row
 is a real one (transaction markers, compaction), marked as a gap for the
 commit. Records are applied only once Faust has sought the assignment to
-its committed offsets (``perform_seek``). A fault run found a worker that,
+its committed offsets (``perform_seek``): a fault run found a worker that,
 just after its recovery, applied a partition from its end onward while the
-commit jumped over the ~2,800 records before it (docs/BATCH-INGEST.md).
+commit jumped over the records before it.
 
 A rebalance stops a batch between records: the rest is neither applied nor
 acknowledged, and the next owner reads it again from the committed offset.
@@ -38,114 +31,104 @@ the next owner's changelog never lacks a state this worker holds. A stop or
 a cancelled fetcher does not cut a batch short either (``run_to_end``): the
 observers (status writer, Redis mirror) act while records are applied, so a
 batch cut before its changelog went out would leave them ahead of the table.
-Needs the memory store (``memory://``): RocksDB writes need a current event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import types
-from collections.abc import Awaitable, Callable
+from collections.abc import ItemsView
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
 
+from agents.worker.checkpoint import (
+    LocalStore,
+    Outbox,
+    acknowledge,
+    committed_offsets,
+    publish_changelog,
+    sought_generation,
+)
 from agents.worker.runtime import Runtime
-from tables.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
-OnBatch = Callable[[list[Any]], Awaitable[None]]
-FINISH_ON_CANCEL_S = 15.0  # how long a cancelled fetcher lets its batch in flight finish
-SOUGHT_GENERATION = "_engagement_sought_generation"  # set on the consumer by ``install``
 SOUGHT_WAIT_S = 30.0  # how long a batch fetched during Faust's seek waits for it to end
 SOUGHT_POLL_S = 0.01
 
 
-async def run_to_end(batch: Awaitable[None], bound_s: float = FINISH_ON_CANCEL_S) -> None:
-    """Await ``batch``; when the caller is cancelled, let the batch finish first.
-
-    Faust cancels the fetcher on stop and on some rebalances (and cancels it
-    again every second while it waits). The batch runs on; the cancellation
-    is re-raised once it has ended, or after ``bound_s``, when the batch is
-    cancelled too (nothing of it is acknowledged, so it is read again)."""
-    task = asyncio.ensure_future(batch)
-    loop = asyncio.get_running_loop()
-    deadline_s: float | None = None
-    while not task.done():
-        remaining_s = None if deadline_s is None else deadline_s - loop.time()
-        if remaining_s is not None and remaining_s <= 0:
-            log.warning("batch ingest: a batch did not finish %.0f s after a cancel", bound_s)
-            task.cancel()
-            break
-        try:
-            await asyncio.wait({task}, timeout=remaining_s)
-        except asyncio.CancelledError:
-            if deadline_s is None:
-                deadline_s = loop.time() + bound_s
-    if task.done() and not task.cancelled():
-        task.result()  # a failed batch raises, cancelled or not
-    if deadline_s is not None or task.cancelled():
-        raise asyncio.CancelledError
-
-
 class BatchWrites:
-    """Table writes of one batch, coalesced per key: ``(table, partition, value)``."""
+    """The table writes of one batch: which tables, and the input partition of
+    the record being applied (a table write lands in that changelog partition)."""
 
     def __init__(self) -> None:
-        self.partition = 0  # the input partition of the record being handled
-        self.pending: dict[tuple[int, bytes], tuple[Any, int, bytes | None]] = {}
+        self.partition = 0
+        self.applying = False  # reads may use ``partition`` (RocksDB: one db per partition)
+        self.tables: list[BatchTable] = []
 
-    def changed(self, table: Any, key: bytes, value: bytes | None) -> None:
-        self.pending[(id(table), key)] = (table, self.partition, value)
+    def pending(self) -> int:
+        return sum(len(table.pending) for table in self.tables)
 
     async def publish(self, producer: Any) -> int:
-        """Send one changelog record per changed key and wait until all are written."""
-        if not self.pending:
+        """Send one changelog record per changed key, wait until all are written,
+        then write the local stores that wait for it; returns how many."""
+        changes = [
+            (table.local, (key, partition, value))
+            for table in self.tables
+            for key, (partition, value) in table.pending.items()
+        ]
+        if not changes:
             return 0
-        futures = []
-        for (_table_id, key), (table, partition, value) in self.pending.items():
-            topic = table.changelog_topic.get_topic_name()
-            futures.append(await producer.send(topic, key, value, partition, None, None))
-        count = len(self.pending)
-        self.pending.clear()
-        for future in futures:
-            await future  # a failed write raises: the batch is not acknowledged
-        return count
+        offsets = await publish_changelog(producer, changes)  # a failed write raises
+        for table in self.tables:
+            if table.pending:
+                rows = ((key, p, value) for key, (p, value) in table.pending.items())
+                table.local.write(rows, offsets.get(table.local, {}))
+                table.pending = {}
+        return len(changes)
 
 
 class BatchTable:
-    """A Faust table whose writes go to its memory store and to ``BatchWrites``."""
+    """A Faust table as the batch writes it: changes kept per key for the
+    changelog; the memory store written at once, RocksDB after the changelog."""
 
     def __init__(self, table: Any, writes: BatchWrites) -> None:
         self._table = table
         self._writes = writes
-        store = table.data
-        self._store = store
-        self._key_partition: dict[bytes, int] | None = getattr(store, "_key_partition", None)
-        # the memory store's own dict: reads without the table's mapping layers
-        self._read = store.data.get if isinstance(getattr(store, "data", None), dict) else table.get
+        self.local = LocalStore(table)
+        self.pending: dict[bytes, tuple[int, bytes | None]] = {}
+        self._read = self.local.reader()
+        writes.tables.append(self)
 
     def get(self, key: bytes, default: Any = None) -> Any:
-        return self._read(key, default)
+        entry = self.pending.get(key)
+        if entry is not None:
+            value = entry[1]
+        else:
+            writes = self._writes
+            value = self._read(key, writes.partition if writes.applying else None)
+        return default if value is None else value
 
-    def items(self) -> Any:
-        return self._table.items()
+    def items(self) -> ItemsView[bytes, bytes] | Any:
+        if not (self.local.deferred and self.pending):
+            return self._table.items()
+        merged = {key: v for key, v in self._table.items() if key not in self.pending}
+        merged.update((key, v) for key, (_, v) in self.pending.items() if v is not None)
+        return merged.items()
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._store[key] = value
-        if self._key_partition is not None:
-            # so a partition given away drops this key after the next recovery
-            self._key_partition[key] = self._writes.partition
-        self._writes.changed(self._table, key, value)
+        self._change(key, value)
 
     def pop(self, key: bytes, default: Any = None) -> Any:
-        value = self._store.pop(key, default)
-        if self._key_partition is not None:
-            self._key_partition.pop(key, None)
-        self._writes.changed(self._table, key, None)
+        value = self.get(key, default)
+        self._change(key, None)
         return value
+
+    def _change(self, key: bytes, value: bytes | None) -> None:
+        partition = self._writes.partition
+        self.pending[key] = (partition, value)
+        if not self.local.deferred:
+            self.local.put_now(key, partition, value)
 
 
 class Contiguity:
@@ -186,11 +169,13 @@ class Contiguity:
 class BatchIngest:
     """Applies fetched input records batch by batch (see the module docstring)."""
 
-    def __init__(self, app: Any, runtime: Runtime) -> None:
+    def __init__(self, app: Any, runtime: Runtime, status_topic: str) -> None:
         self.app = app
         self.runtime = runtime
         self.writes = BatchWrites()
         self.contiguity = Contiguity()
+        # status writes decided while applying: delivered with the batch's outputs
+        self.outbox = Outbox(lambda: app.producer, status_topic)
         self._lock = asyncio.Lock()
         runtime.send_output = self.send_output
 
@@ -212,7 +197,7 @@ class BatchIngest:
         generation = message.generation_id
         return (
             generation != app.consumer_generation_id
-            or generation != getattr(consumer, SOUGHT_GENERATION, None)
+            or generation != sought_generation(consumer)
             or not consumer.flow_active
             or not app.flow_control.is_active()
         )
@@ -225,7 +210,7 @@ class BatchIngest:
         waited_s = 0.0
         while (
             generation == app.consumer_generation_id
-            and getattr(app.consumer, SOUGHT_GENERATION, None) != generation
+            and sought_generation(app.consumer) != generation
             and waited_s < SOUGHT_WAIT_S
         ):
             await asyncio.sleep(SOUGHT_POLL_S)
@@ -268,7 +253,8 @@ class BatchIngest:
             held: dict[Any, int] = {}  # tp -> offset to read it again from
             holes: list[tuple[Any, int, int]] = []  # real holes: (tp, first, last)
             contiguity = self.contiguity
-            committed = self.app.consumer._committed_offset
+            committed = committed_offsets(self.app.consumer)
+            writes.applying = True
             try:
                 for message in messages:
                     if self._stale(message):
@@ -290,8 +276,12 @@ class BatchIngest:
                     contiguity.applied(tp, generation, message.offset)
             finally:
                 runtime.outputs = None
+                writes.applying = False
+            # the checkpoint's order (agents.worker.checkpoint): outputs, changelog, store, acks
+            await self.outbox.drain()
+            outputs.extend(self.outbox.take())
             for future in outputs:
-                await future  # signals, transitions, DLQ records on the broker first
+                await future  # signals, transitions, DLQ and status records on the broker first
             await writes.publish(self.app.producer)
             if self._stale(messages[0]):
                 log.info(
@@ -302,15 +292,7 @@ class BatchIngest:
                 )
                 await self._read_again(messages, applied)
                 return
-            consumer = self.app.consumer
-            for tp, first, last in holes:
-                await consumer._add_gap(tp, first, last)  # committable: the log has none
-            inbound = getattr(self.app.monitor, "stream_inbound_time", None)
-            now = time.monotonic()
-            for message in applied:
-                consumer.ack(message)
-                if inbound is not None:
-                    inbound[message.tp] = now
+            await acknowledge(self.app, applied, holes)
             for tp, offset in held.items():
                 log.info("batch ingest: a hole in %s before offset %d: read again", tp, offset)
                 await self._seek(tp, offset)
@@ -323,68 +305,3 @@ class BatchIngest:
             return False
         self._lock.release()
         return True
-
-
-def install(consumer: Any, topic: str, on_batch: OnBatch) -> None:
-    """Replace ``consumer``'s drain loop: ``topic``'s records go to ``on_batch`` per fetch.
-
-    The rest of Faust's loop is kept: read offsets, gaps in the log, the
-    commit every ``broker_commit_every`` acknowledgements, and the per-record
-    callback for every other topic (table changelogs while recovering)."""
-    if not hasattr(consumer, "_drain_messages"):
-        raise ConfigurationError("this Faust consumer has no drain loop to replace")
-
-    async def drain_messages(self: Any, fetcher: Any) -> None:
-        callback = self.callback
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        commit_every = self._commit_every
-        try:
-            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
-                records = self.getmany(timeout=1.0)
-                await self.sleep(0)
-                if self.should_stop:
-                    continue
-                batch: list[Any] = []
-                skipped = 0
-                async for tp, message in records:
-                    offset = message.offset
-                    read = get_read_offset(tp)
-                    if read is not None and offset < read:
-                        skipped += 1
-                        continue
-                    if message.topic == topic:
-                        # holes in the input are judged by on_batch (``Contiguity``)
-                        batch.append(message)
-                    else:
-                        if read and offset - read > 1 and acks_enabled_for(message.topic):
-                            await self._add_gap(tp, read + 1, offset)
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
-                    set_read_offset(tp, offset)
-                if skipped:
-                    log.info("batch ingest: %d records before the read offset skipped", skipped)
-                if batch:
-                    await run_to_end(on_batch(batch))
-                if commit_every is not None and self._n_acked >= commit_every:
-                    self._n_acked = 0
-                    await self.commit()
-        except self.consumer_stopped_errors:
-            if self.transport.app.should_stop:
-                return
-            raise
-        except asyncio.CancelledError:
-            if self.transport.app.should_stop:
-                return
-            raise
-
-    perform_seek = consumer.perform_seek
-
-    async def sought_to_committed() -> None:
-        generation = consumer.app.consumer_generation_id
-        await perform_seek()
-        setattr(consumer, SOUGHT_GENERATION, generation)
-
-    consumer.perform_seek = sought_to_committed
-    consumer._drain_messages = types.MethodType(drain_messages, consumer)
-    log.info("batch ingest: records of %s are applied per fetch", topic)

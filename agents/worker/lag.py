@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from agents.worker.checkpoint import read_offset
 from agents.worker.metrics import Metrics
 from tables.clock import NEVER
 
@@ -28,7 +29,7 @@ def partition_lag(consumer: Any, tp: Any) -> int | None:
         return None  # not assigned (any more) or no fetch yet
     if highwater is None:
         return None
-    read: int | None = consumer._read_offset.get(tp)  # Faust keeps the last offset handed out
+    read = read_offset(consumer, tp)  # the last offset handed out
     if read is None:
         return None  # nothing read since the assignment; ticks arrive within a tick interval
     return max(int(highwater) - (read + 1), 0)

@@ -328,7 +328,7 @@ class Runtime:
     def _partition_users(self, partition: int) -> Iterable[tuple[str, UserState]]:
         """The users of one owned partition, read from the table (rebuilds only)."""
         n = self.settings.partitions
-        for key, blob in self.engine_app.users.items():
+        for key, blob in self.store.table.items():  # the batch's writes included
             if blob is not None and partition_for(key, n) == partition:
                 yield key.decode(), unpack_state(blob)
 

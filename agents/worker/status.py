@@ -13,16 +13,20 @@ the worker owning that partition writes a user's status):
   owns);
 - an erasure drops the user's pending write and sends a tombstone.
 
-Immediate writes and tombstones are queued (``send_soon``) in Faust's
-producer buffer from the observer, which runs before the table write: they
-reach Kafka no later than the state's changelog record, so a crash cannot
-keep a state and lose the status derived from it. Coalesced writes are sent
+Immediate writes and tombstones are queued from the observer, which runs
+while a record is applied: on the batch path into the checkpoint's outbox,
+delivered with the batch's outputs before its changelog
+(``agents.worker.checkpoint``); on the stream path into Faust's producer buffer,
+ahead of the state's changelog record. Either way a crash cannot keep a
+state and lose the status derived from it. Coalesced writes are sent
 directly from a task (the buffer throttles the agent when it grows), except
 for a user whose queued write is still undelivered: that one queues behind
 it, so per user the newest write is the last in the topic. A record
 re-delivered after a crash is announced again by the runtime, which
-rewrites a coalesced status the crash lost. To know whether stage or tier
-changed, the writer remembers the last written pair of the most recently
+rewrites a coalesced status the crash lost, and a worker that gains a
+partition announces all its users again (``reannounce``, a bounded number
+per flush interval, outside the commit's flush). To know whether stage or
+tier changed, the writer remembers the last written pair of the most recently
 written users (bounded); a user it has forgotten is written at once, which
 is never wrong, only less coalesced.
 """
@@ -33,6 +37,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
+from itertools import islice
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -41,14 +46,14 @@ from agents.worker.metrics import Metrics
 from streams.decode import partition_for
 from tables.clock import NEVER
 from tables.model import STAGES, ModelConfig, risk_at, stage_at
-from tables.state import TIER_NAMES, UserState
+from tables.state import TIER_NAMES, UserState, unpack_state
 
 log = logging.getLogger(__name__)
 
 STATUS_SCHEMA_VERSION: Final = 1
 REMEMBERED_USERS: Final = 200_000
+ANNOUNCE_PER_TICK: Final = 5_000  # re-announced statuses sent per flush interval
 DELIVERY_TIMEOUT_S: Final = 60.0
-COMMIT_RETRY_S: Final = 1.0
 IMMEDIATE: Final = "immediate"
 COALESCED: Final = "coalesced"
 TOMBSTONE: Final = "tombstone"
@@ -82,6 +87,7 @@ class _Pending(NamedTuple):
     partition: int
     state: UserState
     clock_ms: int
+    change: int  # the writer's change count when it was pended
 
 
 class _InFlight(NamedTuple):
@@ -150,15 +156,27 @@ class StatusWriter:
         self._written: OrderedDict[str, int] = OrderedDict()
         self._in_flight: list[_InFlight] = []
         self._queued: dict[str, asyncio.Future[Any]] = {}  # user -> last enqueued write
-        metrics.status_pending.set_function(lambda: len(self._pending))
+        # Changes seen while a flush is sending (user -> change count): a write
+        # chosen before one of them is older than what follows it, and is dropped.
+        self._changes = 0
+        self._sending = 0
+        self._changed_while_sending: dict[str, int] = {}
+        # statuses announced again after a recovery, sent ANNOUNCE_PER_TICK a tick
+        self._announce: dict[str, _Pending] = {}
+        metrics.status_pending.set_function(lambda: len(self._pending) + len(self._announce))
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._announce)
 
     # -- the observer --------------------------------------------------
     def observe(self, user_id: str, state: UserState | None) -> None:
         """``TableStore`` observer: a user's state is being written (``None``: deleted)."""
+        self._changes += 1
+        if self._sending:
+            self._changed_while_sending[user_id] = self._changes
+        if self._announce:
+            self._announce.pop(user_id, None)  # this newer write supersedes it
         if state is None:
             self._pending.pop(user_id, None)
             self._written.pop(user_id, None)
@@ -173,7 +191,31 @@ class StatusWriter:
             value = self._encode(user_id, state, clock_ms, code)
             self._enqueue_write(user_id, state.partition, value, IMMEDIATE)
         else:
-            self._pending[user_id] = _Pending(state.partition, state, clock_ms)
+            self._pending[user_id] = _Pending(state.partition, state, clock_ms, self._changes)
+
+    def reannounce(self, users: Iterable[tuple[str, UserState]]) -> int:
+        """Write each user's current status again (a recovered partition: what its
+        last owner decided after its last commit may not be on the topic).
+
+        Sent ``ANNOUNCE_PER_TICK`` a tick, outside the commit's flush: these
+        statuses belong to states already committed, and a partition of a
+        million users would hold the next commit for a minute."""
+        pending, announce = self._pending, self._announce
+        clock_of = self._clock_of
+        count = 0
+        for user_id, state in users:
+            if user_id not in pending:
+                announce[user_id] = _Pending(
+                    state.partition, state, clock_of(state.partition), self._changes
+                )
+                count += 1
+        return count
+
+    def forget_announced(self, partitions: Iterable[int]) -> None:
+        """Partitions given away: their new owner announces their users."""
+        gone = set(partitions)
+        for user_id in [u for u, item in self._announce.items() if item.partition in gone]:
+            del self._announce[user_id]
 
     # -- flushing ------------------------------------------------------
     async def send_pending(self, partitions: Iterable[int] | None = None) -> int:
@@ -186,9 +228,17 @@ class StatusWriter:
             chosen = [(u, p) for u, p in self._pending.items() if p.partition in wanted]
             for user_id, _ in chosen:
                 del self._pending[user_id]
+        await self._send_chosen(chosen)
+        return len(chosen)
+
+    async def _send_chosen(self, chosen: list[tuple[str, _Pending]]) -> None:
         sent = 0
+        changed = self._changed_while_sending
+        self._sending += 1
         try:
             for user_id, item in chosen:
+                if changed.get(user_id, -1) > item.change:
+                    continue  # changed since it was chosen: the newer write follows
                 value = self._encode(user_id, item.state, item.clock_ms)
                 queued = self._queued.get(user_id)
                 if queued is not None and not queued.done():
@@ -203,13 +253,21 @@ class StatusWriter:
                 self._in_flight.append(_InFlight(user_id, item.partition, future))
                 sent += 1
         finally:  # one counter update per flush, not per record
+            self._sending -= 1
+            if not self._sending:
+                changed.clear()
             if sent:
                 self._metrics.status_writes.labels(kind=COALESCED).inc(sent)
-        return len(chosen)
 
     async def tick(self) -> None:
         """The periodic flush (every ``STATUS_FLUSH``): send, do not wait."""
         await self.send_pending()
+        if self._announce:
+            announce = self._announce
+            chosen = []
+            for user_id in list(islice(announce, ANNOUNCE_PER_TICK)):
+                chosen.append((user_id, announce.pop(user_id)))
+            await self._send_chosen(chosen)
         self._settle()
 
     async def flush(
@@ -268,7 +326,7 @@ class StatusWriter:
         state = self._read_state(item.user_id)
         if state is not None:  # None: erased meanwhile, its tombstone follows in order
             self._pending[item.user_id] = _Pending(
-                item.partition, state, self._clock_of(item.partition)
+                item.partition, state, self._clock_of(item.partition), self._changes
             )
         log.warning("a user-status write failed; it will be sent again")
 
@@ -294,6 +352,15 @@ class StatusWriter:
         self._metrics.status_writes.labels(kind=kind).inc()
 
 
+def users_of(table: Any, partitions: set[int], count: int) -> Iterable[tuple[str, UserState]]:
+    """The users of ``partitions`` in the users table (``count`` partitions in all)."""
+    if not partitions:
+        return
+    for key, blob in table.items():
+        if blob is not None and partition_for(key, count) in partitions:
+            yield key.decode(), unpack_state(blob)
+
+
 def clock_reader(runtime: Any) -> Callable[[int], int]:
     """The partition clock from the runtime's engines (``NEVER`` if none yet)."""
 
@@ -302,35 +369,3 @@ def clock_reader(runtime: Any) -> Callable[[int], int]:
         return NEVER if engine is None else int(engine.clock_ms)
 
     return clock_of
-
-
-def flush_before_commit(
-    consumer: Any, flush: Callable[[], Awaitable[bool]], retry_s: float = COMMIT_RETRY_S
-) -> None:
-    """Make ``consumer`` send and confirm pending status writes before committing offsets.
-
-    Faust has no awaitable before-commit hook (the sensor's
-    ``on_commit_initiated`` is synchronous), so this wraps the consumer's
-    ``_commit_offsets`` (every commit path goes through it, also the one on
-    shutdown). By then Faust has taken the offsets off its list of acked
-    offsets: a commit may be late but must not be skipped (the partition
-    would never commit again), so unconfirmed writes are retried until they
-    are delivered, as Faust's own producer flush before a commit waits too.
-    Only a consumer that is stopping gives up (its records are processed
-    again by the next owner, never skipped).
-    """
-    if getattr(consumer, "_engagement_status_hooked", False):
-        return
-    original = consumer._commit_offsets
-
-    async def commit_offsets(offsets: Any, start_new_transaction: bool = True) -> bool:
-        while not await flush():
-            if getattr(consumer, "should_stop", False):
-                log.warning("user-status writes not confirmed while stopping: no commit")
-                return False
-            log.warning("user-status writes not confirmed yet: the commit waits")
-            await asyncio.sleep(retry_s)
-        return bool(await original(offsets, start_new_transaction=start_new_transaction))
-
-    consumer._commit_offsets = commit_offsets
-    consumer._engagement_status_hooked = True

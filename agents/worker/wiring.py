@@ -11,13 +11,14 @@ import msgspec
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from agents.worker.batch_ingest import BatchIngest, install
+from agents.worker.batch_ingest import BatchIngest
+from agents.worker.checkpoint import before_commit, check_faust, replace_drain_loop
 from agents.worker.config_forwarder import ConfigForwarder
 from agents.worker.lag import sample_clock_lag, sample_consumer_lag
 from agents.worker.metrics import Metrics
 from agents.worker.redis_mirror import MirrorKeys, RedisMirror, TableSource, redis_client
 from agents.worker.runtime import Runtime
-from agents.worker.status import StatusWriter, clock_reader, flush_before_commit
+from agents.worker.status import StatusWriter, clock_reader, users_of
 from agents.worker.web import register_web
 from streams.app import EngineApp, create_app
 from streams.settings import Settings
@@ -49,6 +50,12 @@ def owned_partitions(engine_app: EngineApp) -> set[int]:
 def build_worker(
     settings: Settings, registry: CollectorRegistry | None = None, **app_overrides: Any
 ) -> Worker:
+    check_faust()
+    if settings.ingest_path == "stream" and not settings.store.startswith("memory://"):
+        raise ConfigurationError(
+            "ENGAGEMENT_INGEST=stream runs on ENGAGEMENT_STORE=memory:// only (the fault "
+            "suite proves the batch path on rocksdb://): use ENGAGEMENT_INGEST=batch or auto"
+        )
     engine_app = create_app(settings, **app_overrides)
     app = engine_app.app
     metrics = Metrics(registry or CollectorRegistry(), settings.event_types)
@@ -64,6 +71,7 @@ def build_worker(
 
     async def on_recovered() -> None:
         partitions = owned_partitions(engine_app)
+        gained = partitions - set(runtime.engines)
         try:
             counts = runtime.rebuild(partitions)
         except StateFormatError as exc:
@@ -74,8 +82,17 @@ def build_worker(
             return
         if mirror is not None:
             mirror.request_resync(partitions)
+        # The status topic may lack what a crashed or revoked owner decided in its
+        # last uncommitted window (a tick moving many users, say): announce every
+        # user of a gained partition again (``StatusWriter.reannounce``).
+        announced = status.reannounce(users_of(engine_app.users, gained, settings.partitions))
         ready["recovered"] = True
-        log.info("recovered %d partitions, %d users indexed", len(counts), sum(counts.values()))
+        log.info(
+            "recovered %d partitions, %d users indexed, %d statuses announced again",
+            len(counts),
+            sum(counts.values()),
+            announced,
+        )
 
     engine_app.users.on_recover(on_recovered)
 
@@ -188,24 +205,9 @@ def _wire_batch_ingest(engine_app: EngineApp, runtime: Runtime) -> BatchIngest:
     The agent stays: it subscribes the topic with acknowledgements, and
     records of other topics still take Faust's path."""
     settings, app = engine_app.settings, engine_app.app
-    if not settings.store.startswith("memory://"):
-        raise ConfigurationError(
-            "ENGAGEMENT_INGEST=batch needs ENGAGEMENT_STORE=memory://; "
-            "with rocksdb:// use ENGAGEMENT_INGEST=stream (RocksDB writes need Faust's "
-            "per-event path)"
-        )
-    batch = BatchIngest(app, runtime)
+    batch = BatchIngest(app, runtime, settings.topic_status)
     runtime.write_tables_through(batch.tables)
-    new_consumer = app._new_consumer
-
-    def consumer_with_batches() -> Any:
-        consumer = new_consumer()
-        install(consumer, settings.topic_events, batch.on_batch)
-        return consumer
-
-    app._new_consumer = consumer_with_batches
-    if app._consumer is not None:  # created already: replace its loop too
-        install(app._consumer, settings.topic_events, batch.on_batch)
+    replace_drain_loop(app, settings.topic_events, batch.on_batch)
     return batch
 
 
@@ -218,6 +220,9 @@ def _wire_status(
 
     def enqueue(key: bytes, value: bytes | None, partition: int) -> Any:
         return engine_app.status.send_soon(key=key, value=value, partition=partition)
+
+    if batch is not None:  # delivered with the batch's outputs, before its changelog
+        enqueue = batch.outbox.enqueue
 
     async def send(key: bytes, value: bytes | None, partition: int) -> Any:
         return await engine_app.status.send(key=key, value=value, partition=partition, force=True)
@@ -241,10 +246,11 @@ def _wire_status(
 
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         # Before any record of the new assignment is processed, so before any commit.
-        flush_before_commit(app.consumer, status.flush)
+        before_commit(app.consumer, status.flush)
 
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         partitions = {tp.partition for tp in revoked if tp.topic == settings.topic_events}
+        status.forget_announced(partitions)  # the next owner announces them
         if batch is not None and not await batch.idle(settings.session_timeout_ms / 2000):
             # state in memory ahead of its changelog must not outlive the partition
             await app.crash(RuntimeError("a batch did not finish publishing before revoke"))

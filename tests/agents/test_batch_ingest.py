@@ -14,14 +14,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from agents.worker.batch_ingest import (
-    SOUGHT_GENERATION,
-    BatchIngest,
-    BatchTable,
-    BatchWrites,
-    Contiguity,
-    run_to_end,
-)
+from agents.worker.batch_ingest import BatchIngest, BatchTable, BatchWrites, Contiguity
+from agents.worker.checkpoint import mark_sought, run_to_end
 from agents.worker.wiring import build_worker
 from streams.app import create_app
 from streams.settings import load_settings
@@ -67,7 +61,7 @@ async def test_writes_coalesce_per_key_and_keep_the_input_partition() -> None:
         (users_topic, b"ann", b"v2", 2),
         (users_topic, b"bob", None, 3),
     ]
-    assert writes.pending == {}
+    assert writes.pending() == 0
     assert await writes.publish(producer) == 0  # nothing left to send
 
 
@@ -170,18 +164,17 @@ def test_batch_ingest_routes_every_table_write_through_the_batch_writer() -> Non
     assert drain.__func__.__qualname__ == "install.<locals>.drain_messages"
 
 
-def test_batch_ingest_refuses_the_rocksdb_store() -> None:
-    settings = load_settings(partitions=4, ingest="batch", store="rocksdb://")
+def test_a_worker_on_rocksdb_takes_the_batch_path_on_auto() -> None:
+    settings = load_settings(partitions=4, ingest="auto", store="rocksdb://")
+    worker = build_worker(settings.with_generated_secrets(), CollectorRegistry(), web_enabled=False)
+    assert isinstance(worker.batch, BatchIngest)
+    assert isinstance(worker.runtime.store.table, BatchTable)
+
+
+def test_the_stream_path_on_rocksdb_is_refused() -> None:
+    settings = load_settings(partitions=4, ingest="stream", store="rocksdb://")
     with pytest.raises(ConfigurationError, match="memory://"):
         build_worker(settings.with_generated_secrets(), CollectorRegistry(), web_enabled=False)
-
-
-def test_a_worker_on_rocksdb_takes_the_stream_path_on_auto() -> None:
-    settings = load_settings(partitions=4, ingest="auto", store="rocksdb://")
-    settings = settings.with_generated_secrets()
-    worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
-    assert worker.batch is None
-    assert not isinstance(worker.runtime.store.table, BatchTable)
 
 
 def test_a_fetch_after_recovery_resumed_is_applied_while_faust_still_rebalances() -> None:
@@ -196,7 +189,7 @@ def test_a_fetch_after_recovery_resumed_is_applied_while_faust_still_rebalances(
     app.flow_control.resume()
     app.consumer.resume_flow()
     assert batch._stale(message)  # not yet sought to the committed offsets
-    setattr(app.consumer, SOUGHT_GENERATION, app.consumer_generation_id)
+    mark_sought(app.consumer, app.consumer_generation_id)
     assert not batch._stale(message)
     app.consumer.stop_flow()  # a revoke begins
     assert batch._stale(message)
@@ -234,7 +227,7 @@ class FakeConsumer:
         self.acked: list[int] = []
         self.sought: list[tuple[str, int]] = []
         self.gaps: list[tuple[str, int, int]] = []
-        setattr(self, SOUGHT_GENERATION, generation)
+        mark_sought(self, generation)
 
     def ack(self, message: Any) -> None:
         self.acked.append(message.offset)
@@ -265,7 +258,7 @@ def _fake_ingest() -> tuple[BatchIngest, FakeConsumer, FakeRuntime]:
         monitor=types.SimpleNamespace(stream_inbound_time={}),
     )
     runtime = FakeRuntime()
-    return BatchIngest(app, runtime), consumer, runtime  # type: ignore[arg-type]
+    return BatchIngest(app, runtime, "status"), consumer, runtime  # type: ignore[arg-type]
 
 
 def _records(*offsets: int) -> list[Any]:
@@ -297,11 +290,11 @@ async def test_a_batch_fetched_during_the_seek_waits_for_it() -> None:
     """Seen in CI: a fetch returned while Faust sought the new assignment; the
     batch was dropped and, with no later records, never read again."""
     ingest, consumer, runtime = _fake_ingest()
-    setattr(consumer, SOUGHT_GENERATION, 2)  # perform_seek not done for generation 3
+    mark_sought(consumer, 2)  # perform_seek not done for generation 3
 
     async def seek_ends() -> None:
         await asyncio.sleep(0.05)
-        setattr(consumer, SOUGHT_GENERATION, 3)
+        mark_sought(consumer, 3)
 
     ending = asyncio.ensure_future(seek_ends())
     await ingest.on_batch(_records(10, 11))
@@ -314,7 +307,7 @@ async def test_a_batch_whose_seek_never_ends_is_read_again(
 ) -> None:
     monkeypatch.setattr("agents.worker.batch_ingest.SOUGHT_WAIT_S", 0.05)
     ingest, consumer, runtime = _fake_ingest()
-    setattr(consumer, SOUGHT_GENERATION, 2)
+    mark_sought(consumer, 2)
     await ingest.on_batch(_records(10, 11))
     assert runtime.handled == [] and consumer.acked == []
     assert consumer.sought == [("events-0", 10)]  # not skipped: read again from 10

@@ -276,14 +276,14 @@ class FakeConsumer:
 async def test_a_commit_waits_until_the_status_writes_are_confirmed(harness: Harness) -> None:
     """Faust has already taken the offsets off its acked list when it calls
     ``_commit_offsets``: the hook may delay the commit, never skip it."""
-    from agents.worker.status import flush_before_commit
+    from agents.worker.checkpoint import before_commit
 
     status = harness.worker.status
     assert status is not None
     status._owned = lambda: {0, 1}  # test_context assigns no partitions
     consumer = FakeConsumer(status)
-    flush_before_commit(consumer, status.flush, retry_s=0.01)
-    flush_before_commit(consumer, status.flush, retry_s=0.01)  # idempotent
+    before_commit(consumer, status.flush, retry_s=0.01)
+    before_commit(consumer, status.flush, retry_s=0.01)  # idempotent
     loop = asyncio.get_running_loop()
     attempts: list[bytes] = []
 
@@ -381,3 +381,111 @@ async def test_a_coalesced_write_queues_behind_an_undelivered_immediate_one(
     await status.tick()
     assert [key for key, _ in queued] == [b"kim", b"lee", b"kim"]  # behind kim's first
     assert direct == [b"lee"]
+
+
+async def test_a_gained_partition_has_every_users_status_announced_again(
+    harness: Harness,
+) -> None:
+    """After a recovery the status topic may lack what the last owner decided
+    after its last commit: every user of the partition is written again."""
+    from agents.worker.status import users_of
+
+    t0 = now_ms()
+    users = [f"re{i}" for i in range(6)]
+    for index, user in enumerate(users):
+        await harness.event(user, f"{user}-1", t0 + index)
+    status = harness.worker.status
+    assert status is not None
+    assert await status.flush()
+    harness.status.clear()  # as if the status topic had lost them all
+    table = harness.worker.engine_app.users
+    mine = {u for u in users if partition_for(u.encode(), PARTITIONS) == 1}
+    assert mine and mine != set(users)
+    assert status.reannounce(users_of(table, {1}, PARTITIONS)) == len(mine)
+    assert status.reannounce(users_of(table, set(), PARTITIONS)) == 0
+    assert status.pending == len(mine)  # counted as pending: the suite waits for them
+    assert await status.flush() and harness.status == []  # a commit does not wait for them
+    await status.tick()
+    assert await status.flush()
+    written = {key.decode(): value for key, value, _p in harness.status}
+    assert set(written) == mine
+    for user in mine:
+        announced = harness.statuses(user)[-1]
+        assert announced is not None and announced.last_seen == harness.state(user).last_seen_ms
+
+
+async def test_a_write_chosen_before_a_newer_change_is_not_sent_after_it(
+    harness: Harness,
+) -> None:
+    """A flush sends its chosen writes one by one; a user changed meanwhile must
+    not end with the older status last (re-announcing many users makes the
+    window long)."""
+    import msgspec
+
+    from agents.worker.status import users_of
+
+    t0 = now_ms()
+    await harness.event("old1", "o1", t0)
+    await harness.event("old2", "o2", t0 + 1)
+    status = harness.worker.status
+    assert status is not None
+    assert await status.flush()
+    harness.status.clear()
+    table = harness.worker.engine_app.users
+    assert status.reannounce(users_of(table, {0, 1}, PARTITIONS)) == 2
+    for user in ("old1", "old2"):  # as coalesced writes chosen by one flush
+        status._pending[user] = status._announce.pop(user)
+    gate = asyncio.Event()
+    first: list[bytes] = []
+    send_now = harness.worker.engine_app.status.send
+
+    async def gated_send(*, key: bytes, value: bytes | None, partition: int, **kw: Any) -> Any:
+        if not first:
+            first.append(key)
+            await gate.wait()
+        return await send_now(key=key, value=value, partition=partition, **kw)
+
+    harness.worker.engine_app.status.send = gated_send
+    flushing = asyncio.ensure_future(status.flush())
+    while not first:
+        await asyncio.sleep(0)
+    other = "old2" if first[0] == b"old1" else "old1"
+    newer = msgspec.structs.replace(harness.state(other), last_seen_ms=t0 + 500)
+    status.observe(other, newer)  # a change while the flush is sending
+    gate.set()
+    assert await flushing
+    assert await status.flush()
+    written = [s for s in harness.statuses(other) if s is not None]
+    assert [s.last_seen for s in written] == [t0 + 500]
+
+
+async def test_announced_statuses_go_out_a_bounded_number_a_tick(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agents.worker.status import users_of
+
+    monkeypatch.setattr("agents.worker.status.ANNOUNCE_PER_TICK", 2)
+    t0 = now_ms()
+    users = [f"tick{i}" for i in range(5)]
+    for index, user in enumerate(users):
+        await harness.event(user, f"{user}-1", t0 + index)
+    status = harness.worker.status
+    assert status is not None
+    assert await status.flush()
+    harness.status.clear()
+    table = harness.worker.engine_app.users
+    assert status.reannounce(users_of(table, {0, 1}, PARTITIONS)) == 5
+    await harness.event(users[0], f"{users[0]}-2", t0 + 100)  # a newer write supersedes it
+    mine1 = {u for u in users if partition_for(u.encode(), PARTITIONS) == 1} - {users[0]}
+    status.forget_announced({1})  # partition 1 given away: its next owner announces
+    left = set(users[1:]) - mine1
+    assert status.pending >= len(left)
+    harness.status.clear()
+    await status.tick()
+    assert await status.flush()
+    first = {key.decode() for key, _v, _p in harness.status} - {users[0]}
+    assert len(first) == 2 and first <= left  # two a tick
+    await status.tick()
+    assert await status.flush()
+    announced = {key.decode() for key, _v, _p in harness.status} - {users[0]}
+    assert announced == left  # users of the forgotten partition not among them

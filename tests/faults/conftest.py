@@ -1,5 +1,5 @@
-"""Fixtures of the fault-injection suite: a run factory that always cleans up,
-and the terminal line of figures per scenario."""
+"""Fixtures of the fault-injection suite: a run factory that always cleans up
+(once per store), and the terminal line of figures per scenario."""
 
 from __future__ import annotations
 
@@ -16,8 +16,15 @@ EVENTS = 100_000
 RATE_PER_S = 2_000.0
 
 
+@pytest.fixture(params=["memory://", "rocksdb://"], ids=["memory", "rocksdb"])
+def store(request: pytest.FixtureRequest) -> str:
+    """Every scenario runs on each store the worker offers."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture
-async def fault_run(tmp_path: Path) -> AsyncIterator[Callable[..., FaultRun]]:
+async def fault_run(tmp_path: Path, store: str) -> AsyncIterator[Callable[..., FaultRun]]:
     runs: list[FaultRun] = []
 
     def make(name: str, broker_url: str, plan: FeedPlan | None = None, **kwargs: Any) -> FaultRun:
@@ -26,6 +33,7 @@ async def fault_run(tmp_path: Path) -> AsyncIterator[Callable[..., FaultRun]]:
             broker_url,
             tmp_path,
             plan or FeedPlan(events=EVENTS, rate_per_s=RATE_PER_S),
+            ENGAGEMENT_STORE=store,
             **kwargs,
         )
         runs.append(run)

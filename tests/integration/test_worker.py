@@ -222,14 +222,18 @@ async def test_backlog_after_downtime_raises_no_false_alarm(
         worker.stop()
 
 
-@pytest.mark.parametrize("ingest", ["stream", "batch"])
+@pytest.mark.parametrize(
+    ("ingest", "store"),
+    [("stream", "memory://"), ("batch", "memory://"), ("batch", "rocksdb://")],
+)
 async def test_restart_after_crash_does_not_double_count(
-    kafka_broker: Any, tmp_path: Any, ingest: str
+    kafka_broker: Any, tmp_path: Any, ingest: str, store: str
 ) -> None:
     deployment = Deployment(
         kafka_broker.url,
         tmp_path,
         ENGAGEMENT_INGEST=ingest,
+        ENGAGEMENT_STORE=store,
         ENGAGEMENT_AT_RISK="1h",
         ENGAGEMENT_DORMANT="2h",
         ENGAGEMENT_CHURNED="3h",

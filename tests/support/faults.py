@@ -41,7 +41,6 @@ from agents.simulation.producer import forged_tick, misrouted_event
 from agents.stack.services import KAFKA_SCRIPT, kafka_answers
 from agents.stack.worker_process import WorkerProcess
 from streams.records import DlqRecord, Signal
-from streams.settings import load_settings
 from support.kafka_util import Record, _partitions
 from support.oracle import OracleResult, run_oracle
 from support.workers import Deployment
@@ -391,17 +390,22 @@ class Figures:
     dlq_reasons: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)  # of mismatches, for the failure message
     notes: list[str] = field(default_factory=list)
+    store: str = "memory://"  # the workers' ENGAGEMENT_STORE
+    # RocksDB only: keys whose value in the most advanced local database of their
+    # partition differs from the changelog, plus partitions no database caught up with
+    local_mismatches: int | None = None
 
     def line(self) -> str:
         redis = "n/a" if self.redis_mismatches is None else str(self.redis_mismatches)
         return (
-            f"{self.scenario}: events_in={self.events_in} applied={self.applied} "
+            f"{self.scenario} [{self.store}]: events_in={self.events_in} applied={self.applied} "
             f"dlq={self.dlq} deduplicated={self.deduplicated} lost={self.lost} "
             f"double_applied={self.double_applied} signals={self.signals} "
             f"missing={self.signals_missing} extra={self.signals_extra} "
             f"duplicate_signal_ids={self.duplicate_signal_ids} "
             f"transitions_missing={self.transitions_missing} "
             f"transitions_extra={self.transitions_extra} redis_mismatches={redis} "
+            f"local_mismatches={'n/a' if self.local_mismatches is None else self.local_mismatches} "
             f"status_mismatches={self.status_mismatches} recovery_s={self.recovery_s:.1f}"
         )
 
@@ -414,6 +418,7 @@ class Figures:
             "transitions_missing": self.transitions_missing,
             "transitions_extra": self.transitions_extra,
             "redis_mismatches": self.redis_mismatches or 0,
+            "local_mismatches": self.local_mismatches or 0,
             "status_mismatches": self.status_mismatches,
         }
         notes = "\n".join(self.examples + self.notes)
@@ -716,6 +721,11 @@ class FaultRun:
             max(self.recoveries_s, default=0.0),
         )
         figures.notes = list(self.notes)
+        figures.store = settings.store
+        if settings.store.startswith("rocksdb://"):
+            figures.local_mismatches = local_store_mismatches(
+                self.deployment.run_dir, changelog, figures.examples
+            )
         return figures
 
     async def _redis_users(self) -> dict[str, dict[str, str]] | None:
@@ -865,11 +875,55 @@ def record_figures(figures: Figures, reporter: Any = None) -> None:
     with FIGURES.open("a") as out:
         row = {
             **asdict(figures),
-            "ingest": load_settings().ingest_path,  # the fault workers' environment
             "at": time.strftime("%FT%TZ", time.gmtime()),
         }
         out.write(json.dumps(row))
         out.write("\n")
+
+
+ROCKS_OFFSET_KEY = b"__faust\0offset__"  # where Faust's RocksDB store keeps its changelog offset
+
+
+def local_store_mismatches(run_dir: Path, changelog: list[Record], examples: list[str]) -> int:
+    """Compare, per partition, the local RocksDB users database that went furthest
+    (its stored changelog offset) with the changelog: it must have reached the
+    partition's last record and hold exactly its last value per key."""
+    from rocksdict import AccessType, Options, Rdict
+
+    last: dict[int, dict[bytes, bytes | None]] = {}
+    ends: dict[int, int] = {}
+    for record in changelog:
+        if record.key is not None:
+            last.setdefault(record.partition, {})[record.key] = record.value
+        ends[record.partition] = max(ends.get(record.partition, -1), record.offset)
+    best: dict[int, tuple[int, dict[bytes, bytes]]] = {}
+    for path in sorted(run_dir.glob("data-*/v1/tables/users-*.db")):
+        partition = int(path.name.removesuffix(".db").rsplit("-", 1)[1])
+        db = Rdict(str(path), options=Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            stored = db.get(ROCKS_OFFSET_KEY)
+            offset = -1 if stored is None else int(stored)
+            if offset > best.get(partition, (-2, {}))[0]:
+                content = {k: v for k, v in db.items() if k != ROCKS_OFFSET_KEY}
+                best[partition] = (offset, content)
+        finally:
+            db.close()
+    mismatches = 0
+    for partition, end in ends.items():
+        offset, content = best.get(partition, (-1, {}))
+        if offset != end:
+            mismatches += 1
+            examples.append(f"users-{partition}.db reached changelog offset {offset} of {end}")
+            continue
+        want = {k: v for k, v in last.get(partition, {}).items() if v is not None}
+        for key in want.keys() | content.keys():
+            if want.get(key) != content.get(key):
+                mismatches += 1
+                if len(examples) < 40:
+                    examples.append(
+                        f"local users-{partition}.db differs from the changelog at {key!r}"
+                    )
+    return mismatches
 
 
 def markdown_table(path: Path = FIGURES) -> str:
@@ -879,22 +933,23 @@ def markdown_table(path: Path = FIGURES) -> str:
     for line in path.read_text().splitlines():
         row = json.loads(line)
         if row["events_in"] >= 100_000:
-            latest[(row["scenario"], row.get("ingest", "stream"))] = row
+            latest[(row["scenario"], row.get("store", "memory://"))] = row
     head = (
-        "| scenario | ingest | events in | applied | DLQ | de-duplicated | lost | double applied "
+        "| scenario | store | events in | applied | DLQ | de-duplicated | lost | double applied "
         "| signals | missing | extra | duplicate ids | transitions missing / extra "
-        "| Redis mismatches | status mismatches | recovery s |"
+        "| Redis mismatches | status mismatches | local mismatches | recovery s |"
     )
-    out = [head, "|" + "---|" * 16]
-    for (name, ingest), row in sorted(latest.items(), key=lambda item: (item[0][1] != "stream",)):
+    out = [head, "|" + "---|" * 17]
+    for (name, store), row in sorted(latest.items(), key=lambda item: item[0][1]):  # by store
         redis = "n/a" if row["redis_mismatches"] is None else row["redis_mismatches"]
+        local = row.get("local_mismatches")
         out.append(
-            f"| {name} | {ingest} | {row['events_in']} | {row['applied']} | {row['dlq']} "
+            f"| {name} | {store} | {row['events_in']} | {row['applied']} | {row['dlq']} "
             f"| {row['deduplicated']} | {row['lost']} | {row['double_applied']} "
             f"| {row['signals']} | {row['signals_missing']} | {row['signals_extra']} "
             f"| {row['duplicate_signal_ids']} "
             f"| {row.get('transitions_missing', '-')} / {row.get('transitions_extra', '-')} "
-            f"| {redis} | {row['status_mismatches']} "
+            f"| {redis} | {row['status_mismatches']} | {'n/a' if local is None else local} "
             f"| {row['recovery_s']:.1f} |"
         )
     return "\n".join(out)

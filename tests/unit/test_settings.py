@@ -327,14 +327,15 @@ def test_only_engagement_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.parametrize(
     ("ingest", "store", "path"),
     [
-        (None, "memory://", "batch"),  # the default, auto: batch where writes coalesce
-        (None, "rocksdb://", "stream"),  # RocksDB writes need Faust's per-event path
+        (None, "memory://", "batch"),  # the default, auto: batch on both stores
+        (None, "rocksdb://", "batch"),
         ("stream", "memory://", "stream"),
         ("batch", "memory://", "batch"),
-        ("batch", "rocksdb://", "batch"),  # refused by the worker with a clear error
+        ("batch", "rocksdb://", "batch"),
+        ("stream", "rocksdb://", "stream"),  # refused by the worker with a clear error
     ],
 )
-def test_the_ingest_path_follows_the_store_unless_chosen(
+def test_the_ingest_path_is_batch_unless_chosen(
     monkeypatch: pytest.MonkeyPatch, ingest: str | None, store: str, path: str
 ) -> None:
     monkeypatch.setenv("ENGAGEMENT_STORE", store)
