@@ -489,7 +489,9 @@ class FaultRun:
 
     async def restart(self, name: str = "w0", *, kill_during_recovery: bool = False) -> float:
         """Start ``name`` again after a crash; returns seconds until it processes again."""
-        before = await self.processed()
+        # Committed offsets of every record, ticks included: the feed may have
+        # ended (and been committed) before the crash, and ticks keep flowing.
+        before = sum((await self.committed()).values())
         started = time.monotonic()
         process = await self.start_worker(name, wait_ready=not kill_during_recovery)
         if kill_during_recovery:
@@ -500,12 +502,18 @@ class FaultRun:
             process.kill9()
             self.mark(f"kill -9 {name} again {'during' if recovering else 'after'} recovery")
             process = await self.start_worker(name)
-        seconds = await self.wait_processing_since(before, started)
-        return seconds
+
+        async def committed_more() -> bool:
+            return sum((await self.committed()).values()) > before
+
+        return await self._recovered(committed_more, started)
 
     async def wait_processing_since(self, before: int, started: float) -> float:
         """Seconds from ``started`` until the committed event count passes ``before``."""
-        ok = await _wait_for(self._progressed(before), 300)
+        return await self._recovered(self._progressed(before), started)
+
+    async def _recovered(self, progressed: Any, started: float) -> float:
+        ok = await _wait_for(progressed, 300)
         assert ok, f"no progress after the fault\n{self.deployment.log_tail()}"
         seconds = time.monotonic() - started
         self.recoveries_s.append(seconds)
