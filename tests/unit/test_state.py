@@ -225,11 +225,6 @@ def test_truncated_blob_raises_state_format_error() -> None:
         unpack_state(blob[: -len("pro") - 1])
 
 
-def test_long_tenant_survives_a_round_trip_without_error() -> None:
-    state = UserState(1, 2, tenant="é" * 128)  # 256 bytes of UTF-8
-    unpack_state(pack_state(state))
-
-
 def test_counts_by_age_shifts_the_window_to_the_requested_day() -> None:
     state = UserState(0, 0, newest_day=10, day_counts=bytes([5, 4, 3]) + bytes(DAY_WINDOW - 3))
     assert counts_by_age(state, 10)[:4] == [5, 4, 3, 0]
