@@ -105,9 +105,7 @@ def _run_partition(
         signer=signer_for(settings),
     )
     store = DictStore()
-    processor = PartitionProcessor(
-        partition, model_config(settings), store, record_rules(settings)
-    )
+    processor = PartitionProcessor(partition, model_config(settings), store, record_rules(settings))
     snap = Snapshot()
     mark: Snapshot | None = None
     for record in records:
