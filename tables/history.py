@@ -102,12 +102,12 @@ def run_records(
     switch on its clock."""
     states = DictStore()
     processor = PartitionProcessor(0, config, states, book=book)
-    process = processor.process
+    on_event = processor.on_event  # process() for events, without the type dispatch
     emissions: list[Emission] = []
     transitions: list[Transition] = []
     applied = 0
     for done, event in enumerate(events, 1):
-        result = process(event, event.append_ms)
+        result = on_event(event)
         if result.outcome == APPLIED:
             applied += 1
         if result.emissions:

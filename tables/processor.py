@@ -161,6 +161,7 @@ class PartitionProcessor:
             partition, rules.erasure_salt, rules.erasure_suppress_ms, self._ledger_writes
         )
         self.ledger.load(suppressions or ())
+        self._suppressing = self.ledger.until_ms  # non-empty while a user is suppressed
         self.persisted_seen_ms = 0  # the newest append time in the last persisted clock
 
     def process(self, record: InputRecord, append_ms: int) -> RecordResult:
@@ -182,7 +183,7 @@ class PartitionProcessor:
             seen.append_ms = append_ms
         engine = self.engine
         emissions: list[Emission] = []
-        if self.ledger:
+        if self._suppressing:
             # The event moves the partition clock first (the clock is the
             # partition's, and the suppression window is measured on it).
             emissions = engine.observe(event_contribution_ms(event.ts_ms, append_ms))
@@ -197,7 +198,7 @@ class PartitionProcessor:
         return RecordResult(
             outcome,
             emissions,
-            engine.take_transitions(),
+            engine.take_transitions() if engine.transitions else [],
             after,
             before,
             outcome == APPLIED and before is None,
