@@ -1,9 +1,10 @@
 """One input partition's engine: its clock, its due index, its users' states.
 
-The same object runs live (states in a Faust table) and in offline replay
-(states in a dict), so both decide alike. Storage is injected. Signals come
-back from each call; lifecycle transitions collect in ``transitions`` until
-the caller takes them (``take_transitions``), so the calls keep their shape.
+The record processor (``tables.processor``) holds one per partition, live
+(states in a Faust table) and offline (states in a dict), so both decide
+alike. Storage is injected. Signals come back from each call; lifecycle
+transitions collect in ``transitions`` until the caller takes them
+(``take_transitions``), so the calls keep their shape.
 A user's due time is the earlier of the next tier and the next stage change
 that time alone makes (new → active, resurrected → active).
 

@@ -93,7 +93,10 @@ class RecordResult(msgspec.Struct, gc=False):
     ``previous`` before it (for an erasure: the state removed), ``created`` when
     the event made the user. ``clock``, ``book`` and ``ledger`` are what the
     caller persists: the partition clock, the threshold book when it changed,
-    the erasure entries written (``None``: deleted)."""
+    the erasure entries written (``None``: deleted). The users whose stage or
+    tier changed are those of ``emissions`` (every tier change is a signal) and
+    ``transitions`` (every stage change), and the erased one; the store saw
+    each of their new states when it was written."""
 
     outcome: str
     emissions: list[Emission]
@@ -104,14 +107,6 @@ class RecordResult(msgspec.Struct, gc=False):
     clock: ClockMark | None = None
     book: ThresholdBook | None = None
     ledger: list[LedgerWrite] | None = None
-
-    def status_changes(self) -> list[str]:
-        """The users whose stage or tier this record changed (or who were erased), in
-        order of first change: every tier change is a signal, every stage change a
-        transition."""
-        users = dict.fromkeys(emission.user_id for emission in self.emissions)
-        users.update(dict.fromkeys(transition.user_id for transition in self.transitions))
-        return list(users)
 
 
 class _LedgerWrites:

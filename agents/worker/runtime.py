@@ -239,12 +239,14 @@ class Runtime:
         decoded = decode_record(key, value, header_list, partition, append_ms, offset, self.rules)
         if isinstance(decoded, Rejected):
             await self._dead_letter(decoded, key, value, partition, offset, append_ms)
-        elif isinstance(decoded, ModelEvent):
-            processor = self.processor(partition)
-            await self._event_done(decoded, processor.on_event(decoded), processor)
+            self.metrics.latency.observe(time.perf_counter() - started)
+            return
+        processor = self.processor(partition)
+        if isinstance(decoded, ModelEvent):
+            result = processor.on_event(decoded)  # process() without the type dispatch
+            self._event_done(decoded, result, processor)
         else:
             record = control_input(decoded.record)
-            processor = self.processor(partition)
             if isinstance(record, ThresholdUpdate):
                 tenants_before = self.config_tenants()
                 result = processor.process(record, append_ms)
@@ -255,11 +257,11 @@ class Runtime:
                     self._tick_done(result, processor)
                 elif isinstance(record, EraseRequest):
                     self._erase_done(result, processor)
-            await self._emit(result, partition)
-            self._persist(result, partition)
+        await self._emit(result, partition)
+        self._persist(result, partition)
         self.metrics.latency.observe(time.perf_counter() - started)
 
-    async def _event_done(
+    def _event_done(
         self, event: ModelEvent, result: RecordResult, processor: PartitionProcessor
     ) -> None:
         outcome = result.outcome
@@ -280,8 +282,6 @@ class Runtime:
                 # Re-delivered after a crash: the state was saved, but what the
                 # observers derived from it (status topic, Redis) may have been lost.
                 self.store.announce(event.user_id, result.state)
-        await self._emit(result, partition)
-        self._persist(result, partition)
 
     def _tick_done(self, result: RecordResult, processor: PartitionProcessor) -> None:
         partition = processor.partition
