@@ -1,10 +1,11 @@
-"""The model's configuration from the settings: thresholds, risk parameters, windows."""
+"""The model's configuration and the record rules' settings, from the settings."""
 
 from __future__ import annotations
 
 from streams.risk_params import load_params
 from streams.settings import Settings
 from tables.model import ModelConfig
+from tables.processor import RecordRules
 from tables.risk import DEFAULT_PARAMS, RiskParams
 from tables.thresholds import ThresholdPolicy
 
@@ -31,4 +32,16 @@ def model_config(settings: Settings) -> ModelConfig:
         resurrected_days=settings.resurrected_days,
         holdout_salt=salt,
         holdout_share=settings.holdout_share,
+    )
+
+
+def record_rules(settings: Settings) -> RecordRules:
+    """The record processor's settings besides the model's (``tables.processor``)."""
+    salt = settings.erasure_salt.get_secret_value() if settings.erasure_salt else ""
+    return RecordRules(
+        stall_guard_ms=settings.stall_guard_ms,
+        max_future_ms=settings.max_future_ms,
+        tick_interval_ms=settings.tick_interval_ms,
+        erasure_suppress_ms=settings.erasure_suppress_ms,
+        erasure_salt=salt.encode(),
     )

@@ -1,9 +1,10 @@
 """One input partition's engine: its clock, its due index, its users' states.
 
-The same object runs live (states in a Faust table) and in offline replay
-(states in a dict), so both decide alike. Storage is injected. Signals come
-back from each call; lifecycle transitions collect in ``transitions`` until
-the caller takes them (``take_transitions``), so the calls keep their shape.
+The record processor (``tables.processor``) holds one per partition, live
+(states in a Faust table) and offline (states in a dict), so both decide
+alike. Storage is injected. Signals come back from each call; lifecycle
+transitions collect in ``transitions`` until the caller takes them
+(``take_transitions``), so the calls keep their shape.
 A user's due time is the earlier of the next tier and the next stage change
 that time alone makes (new → active, resurrected → active).
 
@@ -178,25 +179,14 @@ class PartitionEngine:
     def on_event(self, event: ModelEvent) -> EventResult:
         """Apply one event (after moving the clock by it); what it did to its user."""
         emissions: list[Emission] = []
-        outcome, before, after = self._apply(event, emissions)
+        outcome, before, after = self.apply(event, emissions)
         return EventResult(outcome, emissions, after, outcome == APPLIED and before is None, before)
 
-    def apply_all(self, events: Iterable[ModelEvent]) -> tuple[int, list[Emission]]:
-        """``on_event`` for each event in order: ``(events applied, emissions in order)``.
-
-        The same decisions without a result object per event (replay's loop)."""
-        emissions: list[Emission] = []
-        apply = self._apply
-        applied = 0
-        for event in events:
-            if apply(event, emissions)[0] == APPLIED:
-                applied += 1
-        return applied, emissions
-
-    def _apply(
+    def apply(
         self, event: ModelEvent, emissions: list[Emission]
     ) -> tuple[str, UserState | None, UserState | None]:
-        """Observe the event's clock contribution, then apply it: ``(outcome, before, after)``."""
+        """Observe the event's clock contribution, then apply it: ``(outcome, before, after)``;
+        its signals are appended to ``emissions`` (``on_event`` without a result object)."""
         # tables.clock.event_contribution_ms, inlined: the hot path
         ts_ms = event.ts_ms
         contribution_ms = ts_ms if ts_ms <= event.append_ms else event.append_ms

@@ -108,32 +108,35 @@ class ErasureLedger:
         self.suppress_ms = suppress_ms
         self._salt = salt
         self._store = store
-        self._until: dict[str, int] = {}
+        # hash -> until_ms; read it, never write it, outside (one dict for its life,
+        # so a caller may keep it to test cheaply per event whether any user is suppressed)
+        self.until_ms: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return len(self._until)
+        return len(self.until_ms)
 
     def __bool__(self) -> bool:
-        return bool(self._until)
+        return bool(self.until_ms)
 
     def load(self, entries: Iterable[tuple[str, int]]) -> None:
         """Replace the in-memory view with ``(hash, until_ms)`` pairs read from the store."""
-        self._until = dict(entries)
+        self.until_ms.clear()
+        self.until_ms.update(entries)
 
     def erase(self, user_id: str, start_ms: int) -> int:
         """Start (or extend) suppression of ``user_id``; returns the clock time it ends."""
         digest = erased_hash(self._salt, user_id)
-        until_ms = max(start_ms + self.suppress_ms, self._until.get(digest, start_ms))
-        self._until[digest] = until_ms
+        until_ms = max(start_ms + self.suppress_ms, self.until_ms.get(digest, start_ms))
+        self.until_ms[digest] = until_ms
         self._store.put(suppression_key(self.partition, digest), until_ms)
         return until_ms
 
     def suppresses(self, user_id: str, clock_ms: int) -> bool:
         """Whether an event of ``user_id`` is dropped at ``clock_ms`` (expires lazily)."""
-        if not self._until:
+        if not self.until_ms:
             return False
         digest = erased_hash(self._salt, user_id)
-        until_ms = self._until.get(digest)
+        until_ms = self.until_ms.get(digest)
         if until_ms is None:
             return False
         if clock_ms >= until_ms:
@@ -143,13 +146,13 @@ class ErasureLedger:
 
     def expire(self, clock_ms: int) -> int:
         """Remove every entry whose window the clock has passed; returns how many."""
-        if not self._until:
+        if not self.until_ms:
             return 0
-        done = [digest for digest, until_ms in self._until.items() if clock_ms >= until_ms]
+        done = [digest for digest, until_ms in self.until_ms.items() if clock_ms >= until_ms]
         for digest in done:
             self._drop(digest)
         return len(done)
 
     def _drop(self, digest: str) -> None:
-        del self._until[digest]
+        del self.until_ms[digest]
         self._store.delete(suppression_key(self.partition, digest))

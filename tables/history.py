@@ -1,5 +1,12 @@
-"""A whole history at once, user by user: what a ``PartitionEngine`` fed the
-same events in order would decide, without its due index.
+"""A whole history of events at once: the record processor's offline paths.
+
+``run_history`` is what ``engagement replay``, ``evaluate`` and ``fit`` call.
+With tenant or segment threshold versions it feeds the events one by one to
+a ``tables.processor.PartitionProcessor`` (``run_records``). Without, it
+takes the processor's fast path, ``run_users``: what the processor fed the
+same events in order decides, user by user, without its due index
+(``tests/unit/test_history.py`` checks the two paths equal on generated
+histories).
 
 Offline replay knows every event up front. With events in event-time order
 the clock at event ``j`` is ``ts_j - lateness`` (the greatest contribution so
@@ -14,12 +21,12 @@ per-event cost. A run of a user's events with nothing due at their clocks is
 folded (``tables.model.fold_events``): one state made per run, not per event
 (not with tenant or segment thresholds, which an event may switch).
 
-The engine would have emitted a judged change at the first event whose
+The processor would have emitted a judged change at the first event whose
 clock reached its due time, users in id order within one clock step, and
 an event's own changes after those; the results are sorted back into that
-order, so signals and transitions come out exactly as the engine's.
+order, so signals and transitions come out exactly as the processor's.
 Threshold versions (``ThresholdBook``) switch policy mid-history and are not
-handled here: the caller uses the engine when it has any.
+handled by ``run_users``: ``run_history`` takes the per-record path for them.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Final
 
 import msgspec
 
+from tables.engine import DictStore
 from tables.model import (
     APPLIED,
     Emission,
@@ -43,7 +51,9 @@ from tables.model import (
     next_change_ms,
     step_event,
 )
+from tables.processor import PartitionProcessor
 from tables.state import TIER_NONE, UserState
+from tables.thresholds import ThresholdBook
 
 JUDGED: Final = 0  # a change judged when the clock moved (before that step's event)
 OWN: Final = 1  # a change made by the step's own event (and the late-event judgement)
@@ -54,13 +64,64 @@ _Key = tuple[int, int, str, int]
 
 
 class History(msgspec.Struct):
-    """The outcome of a history: final states and every change, in engine order."""
+    """The outcome of a history: final states and every change, in the processor's
+    order; ``config`` is the model's configuration in force at the end (its
+    thresholds score the users)."""
 
     states: dict[str, UserState]
     emissions: list[Emission]
     transitions: list[Transition]
     applied: int
     clock_ms: int
+    config: ModelConfig
+
+
+def run_history(
+    events: Sequence[ModelEvent],
+    config: ModelConfig,
+    as_of_ms: int,
+    book: ThresholdBook | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    by_user: dict[str, list[int]] | None = None,
+) -> History:
+    """Apply ``events`` (in ``ts`` order, ``append_ms`` equal to ``ts_ms``) and move the
+    clock to ``as_of_ms``: user by user, or record by record with threshold versions."""
+    if book is not None and book.scopes:
+        return run_records(events, config, as_of_ms, book, on_progress)
+    return run_users(events, config, as_of_ms, on_progress, by_user)
+
+
+def run_records(
+    events: Sequence[ModelEvent],
+    config: ModelConfig,
+    as_of_ms: int,
+    book: ThresholdBook | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> History:
+    """One processor over every user, record by record; threshold versions in ``book``
+    switch on its clock."""
+    states = DictStore()
+    processor = PartitionProcessor(0, config, states, book=book)
+    on_event = processor.on_event  # process() for events, without the type dispatch
+    emissions: list[Emission] = []
+    transitions: list[Transition] = []
+    applied = 0
+    for done, event in enumerate(events, 1):
+        result = on_event(event)
+        if result.outcome == APPLIED:
+            applied += 1
+        if result.emissions:
+            emissions.extend(result.emissions)
+        if result.transitions:
+            transitions.extend(result.transitions)
+        if on_progress is not None and done % PROGRESS_EVENTS == 0:
+            on_progress(PROGRESS_EVENTS)
+    if on_progress is not None and len(events) % PROGRESS_EVENTS:
+        on_progress(len(events) % PROGRESS_EVENTS)
+    engine = processor.engine
+    emissions.extend(engine.advance_to(as_of_ms))
+    transitions.extend(engine.take_transitions())
+    return History(states, emissions, transitions, applied, engine.clock_ms, engine.config)
 
 
 def positions_by_user(events: Sequence[ModelEvent]) -> dict[str, list[int]]:
@@ -81,7 +142,7 @@ def run_users(
     """Apply ``events`` (sorted by ``ts_ms``; ``append_ms`` must equal it, as in
     replay, because the clock here follows ``ts_ms`` alone) and move the
     clock to ``as_of_ms``; the same states, signals and transitions, in the same
-    order, as ``PartitionEngine.on_event`` for each event then ``advance_to``.
+    order, as ``run_records`` (the processor fed each event, then the clock moved).
     ``on_progress`` gets the number of events done about every ``PROGRESS_EVENTS``.
     ``by_user`` is ``positions_by_user(events)`` when the caller made it already
     (replay does while reading), in the same key order."""
@@ -179,6 +240,7 @@ def run_users(
         transitions=[transition for _key, transition in moved],
         applied=applied,
         clock_ms=final_clock_ms,
+        config=config,
     )
 
 

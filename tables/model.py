@@ -447,18 +447,15 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
     emissions: list[Emission] = []
     transitions: list[Transition] = []
     while True:
-        tier_due = state.last_seen_ms + tiers[state.tier] if state.tier < TIER_CHURNED else None
-        stage_due = stage_due_ms(state, config.new_days, config.resurrected_days, config.day_ms)
-        if (
-            tier_due is not None
-            and tier_due <= clock_ms
-            and (stage_due is None or tier_due <= stage_due)
-        ):
-            tier = state.tier + 1
-            threshold = tiers[state.tier]
-            emission = _tier_emission(state, user_id, tier, tier_due, threshold, source, config)
+        due_ms = next_change_ms(state, config)
+        if due_ms is None or due_ms > clock_ms:
+            return Step(APPLIED, state, emissions, transitions)
+        tier = state.tier
+        if tier < TIER_CHURNED and state.last_seen_ms + tiers[tier] == due_ms:
+            threshold = tiers[tier]
+            emission = _tier_emission(state, user_id, tier + 1, due_ms, threshold, source, config)
             emissions.append(emission)
-            to_stage = stage_of_tier(tier)
+            to_stage = stage_of_tier(tier + 1)
             if to_stage != state.stage:
                 transitions.append(
                     _transition(
@@ -466,31 +463,32 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
                         user_id,
                         STAGES[state.stage],
                         to_stage,
-                        tier_due,
+                        due_ms,
                         emission.reasons,
                         config,
                     )
                 )
             state = msgspec.structs.replace(
                 state,
-                tier=tier,
+                tier=tier + 1,
                 stage=to_stage,
-                first_signal_as_of_ms=state.first_signal_as_of_ms or tier_due,
+                first_signal_as_of_ms=state.first_signal_as_of_ms or due_ms,
             )
-        elif stage_due is not None and stage_due <= clock_ms:
+        else:  # the stage change time alone makes
             reasons = (Reason("active_days", float(state.active_days), None),)
             transitions.append(
                 _transition(
-                    state, user_id, STAGES[state.stage], STAGE_ACTIVE, stage_due, reasons, config
+                    state, user_id, STAGES[state.stage], STAGE_ACTIVE, due_ms, reasons, config
                 )
             )
             state = msgspec.structs.replace(state, stage=STAGE_ACTIVE)
-        else:
-            return Step(APPLIED, state, emissions, transitions)
 
 
 def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
-    """When the clock next changes this user: the next tier or stage change due."""
+    """When the clock next changes this user: the next tier or stage change due, the
+    tier on a tie (``None``: only an event can). The one definition of a user's due
+    time: ``advance_user`` judges by it, the engine's due index and the
+    user-by-user history schedule by it."""
     tier = state.tier
     if tier >= TIER_CHURNED:
         return None  # and no stage change either: only an event can

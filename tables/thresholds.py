@@ -24,7 +24,7 @@ from typing import Final
 
 import msgspec
 
-from tables.state import TIER_CHURNED, TIER_NONE, UserState
+from tables.state import UserState
 
 SOURCE_DEFAULT: Final = "default"
 SOURCE_TENANT: Final = "tenant"
@@ -86,13 +86,6 @@ def _user_tiers(
         min(max_ms, max(min_ms, round(gap_ms * multiple))) for multiple in multiples
     )
     return (at_risk, max(at_risk, dormant), max(at_risk, dormant, churned))
-
-
-def next_due_ms(state: UserState, tiers: Tiers) -> int | None:
-    """When the next tier falls due for this user (``None`` after churned)."""
-    if state.tier >= TIER_CHURNED:
-        return None
-    return state.last_seen_ms + tiers[state.tier - TIER_NONE]
 
 
 class ThresholdVersion(msgspec.Struct, frozen=True, array_like=True):

@@ -31,9 +31,9 @@ from streams.decode import id_hash
 from streams.records import LifecycleTransition, Signal, encode
 from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.clock import NEVER
-from tables.engine import DictStore, PartitionEngine
+from tables.engine import DictStore
 from tables.errors import ConfigurationError
-from tables.history import run_users
+from tables.history import run_history as run_events
 from tables.model import (
     Emission,
     ModelConfig,
@@ -45,8 +45,6 @@ from tables.model import (
 )
 from tables.state import NO_OFFSET, TIER_NAMES, TIER_NONE, UserState
 from tables.thresholds import ThresholdBook
-
-PROGRESS_EVENTS = 50_000
 
 
 class ReplayStats(msgspec.Struct):
@@ -80,7 +78,7 @@ def read_events(
 
     The sort is stable, so events with the same ``ts`` keep their input order;
     a file already in order (the usual history) is not sorted, and its users'
-    positions are gathered on the way (one pass fewer for ``run_users``)."""
+    positions are gathered on the way (one pass fewer for ``tables.history``)."""
     rejected: Counter[str] = Counter()
     events: list[ModelEvent] = []
     append = events.append
@@ -126,7 +124,7 @@ def read_events(
     stats.lines += accepted + sum(rejected.values())
     stats.after_as_of += after_as_of
     stats.rejected = dict(rejected)
-    if backwards:  # some event went back in time: sort, and run_users groups again
+    if backwards:  # some event went back in time: sort, and tables.history groups again
         events.sort(key=_event_time)
         return EventsRead(events, None)
     for entry in users.values():
@@ -188,10 +186,9 @@ def run_history(
     """Run the model over the file up to ``as_of_ms``; emissions go to the callbacks.
 
     Lines are judged by ``rules`` (``Settings.event_rules``), as a worker
-    judges records. User by user (``tables.history``): the same decisions, in the same order,
-    as a ``PartitionEngine`` fed the events one by one. With threshold
-    versions in ``book`` the policy changes mid-history: the engine itself
-    runs them, event by event."""
+    judges records. The record processor's offline paths
+    (``tables.history.run_history``): user by user, or record by record when
+    threshold versions in ``book`` change the policy mid-history."""
     stats = ReplayStats()
     with events_path.open("rb") as handle:
         read = read_events(iter(handle), as_of_ms, stats, rules)
@@ -204,56 +201,23 @@ def run_history(
         bar = tqdm(total=len(ordered), unit="ev", unit_scale=True, file=sys.stderr)
     update = None if bar is None else bar.update
     try:
-        if book is not None and book.scopes:
-            store, config, emissions, transitions, applied = _run_engine(
-                ordered, config, as_of_ms, book, update
-            )
-        else:
-            history = run_users(ordered, config, as_of_ms, update, read.by_user)
-            store = DictStore()
-            store.update(history.states)
-            emissions, transitions, applied = (
-                history.emissions,
-                history.transitions,
-                history.applied,
-            )
+        history = run_events(ordered, config, as_of_ms, book, update, read.by_user)
     finally:
         if bar is not None:
             bar.close()
-    stats.events = len(ordered)
-    stats.applied = applied
-    stats.duplicates = len(ordered) - applied
-    stats.signals = dict(Counter(emission.kind for emission in emissions))
-    stats.users = len(store)
-    if on_signals is not None and emissions:
-        on_signals(emissions)
-    if on_transitions is not None and transitions:
-        on_transitions(transitions)
-    return ReplayRun(config=config, store=store, stats=stats)
-
-
-def _run_engine(
-    ordered: list[ModelEvent],
-    config: ModelConfig,
-    as_of_ms: int,
-    book: ThresholdBook,
-    on_progress: Callable[[int], object] | None,
-) -> tuple[DictStore, ModelConfig, list[Emission], list[Transition], int]:
-    """One engine over every user, threshold versions switching on its clock."""
     store = DictStore()
-    engine = PartitionEngine(0, config, store, book=book)
-    emissions: list[Emission] = []
-    applied = 0
-    for start in range(0, len(ordered), PROGRESS_EVENTS):
-        chunk = ordered[start : start + PROGRESS_EVENTS]
-        count, more = engine.apply_all(chunk)
-        applied += count
-        emissions.extend(more)
-        if on_progress is not None:
-            on_progress(len(chunk))
-    emissions.extend(engine.advance_to(as_of_ms))
+    store.update(history.states)
+    stats.events = len(ordered)
+    stats.applied = history.applied
+    stats.duplicates = len(ordered) - history.applied
+    stats.signals = dict(Counter(emission.kind for emission in history.emissions))
+    stats.users = len(store)
+    if on_signals is not None and history.emissions:
+        on_signals(history.emissions)
+    if on_transitions is not None and history.transitions:
+        on_transitions(history.transitions)
     # the thresholds in force at --as-of score the users
-    return store, engine.config, emissions, engine.take_transitions(), applied
+    return ReplayRun(config=history.config, store=store, stats=stats)
 
 
 def replay(

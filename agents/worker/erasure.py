@@ -1,12 +1,14 @@
-"""Erasure in the worker: ``$erase`` handling and suppression of erased users' late events.
+"""Erasure in the worker: where the erasure ledgers persist.
 
-Owns one ``tables.erasure.ErasureLedger`` per input partition, persisted in
-the Faust ``erased`` table under ``"{P}:{salted hash}"`` keys. Every table
-write happens while the agent processes a record of partition P (the erasure
-itself, an event met after the window, a tick expiring entries), so it lands
-in changelog partition P and recovers on the worker that owns P. The user's
-state goes through ``TableStore.delete`` (``PartitionEngine.forget``), which
-tells the store's observers (status topic tombstone, Redis mirror).
+The record processor (``tables.processor``) decides ``$erase`` and the
+suppression of erased users' late events with one ``tables.erasure.ErasureLedger``
+per input partition; its entries persist in the Faust ``erased`` table under
+``"{P}:{salted hash}"`` keys. Every table write happens while the agent
+processes a record of partition P (the erasure itself, an event met after the
+window, a tick expiring entries), so it lands in changelog partition P and
+recovers on the worker that owns P. The user's state goes through
+``TableStore.delete`` (``PartitionEngine.forget``), which tells the store's
+observers (status topic tombstone, Redis mirror).
 (The request writer, ``engagement erase``, is ``agents.ops.erase``.)
 """
 
@@ -14,26 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any
 
 from agents.worker.metrics import Metrics
-from streams.records import Erase
 from streams.settings import Settings
-from tables.engine import PartitionEngine
-from tables.erasure import (
-    ErasureLedger,
-    erase_is_current,
-    pack_until,
-    parse_suppression_key,
-    unpack_until,
-    window_start_ms,
-)
+from tables.erasure import pack_until, parse_suppression_key, unpack_until
+from tables.processor import LedgerWrite
 
 log = logging.getLogger(__name__)
-
-APPLIED: Final = "applied"
-STALE: Final = "stale"
-SUPPRESSED: Final = "suppressed"
 
 
 class TableSuppressionStore:
@@ -65,78 +55,29 @@ class TableSuppressionStore:
 
 
 class Erasures:
-    """The ledgers of the partitions this worker handles."""
+    """Where the processors' erasure ledgers persist, and their metrics."""
 
     def __init__(self, table: Any, settings: Settings, metrics: Metrics) -> None:
-        self.settings = settings
         self.metrics = metrics
         self.store = TableSuppressionStore(table)
-        secret = settings.erasure_salt.get_secret_value() if settings.erasure_salt else ""
-        if not secret:
+        if not settings.erasure_salt or not settings.erasure_salt.get_secret_value():
             log.warning("ENGAGEMENT_ERASURE_SALT is empty: erased users' hashes are unsalted")
-        self._salt = secret.encode()
-        self._ledgers: dict[int, ErasureLedger] = {}
 
-    def _new_ledger(self, partition: int) -> ErasureLedger:
-        return ErasureLedger(partition, self._salt, self.settings.erasure_suppress_ms, self.store)
+    def entries(self, partitions: Iterable[int]) -> dict[int, list[tuple[str, int]]]:
+        """The stored ``(hash, until_ms)`` of each wanted partition (a ledger's load)."""
+        return self.store.entries(partitions)
 
-    def ledger(self, partition: int) -> ErasureLedger:
-        ledger = self._ledgers.get(partition)
-        if ledger is None:
-            ledger = self._ledgers[partition] = self._new_ledger(partition)
-            ledger.load(self.store.entries([partition])[partition])
-            self._gauge(ledger)
-        return ledger
+    def persist(self, writes: Iterable[LedgerWrite]) -> None:
+        """Write a ledger's changes (``until_ms`` ``None``: the entry is gone)."""
+        for key, until_ms in writes:
+            if until_ms is None:
+                self.store.delete(key)
+            else:
+                self.store.put(key, until_ms)
 
-    def rebuild(self, partitions: Iterable[int]) -> None:
-        """Fresh ledgers for ``partitions`` from the recovered table; others dropped."""
-        wanted = set(partitions)
-        entries = self.store.entries(wanted)
-        self._ledgers = {}
-        for partition in wanted:
-            ledger = self._ledgers[partition] = self._new_ledger(partition)
-            ledger.load(entries[partition])
-            self._gauge(ledger)
+    def count(self, outcome: str) -> None:
+        """One ``$erase`` handled: ``applied`` or ``stale``."""
+        self.metrics.erasures.labels(outcome=outcome).inc()
 
-    def apply(self, engine: PartitionEngine, record: Erase, append_ms: int) -> bool:
-        """Handle a verified ``$erase``: forget the user, start suppressing; False if stale."""
-        if not erase_is_current(record.issued_ms, append_ms, self.settings.max_future_ms):
-            self.metrics.erasures.labels(outcome=STALE).inc()
-            return False
-        engine.forget(record.user_id)
-        start_ms = window_start_ms(
-            engine.clock_ms, record.issued_ms, append_ms, self.settings.lateness_ms
-        )
-        ledger = self.ledger(engine.partition)
-        ledger.erase(record.user_id, start_ms)
-        self.metrics.erasures.labels(outcome=APPLIED).inc()
-        self._gauge(ledger)
-        return True
-
-    def active(self, partition: int) -> bool:
-        """Whether any erased user of ``partition`` is still suppressed (cheap: per event)."""
-        ledger = self._ledgers.get(partition)
-        if ledger is None:
-            ledger = self.ledger(partition)
-        return bool(ledger)
-
-    def suppresses(self, partition: int, user_id: str, clock_ms: int) -> bool:
-        """Whether an event of ``user_id`` is dropped (the partition clock already
-        includes the event's own contribution)."""
-        ledger = self.ledger(partition)
-        if not ledger:
-            return False
-        before = len(ledger)
-        dropped = ledger.suppresses(user_id, clock_ms)
-        if len(ledger) != before:
-            self._gauge(ledger)
-        return dropped
-
-    def expire(self, partition: int, clock_ms: int) -> None:
-        """Drop entries whose window the partition clock has passed (on ticks)."""
-        ledger = self._ledgers.get(partition)
-        if ledger and ledger.expire(clock_ms):
-            self._gauge(ledger)
-
-    def _gauge(self, ledger: ErasureLedger) -> None:
-        self.metrics.erasure_suppressions.labels(partition=str(ledger.partition)).set(len(ledger))
+    def gauge(self, partition: int, suppressed_users: int) -> None:
+        self.metrics.erasure_suppressions.labels(partition=str(partition)).set(suppressed_users)

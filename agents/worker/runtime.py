@@ -1,7 +1,10 @@
-"""The worker's per-record pipeline: decode → model → table → emit.
+"""The worker's per-record pipeline: decode → processor → write, emit, count.
 
-Holds one ``PartitionEngine`` per owned input partition, backed by the Faust
-tables of ``streams.app``; the Faust agent only feeds records in.
+Holds one ``tables.processor.PartitionProcessor`` per owned input partition
+(the record rules), backed by the Faust tables of ``streams.app``; this shell
+decodes each record, hands it to the processor, persists the partition
+values it returns, publishes its outputs and keeps the metrics. The Faust
+agent only feeds records in.
 """
 
 from __future__ import annotations
@@ -12,27 +15,22 @@ from base64 import b64encode
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from agents.worker.erasure import SUPPRESSED, Erasures
+from agents.worker.erasure import Erasures
 from agents.worker.metrics import Metrics
 from agents.worker.stickiness import StageCounts, Stickiness
 from streams.app import EngineApp
 from streams.control import signer_for
-from streams.decode import Control, DecodeRules, decode_record, partition_for
-from streams.model_settings import model_config
-from streams.records import (
-    ConfigUpdate,
-    DlqRecord,
-    Erase,
-    LifecycleTransition,
-    Signal,
-    Tick,
-    encode,
-)
+from streams.decode import DecodeRules, decode_record, partition_for
+from streams.inputs import control_input
+from streams.model_settings import model_config, record_rules
+from streams.records import DlqRecord, LifecycleTransition, Signal, Tick, encode
 from streams.validate import Rejected
-from tables.clock import NEVER, event_contribution_ms, tick_contribution_ms
+from tables.clock import NEVER
 from tables.engine import PartitionEngine
+from tables.inputs import ClockTick, EraseRequest, ThresholdUpdate
 from tables.lifecycle import STAGES
-from tables.model import APPLIED, DUPLICATE_OFFSET, Emission, ModelEvent
+from tables.model import APPLIED, DUPLICATE_OFFSET, ModelEvent
+from tables.processor import SUPPRESSED, ClockMark, EventsSeen, PartitionProcessor, RecordResult
 from tables.state import UserState, pack_state, unpack_state
 from tables.thresholds import decode_book, encode_book
 
@@ -86,8 +84,10 @@ def _config_key(partition: int) -> bytes:
     return f"{partition}:config".encode()
 
 
-def _pack_clock(high_ms: int, events_seen_ms: int) -> bytes:
-    return high_ms.to_bytes(8, "big", signed=True) + events_seen_ms.to_bytes(8, "big", signed=True)
+def _pack_clock(mark: ClockMark) -> bytes:
+    return mark.high_ms.to_bytes(8, "big", signed=True) + mark.events_seen_append_ms.to_bytes(
+        8, "big", signed=True
+    )
 
 
 def _unpack_clock(blob: bytes | None) -> tuple[int, int]:
@@ -106,6 +106,7 @@ class Runtime:
         self.settings = engine_app.settings
         self.metrics = metrics
         self.config = model_config(self.settings)
+        self.record_rules = record_rules(self.settings)
         self.signer = signer_for(self.settings)
         self.rules = DecodeRules(
             topic=self.settings.topic_events,
@@ -120,9 +121,9 @@ class Runtime:
         # the futures of sent signals, transitions and DLQ records (batch ingest)
         self.outputs: list[Any] | None = None
         self.send_output: SendOutput = send_through_topic
-        self.engines: dict[int, PartitionEngine] = {}
-        self.events_seen_append_ms = 0
-        self._persisted_seen_ms: dict[int, int] = {}
+        self.processors: dict[int, PartitionProcessor] = {}
+        self.engines: dict[int, PartitionEngine] = {}  # each processor's engine (its clock)
+        self._seen = EventsSeen()
         self.signals_sent = 0
         self.transitions_sent = 0
         self.stages = StageCounts(metrics.users_by_stage)
@@ -134,41 +135,56 @@ class Runtime:
             self.config_tenants,
         )
 
+    @property
+    def events_seen_append_ms(self) -> int:
+        """The newest event append time this worker has seen (its ticks carry it)."""
+        return self._seen.append_ms
+
+    @events_seen_append_ms.setter
+    def events_seen_append_ms(self, append_ms: int) -> None:
+        self._seen.append_ms = append_ms
+
     def write_tables_through(self, wrap: Callable[[Any], Any]) -> None:
         """Send every table write through ``wrap(table)`` (the batch ingest's writer)."""
         self.store.table = wrap(self.engine_app.users)
         self._clocks = wrap(self.engine_app.clocks)
         self.erasures.store.table = wrap(self.engine_app.erased)
 
-    # -- engines -------------------------------------------------------
-    def engine(self, partition: int) -> PartitionEngine:
-        engine = self.engines.get(partition)
-        if engine is None:
+    # -- processors ----------------------------------------------------
+    def processor(self, partition: int) -> PartitionProcessor:
+        processor = self.processors.get(partition)
+        if processor is None:
             high_ms, seen_ms = _unpack_clock(self.engine_app.clocks.get(str(partition).encode()))
-            engine = PartitionEngine(
+            processor = PartitionProcessor(
                 partition,
                 self.config,
                 self.store,
+                self.record_rules,
+                seen=self._seen,
                 high_ms=high_ms,
                 users=lambda: self._partition_users(partition),
                 book=decode_book(self.engine_app.clocks.get(_config_key(partition))),
+                suppressions=self.erasures.entries([partition])[partition],
             )
-            self.events_seen_append_ms = max(self.events_seen_append_ms, seen_ms)
-            self.engines[partition] = engine
+            self._seen.append_ms = max(self._seen.append_ms, seen_ms)
+            self.processors[partition] = processor
+            self.engines[partition] = processor.engine
+            self.erasures.gauge(partition, len(processor.ledger))
             self._tenants = None
-        return engine
+        return processor
 
     def rebuild(self, partitions: Iterable[int]) -> dict[int, int]:
-        """Fresh engines for ``partitions``, indexes rebuilt from the user table."""
+        """Fresh processors for ``partitions``, indexes rebuilt from the user table."""
         wanted = set(partitions)
-        for partition in list(self.engines):
+        for partition in list(self.processors):
             if partition not in wanted:
+                del self.processors[partition]
                 del self.engines[partition]
                 self._tenants = None
                 self.stages.forget(partition)
                 self.stickiness.forget(partition)
         started = time.perf_counter()
-        fresh = {p: self.engine(p) for p in wanted}
+        fresh = {p: self.processor(p).engine for p in wanted}
         for partition, engine in fresh.items():
             engine.index.clear()
             self.stages.clear(partition)
@@ -188,7 +204,9 @@ class Runtime:
         for partition, engine in fresh.items():
             self.stages.publish(partition)
             self.stickiness.publish(partition, engine.high_ms)
-        self.erasures.rebuild(wanted)
+        for partition, entries in self.erasures.entries(wanted).items():
+            self.processors[partition].load_suppressions(entries)
+            self.erasures.gauge(partition, len(entries))
         for partition, count in counts.items():
             fresh[partition].users_tracked = count
             self.metrics.users.labels(partition=str(partition)).set(count)
@@ -218,105 +236,102 @@ class Runtime:
     ) -> None:
         started = time.perf_counter()
         header_list = list(headers.items()) if isinstance(headers, dict) else headers
-        result = decode_record(key, value, header_list, partition, append_ms, offset, self.rules)
-        if isinstance(result, Rejected):
-            await self._dead_letter(result, key, value, partition, offset, append_ms)
-        elif isinstance(result, Control):
-            await self._control(result, partition, append_ms)
+        decoded = decode_record(key, value, header_list, partition, append_ms, offset, self.rules)
+        if isinstance(decoded, Rejected):
+            await self._dead_letter(decoded, key, value, partition, offset, append_ms)
+            self.metrics.latency.observe(time.perf_counter() - started)
+            return
+        processor = self.processor(partition)
+        if isinstance(decoded, ModelEvent):
+            result = processor.on_event(decoded)  # process() without the type dispatch
+            self._event_done(decoded, result, processor)
         else:
-            self.events_seen_append_ms = max(self.events_seen_append_ms, append_ms)
-            engine = self.engine(partition)
-            if await self._drop_if_erased(engine, result):
-                self.metrics.latency.observe(time.perf_counter() - started)
-                return
-            outcome = engine.on_event(result)
-            self.metrics.count_event(result.type, outcome.outcome)
-            if outcome.outcome != APPLIED:
-                self.metrics.duplicates.labels(kind=outcome.outcome).inc()
-                if outcome.outcome == DUPLICATE_OFFSET and outcome.state is not None:
-                    # Re-delivered after a crash: the state was saved, but what the
-                    # observers derived from it (status topic, Redis) may have been lost.
-                    self.store.announce(result.user_id, outcome.state)
+            record = control_input(decoded.record)
+            if isinstance(record, ThresholdUpdate):
+                tenants_before = self.config_tenants()
+                result = processor.process(record, append_ms)
+                self._config_done(result, processor, tenants_before)
             else:
-                if outcome.created:
-                    self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
-                if outcome.state is not None:
-                    self.stickiness.on_event(
-                        partition, outcome.previous, outcome.state, engine.high_ms
-                    )
-            await self._emit(outcome.emissions)
-            persisted_ms = self._persisted_seen_ms.get(partition, 0)
-            if append_ms > persisted_ms + self.settings.tick_interval_ms:
-                # Keep the restart value of events_seen within a tick of the truth, so a
-                # worker restarted on a quiet topic does not hold every clock (stall guard).
-                self._persist_clock(partition, engine)
+                result = processor.process(record, append_ms)
+                if isinstance(record, ClockTick):
+                    self._tick_done(result, processor)
+                elif isinstance(record, EraseRequest):
+                    self._erase_done(result, processor)
+        await self._emit(result, partition)
+        self._persist(result, partition)
         self.metrics.latency.observe(time.perf_counter() - started)
 
-    def _persist_clock(self, partition: int, engine: PartitionEngine) -> None:
-        """Write the partition's clock (inside stream iteration: lands in partition P)."""
-        self._clocks[str(partition).encode()] = _pack_clock(
-            engine.high_ms, self.events_seen_append_ms
-        )
-        self._persisted_seen_ms[partition] = self.events_seen_append_ms
+    def _event_done(
+        self, event: ModelEvent, result: RecordResult, processor: PartitionProcessor
+    ) -> None:
+        outcome = result.outcome
+        partition = processor.partition
+        self.metrics.count_event(event.type, outcome)
+        if outcome == APPLIED:
+            if result.created:
+                self.metrics.users.labels(partition=str(partition)).set(
+                    processor.engine.users_tracked
+                )
+            if result.state is not None:
+                self.stickiness.on_event(
+                    partition, result.previous, result.state, processor.engine.high_ms
+                )
+        elif outcome != SUPPRESSED:
+            self.metrics.duplicates.labels(kind=outcome).inc()
+            if outcome == DUPLICATE_OFFSET and result.state is not None:
+                # Re-delivered after a crash: the state was saved, but what the
+                # observers derived from it (status topic, Redis) may have been lost.
+                self.store.announce(event.user_id, result.state)
 
-    async def _control(self, control: Control, partition: int, append_ms: int) -> None:
-        record = control.record
-        engine = self.engine(partition)
-        if isinstance(record, Tick):
-            contribution = tick_contribution_ms(
-                record.wall_ms,
-                append_ms,
-                record.events_seen_append_ms,
-                self.settings.stall_guard_ms,
-            )
-            before = engine.high_ms
-            emissions = engine.observe(contribution)
-            self.metrics.ticks.labels(
-                outcome="advanced" if engine.high_ms > before else "held"
-            ).inc()
-            self._persist_clock(partition, engine)
-            self.erasures.expire(partition, engine.clock_ms)
-            clock_s = engine.clock_ms / 1000
-            self.metrics.clock.labels(partition=str(partition)).set(clock_s)
-            self.metrics.clock_lag.labels(partition=str(partition)).set(time.time() - clock_s)
-            self.stickiness.publish(partition, engine.high_ms)
-            await self._emit(emissions)
-        elif isinstance(record, Erase):
-            erased = self.store.get(record.user_id)
-            if self.erasures.apply(engine, record, append_ms):
-                self.metrics.users.labels(partition=str(partition)).set(engine.users_tracked)
-                if erased is not None:
-                    self.stages.move(partition, STAGES[erased.stage], None)
-                    self.stickiness.remove(partition, erased, engine.high_ms)
-        elif isinstance(record, ConfigUpdate):
-            await self._config(engine, record)
+    def _tick_done(self, result: RecordResult, processor: PartitionProcessor) -> None:
+        partition = processor.partition
+        engine = processor.engine
+        self.metrics.ticks.labels(outcome=result.outcome).inc()
+        clock_s = engine.clock_ms / 1000
+        self.metrics.clock.labels(partition=str(partition)).set(clock_s)
+        self.metrics.clock_lag.labels(partition=str(partition)).set(time.time() - clock_s)
+        self.stickiness.publish(partition, engine.high_ms)
 
-    async def _config(self, engine: PartitionEngine, update: ConfigUpdate) -> None:
-        """Apply a threshold version in log order; persist the partition's book (in P)."""
-        tiers = (update.at_risk_ms, update.dormant_ms, update.churned_ms)
-        if not (0 < tiers[0] <= tiers[1] <= tiers[2]) or not update.scope:
-            self.metrics.configs.labels(outcome="rejected").inc()
+    def _erase_done(self, result: RecordResult, processor: PartitionProcessor) -> None:
+        self.erasures.count(result.outcome)
+        if result.outcome != APPLIED:
             return
-        tenants_before = self.config_tenants()
-        changed, emissions = engine.receive_config(update.scope, update.effective_from, tiers)
+        partition = processor.partition
+        self.metrics.users.labels(partition=str(partition)).set(processor.engine.users_tracked)
+        erased = result.previous
+        if erased is not None:
+            self.stages.move(partition, STAGES[erased.stage], None)
+            self.stickiness.remove(partition, erased, processor.engine.high_ms)
+
+    def _config_done(
+        self, result: RecordResult, processor: PartitionProcessor, tenants_before: set[str]
+    ) -> None:
         self._tenants = None
-        self.metrics.configs.labels(outcome="applied" if changed else "unchanged").inc()
-        if not changed:
-            return
-        self._clocks[_config_key(engine.partition)] = encode_book(engine.book)
-        if self.config_tenants() != tenants_before:
+        self.metrics.configs.labels(outcome=result.outcome).inc()
+        if result.book is not None and self.config_tenants() != tenants_before:
             # A new tenant label: recount the partition's gauges under it.
+            partition = processor.partition
             self.stickiness.reset(
-                engine.partition,
-                (state for _user, state in self._partition_users(engine.partition)),
-                engine.high_ms,
+                partition,
+                (state for _user, state in self._partition_users(partition)),
+                processor.engine.high_ms,
             )
-        await self._emit(emissions)
+
+    def _persist(self, result: RecordResult, partition: int) -> None:
+        """Write the partition values a record changed (inside stream iteration: they
+        land in changelog partition P and recover with it)."""
+        if result.clock is not None:
+            self._clocks[str(partition).encode()] = _pack_clock(result.clock)
+        if result.book is not None:
+            self._clocks[_config_key(partition)] = encode_book(result.book)
+        if result.ledger is not None:
+            self.erasures.persist(result.ledger)
+            self.erasures.gauge(partition, len(self.processors[partition].ledger))
 
     def config_tenants(self) -> set[str]:
         """Tenants present in the config topic (the allowed ``tenant`` metric labels).
 
-        Asked per event (the stickiness label): kept until an engine or a
+        Asked per event (the stickiness label): kept until a processor or a
         threshold book changes."""
         if self._tenants is None:
             tenants: set[str] = set()
@@ -332,29 +347,14 @@ class Runtime:
             if blob is not None and partition_for(key, n) == partition:
                 yield key.decode(), unpack_state(blob)
 
-    async def _drop_if_erased(self, engine: PartitionEngine, event: ModelEvent) -> bool:
-        """Drop (and count) an event of a user erased within the suppression window.
-
-        The event still contributes its time to the partition clock first: the
-        clock belongs to the partition, and the window is measured on it.
-        """
-        if not self.erasures.active(engine.partition):
-            return False
-        await self._emit(engine.observe(event_contribution_ms(event.ts_ms, event.append_ms)))
-        if not self.erasures.suppresses(engine.partition, event.user_id, engine.clock_ms):
-            return False
-        self.metrics.events.labels(
-            type=self.metrics.type_label(event.type), outcome=SUPPRESSED
-        ).inc()
-        return True
-
     def _keep(self, sent: Any) -> None:
         """Keep a sent record's future while a batch collects them (batch ingest)."""
         if self.outputs is not None:
             self.outputs.append(sent)
 
-    async def _emit(self, emissions: list[Emission]) -> None:
-        for emission in emissions:
+    async def _emit(self, result: RecordResult, partition: int) -> None:
+        """Publish a record's signals, then its lifecycle transitions (their own topic)."""
+        for emission in result.emissions:
             signal = Signal.from_emission(emission)
             self._keep(
                 await self.send_output(
@@ -363,20 +363,16 @@ class Runtime:
             )
             self.metrics.signals.labels(kind=emission.kind).inc()
             self.signals_sent += 1
-        # Lifecycle transitions decided while handling this record go to their own topic.
-        for engine in self.engines.values():
-            if not engine.transitions:
-                continue
-            for transition in engine.take_transitions():
-                record = LifecycleTransition.from_transition(transition)
-                self._keep(
-                    await self.send_output(
-                        self.engine_app.lifecycle, transition.user_id.encode(), encode(record)
-                    )
+        for transition in result.transitions:
+            record = LifecycleTransition.from_transition(transition)
+            self._keep(
+                await self.send_output(
+                    self.engine_app.lifecycle, transition.user_id.encode(), encode(record)
                 )
-                self.stages.move(engine.partition, transition.from_stage, transition.to_stage)
-                self.metrics.transitions.labels(stage=transition.to_stage).inc()
-                self.transitions_sent += 1
+            )
+            self.stages.move(partition, transition.from_stage, transition.to_stage)
+            self.metrics.transitions.labels(stage=transition.to_stage).inc()
+            self.transitions_sent += 1
 
     async def _dead_letter(
         self,

@@ -1,6 +1,6 @@
-"""The engine run over decoded records, its results in the reference's terms.
+"""The record processor run over decoded records, its results in the reference's terms.
 
-``run_engine`` is the one place that drives the engine for the reference
+``run_engine`` is the one place that drives the processor for the reference
 comparison (``tests/unit/test_reference_agreement.py``): records in log
 order, as the worker's per-record pipeline treats them, and the final states,
 signals and transitions turned into ``reference.records.Outcome``.
@@ -14,15 +14,15 @@ import msgspec
 from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick, UserView
 
 from streams.decode import id_hash
-from streams.model_settings import model_config
+from streams.model_settings import model_config, record_rules
 from streams.records import LifecycleTransition, Signal, encode
 from streams.settings import Settings
 from tables.cadence import NEGATIVE_KINDS
-from tables.clock import NEVER, event_contribution_ms, tick_contribution_ms
-from tables.engine import PartitionEngine
-from tables.erasure import DictSuppressionStore, ErasureLedger, erase_is_current, window_start_ms
+from tables.clock import NEVER
+from tables.inputs import ClockTick, EraseRequest, ThresholdUpdate
 from tables.lifecycle import STAGES
-from tables.model import ModelEvent
+from tables.model import APPLIED, ModelEvent
+from tables.processor import PartitionProcessor
 from tables.state import NO_DAY, TIER_NAMES, UserState, pack_state, unpack_state
 
 
@@ -76,16 +76,14 @@ def rules_for(settings: Settings, partition: int = 0) -> Rules:
 
 
 def run_engine(records: list[Record], settings: Settings, partition: int = 0) -> Outcome:
-    """Drive ``PartitionEngine`` over packed states and the erasure ledger as the
-    worker's runtime does."""
+    """Drive the worker's record processor over packed states, as the worker's runtime does."""
     store = PackedStore()
-    engine = PartitionEngine(partition, model_config(settings), store, users=store.items_list)
-    salt = settings.erasure_salt.get_secret_value().encode() if settings.erasure_salt else b""
-    ledger = ErasureLedger(partition, salt, settings.erasure_suppress_ms, DictSuppressionStore())
+    processor = PartitionProcessor(
+        partition, model_config(settings), store, record_rules(settings), users=store.items_list
+    )
     out = Outcome()
     event_ids: dict[int, str] = {}  # the engine keeps hashes of event ids
     for index, record in enumerate(records):
-        emissions: list[Any] = []
         if isinstance(record, Event):
             event_ids[id_hash(record.event_id)] = record.event_id
             event = ModelEvent(
@@ -99,48 +97,29 @@ def run_engine(records: list[Record], settings: Settings, partition: int = 0) ->
                 tenant=record.tenant,
                 segment=record.segment,
             )
-            outcome = ""
-            if ledger:  # Runtime._drop_if_erased
-                emissions += engine.observe(event_contribution_ms(event.ts_ms, event.append_ms))
-                if ledger.suppresses(event.user_id, engine.clock_ms):
-                    outcome = "suppressed"
-            if not outcome:
-                result = engine.on_event(event)
-                outcome = result.outcome
-                emissions += result.emissions
+            result = processor.process(event, record.append_ms)
+            outcome = result.outcome
         elif isinstance(record, Tick):
-            contribution = tick_contribution_ms(
-                record.wall_ms,
-                record.append_ms,
-                record.events_seen_append_ms,
-                settings.stall_guard_ms,
-            )
-            emissions += engine.observe(contribution)
-            ledger.expire(engine.clock_ms)
+            tick = ClockTick(record.wall_ms, record.events_seen_append_ms)
+            result = processor.process(tick, record.append_ms)
             outcome = "tick"
-        elif isinstance(record, Config):  # Runtime._config
+        elif isinstance(record, Config):
             tiers = (record.at_risk_ms, record.dormant_ms, record.churned_ms)
-            if not (0 < tiers[0] <= tiers[1] <= tiers[2]) or not record.scope:
-                outcome = "rejected"
-            else:
-                changed, more = engine.receive_config(record.scope, record.effective_from_ms, tiers)
-                emissions += more
-                outcome = "applied" if changed else "unchanged"
-        elif isinstance(record, Erase):  # agents.erasure.Erasures.apply
-            outcome = "stale"
-            if erase_is_current(record.issued_ms, record.append_ms, settings.max_future_ms):
-                engine.forget(record.user_id)
-                start_ms = window_start_ms(
-                    engine.clock_ms, record.issued_ms, record.append_ms, settings.lateness_ms
-                )
-                ledger.erase(record.user_id, start_ms)
-                outcome = "erased"
+            update = ThresholdUpdate(record.scope, record.effective_from_ms, tiers)
+            result = processor.process(update, record.append_ms)
+            outcome = result.outcome
+        elif isinstance(record, Erase):
+            request = EraseRequest(record.user_id, record.issued_ms)
+            result = processor.process(request, record.append_ms)
+            outcome = "erased" if result.outcome == APPLIED else result.outcome
+        else:
+            raise TypeError(f"not a reference record: {type(record).__name__}")
         out.outcomes.append(outcome)
-        out.signals += [(index, _wire(Signal.from_emission(e))) for e in emissions]
+        out.signals += [(index, _wire(Signal.from_emission(e))) for e in result.emissions]
         out.transitions += [
-            (index, _wire(LifecycleTransition.from_transition(t)))
-            for t in engine.take_transitions()
+            (index, _wire(LifecycleTransition.from_transition(t))) for t in result.transitions
         ]
+    engine = processor.engine
     out.states = {user_id: view_of(state, event_ids) for user_id, state in store.items_list()}
     out.clock_ms = None if engine.high_ms <= NEVER else engine.clock_ms
     return out

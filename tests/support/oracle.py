@@ -1,10 +1,12 @@
-"""The fault suite's oracle: the pure model run over the log the worker consumed.
+"""The fault suite's oracle: the record processor run over the log the worker consumed.
 
 It reads nothing but the input topic (partitions, offsets, append times,
-headers, bytes) and replays it exactly as ``agents.worker.runtime.Runtime`` does:
-the same decoder and rules, ticks, threshold versions and erasures from the log, one
-``PartitionEngine`` over a ``DictStore`` per partition, de-duplication by
-the rules of docs/CONTRACTS.md. Each partition is run to two marks:
+headers, bytes) and feeds it to the worker's own decoder and record processor
+(``tables.processor.PartitionProcessor``, one per partition over a
+``DictStore``): ticks, threshold versions and erasures from the log,
+de-duplication by the rules of docs/CONTRACTS.md. It checks what the worker's
+I/O (delivery, tables, offsets, crashes) did with the processor's decisions.
+Each partition is run to two marks:
 
 - ``committed``: the consumer group's committed offset. Everything up to it
   must be in the worker's outputs (signals, DLQ, state).
@@ -16,21 +18,18 @@ the rules of docs/CONTRACTS.md. Each partition is run to two marks:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from streams.control import signer_for
 from streams.decode import Control, DecodeRules, decode_record
-from streams.model_settings import model_config
-from streams.records import ConfigUpdate, Erase, Tick
+from streams.inputs import control_input
+from streams.model_settings import model_config, record_rules
 from streams.settings import Settings
 from streams.validate import Rejected
 from support.kafka_util import Record
-from tables.clock import event_contribution_ms, tick_contribution_ms
-from tables.engine import DictStore, PartitionEngine
-from tables.erasure import DictSuppressionStore, ErasureLedger, erase_is_current, window_start_ms
+from tables.engine import DictStore
 from tables.model import APPLIED
+from tables.processor import SUPPRESSED, PartitionProcessor, RecordResult
 from tables.state import UserState
 
 
@@ -99,7 +98,6 @@ def run_oracle(
 def _run_partition(
     settings: Settings, partition: int, records: list[Record], committed_offset: int
 ) -> tuple[Snapshot, Snapshot]:
-    config = model_config(settings)
     rules = DecodeRules(
         topic=settings.topic_events,
         partitions=settings.partitions,
@@ -107,24 +105,15 @@ def _run_partition(
         signer=signer_for(settings),
     )
     store = DictStore()
-    engine = PartitionEngine(partition, config, store)
-    salt = settings.erasure_salt.get_secret_value().encode() if settings.erasure_salt else b""
-    ledger = ErasureLedger(partition, salt, settings.erasure_suppress_ms, DictSuppressionStore())
+    processor = PartitionProcessor(partition, model_config(settings), store, record_rules(settings))
     snap = Snapshot()
     mark: Snapshot | None = None
-
-    def emitted(emissions: list[Any]) -> None:
-        for emission in emissions:
-            snap.signal_ids.add(emission.signal_id)
-        for transition in engine.take_transitions():
-            snap.transition_ids.add(transition.transition_id)
-
     for record in records:
         if mark is None and record.offset >= committed_offset:
             snap.states = dict(store.states)
             mark = snap.copy()
         append_ms = record.timestamp_ms
-        result = decode_record(
+        decoded = decode_record(
             record.key,
             record.value,
             list(record.headers),
@@ -133,65 +122,29 @@ def _run_partition(
             record.offset,
             rules,
         )
-        if isinstance(result, Rejected):
+        if isinstance(decoded, Rejected):
             snap.events_in += 1
-            snap.dlq[(partition, record.offset)] = result.reason
+            snap.dlq[(partition, record.offset)] = decoded.reason
             continue
-        _apply(result, append_ms, settings, engine, ledger, snap, emitted)
+        if isinstance(decoded, Control):
+            _emitted(snap, processor.process(control_input(decoded.record), append_ms))
+            continue
+        snap.events_in += 1
+        snap.events_at[decoded.user_id] = snap.events_at.get(decoded.user_id, 0) + 1
+        result = processor.process(decoded, append_ms)
+        if result.outcome == APPLIED:
+            snap.applied += 1
+        elif result.outcome == SUPPRESSED:
+            snap.suppressed += 1
+        else:
+            snap.duplicates[result.outcome] += 1
+        _emitted(snap, result)
     snap.states = dict(store.states)
     if mark is None:
         mark = snap.copy()
     return mark, snap
 
 
-def _apply(
-    result: Any,
-    append_ms: int,
-    settings: Settings,
-    engine: PartitionEngine,
-    ledger: ErasureLedger,
-    snap: Snapshot,
-    emitted: Callable[[list[Any]], None],
-) -> None:
-    """One decoded record, as ``agents.worker.runtime.Runtime.handle`` treats it."""
-    if isinstance(result, Control):
-        control = result.record
-        if isinstance(control, Tick):
-            contribution = tick_contribution_ms(
-                control.wall_ms,
-                append_ms,
-                control.events_seen_append_ms,
-                settings.stall_guard_ms,
-            )
-            emitted(engine.observe(contribution))
-            ledger.expire(engine.clock_ms)
-        elif isinstance(control, ConfigUpdate):
-            tiers = (control.at_risk_ms, control.dormant_ms, control.churned_ms)
-            if 0 < tiers[0] <= tiers[1] <= tiers[2] and control.scope:
-                _changed, emissions = engine.receive_config(
-                    control.scope, control.effective_from, tiers
-                )
-                emitted(emissions)
-        elif isinstance(control, Erase) and erase_is_current(
-            control.issued_ms, append_ms, settings.max_future_ms
-        ):
-            engine.forget(control.user_id)
-            start = window_start_ms(
-                engine.clock_ms, control.issued_ms, append_ms, settings.lateness_ms
-            )
-            ledger.erase(control.user_id, start)
-        emitted([])
-        return
-    snap.events_in += 1
-    snap.events_at[result.user_id] = snap.events_at.get(result.user_id, 0) + 1
-    if ledger:
-        emitted(engine.observe(event_contribution_ms(result.ts_ms, result.append_ms)))
-        if ledger.suppresses(result.user_id, engine.clock_ms):
-            snap.suppressed += 1
-            return
-    outcome = engine.on_event(result)
-    if outcome.outcome == APPLIED:
-        snap.applied += 1
-    else:
-        snap.duplicates[outcome.outcome] += 1
-    emitted(outcome.emissions)
+def _emitted(snap: Snapshot, result: RecordResult) -> None:
+    snap.signal_ids.update(emission.signal_id for emission in result.emissions)
+    snap.transition_ids.update(transition.transition_id for transition in result.transitions)

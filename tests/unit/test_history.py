@@ -1,4 +1,5 @@
-"""User-by-user history runs decide exactly what the engine decides, in its order."""
+"""User-by-user history runs (the record processor's fast path) decide exactly what
+the processor and its engine decide record by record, in their order."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tables.engine import DictStore, PartitionEngine
-from tables.history import run_users
+from tables.history import History, run_history, run_records, run_users
 from tables.model import Emission, ModelConfig, ModelEvent, Transition
-from tables.thresholds import ThresholdPolicy
+from tables.thresholds import ThresholdBook, ThresholdPolicy
 
 DAY_MS = 1_000
 BASE_MS = 1_700_000_000_000
@@ -93,6 +94,37 @@ def test_user_by_user_equals_the_engine_event_by_event(
     assert history.emissions == emissions
     assert history.transitions == transitions
     assert history.applied == applied
+    assert_same(run_records(events, cfg, as_of_ms), history)
+
+
+def assert_same(per_record: History, fast: History) -> None:
+    assert per_record.states == fast.states
+    assert per_record.emissions == fast.emissions
+    assert per_record.transitions == fast.transitions
+    assert (per_record.applied, per_record.clock_ms) == (fast.applied, fast.clock_ms)
+    assert per_record.config == fast.config
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(), st.sampled_from([0, 3]), st.sampled_from([0, 500]))
+def test_run_history_takes_the_fast_path_only_where_it_equals_the_processor(
+    events: list[ModelEvent], user_min_active_days: int, lateness_ms: int
+) -> None:
+    """Without threshold versions ``run_history`` is the fold; an empty book is no
+    version; with a version (one that changes nothing here: tenant "none" has no
+    user) it steps the processor, to the same result."""
+    cfg = config(user_min_active_days, lateness_ms)
+    as_of_ms = (events[-1].ts_ms if events else BASE_MS) + 40 * DAY_MS
+    expected = run_records(events, cfg, as_of_ms)
+    assert_same(expected, run_history(events, cfg, as_of_ms))
+    assert_same(expected, run_history(events, cfg, as_of_ms, ThresholdBook()))
+    book = ThresholdBook().receive("none", BASE_MS, (DAY_MS, 2 * DAY_MS, 3 * DAY_MS), BASE_MS)
+    stepped = run_history(events, cfg, as_of_ms, book)
+    assert (stepped.states, stepped.emissions, stepped.transitions) == (
+        expected.states,
+        expected.emissions,
+        expected.transitions,
+    )
 
 
 def test_signals_flow_in_a_history_long_enough_to_judge() -> None:
