@@ -165,18 +165,19 @@ async def test_sample_history_lands_on_each_users_partition(
 
 
 def contract_lines(now_ms: int) -> list[dict[str, Any]]:
-    """Contract events for users whose ids are not plain ASCII, nor alike."""
-    users = [f"user-{n}" for n in range(200)] + ["ünïcödé-ß", "東京-7", "a b", "x" * 200]
+    """Contract events for users whose ids are not plain ASCII, nor alike (the
+    longest near the 256-byte cap; event ids within their 128-byte cap)."""
+    users = [f"user-{n}" for n in range(200)] + ["ünïcödé-ß", "東京-7", "a b", "x" * 250]
     return [
         {
-            "event_id": f"{user}-e{n}",
+            "event_id": f"e{index}-{n}",
             "user_id": user,
             "type": "page_view",
             "ts": now_ms - 1000 * n,
             "tenant": "acme",
             "props": {"n": n},
         }
-        for user in users
+        for index, user in enumerate(users)
         for n in range(2)
     ]
 
