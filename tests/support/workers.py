@@ -123,6 +123,10 @@ def _collapse_repeats(lines: list[str]) -> list[str]:
     return kept
 
 
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def event(
     user_id: str, event_id: str, ts_ms: int, type_: str = "login", **extra: Any
 ) -> dict[str, Any]:
