@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,8 @@ def test_every_field_of_every_record_has_a_description() -> None:
 
 def test_enums_are_the_constants_of_the_code() -> None:
     """The closed sets of the schemas, against the constants the model itself uses."""
-    assert set(_enum(_property("signal", "Signal", "kind"))) == {*TIER_NAMES[1:], REACTIVATED}
+    assert set(_enum(_property("signal", "Signal", "kind"))) == _kinds_emitted_in_tables()
+    assert {*TIER_NAMES[1:], REACTIVATED} <= _kinds_emitted_in_tables()
     assert set(_enum(_property("signal", "Signal", "tier_reached"))) == set(TIER_NAMES[1:])
     assert set(_enum(_property("signal", "Signal", "threshold_source"))) == {
         SOURCE_USER,
@@ -198,6 +200,31 @@ def test_enums_are_the_constants_of_the_code() -> None:
     assert codes == set(_enum(_property("lifecycle-transition", "Reason", "code")))
     # the vocabulary module only gathers them
     assert set(SIGNAL_KINDS) >= set(TIERS) and set(LIFECYCLE_STAGES) == set(STAGES)
+
+
+def _kinds_emitted_in_tables() -> set[str]:
+    """The ``kind`` of every ``Emission(...)`` made in tables/, resolved in its module:
+    a literal, a module constant, or an item of ``TIER_NAMES`` (a tier)."""
+    kinds: set[str] = set()
+    for path in sorted(TABLES.glob("*.py")):
+        module = importlib.import_module(f"tables.{path.stem}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "Emission"
+            ):
+                continue
+            (kind,) = [k.value for k in node.keywords if k.arg == "kind"]
+            if isinstance(kind, ast.Constant):
+                kinds.add(str(kind.value))
+            elif isinstance(kind, ast.Name):
+                kinds.add(str(getattr(module, kind.id)))
+            elif isinstance(kind, ast.Subscript) and ast.unparse(kind.value) == "TIER_NAMES":
+                kinds.update(TIER_NAMES[1:])
+            else:
+                raise AssertionError(f"{path.name}:{node.lineno}: unreadable kind")
+    return kinds
 
 
 def _reason_codes_written_in_tables() -> tuple[set[str], set[str], list[str]]:
