@@ -190,20 +190,32 @@ class Notifier:
         return action
 
 
-async def _status_reader(broker: str, topic: str) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+async def _status_reader(
+    broker: str, topic: str, status: Status
+) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     """A consumer of the whole status topic from its beginning (no group, no commits)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=broker,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
-    await consumer.topics()  # loads the metadata
-    partitions = [
-        TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-    ]
-    if not partitions:
-        await consumer.stop()
-        raise SystemExit(f"status topic {topic!r} not found")
-    consumer.assign(partitions)
-    await consumer.seek_to_beginning(*partitions)
-    return consumer, partitions
+    deadline = time.monotonic() + 30
+    while not consumer.assignment():  # all partitions, once the metadata is in
+        if time.monotonic() > deadline:
+            await consumer.stop()
+            raise SystemExit(f"status topic {topic!r} not found")
+        await _apply(consumer, status)
+    return consumer, sorted(consumer.assignment(), key=lambda tp: tp.partition)
+
+
+async def _apply(consumer: AIOKafkaConsumer, status: Status) -> None:
+    batches = await consumer.getmany(timeout_ms=200)
+    for records in batches.values():
+        for record in records:
+            status.apply(record.key, record.value)
 
 
 async def _catch_up(
@@ -215,10 +227,7 @@ async def _catch_up(
         positions = {tp: await consumer.position(tp) for tp in partitions}
         if all(positions[tp] >= ends[tp] for tp in partitions):
             return
-        batches = await consumer.getmany(*partitions, timeout_ms=500)
-        for records in batches.values():
-            for record in records:
-                status.apply(record.key, record.value)
+        await _apply(consumer, status)
 
 
 async def run(
@@ -232,7 +241,7 @@ async def run(
         auto_offset_reset="earliest",
     )
     notifier = Notifier()
-    statuses, partitions = await _status_reader(broker, status_topic)
+    statuses, partitions = await _status_reader(broker, status_topic, notifier.status)
     await consumer.start()
     last_new = time.monotonic()
     try:
