@@ -132,12 +132,14 @@ _SECURITY: Final = {
 
 
 def _message(name: str, key: str) -> dict[str, Any]:
-    title = SCHEMA_TYPES[name].__name__ if isinstance(SCHEMA_TYPES[name], type) else name
-    doc = (SCHEMA_TYPES[name].__doc__ or "").strip().split("\n")[0]
+    if name == "control-record":
+        summary = "A signed $tick, $config or $erase record a worker or tool writes"
+    else:
+        summary = (SCHEMA_TYPES[name].__doc__ or "").strip().split("\n")[0].replace("``", "")
     return {
         "name": name,
-        "title": title,
-        "summary": doc or f"{name} record",
+        "title": _root(name),
+        "summary": summary,
         "contentType": "application/json",
         "payload": {"$ref": f"#/components/schemas/{_root(name)}"},
         "bindings": {
@@ -210,6 +212,13 @@ def asyncapi() -> dict[str, Any]:
                 }
             }
         operations[f"{action}-{channel}"] = operation
+    operations["send-control-records"] = {
+        "action": "send",
+        "channel": {"$ref": "#/channels/events"},
+        "summary": "Each worker writes ticks (and forwards config versions) into the input "
+        "partitions it owns; `engagement erase` writes erasure requests.",
+        "messages": [{"$ref": "#/channels/events/messages/control-record"}],
+    }
     return {
         "asyncapi": "3.1.0",
         "id": "urn:engagement-streams",
