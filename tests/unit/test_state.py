@@ -163,7 +163,7 @@ V1_STATE = UserState(
 # and an empty extension.
 V2_BLOB = bytes.fromhex("02") + V1_BLOB[1:]
 # Version 3: version 2's layout and its extension (baseline 0.6543, flags 0b011).
-V3_BLOB = bytes.fromhex("03") + V1_BLOB[1:] + bytes.fromhex("8f19" "03")
+V3_BLOB = bytes.fromhex("03") + V1_BLOB[1:] + bytes.fromhex("8f1903")
 V3_STATE = msgspec.structs.replace(V1_STATE, baseline=6_543, growth_flags=0b011)
 
 
