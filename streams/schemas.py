@@ -40,7 +40,8 @@ def _asyncapi() -> dict[str, Any]:
         ),
         "engagement.signals": (
             "signal",
-            "at_risk / dormant / churned / reactivated (key = user id)",
+            "at_risk / dormant / churned / reactivated / declining / not_activated"
+            " (key = user id)",
         ),
         "engagement.lifecycle": (
             "lifecycle-transition",
