@@ -11,7 +11,9 @@ Run on a whole history (``engagement evaluate`` calls ``warning_report``):
   warning to the ``at_risk`` signal of the silence that began at ``s``
   (positive: the warning came first). **Churn episodes warned**: scored
   churn starts (``s`` with ``s + churn_days`` inside the history, after at
-  least 28 days of the user's history) with a hit before them.
+  least 28 days of the user's history) with a hit before them. **Paired**:
+  on the churn episodes both methods warned of, the median lead of each
+  method's earliest hit (the same users, so the leads compare directly).
 - **The plain rule** (``halved_28_day_rule``): at the end of each day ``d``
   of a user with 56 days of history, ``A`` = active days in the 28 days
   ending on ``d`` and ``B`` = in the 28 before; it warns when ``B > 0`` and
@@ -89,7 +91,7 @@ def score_warnings(
     ``user -> [warning instant in ms]``."""
     scored = hits = 0
     leads: list[float] = []
-    warned_starts: set[tuple[str, int]] = set()
+    warned_starts: dict[tuple[str, int], float] = {}  # churn start -> the earliest hit's lead
     for user, instants in warnings.items():
         starts = churn_starts(days_by_user.get(user, []), end_day, churn_days)
         for at_ms in instants:
@@ -101,10 +103,11 @@ def score_warnings(
             if hit is None:
                 continue
             hits += 1
-            warned_starts.add((user, hit))
             at_risk_ms = at_risk_by_episode.get((user, hit))
             if at_risk_ms is not None:
-                leads.append((at_risk_ms - at_ms) / day_ms)
+                lead = (at_risk_ms - at_ms) / day_ms
+                leads.append(lead)
+                warned_starts[(user, hit)] = max(lead, warned_starts.get((user, hit), lead))
     churn_episodes = sum(
         1
         for days in days_by_user.values()
@@ -116,10 +119,11 @@ def score_warnings(
         "scored": scored,
         "hits": hits,
         "precision": hits / scored if scored else float("nan"),
-        "lead_days_median": statistics.median(leads) if leads else float("nan"),
+        "lead_days_median": _median(leads),
         "lead_days_mean": statistics.fmean(leads) if leads else float("nan"),
         "churn_episodes": churn_episodes,
         "churn_episodes_warned": len(warned_starts),
+        "leads_by_churn_episode": warned_starts,
     }
 
 
@@ -152,7 +156,19 @@ def warning_report(
         )
         for name, warned in (("declining", declining), ("halved_28_day_rule", rule))
     }
-    return {"horizon_days": horizon_days, "churn_days": churn_days, **figures}
+    ours = figures["declining"].pop("leads_by_churn_episode")
+    theirs = figures["halved_28_day_rule"].pop("leads_by_churn_episode")
+    both = sorted(set(ours) & set(theirs))
+    paired = {
+        "churn_episodes": len(both),
+        "declining_lead_days_median": _median([ours[key] for key in both]),
+        "halved_28_day_rule_lead_days_median": _median([theirs[key] for key in both]),
+    }
+    return {"horizon_days": horizon_days, "churn_days": churn_days, **figures, "paired": paired}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
 # -- activation -------------------------------------------------------------------

@@ -341,7 +341,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"base={part['base_rate']['brier']:.4f}"
         )
     for name, figures in report["early_warning"].items():
-        if isinstance(figures, dict):
+        if isinstance(figures, dict) and "warnings" in figures:
             lines.append(
                 f"early warning {name}: warnings={figures['warnings']} "
                 f"scored={figures['scored']} precision={figures['precision']:.3f} "
@@ -349,6 +349,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"churn episodes warned={figures['churn_episodes_warned']}"
                 f"/{figures['churn_episodes']}"
             )
+    paired = report["early_warning"]["paired"]
+    lines.append(
+        f"early warning, both warned: churn episodes={paired['churn_episodes']} lead days median "
+        f"declining={paired['declining_lead_days_median']:.1f} "
+        f"rule={paired['halved_28_day_rule_lead_days_median']:.1f}"
+    )
     for cohort in report.get("activation", []):
         lines.append(
             f"activation cohort {cohort['cohort_start_ms']}: users={cohort['users']} "
