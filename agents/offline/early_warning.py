@@ -30,11 +30,11 @@ import itertools
 import statistics
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any, Final
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, Protocol
 
 from tables.decline import DECLINING, MIN_HISTORY_DAYS
-from tables.model import Emission, Transition
+from tables.model import Emission
 
 RULE_WINDOW_DAYS: Final = 28
 WEEK_DAYS: Final = 7
@@ -174,7 +174,27 @@ def _median(values: list[float]) -> float:
 # -- activation -------------------------------------------------------------------
 
 
-def activation_marks(transitions: Iterable[Transition]) -> list[tuple[str, str, int]]:
+class _Coded(Protocol):
+    @property
+    def code(self) -> str: ...
+
+
+class _Move(Protocol):
+    """A lifecycle transition as the model decides it or as its topic carries it."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def from_stage(self) -> str | None: ...
+    @property
+    def to_stage(self) -> str: ...
+    @property
+    def as_of(self) -> int: ...
+    @property
+    def reasons(self) -> Sequence[_Coded]: ...
+
+
+def activation_marks(transitions: Iterable[_Move]) -> list[tuple[str, str, int]]:
     """``(user, new | activated | not_activated, as_of)`` from lifecycle transitions."""
     marks = []
     for moved in transitions:
