@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     # tables.decline: declining when the recent active days fall below this
     # share of the user's long-run baseline (0 turns the signal off)
     decline_sensitivity: float = Field(
-        0.6, ge=0.0, lt=1.0, validation_alias=_env("DECLINE_SENSITIVITY", "decline_sensitivity")
+        0.65, ge=0.0, lt=1.0, validation_alias=_env("DECLINE_SENSITIVITY", "decline_sensitivity")
     )
     # tables.activation: event types that activate a user (none: activation off)
     activation_types: Annotated[tuple[str, ...], NoDecode] = Field(

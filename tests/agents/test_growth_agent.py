@@ -115,3 +115,27 @@ async def test_an_unactivated_user_gets_not_activated_and_an_activated_one_does_
     assert feed.stages("doer") == [(None, "new"), ("new", "active")]
     blob = feed.worker.engine_app.users.get(b"lurker")
     assert blob is not None and unpack_state(blob).stage == 6
+
+
+async def test_activation_per_weekly_cohort_is_exported_as_gauges(feed: Feed) -> None:
+    for user, kind in (("a", "onboarding_completed"), ("b", "view"), ("c", "view")):
+        await feed.event(user, T0 + 10, kind)
+    await feed.event("c", T0 + DAY_MS, "onboarding_completed")
+    runtime = feed.worker.runtime
+    runtime.events_seen_append_ms = T0 + DAY_MS
+    for partition in range(PARTITIONS):  # a tick publishes the partition's gauges
+        value, headers = runtime.tick_record(partition, T0 + 4_500)
+        await feed.ctx.put(
+            value, partition=partition, timestamp=(T0 + 4_500) / 1000, headers=headers
+        )
+    registry = feed.worker.metrics.registry
+
+    def total(name: str, weeks_ago: str) -> float:
+        return sum(
+            registry.get_sample_value(name, {"weeks_ago": weeks_ago, "partition": str(p)}) or 0.0
+            for p in range(PARTITIONS)
+        )
+
+    assert total("engagement_cohort_users", "0") == 3
+    assert total("engagement_cohort_activated_users", "0") == 2
+    assert total("engagement_cohort_users", "1") == 0

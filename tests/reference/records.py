@@ -83,7 +83,7 @@ class Rules:
     risk_alpha: float = 3.0
     risk_a: float = 0.5
     risk_b: float = 3.0
-    decline_sensitivity: float = 0.6
+    decline_sensitivity: float = 0.65
     activation_types: tuple[str, ...] = ()  # none: activation off
     activation_days: int = 7
 
