@@ -679,7 +679,9 @@ def stage_at(state: UserState, clock_ms: int, config: ModelConfig) -> str:
     """The lifecycle stage as of ``clock_ms`` (tiers already judged)."""
     if config.activation_types and state.stage == STAGE_NEW and state.tier == TIER_NONE:
         due_ms = _activation_due_ms(state, config)
-        return STAGES[STAGE_NOT_ACTIVATED if due_ms is not None and clock_ms >= due_ms else 0]
+        return STAGES[
+            STAGE_NOT_ACTIVATED if due_ms is not None and clock_ms >= due_ms else STAGE_NEW
+        ]
     return STAGES[
         projected_stage(state, clock_ms, config.new_days, config.resurrected_days, config.day_ms)
     ]
