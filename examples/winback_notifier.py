@@ -74,6 +74,8 @@ KIND_ACTIONS = {
     "dormant": "winback_email",
     "churned": "winback_offer",
     "reactivated": "welcome_back",
+    "declining": "habit_reminder",  # still active, coming less often than their own rhythm
+    "not_activated": "onboarding_nudge",
 }
 
 

@@ -32,6 +32,9 @@ def model_config(settings: Settings) -> ModelConfig:
         resurrected_days=settings.resurrected_days,
         holdout_salt=salt,
         holdout_share=settings.holdout_share,
+        decline_sensitivity=settings.decline_sensitivity,
+        activation_types=frozenset(settings.activation_types),
+        activation_days=settings.activation_days,
     )
 
 

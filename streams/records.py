@@ -122,7 +122,8 @@ class ThresholdConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """An inactivity tier or a reactivation; key = ``user_id``; ``signal_id`` is stable."""
+    """An inactivity tier, a reactivation, a decline (``declining``) or a missed
+    activation deadline (``not_activated``); key = ``user_id``; ``signal_id`` is stable."""
 
     signal_id: str
     kind: str

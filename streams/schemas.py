@@ -88,7 +88,8 @@ _CHANNELS: Final[dict[str, tuple[str, tuple[str, ...], str, str, str]]] = {
         ("signal",),
         "send",
         "the UTF-8 bytes of user_id",
-        "Inactivity tiers and reactivations, each once per episode of silence",
+        "Inactivity tiers, reactivations and the early warnings (declining, not_activated),"
+        " each once per episode",
     ),
     "lifecycle": (
         "topic_lifecycle",

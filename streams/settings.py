@@ -137,6 +137,18 @@ class Settings(BaseSettings):
     resurrected_days: int = Field(
         14, ge=0, validation_alias=_env("RESURRECTED_DAYS", "resurrected_days")
     )
+    # tables.decline: declining when the recent active days fall below this
+    # share of the user's long-run baseline (0 turns the signal off)
+    decline_sensitivity: float = Field(
+        0.65, ge=0.0, lt=1.0, validation_alias=_env("DECLINE_SENSITIVITY", "decline_sensitivity")
+    )
+    # tables.activation: event types that activate a user (none: activation off)
+    activation_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("ACTIVATION_TYPES", "activation_types")
+    )
+    activation_days: int = Field(
+        7, ge=1, le=10_000, validation_alias=_env("ACTIVATION_DAYS", "activation_days")
+    )
     holdout_share: float = Field(
         0.1, ge=0.0, le=1.0, validation_alias=_env("HOLDOUT_SHARE", "holdout_share")
     )
@@ -246,7 +258,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, _PrefixedEnvironment(settings_cls))
 
-    @field_validator("event_types", mode="before")
+    @field_validator("event_types", "activation_types", mode="before")
     @classmethod
     def _split_types(cls, value: Any) -> Any:
         if isinstance(value, str):

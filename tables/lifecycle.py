@@ -3,7 +3,9 @@
 Stages (docs/CONTRACTS.md): ``new`` for the first ``NEW_DAYS`` days after first
 seen, ``active``, ``at_risk`` / ``dormant`` / ``churned`` while the matching
 tier holds, ``resurrected`` for ``RESURRECTED_DAYS`` days after a return from
-dormant or churned. A return from at_risk goes to ``active``.
+dormant or churned. A return from at_risk goes to ``active``. With
+activation on (``tables.activation``) ``new`` ends by activating, or at the
+deadline in ``not_activated``, never by time alone.
 
 The state keeps the stage last announced, so every change becomes exactly
 one transition record. Events and tiers change it in ``tables.model``; the
@@ -18,13 +20,22 @@ from typing import Final
 
 from tables.state import NO_DAY, TIER_NONE, UserState
 
-STAGES: Final = ("new", "active", "at_risk", "dormant", "churned", "resurrected")
+STAGES: Final = (
+    "new",
+    "active",
+    "at_risk",
+    "dormant",
+    "churned",
+    "resurrected",
+    "not_activated",
+)
 STAGE_NEW: Final = 0
 STAGE_ACTIVE: Final = 1
 STAGE_AT_RISK: Final = 2
 STAGE_DORMANT: Final = 3
 STAGE_CHURNED: Final = 4
 STAGE_RESURRECTED: Final = 5
+STAGE_NOT_ACTIVATED: Final = 6  # activation on, the deadline passed (tables.activation)
 
 
 def stage_of_tier(tier: int) -> int:

@@ -13,11 +13,31 @@ from typing import Final
 
 import msgspec
 
+from tables.activation import (
+    ACTIVATED,
+    NOT_ACTIVATED,
+    NOT_ACTIVATED_SIGNALLED,
+    activates,
+    activation_due_ms,
+    stage_back_unactivated,
+    stage_on_activation,
+)
 from tables.cadence import NEGATIVE_TYPES, recent_negative_kinds, update_negative_flags
+from tables.decline import (
+    BASELINE_STEP,
+    DECLINE_OPEN,
+    DECLINING,
+    RECENT_DAYS,
+    baseline_rate,
+    judge_decline,
+    next_baseline,
+    recent_days,
+)
 from tables.groups import group_of
 from tables.lifecycle import (
     STAGE_ACTIVE,
     STAGE_NEW,
+    STAGE_NOT_ACTIVATED,
     STAGE_RESURRECTED,
     projected_stage,
     stage_after_return,
@@ -72,6 +92,9 @@ class ModelConfig(msgspec.Struct, frozen=True):
     holdout_salt: str = ""
     holdout_share: float = 0.1
     risk: RiskParams = DEFAULT_PARAMS
+    decline_sensitivity: float = 0.0  # 0: no declining signal (tables.decline)
+    activation_types: frozenset[str] = frozenset()  # empty: activation off
+    activation_days: int = 7  # the activation deadline, in model days
 
 
 class ModelEvent(msgspec.Struct, frozen=True, gc=False):
@@ -167,6 +190,7 @@ def new_state(event: ModelEvent, day_ms: int) -> UserState:
         negative_flags=update_negative_flags(0, day, day, event.type),
         tenant=event.tenant or "",
         segment=event.segment or "",
+        baseline=BASELINE_STEP,
     )
 
 
@@ -220,14 +244,21 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
     if state is None:
         created = new_state(event, config.day_ms)
         born = _transition(created, event.user_id, None, STAGE_NEW, event.ts_ms, (), config)
-        return Step(APPLIED, created, [], [born])
-    duplicate = is_duplicate(state, event, config.dedup_ids)
-    if duplicate is not None:
-        return Step(duplicate, state, [], [])
-    updated = fold_events(state, (event,), _FIRST, 0, config)[0]
-    if event.ts_ms > state.last_seen_ms and state.tier > TIER_NONE:
-        return _back_from_tier(state, updated, event, event.ts_ms // config.day_ms, config)
-    return Step(APPLIED, updated, [], [])
+        step = Step(APPLIED, created, [], [born])
+    else:
+        duplicate = is_duplicate(state, event, config.dedup_ids)
+        if duplicate is not None:
+            return Step(duplicate, state, [], [])
+        updated = fold_events(state, (event,), _FIRST, 0, config)[0]
+        if event.ts_ms > state.last_seen_ms and state.tier > TIER_NONE:
+            step = _back_from_tier(state, updated, event, event.ts_ms // config.day_ms, config)
+        else:
+            step = Step(APPLIED, updated, [], [])
+        if updated.growth_flags & DECLINE_OPEN and not state.growth_flags & DECLINE_OPEN:
+            step.emissions.append(_declining(updated, event, config))
+    if config.activation_types and activates(step.state, event.type, config.activation_types):
+        return _activated(step, event, config)
+    return step
 
 
 def folds_judging(config: ModelConfig) -> bool:
@@ -236,8 +267,8 @@ def folds_judging(config: ModelConfig) -> bool:
     threshold a user can get ends after an event's own clock (with the lateness,
     positive), so no folded event could trip the late-event rule by its tier."""
     policy = config.policy
-    if policy.overrides:
-        return False
+    if policy.overrides or config.activation_types:
+        return False  # activation: an event of an activation type changes the stage
     lowest_ms = policy.defaults_ms[0]
     if policy.user_min_active_days:
         lowest_ms = min(lowest_ms, policy.min_ms, policy.max_ms)
@@ -262,7 +293,9 @@ def fold_events(
     (the state has no tier, and ``folds_judging(config)``) stops the run before
     the first event at whose clock, its ``ts_ms`` less the lateness, the state
     has a tier or stage change due, or would have once the event is applied:
-    the caller judges it. Otherwise every event is taken."""
+    the caller judges it, and before an event that would open a decline episode
+    (``tables.decline``: its signal is the caller's). Otherwise every event is
+    taken."""
     first_seen = state.first_seen_ms
     last_seen = state.last_seen_ms
     day_ms = config.day_ms
@@ -281,6 +314,10 @@ def fold_events(
     tenant = state.tenant
     segment = state.segment
     stage = state.stage
+    baseline = state.baseline
+    growth = state.growth_flags
+    # the decline rule runs for a user without a tier (decline.judge_decline)
+    sensitivity = config.decline_sensitivity if state.tier == TIER_NONE else 0.0
     dedup_ids = config.dedup_ids
     every_id = dedup_ids >= ID_SLOTS
     negative_types = NEGATIVE_TYPES
@@ -326,8 +363,23 @@ def fold_events(
                 continue
         elif dedup_ids and id_hash in ids[-dedup_ids:]:
             continue
-        applied += 1
         day = ts_ms // day_ms
+        if (
+            judging
+            and sensitivity
+            and day > last_day
+            and not growth & DECLINE_OPEN
+            and judge_decline(
+                False,
+                1 + recent_days(counts, day - newest_day),
+                next_baseline(baseline, day - last_day),
+                day - first_seen // day_ms + 1,
+                sensitivity,
+            )
+        ):
+            index -= 1  # this event opens a decline episode: the caller emits it
+            break
+        applied += 1
         if day == newest_day and today < 255:  # another event on the newest day
             if today == 0:
                 active_days += 1
@@ -356,6 +408,16 @@ def fold_events(
             if usual_gap > 0xFFFF:
                 usual_gap = 0xFFFF
             flags = update_negative_flags(flags, last_day, day, kind)
+            baseline = next_baseline(baseline, gap_days)
+            if sensitivity:
+                opened = judge_decline(
+                    bool(growth & DECLINE_OPEN),
+                    recent_days(counts),
+                    baseline,
+                    day - first_seen // day_ms + 1,
+                    sensitivity,
+                )
+                growth = growth | DECLINE_OPEN if opened else growth & ~DECLINE_OPEN
         elif kind in negative_types:
             flags = update_negative_flags(flags, last_day, day, kind)
         if ts_ms > last_seen:
@@ -405,6 +467,8 @@ def fold_events(
         flags,
         tenant,
         segment,
+        baseline,
+        growth,
     )
     return updated, index, applied
 
@@ -416,6 +480,8 @@ def _back_from_tier(
     tier = state.tier
     back = _reactivated(state, event, config)
     stage = stage_after_return(tier)
+    if config.activation_types:
+        stage = stage_back_unactivated(state, stage)
     moved = _transition(
         state, event.user_id, STAGES[stage_of_tier(tier)], stage, event.ts_ms, back.reasons, config
     )
@@ -474,6 +540,19 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
                 stage=to_stage,
                 first_signal_as_of_ms=state.first_signal_as_of_ms or due_ms,
             )
+        elif due_ms == _activation_due_ms(state, config):
+            emission = _not_activated(state, user_id, due_ms, config)
+            emissions.append(emission)
+            stage = STAGE_NOT_ACTIVATED if state.stage == STAGE_NEW else state.stage
+            if stage != state.stage:
+                transitions.append(
+                    _transition(
+                        state, user_id, STAGES[state.stage], stage, due_ms, emission.reasons, config
+                    )
+                )
+            state = msgspec.structs.replace(
+                state, stage=stage, growth_flags=state.growth_flags | NOT_ACTIVATED_SIGNALLED
+            )
         else:  # the stage change time alone makes
             reasons = (Reason("active_days", float(state.active_days), None),)
             transitions.append(
@@ -489,6 +568,25 @@ def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
     tier on a tie (``None``: only an event can). The one definition of a user's due
     time: ``advance_user`` judges by it, the engine's due index and the
     user-by-user history schedule by it."""
+    if config.activation_types:
+        return _earliest(_next_change_ms(state, config), _activation_due_ms(state, config))
+    return _next_change_ms(state, config)
+
+
+def _earliest(first: int | None, second: int | None) -> int | None:
+    if first is None:
+        return second
+    return first if second is None or first <= second else second
+
+
+def _activation_due_ms(state: UserState, config: ModelConfig) -> int | None:
+    return activation_due_ms(
+        state, bool(config.activation_types), config.activation_days, config.day_ms
+    )
+
+
+def _next_change_ms(state: UserState, config: ModelConfig) -> int | None:
+    """The next tier or time-made stage change (activation aside)."""
     tier = state.tier
     if tier >= TIER_CHURNED:
         return None  # and no stage change either: only an event can
@@ -502,6 +600,8 @@ def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
         return tier_due
     stage = state.stage
     if stage == STAGE_NEW:  # lifecycle.new_ends_ms, inlined: the hot path
+        if config.activation_types:
+            return tier_due  # new ends by activating (tables.activation)
         stage_due = state.first_seen_ms + config.new_days * config.day_ms
     elif stage == STAGE_RESURRECTED:
         resurrected = stage_due_ms(state, config.new_days, config.resurrected_days, config.day_ms)
@@ -577,6 +677,11 @@ def recent_repeat_days(state: UserState, at_ms: int, day_ms: int) -> int:
 
 def stage_at(state: UserState, clock_ms: int, config: ModelConfig) -> str:
     """The lifecycle stage as of ``clock_ms`` (tiers already judged)."""
+    if config.activation_types and state.stage == STAGE_NEW and state.tier == TIER_NONE:
+        due_ms = _activation_due_ms(state, config)
+        return STAGES[
+            STAGE_NOT_ACTIVATED if due_ms is not None and clock_ms >= due_ms else STAGE_NEW
+        ]
     return STAGES[
         projected_stage(state, clock_ms, config.new_days, config.resurrected_days, config.day_ms)
     ]
@@ -689,4 +794,81 @@ def _reactivated(state: UserState, event: ModelEvent, config: ModelConfig) -> Em
         gap_ms=gap_ms,
         time_to_return_ms=event.ts_ms - first_as_of,
         late=event.ts_ms < first_as_of,
+    )
+
+
+def _declining(state: UserState, event: ModelEvent, config: ModelConfig) -> Emission:
+    """``declining``: the recent active days against the user's own baseline
+    (``tables.decline``); its episode is the instant it was detected."""
+    day_ms = config.day_ms
+    tiers, source = config.policy.resolve(state)
+    recent = recent_days(state.day_counts)
+    rate = baseline_rate(
+        state.baseline, state.last_seen_ms // day_ms - state.first_seen_ms // day_ms + 1
+    )
+    return Emission(
+        kind=DECLINING,
+        user_id=event.user_id,
+        tenant=state.tenant,
+        segment=state.segment,
+        episode=event.ts_ms,
+        as_of=event.ts_ms,
+        last_seen=state.last_seen_ms,
+        inactive_ms=0,
+        threshold_ms=tiers[0],
+        threshold_source=source,
+        risk=risk_at(state, event.ts_ms, config),
+        horizon_ms=config.horizon_ms,
+        reasons=(
+            Reason("recent_active_days", float(recent), round(RECENT_DAYS * rate, 3)),
+            Reason("active_day_rate", round(recent / RECENT_DAYS, 3), round(rate, 3)),
+            *(
+                Reason(f"recent_{kind}", 1.0, None)
+                for kind in recent_negative_kinds(state.negative_flags)
+            ),
+        ),
+        group=group_of(event.user_id, config.holdout_salt, config.holdout_share),
+    )
+
+
+def _activated(step: Step, event: ModelEvent, config: ModelConfig) -> Step:
+    """An event of an activation type: the flag, and new/not_activated → active."""
+    state = step.state
+    stage = stage_on_activation(state.stage) if state.tier == TIER_NONE else state.stage
+    activated = msgspec.structs.replace(
+        state, stage=stage, growth_flags=state.growth_flags | ACTIVATED
+    )
+    if stage != state.stage:
+        days = round((event.ts_ms - state.first_seen_ms) / config.day_ms, 3)
+        reasons = (Reason("activated_after_days", days, None),)
+        step.transitions.append(
+            _transition(
+                state, event.user_id, STAGES[state.stage], stage, event.ts_ms, reasons, config
+            )
+        )
+    return Step(step.outcome, activated, step.emissions, step.transitions)
+
+
+def _not_activated(state: UserState, user_id: str, due_ms: int, config: ModelConfig) -> Emission:
+    """``not_activated``: the deadline passed without an activation event; one per user
+    (its episode is the first seen)."""
+    deadline_ms = config.activation_days * config.day_ms
+    return Emission(
+        kind=NOT_ACTIVATED,
+        user_id=user_id,
+        tenant=state.tenant,
+        segment=state.segment,
+        episode=state.first_seen_ms,
+        as_of=due_ms,
+        last_seen=state.last_seen_ms,
+        inactive_ms=max(0, due_ms - state.last_seen_ms),
+        threshold_ms=deadline_ms,
+        threshold_source="activation",
+        risk=risk_at(state, due_ms, config),
+        horizon_ms=config.horizon_ms,
+        reasons=(
+            Reason("active_days", float(state.active_days), None),
+            Reason("days_since_first_seen", round(deadline_ms / config.day_ms, 3), None),
+        ),
+        group=group_of(user_id, config.holdout_salt, config.holdout_share),
     )

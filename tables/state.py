@@ -1,6 +1,6 @@
 """Per-user state: a frozen struct and its packed binary form (no field names).
 
-Layout of version 2 (little-endian; 118 fixed bytes, the labels, the
+Layout of version 3 (little-endian; 118 fixed bytes, the labels, the
 extension)::
 
     offset  bytes  field
@@ -26,11 +26,19 @@ extension)::
          …  1 + m  segment: length (u8), UTF-8 (at most 255 bytes)
          …      …  extension: the fields added after version 1; a version
                    appends its own fields to the previous version's, so every
-                   field keeps its place. Empty in version 2.
+                   field keeps its place. Empty in version 2; version 3:
 
-Version 1 is the same layout with version byte 1 and no extension: a reader
-takes it as the same state, and the next write of the user stores version 2
-(the upgrade of a rolling deploy). A version newer than ``STATE_VERSION``
+    extension  bytes  field
+            0      2  long-run activity baseline, 1/10,000 of an active day
+                      per day (u16, ``tables.decline``)
+            2      1  growth flags (u8): bit 0 a decline episode is open,
+                      bit 1 activated, bit 2 ``not_activated`` signalled
+                      (``tables.activation``)
+
+Versions 1 and 2 are the same layout with version byte 1 or 2 and no
+extension: a reader takes them as the same state with the version-3 fields
+zero, and the next write of the user stores version 3 (the upgrade of a
+rolling deploy). A version newer than ``STATE_VERSION``
 raises ``NewerStateError``: this release cannot know what the newer fields
 mean, and writing the state back would drop them. Adding a field: give it a
 default in ``UserState``, bump ``STATE_VERSION``, append it to the extension
@@ -48,7 +56,7 @@ import msgspec
 
 from tables.errors import NewerStateError, StateFormatError
 
-STATE_VERSION: Final = 2
+STATE_VERSION: Final = 3
 DAY_WINDOW: Final = 28
 ID_SLOTS: Final = 4
 NO_OFFSET: Final = -1
@@ -63,7 +71,8 @@ TIER_NAMES: Final = ("", "at_risk", "dormant", "churned")
 _FIXED = struct.Struct(f"<BBBBqqHq{ID_SLOTS}Qi{DAY_WINDOW}sIHHIqi")
 # Bytes of the extension in each readable version; a version's extension is
 # the previous one's followed by the fields it adds.
-_EXTENSION_BYTES: Final = {1: 0, 2: 0}
+_EXTENSION_BYTES: Final = {1: 0, 2: 0, 3: 3}
+_EXTENSION_V3 = struct.Struct("<HB")
 _EMPTY_DAYS: Final = bytes(DAY_WINDOW)
 _LENGTH_BYTE: Final = tuple(bytes((n,)) for n in range(256))  # faster than bytes((n,)) per call
 
@@ -89,6 +98,8 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
     negative_flags: int = 0
     tenant: str = ""
     segment: str = ""
+    baseline: int = 0  # version 3: the long-run active-day rate (tables.decline)
+    growth_flags: int = 0  # version 3: decline episode, activation (tables.activation)
 
     @property
     def episode_ms(self) -> int:
@@ -97,7 +108,7 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
 
 
 def pack_state(state: UserState) -> bytes:
-    """Version ``STATE_VERSION``: 120 bytes + tenant + segment (≤ 128 while they total ≤ 8)."""
+    """Version ``STATE_VERSION``: 123 bytes + tenant + segment (≤ 131 while they total ≤ 8)."""
     ids = state.recent_ids
     if len(ids) > ID_SLOTS:
         ids = ids[-ID_SLOTS:]
@@ -123,7 +134,10 @@ def pack_state(state: UserState) -> bytes:
         state.first_signal_as_of_ms,
         state.returned_day,
     )
-    return b"".join((fixed, _LENGTH_BYTE[len(tenant)], tenant, _LENGTH_BYTE[len(segment)], segment))
+    extension = _EXTENSION_V3.pack(min(state.baseline, 0xFFFF), state.growth_flags & 0xFF)
+    return b"".join(
+        (fixed, _LENGTH_BYTE[len(tenant)], tenant, _LENGTH_BYTE[len(segment)], segment, extension)
+    )
 
 
 def _label_bytes(label: str) -> bytes:
@@ -182,6 +196,9 @@ def unpack_state(blob: bytes) -> UserState:
         segment = blob[segment_at + 1 : size - extension_bytes].decode()
     except UnicodeDecodeError as exc:
         raise StateFormatError("user state has a tenant or segment that is not UTF-8") from exc
+    baseline = growth_flags = 0
+    if extension_bytes:
+        baseline, growth_flags = _EXTENSION_V3.unpack_from(blob, size - extension_bytes)
     # positional, in UserState's field order (pinned by tests/unit/test_state.py)
     return UserState(
         first_seen_ms,
@@ -202,6 +219,8 @@ def unpack_state(blob: bytes) -> UserState:
         negative_flags,
         tenant,
         segment,
+        baseline,
+        growth_flags,
     )
 
 

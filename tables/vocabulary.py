@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from tables.activation import NOT_ACTIVATED
 from tables.cadence import NEGATIVE_KINDS
+from tables.decline import DECLINING
 from tables.groups import HOLDOUT, TREATMENT
 from tables.lifecycle import STAGES
 from tables.model import REACTIVATED
@@ -19,7 +21,7 @@ from tables.state import TIER_NAMES
 from tables.thresholds import SOURCE_DEFAULT, SOURCE_SEGMENT, SOURCE_TENANT, SOURCE_USER
 
 TIERS: Final[tuple[str, ...]] = tuple(TIER_NAMES[1:])
-SIGNAL_KINDS: Final[tuple[str, ...]] = (*TIERS, REACTIVATED)
+SIGNAL_KINDS: Final[tuple[str, ...]] = (*TIERS, REACTIVATED, DECLINING, NOT_ACTIVATED)
 LIFECYCLE_STAGES: Final[tuple[str, ...]] = tuple(STAGES)
 GROUPS: Final[tuple[str, ...]] = (TREATMENT, HOLDOUT)
 THRESHOLD_SOURCES: Final[tuple[str, ...]] = (
@@ -56,4 +58,14 @@ REASON_CODES: Final[dict[str, tuple[str, str]]] = {
     ),
     "returned_after_days": ("the gap before the return, in days", "null"),
     "active_days": ("active days in total", "null"),
+    "recent_active_days": (
+        "active days in the last 14 days",
+        "the active days the user's long-run baseline expects in 14 days",
+    ),
+    "active_day_rate": (
+        "active days per day over the last 14 days",
+        "the user's long-run baseline, active days per day",
+    ),
+    "activated_after_days": ("days from first seen to the activation event", "null"),
+    "days_since_first_seen": ("days from first seen to the activation deadline", "null"),
 }

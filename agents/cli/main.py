@@ -304,13 +304,17 @@ def report(
     except EngagementError as exc:
         raise click.BadParameter(str(exc)) from exc
     settings = _settings()
-    result = write_report(signals, out, window_ms, as_of_ms, lifecycle, settings.day_ms)
+    deadline_ms = settings.activation_days * settings.day_ms if settings.activation_types else None
+    result = write_report(
+        signals, out, window_ms, as_of_ms, lifecycle, settings.day_ms, deadline_ms
+    )
     click.echo(
         json.dumps(
             {
                 "groups": result["groups"],
                 "uplift": result["uplift"],
                 "eligible_episodes": result["eligible_episodes"],
+                "activation": result.get("activation", []),
                 "files": result["files"],
             }
         )

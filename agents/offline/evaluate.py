@@ -14,7 +14,11 @@ scored. Reported for the engine and for baselines:
 - ``base_rate``: the share of inactive users among the scored ones, as a
   constant forecast (the best constant there is, so a strict bar);
 - precision/recall of the engine's at-risk flag (tier reached at the
-  cutoff, with per-user thresholds) and of a fixed at-risk threshold.
+  cutoff, with per-user thresholds) and of a fixed at-risk threshold;
+- over the whole history (``agents.offline.early_warning``): the
+  ``declining`` signal's precision and lead time over ``at_risk`` against
+  the plain halved-28-day rule, and, with activation types set, the
+  activation rate per weekly cohort.
 
 A reliability plot (PNG) shows predicted against observed inactivity.
 
@@ -41,12 +45,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, stats  # type: ignore[import-untyped]
 
+from agents.offline.early_warning import activation_cohorts, activation_marks, warning_report
 from agents.offline.fit import fit, summarise
 from agents.offline.history_lines import read_lines
 from agents.offline.replay import run_history
 from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.errors import ConfigurationError
-from tables.model import ModelConfig, risk_at
+from tables.model import Emission, ModelConfig, Transition, risk_at
 from tables.risk import RiskParams
 from tables.state import TIER_NONE, UserState
 
@@ -245,6 +250,17 @@ def evaluate(
         }
 
     everyone = np.ones(len(users), dtype=np.bool_)
+    emissions: list[Emission] = []
+    transitions: list[Transition] = []
+    run_history(
+        events,
+        last_ts,
+        config,
+        on_signals=emissions.extend,
+        on_transitions=transitions.extend,
+        progress=False,
+        rules=rules,
+    )
     report: dict[str, Any] = {
         "cutoff_ms": cutoff_ms,
         "horizon_ms": horizon_ms,
@@ -261,7 +277,15 @@ def evaluate(
         },
         "reliability": reliability(labels, risk),
         "logistic_trained_on": len(train_labels),
+        "early_warning": warning_report(
+            times, emissions, day_ms, horizon_ms, config.policy.defaults_ms[2]
+        ),
     }
+    if config.activation_types:
+        deadline_ms = config.activation_days * day_ms
+        report["activation"] = activation_cohorts(
+            activation_marks(transitions), day_ms, deadline_ms, last_ts
+        )
     return Evaluation(report=report, labels=labels, risk=risk, logistic=logistic)
 
 
@@ -315,6 +339,26 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
             f"Brier risk={part['risk']['brier']:.4f} "
             f"logistic={part['recency_logistic']['brier']:.4f} "
             f"base={part['base_rate']['brier']:.4f}"
+        )
+    for name, figures in report["early_warning"].items():
+        if isinstance(figures, dict) and "warnings" in figures:
+            lines.append(
+                f"early warning {name}: warnings={figures['warnings']} "
+                f"scored={figures['scored']} precision={figures['precision']:.3f} "
+                f"lead days median={figures['lead_days_median']:.1f} "
+                f"churn episodes warned={figures['churn_episodes_warned']}"
+                f"/{figures['churn_episodes']}"
+            )
+    paired = report["early_warning"]["paired"]
+    lines.append(
+        f"early warning, both warned: churn episodes={paired['churn_episodes']} lead days median "
+        f"declining={paired['declining_lead_days_median']:.1f} "
+        f"rule={paired['halved_28_day_rule_lead_days_median']:.1f}"
+    )
+    for cohort in report.get("activation", []):
+        lines.append(
+            f"activation cohort {cohort['cohort_start_ms']}: users={cohort['users']} "
+            f"activated={cohort['activated']}/{cohort['past_deadline']}"
         )
     for name, figures in report["at_risk_flag"].items():
         precision, recall = figures["precision"], figures["recall"]

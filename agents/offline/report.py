@@ -35,6 +35,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from agents.offline.early_warning import activation_cohorts, activation_marks
 from streams.records import LifecycleTransition, Signal
 from tables.lifecycle import STAGES
 from tables.state import TIER_NAMES
@@ -81,6 +82,8 @@ def episodes_of(signals: Iterable[Signal]) -> list[Episode]:
         if signal.kind == "reactivated":
             returns.append(signal)
             continue
+        if signal.kind not in TIERS:
+            continue  # declining, not_activated: warnings, not a silence's tiers
         key = (signal.user_id, signal.episode)
         episode = by_key.get(key)
         if episode is None:
@@ -396,10 +399,26 @@ Overall uplift (treatment - holdout): <b>{_percent(total["difference"])}</b>
 [{_percent(total["ci95"][0])}, {_percent(total["ci95"][1])}] (95 %, Newcombe).</p>
 <table><tr><th>tier reached</th><th>treatment</th><th>rate</th><th>holdout</th>
 <th>rate</th><th>uplift</th></tr>{"".join(rows)}</table>{images}
+{_activation_table(report)}
 <pre>{html.escape(json.dumps(report["groups"], indent=2))}</pre></body></html>
 """
     path.write_text(body)
     return path
+
+
+def _activation_table(report: dict[str, Any]) -> str:
+    cohorts = report.get("activation")
+    if not cohorts:
+        return ""
+    rows = "".join(
+        f"<tr><td>{c['cohort_start_ms']}</td><td>{c['users']}</td>"
+        f"<td>{c['activated']}/{c['past_deadline']}</td><td>{_percent(c['activation_rate'])}</td></tr>"
+        for c in cohorts
+    )
+    return (
+        "<h2>Activation per weekly cohort</h2><table><tr><th>cohort start (ms)</th>"
+        f"<th>users</th><th>activated by the deadline</th><th>rate</th></tr>{rows}</table>"
+    )
 
 
 def write_report(
@@ -409,8 +428,11 @@ def write_report(
     as_of_ms: int | None = None,
     lifecycle_path: Path | None = None,
     day_ms: int = 86_400_000,
+    activation_deadline_ms: int | None = None,
 ) -> dict[str, Any]:
-    """Build the report, write ``report.json``, the PNG charts and ``report.html``."""
+    """Build the report, write ``report.json``, the PNG charts and ``report.html``;
+    with lifecycle records and an activation deadline (activation on), the
+    activation rate per weekly cohort (``agents.offline.early_warning``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     signals = read_jsonl(signals_path, _signal_decoder)
     report = build_report(signals, window_ms, as_of_ms, day_ms)
@@ -423,6 +445,11 @@ def write_report(
         times, series = lifecycle_counts(transitions, day_ms)
         if times:
             charts.append(plot_lifecycle(times, series, out_dir / "lifecycle.png"))
+        if activation_deadline_ms is not None and transitions:
+            end_ms = as_of_ms if as_of_ms is not None else max(t.as_of for t in transitions)
+            report["activation"] = activation_cohorts(
+                activation_marks(transitions), day_ms, activation_deadline_ms, end_ms
+            )
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     write_html(report, charts, out_dir / "report.html")
     report["files"] = [str(p) for p in [*charts, out_dir / "report.json", out_dir / "report.html"]]

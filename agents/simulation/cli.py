@@ -73,7 +73,8 @@ def simulate(
     days: int,
     start: str | None,
 ) -> None:
-    """Simulated users with daily, weekly and monthly habits, fading and returning."""
+    """Simulated users with daily, weekly and monthly habits, fading, returning,
+    cancelling and never activating (activation type onboarding_completed)."""
     from agents.common.logs import configure_logging
 
     settings = _settings(broker)

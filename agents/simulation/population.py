@@ -9,23 +9,35 @@ Every user-day is derived from a hash of (seed, user, day), never from a
 shared random stream, so any window of time gives the same events however the
 timeline is cut, and ``event_id`` is stable for the same seed.
 
-Habits (a fixed mix in every block of 20 consecutive users, so even a small
+Habits (a fixed mix in every block of 25 consecutive users, so even a small
 population holds each one):
 
-- ``daily`` (4/20): most days, fewer at weekends; segment ``checkin``.
-- ``several_weekly`` (4/20): two or three days a week, more at weekends.
-- ``weekly_shopper`` (3/20): one preferred weekday (often Saturday or
+- ``daily`` (4/25): most days, fewer at weekends; segment ``checkin``.
+- ``several_weekly`` (4/25): two or three days a week, more at weekends.
+- ``weekly_shopper`` (3/25): one preferred weekday (often Saturday or
   Sunday); segment ``shopper``, buys often.
-- ``monthly`` (2/20): one visit every 26-33 days; crosses the default 7/14
+- ``monthly`` (2/25): one visit every 26-33 days; crosses the default 7/14
   day tiers on every cycle, which is what per-user cadence is for.
-- ``fading`` (3/20): rate decays from ``fade_start_day``, no event from
+- ``fading`` (3/25): rate decays from ``fade_start_day``, no event from
   ``stop_day`` (at most day 17) on, so each reaches at_risk, dormant and
   churned; more checkout failures and support tickets before leaving.
-- ``returning`` (2/20): active, silent from ``pause_start_day`` to
+- ``returning`` (2/25): active, silent from ``pause_start_day`` to
   ``pause_end_day``, back on ``pause_end_day``. The silences (10-12, 17-22,
   33-38 days) return from at_risk, dormant and churned with the default
   7/14/30 day tiers.
-- ``one_time`` (2/20): one visit, never again.
+- ``one_time`` (2/25): one visit, never again.
+- ``gradual`` (2/25): a daily user who fades slowly, the way the declining
+  signal is for: from ``fade_start_day`` (day 30-45) about every other day,
+  from half-way to ``stop_day`` about every third or fourth day, then gone
+  for good (``stop_day`` 35-55 days after the fade began).
+- ``cancelling`` (2/25): a regular user who sends ``subscription_cancelled``
+  in the last session of ``cancel_day`` (day 15-60) and is never seen again.
+- ``unactivated`` (1/25): signs up, looks around on a few days of the first
+  week without ever completing onboarding, and leaves.
+
+Every user but ``one_time`` and ``unactivated`` completes onboarding
+(``onboarding_completed``, the simulator's activation type,
+``ACTIVATION_TYPES``) in the first session of the first day.
 
 About 15 % of the regular users join later (``first_day`` 1-21), so ``new``
 users keep appearing. A user's first day always has a visit. Tenants are
@@ -58,7 +70,10 @@ EVENT_TYPES: Final = (
     "purchase",
     "checkout_failed",
     "support_ticket",
+    "onboarding_completed",
+    "subscription_cancelled",
 )
+ACTIVATION_TYPES: Final = ("onboarding_completed",)  # ENGAGEMENT_ACTIVATION_TYPES for a run
 TENANTS: Final = ("acme", "globex")
 SEGMENTS: Final = ("checkin", "shopper", "casual")
 HABITS: Final = (
@@ -69,6 +84,9 @@ HABITS: Final = (
     "fading",
     "returning",
     "one_time",
+    "gradual",
+    "cancelling",
+    "unactivated",
 )
 # One block of 20 users; each block is shuffled by the seed.
 _BLOCK: Final = (
@@ -79,6 +97,9 @@ _BLOCK: Final = (
     + ("fading",) * 3
     + ("returning",) * 2
     + ("one_time",) * 2
+    + ("gradual",) * 2
+    + ("cancelling",) * 2
+    + ("unactivated",)
 )
 RETURN_GAP_DAYS: Final = ((10, 12), (17, 22), (33, 38))
 MAX_STOP_DAY: Final = 17
@@ -139,6 +160,7 @@ class UserProfile(msgspec.Struct, frozen=True):
     stop_day: int | None = None
     pause_start_day: int | None = None
     pause_end_day: int | None = None
+    cancel_day: int | None = None
 
 
 class PoisonRecord(NamedTuple):
@@ -291,6 +313,41 @@ class Population:
                 pause_start_day=pause_start,
                 pause_end_day=pause_start + low + rng.randrange(high - low + 1),
             )
+        if habit == "gradual":
+            fade_start = 30 + rng.randrange(16)
+            return UserProfile(
+                **common,
+                segment="checkin",
+                first_day=rng.randrange(2),
+                active_p=0.85 + 0.1 * rng.random(),
+                weekend_factor=0.9,
+                sessions_max=2,
+                fade_start_day=fade_start,
+                stop_day=fade_start + 35 + rng.randrange(21),
+            )
+        if habit == "cancelling":
+            cancel_day = 15 + rng.randrange(46)
+            return UserProfile(
+                **common,
+                segment="checkin" if rng.random() < 0.5 else "casual",
+                first_day=first_day,
+                active_p=0.5 + 0.35 * rng.random(),
+                weekend_factor=1.0,
+                sessions_max=2,
+                stop_day=max(cancel_day, first_day) + 1,
+                cancel_day=max(cancel_day, first_day),
+            )
+        if habit == "unactivated":
+            first = rng.randrange(11)
+            return UserProfile(
+                **common,
+                segment="casual",
+                first_day=first,
+                active_p=0.4,
+                weekend_factor=1.0,
+                sessions_max=1,
+                stop_day=first + 5 + rng.randrange(4),
+            )
         # one_time
         first = rng.randrange(11)
         return UserProfile(
@@ -388,6 +445,8 @@ class Population:
             phase = (day - profile.first_day) % profile.period_days
             return profile.active_p if phase == 0 else 0.35 if phase == 1 else 0.01
         p = profile.active_p * (profile.weekend_factor if weekday >= 5 else 1.0)
+        if profile.habit == "gradual":
+            return p * _gradual_factor(profile, day)
         if profile.fade_start_day is not None and day >= profile.fade_start_day:
             p *= 0.55 ** (day - profile.fade_start_day + 1)
         if profile.pause_end_day is not None and day > profile.pause_end_day:
@@ -406,7 +465,7 @@ class Population:
         ):
             return []
         rng = random.Random(_hash64(self.seed, "day", profile.index, day))
-        forced = day in (profile.first_day, profile.pause_end_day)
+        forced = day in (profile.first_day, profile.pause_end_day, profile.cancel_day)
         if rng.random() >= self._activity_p(profile, day) and not forced:
             return []
         day_start = self.day_start_ms(day)
@@ -416,13 +475,16 @@ class Population:
             return []
         minute_ms = self.day_ms / 1440
         events: list[_Event] = []
-        for _session in range(1 + rng.randrange(profile.sessions_max)):
+        for session in range(1 + rng.randrange(profile.sessions_max)):
             hour = rng.choices(_SESSION_PEAK_HOURS, _SESSION_PEAK_WEIGHTS)[0]
             hour = (hour + (rng.random() + rng.random() + rng.random() - 1.5) * 2.0) % 24.0
             at = day_start + hour / 24.0 * self.day_ms
             if at < low:
                 at = low + rng.random() * (high - low)
-            for event_type, props in _session_actions(rng, profile):
+            actions = _session_actions(rng, profile)
+            if session == 0 and day == profile.first_day and profile.habit not in _NEVER_ACTIVATE:
+                actions.append((ACTIVATION_TYPES[0], ()))
+            for event_type, props in actions:
                 ts = min(max(math.floor(at), low), high - 1)
                 events.append(
                     _Event(
@@ -436,7 +498,33 @@ class Population:
                     )
                 )
                 at += minute_ms * (0.3 + 3.7 * rng.random())
+        if day == profile.cancel_day:  # the user's last event: after every session
+            ts = min(max(event.ts for event in events) + math.ceil(minute_ms), high - 1)
+            events.append(
+                _Event(
+                    ts=ts,
+                    event_id=f"s{self.seed}-{profile.user_id}-d{day}-{len(events):03d}",
+                    user_id=profile.user_id,
+                    type="subscription_cancelled",
+                    tenant=profile.tenant,
+                    segment=profile.segment,
+                    props=(("plan", "monthly"),),
+                )
+            )
         return events
+
+
+_NEVER_ACTIVATE: Final = frozenset({"one_time", "unactivated"})
+
+
+def _gradual_factor(profile: UserProfile, day: int) -> float:
+    """A gradual fader's share of its old rate: 1 before the fade, about a half
+    in its first half, about a quarter in the second."""
+    start = profile.fade_start_day
+    stop = profile.stop_day
+    if start is None or stop is None or day < start:
+        return 1.0
+    return 0.5 if day < (start + stop) // 2 else 0.28
 
 
 def _session_actions(
@@ -448,6 +536,8 @@ def _session_actions(
         actions.append(("login", ()))
     for _view in range(1 + min(int(rng.expovariate(0.5)), 7)):
         actions.append(("view", (("page", rng.choice(_PAGES)),)))
+    if profile.habit == "unactivated":
+        return [*actions, ("view", (("page", "onboarding"),))]
     cart_p = 0.45 if profile.segment == "shopper" else 0.12
     if rng.random() < cart_p:
         actions.append(("add_to_cart", (("items", 1 + rng.randrange(3)),)))

@@ -170,6 +170,18 @@ class Metrics:
             ["tenant", "partition"],
             registry=registry,
         )
+        self.cohort_users = Gauge(
+            "engagement_cohort_users",
+            "Users per weekly cohort of first events (activation on), weeks ago 0-7",
+            ["weeks_ago", "partition"],
+            registry=registry,
+        )
+        self.cohort_activated = Gauge(
+            "engagement_cohort_activated_users",
+            "Activated users per weekly cohort of first events (activation on)",
+            ["weeks_ago", "partition"],
+            registry=registry,
+        )
         self.streaks = Histogram(
             "engagement_streak_days",
             "Current active-day streak, observed on each user's first event of a day",
@@ -193,6 +205,8 @@ class Metrics:
             self.users_by_stage,
             *self.active_users.values(),
             self.dau_mau,
+            self.cohort_users,
+            self.cohort_activated,
         )
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:

@@ -15,6 +15,7 @@ from base64 import b64encode
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
+from agents.worker.activation_cohorts import ActivationCohorts
 from agents.worker.erasure import Erasures
 from agents.worker.metrics import Metrics
 from agents.worker.stickiness import StageCounts, Stickiness
@@ -155,6 +156,9 @@ class Runtime:
             metrics.streaks,
             self.settings.day_ms,
             self.config_tenants,
+            ActivationCohorts(metrics.cohort_users, metrics.cohort_activated, self.settings.day_ms)
+            if self.config.activation_types
+            else None,
         )
 
     @property

@@ -13,6 +13,8 @@ Prometheus sums them):
   no decrements to schedule. An erased user leaves the ring at once.
 - **Streaks**: a histogram of the current active-day streak, observed on
   each user's first event of a day.
+- **Activation cohorts** (activation on): handed every change, see
+  ``agents.worker.activation_cohorts``.
 
 The ``tenant`` label holds tenants present in the config topic, else
 ``other`` (docs/CONTRACTS.md: bounded label sets).
@@ -25,6 +27,7 @@ from typing import Final
 
 from prometheus_client import Gauge, Histogram
 
+from agents.worker.activation_cohorts import ActivationCohorts
 from tables.lifecycle import STAGES
 from tables.state import UserState
 
@@ -108,7 +111,9 @@ class Stickiness:
         streaks: Histogram,
         day_ms: int,
         tenants: Callable[[], set[str]],
+        cohorts: ActivationCohorts | None = None,
     ) -> None:
+        self._cohorts = cohorts
         self._active = active
         self._ratio = ratio
         self._streaks = streaks
@@ -129,9 +134,13 @@ class Stickiness:
     def clear(self, partition: int) -> None:
         self.forget(partition)
         self._rings[partition] = {}
+        if self._cohorts is not None:
+            self._cohorts.clear(partition)
 
     def add(self, partition: int, state: UserState, today_ms: int) -> None:
         """Count one user of a partition being rebuilt."""
+        if self._cohorts is not None:
+            self._cohorts.add(partition, state)
         rings = self._rings.setdefault(partition, {})
         label = self.tenant_label(state.tenant)
         ring = rings.get(label)
@@ -145,6 +154,8 @@ class Stickiness:
         self, partition: int, previous: UserState | None, state: UserState, today_ms: int
     ) -> None:
         """An applied event: move the user from the old last active day to the new one."""
+        if self._cohorts is not None:
+            self._cohorts.on_event(partition, previous, state)
         day_ms = self._day_ms
         rings = self._rings.setdefault(partition, {})
         label = self.tenant_label(state.tenant)
@@ -168,6 +179,8 @@ class Stickiness:
 
     def remove(self, partition: int, state: UserState, today_ms: int) -> None:
         """An erased user: no longer counted on their last active day."""
+        if self._cohorts is not None:
+            self._cohorts.remove(partition, state)
         ring = self._rings.get(partition, {}).get(self.tenant_label(state.tenant))
         if ring is None:
             return
@@ -176,6 +189,8 @@ class Stickiness:
 
     def publish(self, partition: int, today_ms: int) -> None:
         """Set the gauges of a partition as of ``today_ms`` (on ticks: cheap, O(30))."""
+        if self._cohorts is not None:
+            self._cohorts.publish(partition, today_ms)
         today = today_ms // self._day_ms
         for label, ring in self._rings.get(partition, {}).items():
             ring.roll(today)
@@ -187,6 +202,8 @@ class Stickiness:
             self._ratio.labels(tenant=label, partition=str(partition)).set(ratio)
 
     def forget(self, partition: int) -> None:
+        if self._cohorts is not None:
+            self._cohorts.forget(partition)
         rings = self._rings.pop(partition, None)
         if not rings:
             return

@@ -147,7 +147,7 @@ def _error(description: str) -> dict[str, Any]:
 _USER_PROPERTIES: Final[dict[str, Any]] = {
     "stage": {
         "type": "string",
-        "enum": ["new", "active", "at_risk", "dormant", "churned", "resurrected"],
+        "enum": ["new", "active", "at_risk", "dormant", "churned", "resurrected", "not_activated"],
     },
     "tier": {"type": "string", "enum": ["none", "at_risk", "dormant", "churned"]},
     "risk": {"type": "number", "minimum": 0, "maximum": 1},

@@ -2,7 +2,11 @@
 
 Tiers fall due at ``last_seen + threshold`` (the user's own cadence, then
 segment, tenant, defaults); time alone ends the ``new`` and ``resurrected``
-days; a user with a tier seen again is ``reactivated``. Signals and
+days (with activation on, ``new`` ends only by activating); a user with a
+tier seen again is ``reactivated``. With activation on, a user neither
+activated nor signalled gets ``not_activated`` at ``first_seen +
+activation_days`` days, and the ``not_activated`` stage when in ``new``; on
+a tie a tier goes first, then the deadline, then a stage change by time. Signals and
 transitions are the JSON objects of docs/CONTRACTS.md, reasons in the order
 of its table.
 """
@@ -50,6 +54,8 @@ def reactivation(
         "late": event.ts_ms < user.first_signal_as_of_ms,
     }
     to_stage = "active" if user.tier == "at_risk" else "resurrected"
+    if rules.activation_types and not user.activated:
+        to_stage = "not_activated" if user.not_activated_signalled else "new"
     moved = transition(user, user_id, user.tier, to_stage, event.ts_ms, reasons, rules)
     return signal, moved
 
@@ -85,6 +91,8 @@ def stage_ends_ms(user: User, rules: Rules) -> int | None:
     if user.tier is not None:
         return None
     if user.stage == "new":
+        if rules.activation_types:
+            return None  # new ends by activating
         return user.first_seen_ms + rules.new_days * rules.day_ms
     if user.stage == "resurrected" and user.returned_day is not None:
         return (user.returned_day + rules.resurrected_days) * rules.day_ms
@@ -106,10 +114,12 @@ def advance(
         level = 0 if user.tier is None else TIERS.index(user.tier) + 1
         tier_due = user.last_seen_ms + tiers[level] if level < len(TIERS) else None
         stage_due = stage_ends_ms(user, rules)
+        deadline = activation_due(user, rules)
         if (
             tier_due is not None
             and tier_due <= clock_ms
             and (stage_due is None or tier_due <= stage_due)
+            and (deadline is None or tier_due <= deadline)
         ):
             kind = TIERS[level]
             signal = tier_signal(user, user_id, kind, tier_due, tiers[level], source, rules)
@@ -121,6 +131,14 @@ def advance(
             user.tier = user.stage = kind
             if user.first_signal_as_of_ms is None:
                 user.first_signal_as_of_ms = tier_due
+        elif (
+            deadline is not None
+            and deadline <= clock_ms
+            and (stage_due is None or deadline <= stage_due)
+        ):
+            signal, moved = not_activated(user, user_id, deadline, rules)
+            signals.append(signal)
+            moves.extend(moved)
         elif stage_due is not None and stage_due <= clock_ms:
             reasons = [reason("active_days", float(user.active_days))]
             moves.append(transition(user, user_id, user.stage, "active", stage_due, reasons, rules))
@@ -252,3 +270,47 @@ def risk_at(user: User, at_ms: int, rules: Rules) -> float:
         rules.horizon_ms / day_ms,
     )
     return value
+
+
+# -- activation ----------------------------------------------------------------
+
+
+def activation_due(user: User, rules: Rules) -> int | None:
+    if not rules.activation_types or user.activated or user.not_activated_signalled:
+        return None
+    return user.first_seen_ms + rules.activation_days * rules.day_ms
+
+
+def not_activated(
+    user: User, user_id: str, due_ms: int, rules: Rules
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The signal at the deadline, and the stage change when the user is new."""
+    deadline_ms = rules.activation_days * rules.day_ms
+    reasons = [
+        reason("active_days", float(user.active_days)),
+        reason("days_since_first_seen", round(deadline_ms / rules.day_ms, 3)),
+    ]
+    signal = {
+        "signal_id": f"{user_id}:{user.first_seen_ms}:not_activated",
+        "kind": "not_activated",
+        "user_id": user_id,
+        "tenant": user.tenant,
+        "segment": user.segment,
+        "episode": user.first_seen_ms,
+        "as_of": due_ms,
+        "last_seen": user.last_seen_ms,
+        "inactive_ms": max(0, due_ms - user.last_seen_ms),
+        "threshold_ms": deadline_ms,
+        "threshold_source": "activation",
+        "risk": risk_at(user, due_ms, rules),
+        "horizon_ms": rules.horizon_ms,
+        "reasons": reasons,
+        "group": group_of(user_id, rules),
+        "schema_version": 1,
+    }
+    moves = []
+    if user.stage == "new":
+        moves.append(transition(user, user_id, "new", "not_activated", due_ms, reasons, rules))
+        user.stage = "not_activated"
+    user.not_activated_signalled = True
+    return signal, moves

@@ -19,6 +19,7 @@ only the record at which each is emitted differs. That makes a long log
 
 from __future__ import annotations
 
+from reference.growth import activate, judge_decline, move_baseline
 from reference.judge import advance, reactivation, thresholds, transition
 from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick
 from reference.user import User, apply_event, come_back, duplicate, first_event, view
@@ -126,12 +127,21 @@ class Partition:
             skipped = duplicate(user, event, self.rules)
             if skipped is not None:
                 return skipped
+            had_tier = user.tier is not None
             if event.ts_ms > user.last_seen_ms and user.tier is not None:
                 tiers, source = thresholds(user, self.overrides_at(clock_ms), self.rules)
                 signal, moved = reactivation(user, event.user_id, event, tiers, source, self.rules)
                 self.emit([signal], [moved])
                 come_back(user, event, self.rules)
+            day = event.ts_ms // self.rules.day_ms
+            gap_days = day - user.last_seen_ms // self.rules.day_ms
             apply_event(user, event, self.rules)
+            if gap_days > 0:  # a new newest active day
+                move_baseline(user, gap_days)
+                if not had_tier:
+                    overrides = self.overrides_at(clock_ms)
+                    self.emit(judge_decline(user, event.user_id, day, overrides, self.rules), [])
+        self.emit([], activate(user, event.user_id, event, self.rules))
         # a late event can make its user due at once
         self.judge(event.user_id, clock_ms)
         return "applied"

@@ -83,6 +83,9 @@ class Rules:
     risk_alpha: float = 3.0
     risk_a: float = 0.5
     risk_b: float = 3.0
+    decline_sensitivity: float = 0.65
+    activation_types: tuple[str, ...] = ()  # none: activation off
+    activation_days: int = 7
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ class UserView:
     ``day_counts`` maps a day number to its event count, only for days with
     events within the 28 days ending on ``newest_day``; the negative kinds are
     those seen in the week (``day // 7``) of the newest activity and the week
-    before; ``tier`` is ``None`` or a tier name, ``stage`` a stage name.
+    before; ``tier`` is ``None`` or a tier name, ``stage`` a stage name;
+    ``baseline`` the declining rule's long-run baseline in 1/10,000.
     """
 
     first_seen_ms: int
@@ -115,6 +119,10 @@ class UserView:
     negative_kinds_week_before: frozenset[str]
     tenant: str
     segment: str
+    baseline: int
+    declining: bool
+    activated: bool
+    not_activated_signalled: bool
 
 
 @dataclass

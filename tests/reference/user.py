@@ -55,6 +55,10 @@ class User:
     first_signal_as_of_ms: int | None = None
     returned_day: int | None = None
     negative_weeks: dict[int, set[str]] = field(default_factory=dict)
+    baseline: int = 200  # reference.growth
+    declining: bool = False
+    activated: bool = False
+    not_activated_signalled: bool = False
 
 
 def label(text: str) -> str:
@@ -136,6 +140,8 @@ def come_back(user: User, event: Event, rules: Rules) -> None:
         user.returned_day = event.ts_ms // rules.day_ms
     else:
         user.stage = "active"
+    if rules.activation_types and not user.activated:
+        user.stage = "not_activated" if user.not_activated_signalled else "new"
     user.tier = None
     user.first_signal_as_of_ms = None
 
@@ -175,4 +181,8 @@ def view(user: User, rules: Rules) -> UserView:
         negative_kinds_week_before=before,
         tenant=user.tenant,
         segment=user.segment,
+        baseline=user.baseline,
+        declining=user.declining,
+        activated=user.activated,
+        not_activated_signalled=user.not_activated_signalled,
     )

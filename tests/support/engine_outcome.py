@@ -17,8 +17,10 @@ from streams.decode import id_hash
 from streams.model_settings import model_config, record_rules
 from streams.records import LifecycleTransition, Signal, encode
 from streams.settings import Settings
+from tables.activation import ACTIVATED, NOT_ACTIVATED_SIGNALLED
 from tables.cadence import NEGATIVE_KINDS
 from tables.clock import NEVER
+from tables.decline import DECLINE_OPEN
 from tables.inputs import ClockTick, EraseRequest, ThresholdUpdate
 from tables.lifecycle import STAGES
 from tables.model import APPLIED, ModelEvent
@@ -72,6 +74,9 @@ def rules_for(settings: Settings, partition: int = 0) -> Rules:
         risk_alpha=risk.alpha,
         risk_a=risk.a,
         risk_b=risk.b,
+        decline_sensitivity=settings.decline_sensitivity,
+        activation_types=settings.activation_types,
+        activation_days=settings.activation_days,
     )
 
 
@@ -160,4 +165,8 @@ def view_of(state: UserState, event_ids: dict[int, str]) -> UserView:
         negative_kinds_week_before=_kinds(state.negative_flags >> 4),
         tenant=state.tenant,
         segment=state.segment,
+        baseline=state.baseline,
+        declining=bool(state.growth_flags & DECLINE_OPEN),
+        activated=bool(state.growth_flags & ACTIVATED),
+        not_activated_signalled=bool(state.growth_flags & NOT_ACTIVATED_SIGNALLED),
     )

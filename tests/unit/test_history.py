@@ -18,7 +18,12 @@ USERS = ("ana", "bo", "cy", "dee", "eve")
 TYPES = ("view", "purchase", "checkout_failed", "complaint")
 
 
-def config(user_min_active_days: int, lateness_ms: int) -> ModelConfig:
+def config(
+    user_min_active_days: int,
+    lateness_ms: int,
+    decline_sensitivity: float = 0.0,
+    activation_types: frozenset[str] = frozenset(),
+) -> ModelConfig:
     return ModelConfig(
         policy=ThresholdPolicy(
             defaults_ms=(7 * DAY_MS, 14 * DAY_MS, 30 * DAY_MS),
@@ -34,6 +39,9 @@ def config(user_min_active_days: int, lateness_ms: int) -> ModelConfig:
         resurrected_days=5,
         holdout_salt="salt",
         holdout_share=0.5,
+        decline_sensitivity=decline_sensitivity,
+        activation_types=activation_types,
+        activation_days=4,
     )
 
 
@@ -54,6 +62,16 @@ def histories(draw: st.DrawFn) -> list[ModelEvent]:
         event_id = draw(st.one_of(st.just(n), st.integers(0, 5)))  # small ids repeat
         kind = draw(st.sampled_from(TYPES))
         events.append(ModelEvent(user, event_id, kind, ts_ms, ts_ms))
+    if draw(st.booleans()):  # a daily habit that fades: the declining rule's case
+        daily = draw(st.integers(25, 50))
+        gap = draw(st.integers(2, 4))
+        days = [*range(daily), *range(daily, daily + 40, gap)]
+        events += [
+            ModelEvent(
+                "fay", 1_000 + day, "view", BASE_MS + day * DAY_MS + 7, BASE_MS + day * DAY_MS + 7
+            )
+            for day in days
+        ]
     events.sort(key=lambda event: event.ts_ms)
     return events
 
@@ -82,11 +100,18 @@ def engine_run(
     st.sampled_from([0, 3]),
     st.sampled_from([0, 500, 2 * DAY_MS]),
     st.integers(0, 200 * DAY_MS),
+    st.sampled_from([0.0, 0.65]),
+    st.sampled_from([frozenset(), frozenset({"purchase"})]),
 )
 def test_user_by_user_equals_the_engine_event_by_event(
-    events: list[ModelEvent], user_min_active_days: int, lateness_ms: int, after_ms: int
+    events: list[ModelEvent],
+    user_min_active_days: int,
+    lateness_ms: int,
+    after_ms: int,
+    decline_sensitivity: float,
+    activation_types: frozenset[str],
 ) -> None:
-    cfg = config(user_min_active_days, lateness_ms)
+    cfg = config(user_min_active_days, lateness_ms, decline_sensitivity, activation_types)
     as_of_ms = (events[-1].ts_ms if events else BASE_MS) + after_ms - 3 * DAY_MS
     states, emissions, transitions, applied = engine_run(events, cfg, as_of_ms)
     history = run_users(events, cfg, as_of_ms)

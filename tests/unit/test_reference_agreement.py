@@ -1,7 +1,8 @@
 """The engine agrees with the independent reference model on generated histories.
 
 Histories under the production defaults (days of 24 h, 7/14/30-day tiers,
-per-user thresholds from 5 active days, 10 min lateness, 15 min stall guard):
+per-user thresholds from 5 active days, 10 min lateness, 15 min stall guard,
+the declining rule's sensitivity; activation off, and on in a second test):
 a few users with many event types (the negative ones too), tenants and
 segments with threshold versions, duplicates by id, re-delivered offsets,
 late events, erasures (some stale), and signed ticks over idle stretches,
@@ -67,6 +68,10 @@ TIER_CHOICES = (
 )
 RISK_TOLERANCE = 1e-5
 SETTINGS = Settings(holdout_salt="reference-salt", erasure_salt="erasure-salt", holdout_share=0.3)
+# activation on: a purchase or a checkout failure activates; a 3-day deadline
+ACTIVATION = SETTINGS.model_copy(
+    update={"activation_types": ("purchase", "checkout_failed"), "activation_days": 3}
+)
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference"
 
 
@@ -104,6 +109,10 @@ STEPS = {
     # a user's habit: several active days in a row, a gap of 1 to 3 days apart
     "routine": st.tuples(
         st.just("routine"), st.sampled_from(USERS), st.integers(3, 8), st.integers(1, 3)
+    ),
+    # a long daily habit that fades (the declining rule): daily, then every few days
+    "fade": st.tuples(
+        st.just("fade"), st.sampled_from(USERS), st.integers(25, 45), st.integers(2, 4)
     ),
     "redeliver": st.tuples(st.just("redeliver"), st.integers(1, 6)),
     "tick": st.tuples(
@@ -181,6 +190,10 @@ class Log:
             for day in range(days):
                 self.add(("wait", gap_days * DAY_MS - 2 * HOUR_MS + day * 977_000 % (4 * HOUR_MS)))
                 self.add(("event", user, TYPES[day % 3], -MINUTE_MS, None, None, "fresh"))
+        elif kind == "fade":
+            _, user, days, gap_days = step
+            self.add(("routine", user, days, 1))
+            self.add(("routine", user, 8, gap_days))
         elif kind == "redeliver" and self.delivered:
             self.records.append(self.delivered[-min(step[1], len(self.delivered))])
         elif kind == "tick":
@@ -276,13 +289,13 @@ def disagreements(engine: Outcome, reference: Outcome, when: bool = True) -> lis
     return problems
 
 
-def check(records: list[Record]) -> Outcome:
+def check(records: list[Record], settings: Settings = SETTINGS) -> Outcome:
     """The engine against the reference judging at every record (outputs compared
     with the record that emitted them) and judging only when needed (without)."""
-    engine = run_engine(records, SETTINGS)
-    reference = run_reference(records, rules_for(SETTINGS))
+    engine = run_engine(records, settings)
+    reference = run_reference(records, rules_for(settings))
     problems = disagreements(engine, reference)
-    lazy = run_reference(records, rules_for(SETTINGS), every_record=False)
+    lazy = run_reference(records, rules_for(settings), every_record=False)
     problems += [f"judging when needed: {p}" for p in disagreements(engine, lazy, when=False)]
     assert not problems, "\n".join(problems[:20])
     return reference
@@ -295,6 +308,12 @@ AGREEMENT = settings(max_examples=300, deadline=None, suppress_health_check=[Hea
 @given(histories())
 def test_engine_agrees_with_the_reference(records: list[Record]) -> None:
     check(records)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_engine_agrees_with_the_reference_with_activation_on(records: list[Record]) -> None:
+    check(records, ACTIVATION)
 
 
 @pytest.mark.full

@@ -16,6 +16,7 @@ from agents.offline.report import (
     lifecycle_counts,
     newcombe,
     wilson,
+    write_report,
 )
 from streams.records import LifecycleTransition, Signal, encode
 
@@ -109,6 +110,59 @@ def test_episodes_keep_the_tier_reached_at_return() -> None:
     )
     assert episodes[0].tier_at_return == "dormant"
     assert episodes[0].returned_after_ms == 13 * DAY_MS
+
+
+def test_declining_and_not_activated_open_no_episode_of_silence() -> None:
+    # a decline detected at the user's last event shares that instant with the
+    # silence that follows: still only the tiers make the episode
+    warned = tier("u", "treatment", "declining", after_days=0)
+    late = tier("u", "treatment", "not_activated", after_days=3)
+    (episode,) = episodes_of([warned, late, tier("u", "treatment", "at_risk")])
+    assert episode.tiers == [(T0 + 7 * DAY_MS, "at_risk")]
+    assert episode.first_as_of == T0 + 7 * DAY_MS
+
+
+def test_activation_rate_per_cohort_is_reported_from_the_lifecycle_file(tmp_path: Path) -> None:
+    week = 7 * DAY_MS
+    start = T0 // week * week
+
+    def move(user: str, from_stage: str | None, to_stage: str, at: int, code: str = "") -> str:
+        reasons = [{"code": code, "value": 1.0, "baseline": None}] if code else []
+        return json.dumps(
+            {
+                "transition_id": f"{user}:{at}:{to_stage}",
+                "user_id": user,
+                "tenant": "",
+                "segment": "",
+                "from_stage": from_stage,
+                "to_stage": to_stage,
+                "as_of": at,
+                "episode": at,
+                "reasons": reasons,
+                "group": "treatment",
+            }
+        )
+
+    lifecycle = tmp_path / "lifecycle.jsonl"
+    lifecycle.write_text(
+        "\n".join(
+            [
+                move("a", None, "new", start),
+                move("a", "new", "active", start + DAY_MS, "activated_after_days"),
+                move("b", None, "new", start + DAY_MS),
+                move("b", "new", "not_activated", start + 8 * DAY_MS),
+            ]
+        )
+        + "\n"
+    )
+    signals = tmp_path / "signals.jsonl"
+    signals.write_bytes(encode(tier("a", "treatment", "at_risk")) + b"\n")
+    report = write_report(
+        signals, tmp_path / "out", 30 * DAY_MS, start + 20 * DAY_MS, lifecycle, DAY_MS, 7 * DAY_MS
+    )
+    (cohort,) = report["activation"]
+    assert (cohort["users"], cohort["past_deadline"], cohort["activated"]) == (2, 2, 1)
+    assert "Activation per weekly cohort" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_lifecycle_counts_follow_the_transitions() -> None:

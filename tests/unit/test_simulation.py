@@ -40,7 +40,7 @@ RULES = DecodeRules(topic="engagement.events", partitions=PARTITIONS, event=Even
 
 @pytest.fixture(scope="module")
 def population() -> Population:
-    return Population(users=200, seed=7, day_ms=DAY_MS, start_ms=START_MS)
+    return Population(users=250, seed=7, day_ms=DAY_MS, start_ms=START_MS)
 
 
 @pytest.fixture(scope="module")
@@ -143,10 +143,10 @@ def test_mix_has_every_habit_tenant_segment_and_event_type(
     assert [profile.user_id for profile in population.users[:3]] == ["u00000", "u00001", "u00002"]
 
 
-def test_every_block_of_twenty_users_holds_the_whole_mix() -> None:
-    population = Population(60, 5, DAY_MS, START_MS)
+def test_every_block_of_twenty_five_users_holds_the_whole_mix() -> None:
+    population = Population(75, 5, DAY_MS, START_MS)
     for block in range(3):
-        habits = Counter(p.habit for p in population.users[block * 20 : block * 20 + 20])
+        habits = Counter(p.habit for p in population.users[block * 25 : block * 25 + 25])
         assert habits == Counter(
             daily=4,
             several_weekly=4,
@@ -155,6 +155,9 @@ def test_every_block_of_twenty_users_holds_the_whole_mix() -> None:
             fading=3,
             returning=2,
             one_time=2,
+            gradual=2,
+            cancelling=2,
+            unactivated=1,
         )
 
 
@@ -206,7 +209,7 @@ def test_fading_users_slow_down_then_stop_for_good(
         assert active[-1] < profile.stop_day
         # the final silence lasts past the churned tier (30 days) inside the window
         assert DAYS - active[-1] > 30
-    later = Population(200, 7, DAY_MS, START_MS).events_between(
+    later = Population(250, 7, DAY_MS, START_MS).events_between(
         START_MS + MAX_STOP_DAY * DAY_MS, START_MS + 400 * DAY_MS
     )
     assert not {event["user_id"] for event in later} & {p.user_id for p in fading}
@@ -244,6 +247,68 @@ def test_one_time_users_visit_on_one_day_only(
     assert one_time
     for profile in one_time:
         assert days_by_user[profile.user_id] == [profile.first_day]
+
+
+def test_gradual_faders_keep_coming_at_a_falling_rate_then_stop() -> None:
+    population = Population(250, 7, DAY_MS, START_MS)
+    gradual = [p for p in population.users if p.habit == "gradual"]
+    assert len(gradual) == 20
+    days: dict[str, set[int]] = defaultdict(set)
+    for event in population.events_between(START_MS, START_MS + 120 * DAY_MS):
+        days[event["user_id"]].add(population.day_of(event["ts"]))
+    rates: list[tuple[float, float, float]] = []
+    for profile in gradual:
+        start, stop = profile.fade_start_day, profile.stop_day
+        assert start is not None and stop is not None and 30 <= start < stop <= 120
+        active = days[profile.user_id]
+        assert max(active) < stop
+        half = (start + stop) // 2
+        rates.append(
+            (
+                len([d for d in active if d < start]) / (start - profile.first_day),
+                len([d for d in active if start <= d < half]) / (half - start),
+                len([d for d in active if half <= d < stop]) / (stop - half),
+            )
+        )
+    before, first_half, second_half = (sum(r[i] for r in rates) / len(rates) for i in range(3))
+    # still active in both halves (not silent), each well below the rate before
+    assert before > 0.75 > 0.6 * before > first_half > second_half > 0.1
+
+
+def test_cancelling_users_cancel_in_their_last_session_and_never_return(
+    population: Population, events: list[dict[str, Any]]
+) -> None:
+    cancelling = {p.user_id: p for p in population.users if p.habit == "cancelling"}
+    assert len(cancelling) == 20
+    last: dict[str, dict[str, Any]] = {}
+    for event in events:
+        if event["user_id"] in cancelling:
+            last[event["user_id"]] = event
+    cancelled = [e for e in events if e["type"] == "subscription_cancelled"]
+    assert {e["user_id"] for e in cancelled} <= set(cancelling)
+    for user, profile in cancelling.items():
+        if profile.cancel_day is not None and profile.cancel_day < DAYS:
+            assert last[user]["type"] == "subscription_cancelled"
+            assert population.day_of(last[user]["ts"]) == profile.cancel_day
+
+
+def test_everyone_but_one_time_and_unactivated_users_completes_onboarding_on_day_one(
+    population: Population, events: list[dict[str, Any]]
+) -> None:
+    onboarded = {
+        e["user_id"]: population.day_of(e["ts"])
+        for e in events
+        if e["type"] == "onboarding_completed"
+    }
+    for profile in population.users:
+        if profile.habit in ("one_time", "unactivated"):
+            assert profile.user_id not in onboarded
+        else:
+            assert onboarded[profile.user_id] == profile.first_day
+    unactivated = [p for p in population.users if p.habit == "unactivated"]
+    assert len(unactivated) == 10
+    seen = Counter(e["user_id"] for e in events if e["user_id"] in {p.user_id for p in unactivated})
+    assert all(seen[p.user_id] for p in unactivated)
 
 
 def test_monthly_users_leave_gaps_longer_than_a_week(

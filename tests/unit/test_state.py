@@ -50,12 +50,14 @@ def user_states(name_bytes: int = 255) -> st.SearchStrategy[UserState]:
         usual_gap_centidays=U16,
         events_total=U32,
         tier=st.integers(TIER_NONE, TIER_CHURNED),
-        stage=st.integers(0, 5),
+        stage=st.integers(0, 6),
         first_signal_as_of_ms=I64,
         returned_day=I32,
         negative_flags=st.integers(0, 255),
         tenant=names(name_bytes),
         segment=names(name_bytes),
+        baseline=U16,
+        growth_flags=st.integers(0, 255),
     )
 
 
@@ -67,13 +69,13 @@ def test_packed_state_round_trips(state: UserState) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(state=user_states(name_bytes=8), data=st.data())
-def test_packed_state_fits_128_bytes_when_tenant_and_segment_share_8_bytes(
+def test_packed_state_fits_131_bytes_when_tenant_and_segment_share_8_bytes(
     state: UserState, data: st.DataObject
 ) -> None:
-    # What the budget holds today: tenant and segment together up to 8 bytes.
+    # 128 bytes through version 2, and the 3 bytes of version 3's extension
     tenant_bytes = len(state.tenant.encode())
     segment = data.draw(names(8 - tenant_bytes))
-    assert len(pack_state(msgspec.structs.replace(state, segment=segment))) <= 128
+    assert len(pack_state(msgspec.structs.replace(state, segment=segment))) <= 131
 
 
 def test_tenant_and_segment_of_8_characters_each_cost_exactly_their_bytes() -> None:
@@ -107,7 +109,7 @@ def test_default_state_without_tenant_fits_the_budget() -> None:
         usual_gap_centidays=250,
         events_total=5_000,
     )
-    assert len(pack_state(state)) <= 128
+    assert len(pack_state(state)) <= 131
 
 
 # A user state as a version-1 worker stored it, field by field (tests/support/state_v1.py).
@@ -160,30 +162,47 @@ V1_STATE = UserState(
 # The same state as version 2 wrote it: the version byte, then version 1's bytes
 # and an empty extension.
 V2_BLOB = bytes.fromhex("02") + V1_BLOB[1:]
+# Version 3: version 2's layout and its extension (baseline 0.6543, flags 0b011).
+V3_BLOB = bytes.fromhex("03") + V1_BLOB[1:] + bytes.fromhex("8f1903")
+V3_STATE = msgspec.structs.replace(V1_STATE, baseline=6_543, growth_flags=0b011)
+
+
+@pytest.mark.parametrize(
+    ("blob", "state"),
+    [(V1_BLOB, V1_STATE), (V2_BLOB, V1_STATE), (V3_BLOB, V3_STATE)],
+    ids=["version-1", "version-2", "version-3"],
+)
+def test_a_frozen_blob_of_every_version_reads_as_its_state(blob: bytes, state: UserState) -> None:
+    assert unpack_state(blob) == state
 
 
 @pytest.mark.parametrize("blob", [V1_BLOB, V2_BLOB], ids=["version-1", "version-2"])
-def test_a_frozen_blob_of_every_version_reads_as_its_state(blob: bytes) -> None:
-    assert unpack_state(blob) == V1_STATE
-
-
-def test_a_version_1_state_is_written_back_in_the_current_version() -> None:
-    upgraded = pack_state(unpack_state(V1_BLOB))
-    assert upgraded[0] == STATE_VERSION == 2
+def test_an_older_state_is_written_back_in_the_current_version(blob: bytes) -> None:
+    upgraded = pack_state(unpack_state(blob))
+    assert upgraded[0] == STATE_VERSION == 3
     assert unpack_state(upgraded) == V1_STATE
+    assert upgraded == V3_BLOB[:-3] + bytes(3)  # the version-3 fields start at zero
 
 
 @settings(max_examples=300, deadline=None)
 @given(state=user_states())
 def test_any_state_an_independent_version_1_packer_wrote_reads_the_same(state: UserState) -> None:
-    assert unpack_state(pack_v1(StateV1(**msgspec.structs.asdict(state)))) == state
+    older = {k: v for k, v in msgspec.structs.asdict(state).items() if k not in _V3_FIELDS}
+    assert unpack_state(pack_v1(StateV1(**older))) == msgspec.structs.replace(
+        state, baseline=0, growth_flags=0
+    )
 
 
 @settings(max_examples=100, deadline=None)
 @given(state=user_states())
-def test_version_2_is_the_version_1_layout_with_an_empty_extension(state: UserState) -> None:
+def test_version_3_is_the_version_1_layout_with_its_extension_appended(state: UserState) -> None:
     # the fixed part keeps its offsets, so a later version only appends
-    assert pack_state(state) == pack_v1(StateV1(**msgspec.structs.asdict(state)), version=2)
+    older = {k: v for k, v in msgspec.structs.asdict(state).items() if k not in _V3_FIELDS}
+    extension = state.baseline.to_bytes(2, "little") + bytes([state.growth_flags])
+    assert pack_state(state) == pack_v1(StateV1(**older), version=3) + extension
+
+
+_V3_FIELDS = ("baseline", "growth_flags")
 
 
 @pytest.mark.parametrize("version", [STATE_VERSION + 1, 255])
@@ -197,7 +216,7 @@ def test_a_newer_version_is_refused_naming_its_version(version: int) -> None:
 
 @pytest.mark.parametrize("version", [1, STATE_VERSION])
 def test_bytes_beyond_a_versions_extension_are_refused(version: int) -> None:
-    blob = bytes([version]) + pack_state(V1_STATE)[1:]
+    blob = V1_BLOB if version == 1 else V3_BLOB
     unpack_state(blob)
     with pytest.raises(StateFormatError, match="bad length"):
         unpack_state(blob + b"\x00")
@@ -258,6 +277,8 @@ def test_field_order_that_the_hot_path_builds_positionally() -> None:
         "negative_flags",
         "tenant",
         "segment",
+        "baseline",
+        "growth_flags",
     )
     assert ModelEvent.__struct_fields__ == (
         "user_id",
