@@ -175,6 +175,7 @@ def install(consumer: Any, topic: str, on_batch: OnBatch) -> None:
     async def sought_to_committed() -> None:
         generation = consumer.app.consumer_generation_id
         await perform_seek()
+        await _uncommitted_to_beginning(consumer, topic)
         setattr(consumer, _SOUGHT, generation)
 
     consumer.perform_seek = sought_to_committed
@@ -210,6 +211,27 @@ async def run_to_end(batch: Awaitable[None], bound_s: float = FINISH_ON_CANCEL_S
         task.result()  # a failed batch raises, cancelled or not
     if deadline_s is not None or task.cancelled():
         raise asyncio.CancelledError
+
+
+async def _uncommitted_to_beginning(consumer: Any, topic: str) -> None:
+    """An assigned input partition without a committed offset (or one at 0) is read
+    from its first record, the ``earliest`` policy, not from wherever the consumer
+    stands.
+
+    Faust's seek moves only partitions with a committed offset above 0. Records
+    fetched while the assignment was being recovered, and not handed on, have
+    already moved the consumer's position: without a commit to seek back to they
+    were skipped. A worker killed before its first commit and restarted skipped
+    its whole backlog that way (tests/integration/test_worker.py)."""
+    committed = consumer._committed_offset  # partition -> offset; None or absent: none
+    fresh = [tp for tp in consumer.assignment() if tp.topic == topic and not committed.get(tp)]
+    if fresh:
+        await consumer.seek_to_beginning(*fresh)
+        for tp in fresh:
+            consumer._read_offset[tp] = None
+        log.info(
+            "batch ingest: %d input partitions without a commit: read from the start", len(fresh)
+        )
 
 
 def sought_generation(consumer: Any) -> int | None:

@@ -27,6 +27,7 @@ from agents.worker.checkpoint import (
     check_faust,
     install,
     mark_sought,
+    sought_generation,
 )
 from streams.app import create_app
 from streams.settings import load_settings
@@ -252,3 +253,42 @@ async def test_a_read_during_a_batch_finds_a_key_of_another_partition(tmp_path: 
     writes.applying, writes.partition = True, 3  # a record of partition 3 is being applied
     assert users.get(b"ann") == b"v1"
     assert users.get(b"nobody") is None
+
+
+async def test_an_input_partition_without_a_commit_is_read_from_its_first_record() -> None:
+    # Records fetched during the assignment's recovery and not handed on have moved
+    # the position; only partitions with a commit are sought back by Faust.
+    sought_to_beginning: list[TP] = []
+    committed = {TP("events", 0): 40, TP("events", 1): None, TP("events", 3): 0}
+    assignment = {TP("events", p) for p in range(4)} | {TP("users-changelog", 1)}
+
+    async def perform_seek() -> None:
+        return None
+
+    async def seek_to_beginning(*tps: TP) -> None:
+        sought_to_beginning.extend(tps)
+
+    consumer = types.SimpleNamespace(
+        _read_offset={tp: 77 for tp in assignment},
+        _committed_offset=committed,
+        _commit_every=None,
+        _n_acked=0,
+        _stopped=asyncio.Event(),
+        suspend_flow=asyncio.Event(),
+        callback=None,
+        perform_seek=perform_seek,
+        seek_to_beginning=seek_to_beginning,
+        assignment=lambda: assignment,
+        app=types.SimpleNamespace(consumer_generation_id=5),
+    )
+
+    async def on_batch(batch: list[Any]) -> None:
+        return None
+
+    install(consumer, "events", on_batch)
+    await consumer.perform_seek()
+    assert sorted(sought_to_beginning) == [TP("events", 1), TP("events", 2), TP("events", 3)]
+    assert {tp.partition for tp, read in consumer._read_offset.items() if read is None} == {1, 2, 3}
+    assert consumer._read_offset[TP("events", 0)] == 77  # committed: Faust's seek stands
+    assert consumer._read_offset[TP("users-changelog", 1)] == 77
+    assert sought_generation(consumer) == 5
