@@ -32,6 +32,8 @@ def model_config(settings: Settings) -> ModelConfig:
         resurrected_days=settings.resurrected_days,
         holdout_salt=salt,
         holdout_share=settings.holdout_share,
+        experiment_id=settings.experiment_id or "",
+        experiment_reasons=settings.experiment_reasons,
     )
 
 

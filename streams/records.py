@@ -144,6 +144,7 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     gap_ms: int | None = None
     time_to_return_ms: int | None = None
     late: bool | None = None
+    arm: str | None = None
 
     @classmethod
     def from_emission(cls, emission: Emission) -> Signal:
@@ -173,6 +174,29 @@ class LifecycleTransition(msgspec.Struct, frozen=True, kw_only=True):
         return cls(transition_id=transition.transition_id, **msgspec.structs.asdict(transition))
 
 
+class CohortCount(msgspec.Struct, frozen=True, kw_only=True):
+    """One cohort cell of one input partition on the compacted cohorts topic.
+
+    Key: JSON ``[tenant, segment, group, cohort_start, period_start, partition]``.
+    The figures of a cell are the sum over partitions (docs/CONTRACTS.md).
+    """
+
+    tenant: str
+    segment: str
+    group: Annotated[str, msgspec.Meta(description="treatment or holdout")]
+    period_ms: Annotated[int, msgspec.Meta(gt=0, description="length of a period, ms")]
+    cohort_start: Annotated[int, msgspec.Meta(description="epoch ms: the cohort's first period")]
+    period_start: Annotated[int, msgspec.Meta(description="epoch ms: the period counted")]
+    partition: Annotated[int, msgspec.Meta(ge=0)]
+    active: Annotated[
+        int, msgspec.Meta(ge=0, description="users of the cohort active in the period")
+    ]
+    retained: Annotated[
+        int, msgspec.Meta(ge=0, description="of them, those active in the period before")
+    ]
+    schema_version: int = SCHEMA_VERSION
+
+
 class DlqRecord(msgspec.Struct, frozen=True):
     """A rejected input record, with why and where it came from."""
 
@@ -192,6 +216,7 @@ SCHEMA_TYPES: Final[dict[str, Any]] = {
     "signal": Signal,
     "lifecycle-transition": LifecycleTransition,
     "dlq-record": DlqRecord,
+    "cohort-count": CohortCount,
     "control-record": ControlRecord,
     "threshold-config": ThresholdConfig,
 }

@@ -8,13 +8,13 @@ signals (``Emission``) the model announces lifecycle stage changes
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 import msgspec
 
 from tables.cadence import NEGATIVE_TYPES, recent_negative_kinds, update_negative_flags
-from tables.groups import group_of
+from tables.groups import arm_group, arm_of, group_of
 from tables.lifecycle import (
     STAGE_ACTIVE,
     STAGE_NEW,
@@ -72,6 +72,8 @@ class ModelConfig(msgspec.Struct, frozen=True):
     holdout_salt: str = ""
     holdout_share: float = 0.1
     risk: RiskParams = DEFAULT_PARAMS
+    experiment_id: str = ""  # experiment arms per reason code (tables.groups) when set
+    experiment_reasons: tuple[str, ...] = ()
 
 
 class ModelEvent(msgspec.Struct, frozen=True, gc=False):
@@ -117,6 +119,7 @@ class Emission(msgspec.Struct, frozen=True, gc=False):
     gap_ms: int | None = None
     time_to_return_ms: int | None = None
     late: bool | None = None
+    arm: str | None = None
 
     @property
     def signal_id(self) -> str:
@@ -616,6 +619,21 @@ def _reasons(
     return reasons
 
 
+def signal_group(
+    user_id: str, state: UserState, config: ModelConfig, reasons: Iterable[Reason] | None = None
+) -> tuple[str, str | None]:
+    """``(group, arm)`` of the user's signals in the episode ``state`` is in (or would
+    begin): the arm (``None`` without an experiment) follows the episode's reason
+    codes, which the silence does not change (tables.groups)."""
+    if not config.experiment_id:
+        return group_of(user_id, config.holdout_salt, config.holdout_share), None
+    if reasons is None:
+        reasons = _reasons(state, 0, 0, config)
+    arm = arm_of((reason.code for reason in reasons), config.experiment_reasons)
+    group = arm_group(user_id, config.holdout_salt, config.experiment_id, arm, config.holdout_share)
+    return group, arm
+
+
 def _transition(
     state: UserState,
     user_id: str,
@@ -648,6 +666,8 @@ def _tier_emission(
     config: ModelConfig,
 ) -> Emission:
     inactive_ms = due_ms - state.last_seen_ms
+    reasons = tuple(_reasons(state, inactive_ms, threshold_ms, config))
+    group, arm = signal_group(user_id, state, config, reasons)
     return Emission(
         kind=TIER_NAMES[tier],
         user_id=user_id,
@@ -661,8 +681,9 @@ def _tier_emission(
         threshold_source=source,
         risk=risk_at(state, due_ms, config),
         horizon_ms=config.horizon_ms,
-        reasons=tuple(_reasons(state, inactive_ms, threshold_ms, config)),
-        group=group_of(user_id, config.holdout_salt, config.holdout_share),
+        reasons=reasons,
+        group=group,
+        arm=arm,
     )
 
 
@@ -670,6 +691,7 @@ def _reactivated(state: UserState, event: ModelEvent, config: ModelConfig) -> Em
     tiers, source = config.policy.resolve(state)
     first_as_of = state.first_signal_as_of_ms
     gap_ms = event.ts_ms - state.last_seen_ms
+    group, arm = signal_group(event.user_id, state, config)
     return Emission(
         kind=REACTIVATED,
         user_id=event.user_id,
@@ -684,9 +706,10 @@ def _reactivated(state: UserState, event: ModelEvent, config: ModelConfig) -> Em
         risk=risk_at(state, event.ts_ms, config),
         horizon_ms=config.horizon_ms,
         reasons=(Reason("returned_after_days", round(gap_ms / config.day_ms, 3), None),),
-        group=group_of(event.user_id, config.holdout_salt, config.holdout_share),
+        group=group,
         tier_reached=TIER_NAMES[state.tier],
         gap_ms=gap_ms,
         time_to_return_ms=event.ts_ms - first_as_of,
         late=event.ts_ms < first_as_of,
+        arm=arm,
     )

@@ -15,6 +15,7 @@ from base64 import b64encode
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from agents.worker.cohorts import CohortGauges, LiveCohorts, key_prefix, record_key
 from agents.worker.erasure import Erasures
 from agents.worker.metrics import Metrics
 from agents.worker.stickiness import StageCounts, Stickiness
@@ -134,6 +135,13 @@ class Runtime:
             self.settings.day_ms,
             self.config_tenants,
         )
+        self.cohorts = LiveCohorts(
+            self.config,
+            self.settings.cohort_period_ms,
+            self.settings.cohort_metric_periods,
+            CohortGauges(metrics.registry),
+            self.config_tenants,
+        )
 
     @property
     def events_seen_append_ms(self) -> int:
@@ -183,6 +191,7 @@ class Runtime:
                 self._tenants = None
                 self.stages.forget(partition)
                 self.stickiness.forget(partition)
+                self.cohorts.forget(partition)
         started = time.perf_counter()
         fresh = {p: self.processor(p).engine for p in wanted}
         for partition, engine in fresh.items():
@@ -201,9 +210,14 @@ class Runtime:
             self.stages.add(partition, state)
             self.stickiness.add(partition, state, target.high_ms)
             counts[partition] += 1
+        cohort_cells = [(k, v) for k, v in self.engine_app.clocks.items() if b":cohort:" in k]
         for partition, engine in fresh.items():
             self.stages.publish(partition)
             self.stickiness.publish(partition, engine.high_ms)
+            prefix = key_prefix(partition)
+            mine = ((k, v) for k, v in cohort_cells if k.startswith(prefix))
+            self.cohorts.load(partition, mine, engine.high_ms)
+            self.cohorts.publish(partition, engine.high_ms)
         for partition, entries in self.erasures.entries(wanted).items():
             self.processors[partition].load_suppressions(entries)
             self.erasures.gauge(partition, len(entries))
@@ -255,6 +269,7 @@ class Runtime:
                 result = processor.process(record, append_ms)
                 if isinstance(record, ClockTick):
                     self._tick_done(result, processor)
+                    await self._publish_cohorts(partition)
                 elif isinstance(record, EraseRequest):
                     self._erase_done(result, processor)
         await self._emit(result, partition)
@@ -276,6 +291,9 @@ class Runtime:
                 self.stickiness.on_event(
                     partition, result.previous, result.state, processor.engine.high_ms
                 )
+                self.cohorts.on_event(
+                    partition, event.user_id, result.previous, result.state, self._clocks
+                )
         elif outcome != SUPPRESSED:
             self.metrics.duplicates.labels(kind=outcome).inc()
             if outcome == DUPLICATE_OFFSET and result.state is not None:
@@ -291,6 +309,14 @@ class Runtime:
         self.metrics.clock.labels(partition=str(partition)).set(clock_s)
         self.metrics.clock_lag.labels(partition=str(partition)).set(time.time() - clock_s)
         self.stickiness.publish(partition, engine.high_ms)
+        self.cohorts.publish(partition, engine.high_ms)
+
+    async def _publish_cohorts(self, partition: int) -> None:
+        """The partition's cohort cells changed since its last tick, to the cohorts topic."""
+        for record in self.cohorts.take_records(partition):
+            self._keep(
+                await self.send_output(self.engine_app.cohorts, record_key(record), encode(record))
+            )
 
     def _erase_done(self, result: RecordResult, processor: PartitionProcessor) -> None:
         self.erasures.count(result.outcome)
