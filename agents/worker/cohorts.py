@@ -21,13 +21,15 @@ cohorts only, labels bounded: ``tenant`` (config-topic tenants, else
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import msgspec
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 
+from agents.worker.metrics import Metrics
 from streams.records import CohortCount
 from tables.cohorts import Cell, CellCounts, cell_of, cohort_step, count_step
 from tables.groups import group_of
@@ -99,7 +101,8 @@ def record_key(record: CohortCount) -> bytes:
 class CohortGauges:
     """``engagement_cohort_users`` and ``engagement_growth_users`` (see the module docstring)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, metrics: Metrics) -> None:
+        registry = metrics.registry
         self.users = Gauge(
             "engagement_cohort_users",
             "Users of a recent cohort active in a period (cohort and age in periods)",
@@ -112,6 +115,8 @@ class CohortGauges:
             ["tenant", "group", "kind", "period", "partition"],
             registry=registry,
         )
+        # series of a partition given away go with the others (Metrics.drop_partitions)
+        metrics.per_partition += (self.users, self.growth)
 
 
 class LiveCohorts:
@@ -255,7 +260,8 @@ class LiveCohorts:
 
     def _remove(self, labels: tuple[str, ...], partition: str) -> None:
         gauge = self._gauges.users if labels[0] == "users" else self._gauges.growth
-        gauge.remove(*labels[1:], partition)
+        with contextlib.suppress(KeyError):  # dropped already with the partition's series
+            gauge.remove(*labels[1:], partition)
 
     def forget(self, partition: int) -> None:
         """A partition given away: no gauges, nothing to publish."""

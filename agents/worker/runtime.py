@@ -139,7 +139,7 @@ class Runtime:
             self.config,
             self.settings.cohort_period_ms,
             self.settings.cohort_metric_periods,
-            CohortGauges(metrics.registry),
+            CohortGauges(metrics),
             self.config_tenants,
         )
 

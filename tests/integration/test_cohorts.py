@@ -95,7 +95,10 @@ def as_json(cells: dict[Cell, CellCounts], end_ms: int, period_ms: int) -> Any:
 async def test_the_cohorts_topic_equals_the_report_on_the_same_events_through_a_crash(
     kafka_broker: Any, tmp_path: Path, store: str
 ) -> None:
-    deployment = Deployment(kafka_broker.url, tmp_path, ENGAGEMENT_STORE=store)
+    # weeks of 1 s days pass quickly: show a year of cohorts, however slow the machine
+    deployment = Deployment(
+        kafka_broker.url, tmp_path, ENGAGEMENT_STORE=store, ENGAGEMENT_COHORT_METRIC_PERIODS="52"
+    )
     settings = deployment.settings
     period_ms = settings.cohort_period_ms
     assert period_ms == 7 * DAY_MS  # a week of model days
@@ -118,9 +121,7 @@ async def test_the_cohorts_topic_equals_the_report_on_the_same_events_through_a_
         assert await wait_for(topic_matches, 90, interval_s=1.0), deployment.log_tail()
         assert want["retention"] and want["growth"]
         text = await asyncio.to_thread(worker.metrics_text)
-        shown = [line for line in text.splitlines() if "cohort" in line or "clock_seconds" in line]
-        Path("/tmp/winback-metrics.txt").write_text(text)
-        assert sample(text, "engagement_cohort_users", tenant="other", age="0") > 0, shown
+        assert sample(text, "engagement_cohort_users", tenant="other", age="0") > 0
 
         # killed: cells not yet published die with it; the next owner republishes them all
         worker.kill9()

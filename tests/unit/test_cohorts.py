@@ -25,6 +25,7 @@ from agents.worker.cohorts import (
     pack_counts,
     unpack_counts,
 )
+from agents.worker.metrics import Metrics
 from streams.model_settings import model_config
 from streams.settings import load_settings
 from tables.cohorts import Cell, CellCounts, cohort_step, growth, retention
@@ -129,7 +130,7 @@ def test_a_step_is_taken_only_when_last_seen_enters_a_later_period() -> None:
 
 
 def live(registry: CollectorRegistry, periods: int = 2) -> LiveCohorts:
-    return LiveCohorts(CONFIG, WEEK_MS, periods, CohortGauges(registry), lambda: {"acme"})
+    return LiveCohorts(CONFIG, WEEK_MS, periods, CohortGauges(Metrics(registry)), lambda: {"acme"})
 
 
 def test_live_cells_persist_publish_and_come_back_after_a_restart() -> None:
