@@ -47,6 +47,11 @@ def _asyncapi() -> dict[str, Any]:
             "Lifecycle stage transitions (key = user id)",
         ),
         "engagement.dlq": ("dlq-record", "Rejected input with a reason code"),
+        "engagement.cohorts": (
+            "cohort-count",
+            "Cohort retention cells, one per input partition (key = JSON "
+            "[tenant, segment, group, cohort_start, period_start, partition], compacted)",
+        ),
         "engagement.config": (
             "threshold-config",
             "Threshold versions (key = tenant[/segment]@effective_from, compacted)",
