@@ -22,6 +22,7 @@ cohorts only, labels bounded: ``tenant`` (config-topic tenants, else
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -30,14 +31,15 @@ import msgspec
 from prometheus_client import Gauge
 
 from agents.worker.metrics import Metrics
+from agents.worker.stickiness import OTHER_TENANT
 from streams.records import CohortCount
 from tables.cohorts import Cell, CellCounts, cell_of, cohort_step, count_step
 from tables.groups import group_of
 from tables.model import ModelConfig
 from tables.state import UserState
 
-OTHER_TENANT: Final = "other"
 GROWTH_KINDS: Final = ("new", "retained", "resurrected", "churned")
+log = logging.getLogger(__name__)
 _cell_key = msgspec.json.Encoder()
 _key_decoder = msgspec.json.Decoder(tuple[str, str, str, int, int])
 
@@ -178,10 +180,16 @@ class LiveCohorts:
     def load(self, partition: int, items: Iterable[tuple[bytes, bytes]], today_ms: int) -> int:
         """A gained partition: its cells from the clocks table, all to be published again."""
         cells: dict[Cell, CellCounts] = {}
+        unreadable = 0
         for key, blob in items:
-            cell = cell_of_key(key, partition)
-            if cell is not None and blob is not None:
-                cells[cell] = unpack_counts(blob)
+            try:
+                cell = cell_of_key(key, partition)
+                if cell is not None and blob is not None:
+                    cells[cell] = unpack_counts(blob)
+            except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+                unreadable += 1  # a cell lost is a count lost, not a stopped partition
+        if unreadable:
+            log.error("partition %d: %d cohort cells unreadable, left out", partition, unreadable)
         self._dirty[partition] = dict(cells)
         oldest = self._oldest_shown(today_ms // self.period_ms)
         self._recent[partition] = {c: n for c, n in cells.items() if c.cohort > oldest}

@@ -208,3 +208,16 @@ def test_a_bad_cell_value_is_refused() -> None:
     assert unpack_counts(pack_counts(counts)) == counts
     key = cell_key(3, Cell("a:b", "", "holdout", 1, 2))
     assert key.startswith(b"3:cohort:")
+
+
+def test_an_unreadable_cell_is_left_out_and_logged_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    table: dict[bytes, bytes] = {}
+    cohorts = live(CollectorRegistry())
+    cohorts.on_event(0, "a", None, state(0, 0), table)
+    table[b"0:cohort:[not json"] = pack_counts(CellCounts(1, 0))
+    table[cell_key(0, Cell("", "", "treatment", 1, 1))] = b"short"
+    again = live(CollectorRegistry())
+    assert again.load(0, table.items(), T0) == 1
+    assert "2 cohort cells unreadable" in caplog.text
