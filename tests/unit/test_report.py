@@ -265,3 +265,35 @@ def test_cli_writes_json_charts_and_html(tmp_path: Path) -> None:
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3
     assert json.loads((out / "report.json").read_text())["eligible_episodes"] == 61
+
+
+def test_cli_with_a_history_measures_lasting_returns_with_the_settings(tmp_path: Path) -> None:
+    def line(user: str, day: int) -> str:
+        ts = T0 + day * DAY_MS
+        return json.dumps({"event_id": f"{user}-{day}", "user_id": user, "type": "login", "ts": ts})
+
+    signals = tmp_path / "signals.jsonl"
+    signals.write_bytes(
+        b"".join(
+            encode(s) + b"\n"
+            for user in ("twice", "once")
+            for s in (tier(user, "treatment", "at_risk"), back(user, "treatment", 10))
+        )
+    )
+    history = tmp_path / "events.jsonl"
+    days = {"twice": [0, 10, 11], "once": [0, 10]}
+    history.write_text("".join(line(u, d) + "\n" for u, ds in days.items() for d in ds))
+    out = tmp_path / "report"
+    args = ["report", str(signals), "--history", str(history), "--out", str(out)]
+    args += ["--as-of", str(T0 + 60 * DAY_MS)]
+    env = {"ENGAGEMENT_WINBACK_LASTING_DAYS": "2", "ENGAGEMENT_WINBACK_WINDOW_DAYS": "7"}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["outcome"] == "lasting_return"
+    assert summary["groups"]["treatment"]["successes"] == 1  # "once" came back for a day
+    report = json.loads((out / "report.json").read_text())
+    assert report["lasting_days"] == 2 and report["lasting_window_days"] == 7
+    week_rows = report["cohorts"]["retention"]
+    assert sum(row["size"] for row in week_rows) == 2
+    assert "Cohort retention" in (out / "report.html").read_text()
