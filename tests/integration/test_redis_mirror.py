@@ -641,7 +641,7 @@ async def test_a_redis_sync_stopped_part_way_still_tells_the_workers(
         raise RedisConnectionError("lost mid-way")
 
     monkeypatch.setattr(redis_sync_module, "read_compacted", changelog)
-    monkeypatch.setattr(redis_sync_module, "remove_absent", fails)
+    monkeypatch.setattr(redis_sync_module, "remove_stale", fails)
     client = redis_client(redis_server.url)
     keys = MirrorKeys(settings.app_id)
     try:
