@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.simulation.producer import run_simulator
 from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer, free_port
@@ -181,6 +182,9 @@ async def _demo(duration_s: float | None, broker_kind: str, users: int, run_dir:
             + ", ".join(f"{kind} {counts[kind]}" for kind in COLOURS)
         )
         print(summary, flush=True)
+        if worker is not None:
+            with contextlib.suppress(OSError):
+                print(growth_line(await asyncio.to_thread(worker.metrics_text)), flush=True)
         return 0
     finally:
         stop.set()
@@ -195,6 +199,21 @@ async def _demo(duration_s: float | None, broker_kind: str, users: int, run_dir:
         await asyncio.to_thread(redis.stop)
         await asyncio.to_thread(broker.stop)
         print("stopped broker, worker and redis-server.", flush=True)
+
+
+def growth_line(metrics_text: str) -> str:
+    """The previous period's growth accounting and quick ratio, from a worker's gauges."""
+    kinds: Counter[str] = Counter()
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "engagement_growth_users" and sample.labels.get("period") == "1":
+                kinds[sample.labels["kind"]] += int(sample.value)
+    churned = kinds["churned"]
+    quick = f"{(kinds['new'] + kinds['resurrected']) / churned:.2f}" if churned else "n/a"
+    return (
+        f"previous cohort period: new {kinds['new']}, retained {kinds['retained']}, "
+        f"resurrected {kinds['resurrected']}, churned {churned}, quick ratio {quick}"
+    )
 
 
 def run_demo(duration_s: float | None, broker: str, users: int) -> int:

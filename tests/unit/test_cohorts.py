@@ -11,13 +11,14 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from reference.cohorts import growth as reference_growth
 from reference.cohorts import people
 from reference.cohorts import retention as reference_retention
 from reference.records import Event
 
 from agents.offline.history_facts import history_facts
+from agents.stack.demo import growth_line
 from agents.worker.cohorts import (
     CohortGauges,
     LiveCohorts,
@@ -221,3 +222,19 @@ def test_an_unreadable_cell_is_left_out_and_logged_not_fatal(
     again = live(CollectorRegistry())
     assert again.load(0, table.items(), T0) == 1
     assert "2 cohort cells unreadable" in caplog.text
+
+
+def test_the_demo_prints_the_previous_periods_growth_from_the_gauges() -> None:
+    registry = CollectorRegistry()
+    cohorts = live(registry)
+    table: dict[bytes, bytes] = {}
+    # week 0: a, b, c arrive; week 1: a stays, d arrives (b and c churn)
+    for user, day in (("a", 0), ("b", 1), ("c", 2), ("d", 9)):
+        cohorts.on_event(0, user, None, state(day, day), table)
+    cohorts.on_event(0, "a", state(0, 0), state(0, 8), table)
+    cohorts.publish(0, T0 + 15 * DAY_MS)  # week 2: week 1 is the previous period
+    line = growth_line(generate_latest(registry).decode())
+    assert line == (
+        "previous cohort period: new 1, retained 1, resurrected 0, churned 2, "
+        "quick ratio 0.50"
+    )
