@@ -235,6 +235,5 @@ def test_the_demo_prints_the_previous_periods_growth_from_the_gauges() -> None:
     cohorts.publish(0, T0 + 15 * DAY_MS)  # week 2: week 1 is the previous period
     line = growth_line(generate_latest(registry).decode())
     assert line == (
-        "previous cohort period: new 1, retained 1, resurrected 0, churned 2, "
-        "quick ratio 0.50"
+        "previous cohort period: new 1, retained 1, resurrected 0, churned 2, quick ratio 0.50"
     )
