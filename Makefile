@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint unit integration faults faults-full bench bench-rocksdb bench-flood kafka-jars examples clean
+.PHONY: setup deps demo test lint unit integration faults faults-full bench bench-rocksdb bench-flood kafka-jars examples asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ deps:
 kafka-jars:
 	bash deploy/kafka/kafka.sh fetch
 
+# The official AsyncAPI parser (npm @asyncapi/parser, pinned with its lock file)
+# into .cache/asyncapi/; tests/unit/test_asyncapi.py validates
+# streams/schemas/asyncapi.json with it (no network at test time).
+ASYNCAPI := .cache/asyncapi/node_modules/@asyncapi/parser/package.json
+$(ASYNCAPI): tests/asyncapi/package.json tests/asyncapi/package-lock.json
+	mkdir -p .cache/asyncapi
+	cp tests/asyncapi/package.json tests/asyncapi/package-lock.json .cache/asyncapi/
+	cd .cache/asyncapi && npm ci --no-audit --no-fund --loglevel=error
+	touch $(ASYNCAPI)
+
+asyncapi: $(ASYNCAPI)
+
 # The example producers in Java and Go (tests/integration/test_producers.py runs
 # them): the first build fetches kafka-clients and the Maven plugins into the
 # local Maven repository (about 1 minute) and kafka-go into the Go module cache
@@ -44,12 +56,12 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: setup
+unit: setup asyncapi
 	$(BIN)/python -m pytest tests/unit tests/agents -q
 
 # The CI gate: lint, unit, agent, integration (both brokers, the example producers),
 # a reduced fault set.
-test: setup deps kafka-jars examples lint
+test: setup deps kafka-jars examples asyncapi lint
 	$(BIN)/python -m pytest tests -q -m "not full" -p no:cacheprovider
 
 faults-full: setup kafka-jars

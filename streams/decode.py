@@ -25,11 +25,19 @@ class Control(msgspec.Struct, frozen=True):
     record: ControlRecord
 
 
+class Misrouted(msgspec.Struct, frozen=True):
+    """A valid event on another partition than murmur2 of its key picks, with
+    repartitioning on: it is sent on to ``partition`` (docs/CONTRACTS.md)."""
+
+    partition: int
+
+
 class DecodeRules(msgspec.Struct, frozen=True):
     topic: str
     partitions: int
     event: EventRules = EventRules()
     signer: ControlSigner | None = None
+    repartition: bool = False
 
 
 # The 8-byte hash of an event id kept in the user's state for de-duplication:
@@ -61,7 +69,7 @@ def decode_record(
     append_ms: int,
     offset: int,
     rules: DecodeRules,
-) -> ModelEvent | Control | Rejected:
+) -> ModelEvent | Control | Misrouted | Rejected:
     """Classify one input record; never raises."""
     if value is None:
         return Rejected("not_json", "record has no value")
@@ -89,7 +97,10 @@ def decode_record(
     user_bytes = user_id.encode()
     if key != user_bytes:
         return Rejected("key_mismatch", "record key differs from user_id")
-    if partition_for(user_bytes, rules.partitions) != partition:
+    home = partition_for(user_bytes, rules.partitions)
+    if home != partition:
+        if rules.repartition:
+            return Misrouted(home)
         return Rejected("wrong_partition", "key hashes (murmur2) to another partition")
     return ModelEvent(
         user_id=user_id,

@@ -1,4 +1,4 @@
-"""Record types on the wire: input events, control records, signals, lifecycle, DLQ records.
+"""Record types on the wire: input events, control records, signals, lifecycle, status, DLQ.
 
 These structs are the contract; ``streams/schemas/*.json`` is generated from
 them (``engagement schemas``) and a test fails when the two drift apart.
@@ -139,7 +139,9 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     horizon_ms: int
     reasons: tuple[Reason, ...]
     group: str
-    schema_version: int = SCHEMA_VERSION
+    # UNSET only in a record decoded from an older producer: encoded signals
+    # always carry it (omit_defaults drops a field equal to its default).
+    schema_version: int | msgspec.UnsetType = msgspec.UNSET
     tier_reached: str | None = None
     gap_ms: int | None = None
     time_to_return_ms: int | None = None
@@ -148,7 +150,11 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     @classmethod
     def from_emission(cls, emission: Emission) -> Signal:
-        return cls(signal_id=emission.signal_id, **msgspec.structs.asdict(emission))
+        return cls(
+            signal_id=emission.signal_id,
+            schema_version=SCHEMA_VERSION,
+            **msgspec.structs.asdict(emission),
+        )
 
 
 class LifecycleTransition(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,17 +189,28 @@ class CohortCount(msgspec.Struct, frozen=True, kw_only=True):
 
     tenant: str
     segment: str
-    group: Annotated[str, msgspec.Meta(description="treatment or holdout")]
-    period_ms: Annotated[int, msgspec.Meta(gt=0, description="length of a period, ms")]
-    cohort_start: Annotated[int, msgspec.Meta(description="epoch ms: the cohort's first period")]
-    period_start: Annotated[int, msgspec.Meta(description="epoch ms: the period counted")]
+    group: str
+    period_ms: Annotated[int, msgspec.Meta(gt=0)]
+    cohort_start: int
+    period_start: int
     partition: Annotated[int, msgspec.Meta(ge=0)]
-    active: Annotated[
-        int, msgspec.Meta(ge=0, description="users of the cohort active in the period")
-    ]
-    retained: Annotated[
-        int, msgspec.Meta(ge=0, description="of them, those active in the period before")
-    ]
+    active: Annotated[int, msgspec.Meta(ge=0)]
+    retained: Annotated[int, msgspec.Meta(ge=0)]
+    schema_version: int = SCHEMA_VERSION
+
+
+class UserStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's latest status; key = ``user_id``; ``as_of``: the partition clock it was taken at."""
+
+    user_id: str
+    stage: str
+    tier: str | None
+    risk: float
+    episode: int
+    last_seen: int
+    as_of: int
+    tenant: str
+    segment: str
     schema_version: int = SCHEMA_VERSION
 
 
@@ -215,6 +232,7 @@ SCHEMA_TYPES: Final[dict[str, Any]] = {
     "input-event": InputEvent,
     "signal": Signal,
     "lifecycle-transition": LifecycleTransition,
+    "user-status": UserStatus,
     "dlq-record": DlqRecord,
     "cohort-count": CohortCount,
     "control-record": ControlRecord,

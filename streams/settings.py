@@ -196,6 +196,10 @@ class Settings(BaseSettings):
     store: str = Field("memory://", validation_alias=_env("STORE", "store"))
     # "batch": whole fetches (agents/worker/batch_ingest.py), both stores; "stream": Faust's
     # per-event agent, memory store only; "auto": batch (``ingest_path``)
+    # A valid event on another partition than murmur2 of its key picks: false,
+    # the DLQ (``wrong_partition``); true, sent on to that partition and applied
+    # there (docs/CONTRACTS.md, "Keys and partitions").
+    repartition: bool = Field(False, validation_alias=_env("REPARTITION", "repartition"))
     ingest: Literal["auto", "stream", "batch"] = Field(
         "auto", validation_alias=_env("INGEST", "ingest")
     )

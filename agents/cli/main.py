@@ -52,13 +52,19 @@ def worker() -> None:
 )
 @click.option("--broker", type=click.Choice(["embedded", "kafka"]), default="embedded")
 @click.option("--users", type=int, default=300, show_default=True)
-def demo(duration: float | None, broker: str, users: int) -> None:
+@click.option(
+    "--record",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write every record of the engine's topics to DIR/{topic}.jsonl.",
+)
+def demo(duration: float | None, broker: str, users: int, record: Path | None) -> None:
     """Start a broker, a worker and simulated users; show signals live."""
     from agents.stack.demo import run_demo
 
     configure_logging("WARNING")
     try:
-        code = run_demo(duration_s=duration, broker=broker, users=users)
+        code = run_demo(duration_s=duration, broker=broker, users=users, record=record)
     except EngagementError as exc:
         raise click.ClickException(str(exc)) from exc
     sys.exit(code)

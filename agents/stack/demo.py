@@ -1,14 +1,21 @@
 """``engagement demo``: broker + worker + simulated users, signals shown live.
 
 Time is compressed (a "day" lasts one second, thresholds 7/14/30 days) so
-every tier and some reactivations appear within a minute. Everything the demo
-starts is stopped on Ctrl-C, at ``--duration``, or on error.
+every signal kind, reactivations and DLQ records appear within two minutes,
+from the simulator's ordinary population. The summary counts every signal
+kind of ``tables/vocabulary.py``, the lifecycle transitions by stage, the
+status records and the DLQ. ``--record DIR`` also writes every record of the
+input, signal, lifecycle, status and DLQ topics to ``DIR/{topic}.jsonl``
+(``tests/integration/test_demo.py`` validates them against the schemas).
+Everything the demo starts is stopped on Ctrl-C, at ``--duration``, or on error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -16,7 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer
@@ -25,11 +32,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents.simulation.producer import run_simulator
 from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer, free_port
 from agents.stack.worker_process import WorkerProcess
-from streams.records import Signal
+from streams.records import LifecycleTransition, Signal
 from streams.settings import Settings, load_settings
 from streams.topics import ensure_topics
+from tables.vocabulary import SIGNAL_KINDS
 
-DEMO_ENV = {
+# The compressed-day profile: a "day" of one second. docker-compose.yml runs the
+# same values by default (tests/unit/test_compose.py holds them equal).
+COMPRESSED_DAY = {
     "ENGAGEMENT_DAY_MS": "1000",
     "ENGAGEMENT_AT_RISK": "7s",
     "ENGAGEMENT_DORMANT": "14s",
@@ -42,11 +52,15 @@ DEMO_ENV = {
     "ENGAGEMENT_HORIZON": "30s",
     "ENGAGEMENT_NEW_DAYS": "3",
     "ENGAGEMENT_RESURRECTED_DAYS": "5",
+}
+DEMO_ENV = {
+    **COMPRESSED_DAY,
     "ENGAGEMENT_PARTITIONS": "4",
     "ENGAGEMENT_SESSION_TIMEOUT": "6s",
     "ENGAGEMENT_LOG_LEVEL": "WARNING",
 }
 _signal_decoder = msgspec.json.Decoder(Signal)
+_transition_decoder = msgspec.json.Decoder(LifecycleTransition)
 COLOURS = {"at_risk": "33", "dormant": "35", "churned": "31", "reactivated": "32"}
 
 
@@ -81,12 +95,61 @@ def _line(signal_record: Signal, started: float, colour: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if colour and code else text
 
 
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+class _Recorder:
+    """Every record seen, one JSON line per record in ``{dir}/{topic}.jsonl``."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self._directory = directory
+        self._files: dict[str, IO[str]] = {}
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self._directory is not None
+
+    def write(self, record: Any) -> None:
+        if self._directory is None:
+            return
+        out = self._files.get(record.topic)
+        if out is None:
+            out = self._files[record.topic] = (self._directory / f"{record.topic}.jsonl").open("w")
+        line = {
+            "partition": record.partition,
+            "offset": record.offset,
+            "key_b64": _b64(record.key),
+            "value_b64": _b64(record.value),
+            "headers": [[name, _b64(value)] for name, value in record.headers or ()],
+        }
+        out.write(json.dumps(line) + "\n")
+
+    def close(self) -> None:
+        for out in self._files.values():
+            out.close()
+
+
 async def _watch(
-    bootstrap: str, settings: Settings, counts: Counter[str], started: float, stop: asyncio.Event
+    bootstrap: str,
+    settings: Settings,
+    counts: Counter[str],
+    started: float,
+    stop: asyncio.Event,
+    recorder: _Recorder,
 ) -> None:
-    consumer = AIOKafkaConsumer(
+    topics = [
         settings.topic_signals,
         settings.topic_dlq,
+        settings.topic_lifecycle,
+        settings.topic_status,
+    ]
+    if recorder.enabled:
+        topics.append(settings.topic_events)
+    consumer = AIOKafkaConsumer(
+        *topics,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -99,20 +162,48 @@ async def _watch(
             batches = await consumer.getmany(timeout_ms=500)
             for tp, records in batches.items():
                 for record in records:
-                    if tp.topic == settings.topic_dlq:
-                        counts["dlq"] += 1
-                        continue
-                    try:
-                        signal_record = _signal_decoder.decode(record.value or b"")
-                    except msgspec.DecodeError:
-                        continue
-                    counts[signal_record.kind] += 1
-                    print(_line(signal_record, started, colour), flush=True)
+                    recorder.write(record)
+                    _count(record, tp.topic, settings, counts, started, colour)
     finally:
         await consumer.stop()
+        recorder.close()
 
 
-async def _demo(duration_s: float | None, broker_kind: str, users: int, run_dir: Path) -> int:
+def _count(
+    record: Any, topic: str, settings: Settings, counts: Counter[str], started: float, colour: bool
+) -> None:
+    """Count one record of a watched topic (and print a signal)."""
+    if topic == settings.topic_dlq:
+        counts["dlq"] += 1
+    elif topic == settings.topic_status:
+        counts["status"] += 1
+    elif topic == settings.topic_lifecycle:
+        with contextlib.suppress(msgspec.DecodeError):
+            counts[f"stage:{_transition_decoder.decode(record.value or b'').to_stage}"] += 1
+    elif topic == settings.topic_signals:
+        try:
+            signal_record = _signal_decoder.decode(record.value or b"")
+        except msgspec.DecodeError:
+            return
+        counts[signal_record.kind] += 1
+        print(_line(signal_record, started, colour), flush=True)
+
+
+def summary_line(events: int, poison: int, counts: Counter[str]) -> str:
+    """The last line of a demo: what went in and every kind of what came out."""
+    stages = sorted((key[6:], n) for key, n in counts.items() if key.startswith("stage:"))
+    return (
+        f"summary: events in {events}, poison sent {poison}, DLQ {counts['dlq']}, signals: "
+        + ", ".join(f"{kind} {counts[kind]}" for kind in SIGNAL_KINDS)
+        + "; lifecycle: "
+        + ", ".join(f"{stage} {n}" for stage, n in stages)
+        + f"; status records {counts['status']}"
+    )
+
+
+async def _demo(
+    duration_s: float | None, broker_kind: str, users: int, run_dir: Path, record: Path | None
+) -> int:
     broker: EmbeddedBroker | KafkaBroker = (
         KafkaBroker(data_dir=run_dir / "kafka") if broker_kind == "kafka" else EmbeddedBroker()
     )
@@ -145,7 +236,7 @@ async def _demo(duration_s: float | None, broker_kind: str, users: int, run_dir:
             flush=True,
         )
         watch_task = asyncio.create_task(
-            _watch(broker.bootstrap, settings, counts, started, watch_stop)
+            _watch(broker.bootstrap, settings, counts, started, watch_stop, _Recorder(record))
         )
         sim_task = asyncio.create_task(
             run_simulator(
@@ -176,12 +267,7 @@ async def _demo(duration_s: float | None, broker_kind: str, users: int, run_dir:
         await asyncio.sleep(1.0)
         watch_stop.set()
         await watch_task
-        summary = (
-            f"\nsummary: events in {sim_stats.events_sent}, "
-            f"poison sent {sum(sim_stats.poison_sent.values())}, DLQ {counts['dlq']}, signals: "
-            + ", ".join(f"{kind} {counts[kind]}" for kind in COLOURS)
-        )
-        print(summary, flush=True)
+        print("\n" + summary_line(sim_stats.events_sent, poison_total, counts), flush=True)
         if worker is not None:
             with contextlib.suppress(OSError):
                 print(growth_line(await asyncio.to_thread(worker.metrics_text)), flush=True)
@@ -216,8 +302,8 @@ def growth_line(metrics_text: str) -> str:
     )
 
 
-def run_demo(duration_s: float | None, broker: str, users: int) -> int:
+def run_demo(duration_s: float | None, broker: str, users: int, record: Path | None = None) -> int:
     run_root = Path("run")
     run_root.mkdir(exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="demo-", dir=run_root)).resolve()
-    return asyncio.run(_demo(duration_s, broker, users, run_dir))
+    return asyncio.run(_demo(duration_s, broker, users, run_dir, record))

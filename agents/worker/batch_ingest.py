@@ -179,10 +179,18 @@ class BatchIngest:
         self._lock = asyncio.Lock()
         runtime.send_output = self.send_output
 
-    async def send_output(self, topic: Any, key: bytes | None, value: bytes) -> Any:
+    async def send_output(
+        self,
+        topic: Any,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Any:
         """An output record straight to the producer: the batch awaits its future
         before acknowledging (Faust's ``Topic.send`` layers cost more than the event)."""
-        return await self.app.producer.send(topic.get_topic_name(), key, value, None, None, None)
+        name = topic.get_topic_name()
+        return await self.app.producer.send(name, key, value, partition, None, headers)
 
     def tables(self, table: Any) -> BatchTable:
         return BatchTable(table, self.writes)

@@ -33,6 +33,11 @@ class Metrics:
         self.dlq = Counter(
             "engagement_dlq", "Records sent to the DLQ by reason", ["reason"], registry=registry
         )
+        self.repartitioned = Counter(
+            "engagement_repartitioned",
+            "Events sent on to the partition murmur2 of their key picks (ENGAGEMENT_REPARTITION)",
+            registry=registry,
+        )
         self.duplicates = Counter(
             "engagement_duplicates_dropped",
             "Events skipped as duplicates, by rule",

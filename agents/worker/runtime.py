@@ -13,7 +13,7 @@ import logging
 import time
 from base64 import b64encode
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from agents.worker.cohorts import CohortGauges, LiveCohorts, key_prefix, record_key
 from agents.worker.erasure import Erasures
@@ -21,7 +21,7 @@ from agents.worker.metrics import Metrics
 from agents.worker.stickiness import StageCounts, Stickiness
 from streams.app import EngineApp
 from streams.control import signer_for
-from streams.decode import DecodeRules, decode_record, partition_for
+from streams.decode import DecodeRules, Misrouted, decode_record, partition_for
 from streams.inputs import control_input
 from streams.model_settings import model_config, record_rules
 from streams.records import DlqRecord, LifecycleTransition, Signal, Tick, encode
@@ -37,13 +37,34 @@ from tables.thresholds import decode_book, encode_book
 
 log = logging.getLogger(__name__)
 StateObserver = Callable[[str, UserState | None], None]
-# Sends one output record: (Faust topic, key, value) -> the delivery future.
-SendOutput = Callable[[Any, bytes | None, bytes], Awaitable[Any]]
 
 
-async def send_through_topic(topic: Any, key: bytes | None, value: bytes) -> Any:
+class SendOutput(Protocol):
+    """Sends one output record to a Faust topic; returns the delivery future
+    (``partition`` None: the producer's partitioner)."""
+
+    def __call__(
+        self,
+        topic: Any,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]: ...
+
+
+FORWARDED_HEADER = "engagement-forwarded-from"  # "partition:offset" of a repartitioned event
+
+
+async def send_through_topic(
+    topic: Any,
+    key: bytes | None,
+    value: bytes,
+    partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> Any:
     """Faust's ``Topic.send`` (the stream path)."""
-    return await topic.send(key=key, value=value)
+    return await topic.send(key=key, value=value, partition=partition, headers=headers)
 
 
 class TableStore:
@@ -114,6 +135,7 @@ class Runtime:
             partitions=self.settings.partitions,
             event=self.settings.event_rules(),
             signer=self.signer,
+            repartition=self.settings.repartition,
         )
         self.store = TableStore(engine_app.users)
         self.erasures = Erasures(engine_app.erased, self.settings, metrics)
@@ -253,6 +275,10 @@ class Runtime:
         decoded = decode_record(key, value, header_list, partition, append_ms, offset, self.rules)
         if isinstance(decoded, Rejected):
             await self._dead_letter(decoded, key, value, partition, offset, append_ms)
+            self.metrics.latency.observe(time.perf_counter() - started)
+            return
+        if isinstance(decoded, Misrouted):
+            await self._forward(key, value, header_list, decoded.partition, partition, offset)
             self.metrics.latency.observe(time.perf_counter() - started)
             return
         processor = self.processor(partition)
@@ -399,6 +425,22 @@ class Runtime:
             self.stages.move(partition, transition.from_stage, transition.to_stage)
             self.metrics.transitions.labels(stage=transition.to_stage).inc()
             self.transitions_sent += 1
+
+    async def _forward(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        home: int,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Send a misrouted event on to its home partition, as it came plus where
+        from; delivered before its offset is committed, like every output."""
+        assert value is not None  # decoded as a valid event
+        forwarded = [*(headers or ()), (FORWARDED_HEADER, f"{partition}:{offset}".encode())]
+        self._keep(await self.send_output(self.engine_app.events, key, value, home, forwarded))
+        self.metrics.repartitioned.inc()
 
     async def _dead_letter(
         self,

@@ -44,13 +44,13 @@ import msgspec
 
 from agents.worker.metrics import Metrics
 from streams.decode import partition_for
+from streams.records import UserStatus
 from tables.clock import NEVER
 from tables.model import STAGES, ModelConfig, risk_at, stage_at
 from tables.state import TIER_NAMES, UserState, unpack_state
 
 log = logging.getLogger(__name__)
 
-STATUS_SCHEMA_VERSION: Final = 1
 REMEMBERED_USERS: Final = 200_000
 ANNOUNCE_PER_TICK: Final = 5_000  # re-announced statuses sent per flush interval
 DELIVERY_TIMEOUT_S: Final = 60.0
@@ -58,21 +58,6 @@ IMMEDIATE: Final = "immediate"
 COALESCED: Final = "coalesced"
 TOMBSTONE: Final = "tombstone"
 _STAGE_CODE: Final = {name: index for index, name in enumerate(STAGES)}
-
-
-class UserStatus(msgspec.Struct, frozen=True, kw_only=True):
-    """One user's status; ``as_of`` is the partition clock it was taken at."""
-
-    user_id: str
-    stage: str
-    tier: str | None
-    risk: float
-    episode: int
-    last_seen: int
-    as_of: int
-    tenant: str
-    segment: str
-    schema_version: int = STATUS_SCHEMA_VERSION
 
 
 # (key, value or None for a tombstone, partition) -> a future resolved on delivery.

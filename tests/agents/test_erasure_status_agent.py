@@ -15,10 +15,9 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from support.agent_context import agent_context
 
-from agents.worker.status import UserStatus
 from agents.worker.wiring import Worker
 from streams.decode import partition_for
-from streams.records import CONTROL_HEADER, DLQ_REASONS, Erase, Signal
+from streams.records import CONTROL_HEADER, DLQ_REASONS, Erase, Signal, UserStatus
 from tables.erasure import erased_hash
 from tables.state import unpack_state
 

@@ -33,6 +33,10 @@ def run_example(
     return done
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def pick_users(salt: str, share: float) -> tuple[list[str], list[str]]:
     treatment: list[str] = []
     holdout: list[str] = []
@@ -98,33 +102,82 @@ async def test_producer_and_winback_notifier_end_to_end(kafka_broker: Any, tmp_p
         dlq = await read_topic(deployment.bootstrap, settings.topic_dlq, timeout_s=3, idle_s=1.0)
         assert dlq == []
 
+        # one treatment user comes back before the notifier first runs: its tier
+        # signals are old news, its reactivation is what counts
+        returner = treatment[1]
+        await produce(
+            deployment.bootstrap,
+            settings.topic_events,
+            [{"event_id": "back", "user_id": returner, "type": "login", "ts": _now_ms()}],
+        )
+
+        def returned(recs: list[Any]) -> bool:
+            return any(s.user_id == returner and s.kind == "reactivated" for s in signals_of(recs))
+
+        records = await read_topic(
+            deployment.bootstrap, settings.topic_signals, until=returned, timeout_s=60
+        )
+        assert returned(records), deployment.log_tail()
+        worker.stop()  # signals and statuses stay as they are while the notifier reads
+        signals = signals_of(records)
+        statuses = await read_topic(deployment.bootstrap, settings.topic_status, timeout_s=5)
+        latest = {r.key.decode(): json.loads(r.value) for r in statuses if r.value is not None}
+
         # a re-delivered signal (same bytes, new offset) must not be acted on twice
-        first_treatment = next(r for r in records if signals_of([r])[0].group != HOLDOUT)
+        first_treatment = next(
+            r for r in records if signals_of([r])[0].group != HOLDOUT and r.key != returner.encode()
+        )
         await produce(
             deployment.bootstrap,
             settings.topic_signals,
             [(first_treatment.key, first_treatment.value)],
         )
-        done = run_example(
-            "winback_notifier.py",
+        notifier_args = (
             "--broker",
             deployment.bootstrap,
             "--topic",
             settings.topic_signals,
+            "--status-topic",
+            settings.topic_status,
             "--group",
             f"{settings.app_id}-winback",
             "--idle-exit",
             "3",
         )
+        done = run_example("winback_notifier.py", *notifier_args)
         stats = json.loads(done.stdout)
         unique = {s.signal_id: s for s in signals}
-        by_group = Counter(s.group for s in unique.values())
+        # the contract's rule, with the statuses final: a tier signal is current while the
+        # status has its episode and its kind as tier; a return while the user is not
+        # quiet again
+        current = {
+            sid: s
+            for sid, s in unique.items()
+            if (
+                latest[s.user_id]["tier"] is None and latest[s.user_id]["episode"] >= s.as_of
+                if s.kind == "reactivated"
+                else (latest[s.user_id]["episode"], latest[s.user_id]["tier"])
+                == (s.episode, s.kind)
+            )
+        }
+        by_group = Counter(s.group for s in current.values())
         assert stats["duplicate"] == len(signals) - len(unique) + 1
+        assert stats.get("stale", 0) + stats.get("superseded", 0) == len(unique) - len(current)
+        assert stats.get("stale", 0) >= 3  # the returner's at_risk, dormant and churned
+        assert stats["superseded"] >= 2 * (len(users) - 1)  # the others' at_risk and dormant
         assert stats["holdout_skipped"] == by_group[HOLDOUT] > 0
         actions = {k: v for k, v in stats.items() if k.startswith("action:")}
         assert sum(actions.values()) == by_group["treatment"] > 0
+        assert stats.get("action:welcome_back", 0) == sum(
+            1 for s in current.values() if s.kind == "reactivated"
+        )
         assert stats.get("action:coupon_and_checkout_help", 0) >= 1  # the failed checkout
         assert all(user not in done.stderr for user in users), "user ids in the log"
-        assert "action=reminder_push" in done.stderr or "action=winback" in done.stderr
+        assert "kind=churned action=" in done.stderr
+
+        # a restart of the same group resumes from its committed offsets: nothing again
+        again = json.loads(run_example("winback_notifier.py", *notifier_args).stdout)
+        assert not [k for k in again if k.startswith("action:")], again
+        assert again.get("duplicate", 0) == 0
     finally:
         worker.stop()

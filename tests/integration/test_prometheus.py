@@ -81,6 +81,20 @@ def test_promtool_accepts_the_alert_rules_and_their_unit_tests() -> None:
     promtool("test", "rules", "alerts_test.yml")
 
 
+def test_promtool_parses_every_dashboard_expression(tmp_path: Path) -> None:
+    """The dashboard's PromQL, its variables given the values "All" selects."""
+    values = {"$job": ".+", "$instance": ".+", "$tenant": ".*"}
+    rules = []
+    for n, expr in enumerate(dashboard_expressions()):
+        for variable, value in values.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, expr
+        rules.append({"record": f"dashboard:expression_{n}", "expr": expr})
+    path = tmp_path / "dashboard-rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    promtool("check", "rules", str(path))
+
+
 def test_alert_rules_cover_what_operators_need() -> None:
     rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
     names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}

@@ -247,20 +247,27 @@ async def test_restart_after_crash_does_not_double_count(
         first = [event(u, f"{u}-{n}", base + n) for n in range(5) for u in users]
         await produce(deployment.bootstrap, topic, first)
 
+        seen: list[float] = []
+
         async def processed(count: int) -> bool:
             with contextlib.suppress(OSError):
                 text = await asyncio.to_thread(worker.metrics_text)
-                return sample(text, "engagement_events_total") >= count
+                seen.append(sample(text, "engagement_events_total"))
+                return seen[-1] >= count
             return False
 
-        assert await wait_for(lambda: processed(len(first)), 180), deployment.log_tail()
+        def stalled() -> str:
+            return f"events counted: {seen[-3:]}\n{deployment.log_tail()}"
+
+        assert await wait_for(lambda: processed(len(first)), 180), stalled()
         worker.kill9()
         second = [event(u, f"{u}-{n}", base + n) for n in range(5, 10) for u in users]
         await produce(deployment.bootstrap, topic, second)
         # a producer retry: the same event ids again at new offsets
         await produce(deployment.bootstrap, topic, second[-len(users) :])
         worker = await deployment.start_worker("w1")
-        assert await wait_for(lambda: processed(len(second)), 240), deployment.log_tail()
+        seen.clear()
+        assert await wait_for(lambda: processed(len(second)), 240), stalled()
 
         async def settled() -> bool:
             states = await latest_states(deployment)

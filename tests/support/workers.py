@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import secrets
 import time
 import uuid
@@ -36,6 +37,7 @@ FAST = {
     "ENGAGEMENT_LOG_LEVEL": "INFO",
 }
 _counter = itertools.count()
+_DIGITS = re.compile(r"\d+")
 
 
 class Deployment:
@@ -94,12 +96,36 @@ class Deployment:
         for process in self.workers:
             process.stop()
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 60) -> str:
+        """The last ``lines`` of each worker's log, a retry repeated with other
+        numbers counted instead of repeated (so it does not hide what came before)."""
         out = []
         for path in sorted(self.run_dir.glob("*.log")):
-            text = path.read_text(errors="replace").splitlines()[-lines:]
+            text = _collapse_repeats(path.read_text(errors="replace").splitlines())[-lines:]
             out.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(out)
+
+
+def _collapse_repeats(lines: list[str]) -> list[str]:
+    kept: list[str] = []
+    shape = ""
+    repeats = 0
+    for line in lines:
+        this = _DIGITS.sub("#", line)
+        if this == shape:
+            repeats += 1
+            continue
+        if repeats:
+            kept.append(f"    (the line above {repeats} more times)")
+        kept.append(line)
+        shape, repeats = this, 0
+    if repeats:
+        kept.append(f"    (the line above {repeats} more times)")
+    return kept
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def event(

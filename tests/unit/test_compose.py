@@ -287,3 +287,46 @@ def test_dockerfile_base_image_is_pinned_and_copies_what_exists() -> None:
         for part in source.split():
             assert (ROOT / part).exists(), part
     assert re.search(r"^USER\s+(?!root)\S+", text, flags=re.MULTILINE), "runs as root"
+
+
+REALTIME = ROOT / "deploy" / "compose" / "realtime.yml"
+# every service that runs the engagement image and so reads the ENGAGEMENT_* profile
+ENGINE_SERVICES = (*WORKERS, "simulator")
+
+
+def _parsed(env: dict[str, str]) -> dict[str, Any]:
+    """The settings fields these variables set, as the worker parses them."""
+    settings = Settings(**env)
+    fields = {str(f.validation_alias): name for name, f in Settings.model_fields.items()}
+    return {key: getattr(settings, fields[key]) for key in env}
+
+
+def test_the_stack_runs_the_compressed_day_of_the_demo_by_default() -> None:
+    from agents.stack.demo import COMPRESSED_DAY
+
+    for name in ENGINE_SERVICES:
+        env = environment(services()[name])
+        profile = {key: env[key] for key in COMPRESSED_DAY if key in env}
+        assert set(profile) == set(COMPRESSED_DAY), name
+        assert _parsed(profile) == _parsed(dict(COMPRESSED_DAY)), name
+    assert _parsed(
+        {"ENGAGEMENT_DAY_MS": environment(services()["simulator"])["ENGAGEMENT_DAY_MS"]}
+    ) == {"ENGAGEMENT_DAY_MS": 1000}
+    command = services()["simulator"]["command"]
+    poison = int(command[command.index("--poison-every") + 1])
+    assert poison > 0, "the DLQ panel needs bad records"
+
+
+def test_the_real_time_profile_restores_the_defaults_of_the_settings() -> None:
+    from agents.stack.demo import COMPRESSED_DAY
+
+    override: dict[str, Any] = yaml.safe_load(REALTIME.read_text())
+    assert set(override["services"]) == set(ENGINE_SERVICES)
+    defaults = Settings()
+    fields = {str(f.validation_alias): name for name, f in Settings.model_fields.items()}
+    for name, service in override["services"].items():
+        env = environment(service)
+        assert set(env) == set(COMPRESSED_DAY), name
+        for key, value in _parsed(env).items():
+            assert value == getattr(defaults, fields[key]), (name, key)
+    assert f"-f {REALTIME.relative_to(ROOT)}" in COMPOSE.read_text()

@@ -6,6 +6,10 @@ checked against a live ``/metrics`` in tests/integration/test_prometheus.py.
 
 from __future__ import annotations
 
+import json
+import re
+from typing import Any
+
 import yaml
 from prometheus_client import CollectorRegistry
 from support.monitoring import (
@@ -70,16 +74,73 @@ def test_the_dashboard_shows_what_operators_watch() -> None:
         assert f"histogram_quantile({quantile}," in exprs
 
 
-def test_every_panel_uses_the_provisioned_datasource() -> None:
-    datasources = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())
-    uids = {ds["uid"] for ds in datasources["datasources"]}
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+_SELECTOR = re.compile(r"\b(engagement_[a-z0-9_]+|up)\b(\{[^}]*\})?")
+TENANT_METRICS = ("engagement_dau", "engagement_wau", "engagement_mau")
+
+
+def variables() -> dict[str, dict[str, Any]]:
+    found = dashboards()["engagement.json"]["templating"]["list"]
+    return {variable["name"]: variable for variable in found}
+
+
+def test_the_dashboard_has_datasource_job_instance_and_tenant_variables() -> None:
+    found = variables()
+    assert set(found) >= {"datasource", "job", "instance", "tenant"}
+    assert found["datasource"]["type"] == "datasource"
+    assert found["datasource"]["query"] == "prometheus"
+    for name in ("job", "instance", "tenant"):
+        variable = found[name]
+        assert variable["type"] == "query" and variable["datasource"] == DATASOURCE, name
+        assert variable["definition"].startswith("label_values("), name
+        assert variable["definition"].rstrip(")").endswith(f", {name}"), name
+        assert variable["includeAll"] and variable["multi"], name
+    # instance values follow the chosen jobs; tenant values the jobs and instances
+    assert "$job" in found["instance"]["definition"]
+    assert "$instance" in found["tenant"]["definition"]
+    # "All" tenants includes users without one (tenant="")
+    assert found["tenant"]["allValue"] == ".*"
+
+
+def test_no_panel_names_a_datasource_uid() -> None:
+    """Imported into any Grafana, every panel and query uses the chosen data source."""
+    text = json.dumps(dashboards()["engagement.json"])
+    uids = set(re.findall(r'"uid": "([^"]*)"', text)) - {"engagement-streams"}
+    assert uids == {"${datasource}"}, uids
     for panel in panels(dashboards()["engagement.json"]):
         if panel["type"] == "row":
             continue
-        assert panel["datasource"]["uid"] in uids, panel["title"]
+        assert panel["datasource"] == DATASOURCE, panel["title"]
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
-            assert target["datasource"]["uid"] in uids
+            assert target["datasource"] == DATASOURCE, panel["title"]
+
+
+def test_every_series_is_filtered_by_job_and_instance_and_tenant_where_labelled() -> None:
+    for expr in dashboard_expressions():
+        for name, matchers in _SELECTOR.findall(expr):
+            assert 'job=~"$job"' in matchers and 'instance=~"$instance"' in matchers, expr
+            if name in TENANT_METRICS:
+                assert 'tenant=~"$tenant"' in matchers, expr
+    # the metrics the tenant variable filters really carry a tenant label
+    metrics = Metrics(CollectorRegistry())
+    by_name = {gauge._name: gauge for gauge in metrics.active_users.values()}
+    for name in TENANT_METRICS:
+        assert "tenant" in by_name[name]._labelnames, name
+
+
+def test_every_metric_an_alert_watches_has_a_panel() -> None:
+    alerted = metric_names(alert_expressions())
+    shown = metric_names(dashboard_expressions())
+    assert alerted, "no metric found in the alert rules"
+    assert alerted <= shown, f"alerts on metrics without a panel: {sorted(alerted - shown)}"
+
+
+def test_the_datasource_variable_offers_the_provisioned_datasource() -> None:
+    """The compose stack's Grafana lists its provisioned Prometheus under the variable."""
+    datasources = yaml.safe_load((PROVISIONING / "datasources" / "prometheus.yml").read_text())
+    (provisioned,) = datasources["datasources"]
+    assert provisioned["type"] == variables()["datasource"]["query"]
 
 
 def test_dashboard_provider_points_where_compose_mounts_the_dashboards() -> None:

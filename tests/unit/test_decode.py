@@ -7,11 +7,19 @@ from typing import Any
 
 import msgspec
 import pytest
+from aiokafka.partitioner import murmur2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.control import ControlSigner
-from streams.decode import Control, DecodeRules, decode_record, id_hash, partition_for
+from streams.decode import (
+    Control,
+    DecodeRules,
+    Misrouted,
+    decode_record,
+    id_hash,
+    partition_for,
+)
 from streams.records import CONTROL_HEADER, DLQ_REASONS, ConfigUpdate, Erase, Tick
 from streams.validate import MAX_DEPTH, EventRules, Rejected, nests_deeper
 from tables.model import ModelEvent
@@ -64,7 +72,7 @@ def decode(
     headers: list[tuple[str, bytes]] | None = None,
     partition: int = HOME,
     rules: DecodeRules = RULES,
-) -> ModelEvent | Control | Rejected:
+) -> ModelEvent | Control | Misrouted | Rejected:
     return decode_record(key, value, headers, partition, NOW_MS, 42, rules)
 
 
@@ -551,3 +559,33 @@ def test_non_finite_numbers_in_props_are_accepted() -> None:
     # NaN is not JSON, but the fallback reads it (so that a NaN ts is ts_non_finite)
     value = raw(body())[:-1] + b', "props": {"x": NaN, "y": [1e999]}}'
     assert isinstance(decode(value), ModelEvent)
+
+
+REPARTITIONING = msgspec.structs.replace(RULES, repartition=True)
+
+
+@given(
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=30),
+    st.integers(0, PARTITIONS - 1),
+)
+@settings(max_examples=200)
+def test_repartitioning_sends_a_valid_event_to_the_partition_murmur2_picks(
+    user: str, partition: int
+) -> None:
+    # murmur2 as aiokafka's own partitioner computes it, not the engine's cached copy
+    home = (murmur2(user.encode()) & 0x7FFFFFFF) % PARTITIONS
+    value = raw(body(user_id=user))
+    result = decode(value, key=user.encode(), partition=partition, rules=REPARTITIONING)
+    if partition == home:
+        assert isinstance(result, ModelEvent) and result.partition == home
+    else:
+        assert result == Misrouted(home)
+
+
+def test_repartitioning_still_rejects_what_is_bad_on_any_partition() -> None:
+    for reason in ("key_mismatch", "ts_in_future", "not_json"):
+        case = REJECTIONS[reason]
+        result = decode(
+            case["value"], key=case.get("key", KEY), partition=AWAY, rules=REPARTITIONING
+        )
+        assert isinstance(result, Rejected) and result.reason == reason

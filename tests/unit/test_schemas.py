@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import base64
+import importlib
 import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
@@ -11,11 +14,24 @@ import pytest
 
 from streams.control import ControlSigner
 from streams.decode import id_hash
-from streams.records import DlqRecord, InputEvent, Signal, Tick, encode
+from streams.records import DLQ_REASONS, DlqRecord, InputEvent, Signal, Tick, encode
 from streams.schemas import SCHEMA_DIR, render_schemas
+from tables.cadence import NEGATIVE_KINDS
 from tables.engine import DictStore, PartitionEngine
-from tables.model import Emission, ModelConfig, ModelEvent
-from tables.thresholds import ThresholdPolicy
+from tables.groups import HOLDOUT, TREATMENT
+from tables.lifecycle import STAGES
+from tables.model import REACTIVATED, Emission, ModelConfig, ModelEvent
+from tables.state import TIER_NAMES
+from tables.thresholds import (
+    SOURCE_DEFAULT,
+    SOURCE_SEGMENT,
+    SOURCE_TENANT,
+    SOURCE_USER,
+    ThresholdPolicy,
+)
+from tables.vocabulary import LIFECYCLE_STAGES, REASON_CODES, SIGNAL_KINDS, TIERS
+
+TABLES = Path(__file__).resolve().parents[2] / "tables"
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000
@@ -122,3 +138,146 @@ def test_input_event_and_signed_tick_validate() -> None:
         "engagement.events", 0, Tick(wall_ms=T0, events_seen_append_ms=T0)
     )
     validator("control-record").validate(json.loads(value))
+
+
+def _definitions() -> list[tuple[str, str, dict[str, Any]]]:
+    """(schema file, definition name, definition) of every record type."""
+    return [
+        (path.name, name, definition)
+        for path in sorted(SCHEMA_DIR.glob("*.schema.json"))
+        for name, definition in json.loads(path.read_text())["$defs"].items()
+    ]
+
+
+def _enum(prop: dict[str, Any]) -> list[Any]:
+    """The enum of a property, or of the string branch of a nullable one."""
+    for branch in prop.get("anyOf", [prop]):
+        if "enum" in branch:
+            found: list[Any] = branch["enum"]
+            return found
+    raise AssertionError(f"no enum in {prop}")
+
+
+def _property(schema_name: str, definition: str, field: str) -> dict[str, Any]:
+    prop: dict[str, Any] = schema(schema_name)["$defs"][definition]["properties"][field]
+    return prop
+
+
+def test_every_field_of_every_record_has_a_description() -> None:
+    missing = [
+        f"{file}: {name}.{field}"
+        for file, name, definition in _definitions()
+        for field, prop in definition["properties"].items()
+        if len(prop.get("description", "")) < 10
+    ]
+    assert not missing, "describe them in streams/contract_fields.py: " + ", ".join(missing)
+
+
+def test_enums_are_the_constants_of_the_code() -> None:
+    """The closed sets of the schemas, against the constants the model itself uses."""
+    assert set(_enum(_property("signal", "Signal", "kind"))) == _kinds_emitted_in_tables()
+    assert {*TIER_NAMES[1:], REACTIVATED} <= _kinds_emitted_in_tables()
+    assert set(_enum(_property("signal", "Signal", "tier_reached"))) == set(TIER_NAMES[1:])
+    assert set(_enum(_property("signal", "Signal", "threshold_source"))) == {
+        SOURCE_USER,
+        SOURCE_SEGMENT,
+        SOURCE_TENANT,
+        SOURCE_DEFAULT,
+    }
+    for name, definition in (
+        ("signal", "Signal"),
+        ("lifecycle-transition", "LifecycleTransition"),
+    ):
+        assert set(_enum(_property(name, definition, "group"))) == {HOLDOUT, TREATMENT}
+    for field in ("from_stage", "to_stage"):
+        prop = _property("lifecycle-transition", "LifecycleTransition", field)
+        assert _enum(prop) == list(STAGES)
+    assert _enum(_property("user-status", "UserStatus", "stage")) == list(STAGES)
+    assert set(_enum(_property("user-status", "UserStatus", "tier"))) == set(TIER_NAMES[1:])
+    assert set(_enum(_property("dlq-record", "DlqRecord", "reason"))) == set(DLQ_REASONS)
+    codes = set(_enum(_property("signal", "Reason", "code")))
+    assert {f"recent_{kind}" for kind in NEGATIVE_KINDS} <= codes
+    assert codes == set(_enum(_property("lifecycle-transition", "Reason", "code")))
+    # the vocabulary module only gathers them
+    assert set(SIGNAL_KINDS) >= set(TIERS) and set(LIFECYCLE_STAGES) == set(STAGES)
+
+
+def _kinds_emitted_in_tables() -> set[str]:
+    """The ``kind`` of every ``Emission(...)`` made in tables/, resolved in its module:
+    a literal, a module constant, or an item of ``TIER_NAMES`` (a tier)."""
+    kinds: set[str] = set()
+    for path in sorted(TABLES.glob("*.py")):
+        module = importlib.import_module(f"tables.{path.stem}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "Emission"
+            ):
+                continue
+            (kind,) = [k.value for k in node.keywords if k.arg == "kind"]
+            if isinstance(kind, ast.Constant):
+                kinds.add(str(kind.value))
+            elif isinstance(kind, ast.Name):
+                kinds.add(str(getattr(module, kind.id)))
+            elif isinstance(kind, ast.Subscript) and ast.unparse(kind.value) == "TIER_NAMES":
+                kinds.update(TIER_NAMES[1:])
+            else:
+                raise AssertionError(f"{path.name}:{node.lineno}: unreadable kind")
+    return kinds
+
+
+def _reason_codes_written_in_tables() -> tuple[set[str], set[str], list[str]]:
+    """Codes of every ``Reason(...)`` call in tables/: literals, f-string prefixes, others."""
+    literals: set[str] = set()
+    prefixes: set[str] = set()
+    unreadable: list[str] = []
+    for path in sorted(TABLES.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "Reason"
+            ):
+                continue
+            first = node.args[0] if node.args else None
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                literals.add(first.value)
+            elif isinstance(first, ast.JoinedStr) and isinstance(first.values[0], ast.Constant):
+                prefixes.add(str(first.values[0].value))
+            else:
+                unreadable.append(f"{path.name}:{node.lineno}")
+    return literals, prefixes, unreadable
+
+
+def test_every_reason_code_the_model_writes_is_in_the_schema() -> None:
+    literals, prefixes, unreadable = _reason_codes_written_in_tables()
+    assert not unreadable, f"write reason codes as literals or f-strings: {unreadable}"
+    assert literals, "no Reason(...) found in tables/"
+    codes = set(_enum(_property("signal", "Reason", "code")))
+    assert literals <= codes, sorted(literals - codes)
+    for prefix in prefixes:
+        assert any(code.startswith(prefix) for code in codes), prefix
+    assert set(REASON_CODES) == codes
+
+
+def test_schema_version_is_on_every_versioned_record() -> None:
+    for index in range(3):
+        payload = json.loads(encode(Signal.from_emission(emissions()[index])))
+        assert payload["schema_version"] == 1
+        without = {k: v for k, v in payload.items() if k != "schema_version"}
+        assert not validator("signal").is_valid(without)
+    for name, definition in (
+        ("signal", "Signal"),
+        ("lifecycle-transition", "LifecycleTransition"),
+        ("user-status", "UserStatus"),
+    ):
+        assert "schema_version" in schema(name)["$defs"][definition]["required"], name
+
+
+def test_an_enum_refuses_an_unknown_value() -> None:
+    payload = json.loads(encode(Signal.from_emission(emissions()[0])))
+    for field, value in (("kind", "gone"), ("group", "control"), ("threshold_source", "x")):
+        assert not validator("signal").is_valid({**payload, field: value}), field
+    reasons = [{"code": "no_such_code", "value": 1.0, "baseline": None}]
+    assert not validator("signal").is_valid({**payload, "reasons": reasons})
