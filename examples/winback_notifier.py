@@ -28,7 +28,11 @@ What a real notifier must get right, in a few lines:
 - **Skip the hold-out group.** ``group == "holdout"`` users get no win-back:
   they are the control group that tells whether win-back works at all.
 - **Personalise by reason.** The signal's ``reasons`` say why the user looks
-  inactive; the first matching rule below picks the action.
+  inactive; the first matching rule below picks the action. With experiment
+  arms (``ENGAGEMENT_EXPERIMENT_ID``), the signal's ``arm`` is the reason
+  code the engine drew the user's group for: the action is that code's, so
+  each action is measured against its own hold-out (``engagement report``,
+  ``by_arm``); the signal's ``group`` is already the group within that arm.
 - **No personal data in logs.** Log lines name the kind, reasons and action,
   never the user id; the action itself (a CRM call) would carry it.
 
@@ -83,6 +87,9 @@ def choose_action(signal: dict[str, Any]) -> str:
     kind = str(signal.get("kind", ""))
     if kind == "reactivated":
         return KIND_ACTIONS[kind]
+    arm = signal.get("arm")
+    if arm is not None:  # an experiment: the arm's action (``other``: the tier's)
+        return dict(REASON_ACTIONS).get(str(arm), KIND_ACTIONS.get(kind, "none"))
     codes = {reason.get("code") for reason in signal.get("reasons") or ()}
     for code, action in REASON_ACTIONS:
         if code in codes:

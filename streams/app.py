@@ -32,6 +32,7 @@ class EngineApp(msgspec.Struct, frozen=True):
     users: Any
     clocks: Any
     erased: Any
+    cohorts: Any = None  # the compacted cohorts topic (agents.worker.cohorts)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -115,4 +116,5 @@ def create_app(settings: Settings, **overrides: Any) -> EngineApp:
         users=users,
         clocks=clocks,
         erased=erased,
+        cohorts=topic(settings.topic_cohorts),
     )

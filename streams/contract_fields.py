@@ -112,6 +112,9 @@ DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
         "episode's first signal, milliseconds; negative when late",
         "late": "reactivated only: true when the return happened before the episode's "
         "first signal was due (the signal should not have been acted on)",
+        "arm": "only with an experiment (ENGAGEMENT_EXPERIMENT_ID): the first of "
+        "ENGAGEMENT_EXPERIMENT_REASONS among the episode's reason codes, else other; "
+        "group is then the group within this arm",
     },
     "Reason": {
         "code": "what the reason is; the meaning of value and baseline depends on it "
@@ -147,6 +150,22 @@ DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
         "segment": _SEGMENT,
         "schema_version": _VERSION,
     },
+    "CohortCount": {
+        "tenant": "the users' tenant when they became active in the period; empty when none",
+        "segment": "the users' segment when they became active in the period; empty when none",
+        "group": "the users' experiment group (without experiment arms)",
+        "period_ms": "length of a period: ENGAGEMENT_COHORT_PERIOD_DAYS x ENGAGEMENT_DAY_MS, "
+        "milliseconds; periods are aligned to the epoch",
+        "cohort_start": "start of the cohort's period (its users' first activity), "
+        "epoch milliseconds",
+        "period_start": "start of the period counted (at least cohort_start), epoch milliseconds",
+        "partition": "the input partition that counted these users; a cell's figure is the "
+        "sum over partitions",
+        "active": "users of the cohort active in the period (at period_start = cohort_start: "
+        "the cohort's new users)",
+        "retained": "of them, the users also active in the period before",
+        "schema_version": _VERSION,
+    },
     "DlqRecord": {
         "reason": "why the record was rejected (docs/CONTRACTS.md, DLQ record)",
         "detail": "a human-readable explanation; its wording may change",
@@ -176,4 +195,5 @@ ENUMS: Final[dict[str, dict[str, tuple[str, ...]]]] = {
         "group": GROUPS,
     },
     "UserStatus": {"stage": LIFECYCLE_STAGES, "tier": TIERS},
+    "CohortCount": {"group": GROUPS},
 }

@@ -35,6 +35,8 @@ def model_config(settings: Settings) -> ModelConfig:
         decline_sensitivity=settings.decline_sensitivity,
         activation_types=frozenset(settings.activation_types),
         activation_days=settings.activation_days,
+        experiment_id=settings.experiment_id or "",
+        experiment_reasons=settings.experiment_reasons,
     )
 
 

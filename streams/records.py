@@ -147,6 +147,7 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     gap_ms: int | None = None
     time_to_return_ms: int | None = None
     late: bool | None = None
+    arm: str | None = None
 
     @classmethod
     def from_emission(cls, emission: Emission) -> Signal:
@@ -178,6 +179,25 @@ class LifecycleTransition(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_transition(cls, transition: Transition) -> LifecycleTransition:
         return cls(transition_id=transition.transition_id, **msgspec.structs.asdict(transition))
+
+
+class CohortCount(msgspec.Struct, frozen=True, kw_only=True):
+    """One cohort cell of one input partition on the compacted cohorts topic.
+
+    Key: JSON ``[tenant, segment, group, cohort_start, period_start, partition]``.
+    The figures of a cell are the sum over partitions (docs/CONTRACTS.md).
+    """
+
+    tenant: str
+    segment: str
+    group: str
+    period_ms: Annotated[int, msgspec.Meta(gt=0)]
+    cohort_start: int
+    period_start: int
+    partition: Annotated[int, msgspec.Meta(ge=0)]
+    active: Annotated[int, msgspec.Meta(ge=0)]
+    retained: Annotated[int, msgspec.Meta(ge=0)]
+    schema_version: int = SCHEMA_VERSION
 
 
 class UserStatus(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,6 +235,7 @@ SCHEMA_TYPES: Final[dict[str, Any]] = {
     "lifecycle-transition": LifecycleTransition,
     "user-status": UserStatus,
     "dlq-record": DlqRecord,
+    "cohort-count": CohortCount,
     "control-record": ControlRecord,
     "threshold-config": ThresholdConfig,
 }

@@ -25,7 +25,7 @@ from streams.topics import topic_specs
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 DRAFT: Final = "https://json-schema.org/draft/2020-12/schema"
 KAFKA_BINDING: Final = "0.5.0"
-VERSIONED: Final = ("Signal", "LifecycleTransition", "UserStatus")
+VERSIONED: Final = ("Signal", "LifecycleTransition", "UserStatus", "CohortCount")
 
 
 def _with_enum(prop: dict[str, Any], values: tuple[str, ...]) -> None:
@@ -111,6 +111,14 @@ _CHANNELS: Final[dict[str, tuple[str, tuple[str, ...], str, str, str]]] = {
         "send",
         "the rejected record's own key, as it was",
         "Rejected input records with a reason code",
+    ),
+    "cohorts": (
+        "topic_cohorts",
+        ("cohort-count",),
+        "send",
+        "JSON [tenant, segment, group, cohort_start, period_start, partition]",
+        "Cohort retention cells, one per cell and input partition (compacted): "
+        "sum a cell over partitions",
     ),
     "config": (
         "topic_config",

@@ -223,6 +223,26 @@ class Settings(BaseSettings):
         1_000, validation_alias=_env("COMMIT_INTERVAL", "commit_interval_ms")
     )
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", "log_level"))
+    # cohorts and win-back (docs/MODEL.md): periods and windows count model days (DAY_MS)
+    topic_cohorts: str = Field(
+        "engagement.cohorts", validation_alias=_env("TOPIC_COHORTS", "topic_cohorts")
+    )
+    cohort_period_days: int = Field(
+        7, ge=1, le=366, validation_alias=_env("COHORT_PERIOD_DAYS", "cohort_period_days")
+    )
+    cohort_metric_periods: int = Field(
+        8, ge=1, le=52, validation_alias=_env("COHORT_METRIC_PERIODS", "cohort_metric_periods")
+    )
+    winback_lasting_days: int = Field(
+        3, ge=1, validation_alias=_env("WINBACK_LASTING_DAYS", "winback_lasting_days")
+    )
+    winback_window_days: int = Field(
+        14, ge=1, validation_alias=_env("WINBACK_WINDOW_DAYS", "winback_window_days")
+    )
+    experiment_id: str | None = Field(None, validation_alias=_env("EXPERIMENT_ID", "experiment_id"))
+    experiment_reasons: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("EXPERIMENT_REASONS", "experiment_reasons")
+    )
 
     kafka_security_protocol: str = Field(
         "PLAINTEXT",
@@ -258,7 +278,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, _PrefixedEnvironment(settings_cls))
 
-    @field_validator("event_types", "activation_types", mode="before")
+    @field_validator("event_types", "activation_types", "experiment_reasons", mode="before")
     @classmethod
     def _split_types(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -279,6 +299,15 @@ class Settings(BaseSettings):
             )
         if self.threshold_min_ms > self.threshold_max_ms:
             raise ConfigurationError("ENGAGEMENT_THRESHOLD_MIN exceeds ENGAGEMENT_THRESHOLD_MAX")
+        if self.winback_lasting_days > self.winback_window_days:
+            raise ConfigurationError(
+                "ENGAGEMENT_WINBACK_LASTING_DAYS exceeds ENGAGEMENT_WINBACK_WINDOW_DAYS: "
+                "no return could last"
+            )
+        if self.experiment_reasons and not self.experiment_id:
+            raise ConfigurationError(
+                "ENGAGEMENT_EXPERIMENT_REASONS needs ENGAGEMENT_EXPERIMENT_ID (it salts the arms)"
+            )
         self.clock_key_map()  # malformed or short keys are refused when the settings load
 
     @property
@@ -299,6 +328,10 @@ class Settings(BaseSettings):
             max_event_id_bytes=self.max_event_id_bytes,
             max_label_bytes=self.max_label_bytes,
         )
+
+    @property
+    def cohort_period_ms(self) -> int:
+        return self.cohort_period_days * self.day_ms
 
     @property
     def tier_thresholds_ms(self) -> tuple[int, int, int]:

@@ -43,6 +43,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_signals, n, dict(delete_7d)),
         TopicSpec(settings.topic_lifecycle, n, dict(delete_7d)),
         TopicSpec(settings.topic_status, n, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.topic_cohorts, n, {"cleanup.policy": "compact"}),
         TopicSpec(settings.topic_dlq, n, dict(delete_7d)),
         TopicSpec(settings.topic_config, 1, {"cleanup.policy": "compact"}),
     ]

@@ -20,6 +20,7 @@ from tables.lifecycle import STAGE_ACTIVE, STAGE_NEW, STAGE_NOT_ACTIVATED
 from tables.state import UserState
 
 NOT_ACTIVATED: Final = "not_activated"
+SOURCE_ACTIVATION: Final = "activation"  # threshold_source of not_activated: the deadline
 ACTIVATED: Final = 0b010
 NOT_ACTIVATED_SIGNALLED: Final = 0b100
 

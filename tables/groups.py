@@ -1,12 +1,21 @@
-"""Deterministic treatment / hold-out assignment by a salted hash."""
+"""Deterministic treatment / hold-out assignment by a salted hash, and experiment arms.
+
+With an experiment (``ENGAGEMENT_EXPERIMENT_ID``), a signal's *arm* is the
+first of the configured reason codes (``ENGAGEMENT_EXPERIMENT_REASONS``, in
+their order) among the signal's reason codes, else ``other``; each arm draws
+its own hold-out with the salt ``{holdout salt}:{experiment id}:{arm}``, so
+each action is measured against a hold-out of its own.
+"""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from hashlib import sha256
 from typing import Final
 
 HOLDOUT = "holdout"
+OTHER_ARM = "other"
 TREATMENT = "treatment"
 _FIRST_8_BYTES: Final = struct.Struct(">Q").unpack_from  # big-endian, as int.from_bytes(.., "big")
 
@@ -17,3 +26,14 @@ def group_of(user_id: str, salt: str, holdout_share: float) -> str:
     versions: a user never changes group)."""
     (first,) = _FIRST_8_BYTES(sha256((salt + user_id).encode()).digest())
     return HOLDOUT if first / 2**64 < holdout_share else TREATMENT
+
+
+def arm_of(codes: Iterable[str], arms: tuple[str, ...]) -> str:
+    """The experiment arm of a signal with reason ``codes``."""
+    present = set(codes)
+    return next((arm for arm in arms if arm in present), OTHER_ARM)
+
+
+def arm_group(user_id: str, salt: str, experiment_id: str, arm: str, holdout_share: float) -> str:
+    """The user's group within one arm of an experiment."""
+    return group_of(user_id, f"{salt}:{experiment_id}:{arm}", holdout_share)

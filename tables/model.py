@@ -8,7 +8,7 @@ signals (``Emission``) the model announces lifecycle stage changes
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 import msgspec
@@ -17,6 +17,7 @@ from tables.activation import (
     ACTIVATED,
     NOT_ACTIVATED,
     NOT_ACTIVATED_SIGNALLED,
+    SOURCE_ACTIVATION,
     activates,
     activation_due_ms,
     stage_back_unactivated,
@@ -33,7 +34,7 @@ from tables.decline import (
     next_baseline,
     recent_days,
 )
-from tables.groups import group_of
+from tables.groups import arm_group, arm_of, group_of
 from tables.lifecycle import (
     STAGE_ACTIVE,
     STAGE_NEW,
@@ -95,6 +96,8 @@ class ModelConfig(msgspec.Struct, frozen=True):
     decline_sensitivity: float = 0.0  # 0: no declining signal (tables.decline)
     activation_types: frozenset[str] = frozenset()  # empty: activation off
     activation_days: int = 7  # the activation deadline, in model days
+    experiment_id: str = ""  # experiment arms per reason code (tables.groups) when set
+    experiment_reasons: tuple[str, ...] = ()
 
 
 class ModelEvent(msgspec.Struct, frozen=True, gc=False):
@@ -140,6 +143,7 @@ class Emission(msgspec.Struct, frozen=True, gc=False):
     gap_ms: int | None = None
     time_to_return_ms: int | None = None
     late: bool | None = None
+    arm: str | None = None
 
     @property
     def signal_id(self) -> str:
@@ -721,6 +725,21 @@ def _reasons(
     return reasons
 
 
+def signal_group(
+    user_id: str, state: UserState, config: ModelConfig, reasons: Iterable[Reason] | None = None
+) -> tuple[str, str | None]:
+    """``(group, arm)`` of the user's signals in the episode ``state`` is in (or would
+    begin): the arm (``None`` without an experiment) follows the episode's reason
+    codes, which the silence does not change (tables.groups)."""
+    if not config.experiment_id:
+        return group_of(user_id, config.holdout_salt, config.holdout_share), None
+    if reasons is None:
+        reasons = _reasons(state, 0, 0, config)
+    arm = arm_of((reason.code for reason in reasons), config.experiment_reasons)
+    group = arm_group(user_id, config.holdout_salt, config.experiment_id, arm, config.holdout_share)
+    return group, arm
+
+
 def _transition(
     state: UserState,
     user_id: str,
@@ -753,6 +772,8 @@ def _tier_emission(
     config: ModelConfig,
 ) -> Emission:
     inactive_ms = due_ms - state.last_seen_ms
+    reasons = tuple(_reasons(state, inactive_ms, threshold_ms, config))
+    group, arm = signal_group(user_id, state, config, reasons)
     return Emission(
         kind=TIER_NAMES[tier],
         user_id=user_id,
@@ -766,8 +787,9 @@ def _tier_emission(
         threshold_source=source,
         risk=risk_at(state, due_ms, config),
         horizon_ms=config.horizon_ms,
-        reasons=tuple(_reasons(state, inactive_ms, threshold_ms, config)),
-        group=group_of(user_id, config.holdout_salt, config.holdout_share),
+        reasons=reasons,
+        group=group,
+        arm=arm,
     )
 
 
@@ -775,6 +797,7 @@ def _reactivated(state: UserState, event: ModelEvent, config: ModelConfig) -> Em
     tiers, source = config.policy.resolve(state)
     first_as_of = state.first_signal_as_of_ms
     gap_ms = event.ts_ms - state.last_seen_ms
+    group, arm = signal_group(event.user_id, state, config)
     return Emission(
         kind=REACTIVATED,
         user_id=event.user_id,
@@ -789,11 +812,12 @@ def _reactivated(state: UserState, event: ModelEvent, config: ModelConfig) -> Em
         risk=risk_at(state, event.ts_ms, config),
         horizon_ms=config.horizon_ms,
         reasons=(Reason("returned_after_days", round(gap_ms / config.day_ms, 3), None),),
-        group=group_of(event.user_id, config.holdout_salt, config.holdout_share),
+        group=group,
         tier_reached=TIER_NAMES[state.tier],
         gap_ms=gap_ms,
         time_to_return_ms=event.ts_ms - first_as_of,
         late=event.ts_ms < first_as_of,
+        arm=arm,
     )
 
 
@@ -806,6 +830,15 @@ def _declining(state: UserState, event: ModelEvent, config: ModelConfig) -> Emis
     rate = baseline_rate(
         state.baseline, state.last_seen_ms // day_ms - state.first_seen_ms // day_ms + 1
     )
+    reasons = (
+        Reason("recent_active_days", float(recent), round(RECENT_DAYS * rate, 3)),
+        Reason("active_day_rate", round(recent / RECENT_DAYS, 3), round(rate, 3)),
+        *(
+            Reason(f"recent_{kind}", 1.0, None)
+            for kind in recent_negative_kinds(state.negative_flags)
+        ),
+    )
+    group, arm = signal_group(event.user_id, state, config, reasons)
     return Emission(
         kind=DECLINING,
         user_id=event.user_id,
@@ -819,15 +852,9 @@ def _declining(state: UserState, event: ModelEvent, config: ModelConfig) -> Emis
         threshold_source=source,
         risk=risk_at(state, event.ts_ms, config),
         horizon_ms=config.horizon_ms,
-        reasons=(
-            Reason("recent_active_days", float(recent), round(RECENT_DAYS * rate, 3)),
-            Reason("active_day_rate", round(recent / RECENT_DAYS, 3), round(rate, 3)),
-            *(
-                Reason(f"recent_{kind}", 1.0, None)
-                for kind in recent_negative_kinds(state.negative_flags)
-            ),
-        ),
-        group=group_of(event.user_id, config.holdout_salt, config.holdout_share),
+        reasons=reasons,
+        group=group,
+        arm=arm,
     )
 
 
@@ -853,6 +880,11 @@ def _not_activated(state: UserState, user_id: str, due_ms: int, config: ModelCon
     """``not_activated``: the deadline passed without an activation event; one per user
     (its episode is the first seen)."""
     deadline_ms = config.activation_days * config.day_ms
+    reasons = (
+        Reason("active_days", float(state.active_days), None),
+        Reason("days_since_first_seen", round(deadline_ms / config.day_ms, 3), None),
+    )
+    group, arm = signal_group(user_id, state, config, reasons)
     return Emission(
         kind=NOT_ACTIVATED,
         user_id=user_id,
@@ -863,12 +895,10 @@ def _not_activated(state: UserState, user_id: str, due_ms: int, config: ModelCon
         last_seen=state.last_seen_ms,
         inactive_ms=max(0, due_ms - state.last_seen_ms),
         threshold_ms=deadline_ms,
-        threshold_source="activation",
+        threshold_source=SOURCE_ACTIVATION,
         risk=risk_at(state, due_ms, config),
         horizon_ms=config.horizon_ms,
-        reasons=(
-            Reason("active_days", float(state.active_days), None),
-            Reason("days_since_first_seen", round(deadline_ms / config.day_ms, 3), None),
-        ),
-        group=group_of(user_id, config.holdout_salt, config.holdout_share),
+        reasons=reasons,
+        group=group,
+        arm=arm,
     )

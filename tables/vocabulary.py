@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from tables.activation import NOT_ACTIVATED
+from tables.activation import NOT_ACTIVATED, SOURCE_ACTIVATION
 from tables.cadence import NEGATIVE_KINDS
 from tables.decline import DECLINING
 from tables.groups import HOLDOUT, TREATMENT
@@ -29,6 +29,7 @@ THRESHOLD_SOURCES: Final[tuple[str, ...]] = (
     SOURCE_SEGMENT,
     SOURCE_TENANT,
     SOURCE_DEFAULT,
+    SOURCE_ACTIVATION,
 )
 
 # code -> (value, baseline): what the two numbers of a reason mean (docs/CONTRACTS.md, "Reasons").

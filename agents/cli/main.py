@@ -284,6 +284,11 @@ def evaluate(
 @main.command()
 @click.argument("signals", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--lifecycle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--history",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The event history (JSON Lines): lasting returns and cohort retention.",
+)
 @click.option("--window", default="30d", show_default=True, help="Return counted within this.")
 @click.option("--as-of", "as_of", default=None, help="End of observation (default: newest).")
 @click.option(
@@ -293,10 +298,17 @@ def evaluate(
     show_default=True,
 )
 def report(
-    signals: Path, lifecycle: Path | None, window: str, as_of: str | None, out: Path
+    signals: Path,
+    lifecycle: Path | None,
+    history: Path | None,
+    window: str,
+    as_of: str | None,
+    out: Path,
 ) -> None:
-    """Reactivation per group and tier, uplift with intervals, charts (PNG + HTML)."""
+    """Win-back per group and first tier, uplift with intervals, cohorts, charts (PNG + HTML)."""
+    from agents.offline.history_facts import history_facts
     from agents.offline.report import write_report
+    from streams.model_settings import model_config
 
     try:
         window_ms = parse_duration_ms(window)
@@ -305,12 +317,31 @@ def report(
         raise click.BadParameter(str(exc)) from exc
     settings = _settings()
     deadline_ms = settings.activation_days * settings.day_ms if settings.activation_types else None
+    facts = None
+    if history is not None:
+        facts = history_facts(
+            history,
+            model_config(settings),
+            settings.cohort_period_ms,
+            as_of_ms,
+            settings.event_rules(),
+        )
     result = write_report(
-        signals, out, window_ms, as_of_ms, lifecycle, settings.day_ms, deadline_ms
+        signals,
+        out,
+        window_ms,
+        as_of_ms,
+        lifecycle,
+        settings.day_ms,
+        facts,
+        settings.winback_lasting_days,
+        settings.winback_window_days,
+        activation_deadline_ms=deadline_ms,
     )
     click.echo(
         json.dumps(
             {
+                "outcome": result["outcome"],
                 "groups": result["groups"],
                 "uplift": result["uplift"],
                 "eligible_episodes": result["eligible_episodes"],

@@ -1,22 +1,33 @@
-"""``engagement report``: does win-back work? Reactivation by group, with intervals and uplift.
+"""``engagement report``: does win-back work? Lasting returns by group, uplift with intervals;
+cohort retention and growth accounting.
 
 Input: a signals file (JSON Lines, from the signals topic or ``engagement
-replay --signals``) and optionally a lifecycle file (``--lifecycle``).
+replay --signals``), optionally the event history (``--history``, JSON
+Lines) and a lifecycle file (``--lifecycle``).
 
 An *episode* is one silence of one user (``signal_id`` prefix
-``user:episode``). It enters the analysis at its first tier signal and is
-*reactivated* when a ``reactivated`` signal closes it within ``window`` of
-that first signal. Only episodes whose first signal is at least ``window``
-before the end of the observation (``--as-of``, default: the newest
-``as_of`` in the file) are counted, so every episode had the same chance to
-return. The tier reached is the highest tier signalled within the window
-(for a return: the tier at return).
+``user:episode``). It enters the analysis at its first tier signal, which is
+when it is assigned: its stratum is the tier of that *first* signal (a later
+tier is partly the treatment's doing) and its group is that signal's group.
+Its outcome is a *lasting return*: a ``reactivated`` signal within
+``window`` of the first signal, after which the user is active on at least
+``K`` model days (``ENGAGEMENT_WINBACK_LASTING_DAYS``, the return's day
+included) within ``W`` model days (``ENGAGEMENT_WINBACK_WINDOW_DAYS``) from
+the return. The active days come from the history (``--history``); without
+it the outcome is any return (``outcome`` says which). Only episodes whose
+first signal is at least ``window`` (plus ``W`` days for a lasting return)
+before the end of the observation (``--as-of``, default: the newest time in
+the inputs) are counted, so every episode had the same chance.
 
-Per group (treatment / holdout) and tier: episodes, reactivated, the rate
-with a 95 % Wilson interval; the uplift (treatment - holdout) with
-Newcombe's hybrid score interval and a seeded bootstrap interval. Charts
-(PNG, and one HTML page holding everything): reactivation rate by tier and
-group, retention curves (share returned by days since the first signal,
+Per group (treatment / holdout) and first tier: episodes, successes, the rate
+with a 95 % Wilson interval; the uplift (treatment - holdout) with Newcombe's
+hybrid score interval and a bootstrap interval over *users* (a user's
+episodes are resampled together: they are not independent). With experiment
+arms (signals carrying ``arm``, ``ENGAGEMENT_EXPERIMENT_ID``), the same per
+arm, each against its own hold-out. With ``--history``, cohort retention and
+growth accounting per tenant, segment and group (``tables.cohorts``). Charts
+(PNG, and one HTML page holding everything): success rate by tier and group,
+retention curves (share returned by days since the first signal,
 Kaplan-Meier, censored at the end of observation), lifecycle stage counts
 over time.
 """
@@ -27,6 +38,7 @@ import base64
 import html
 import json
 import math
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,7 +48,9 @@ import msgspec
 import numpy as np
 
 from agents.offline.early_warning import activation_cohorts, activation_marks
+from agents.offline.history_facts import HistoryFacts
 from streams.records import LifecycleTransition, Signal
+from tables.cohorts import growth, retention
 from tables.lifecycle import STAGES
 from tables.state import TIER_NAMES
 
@@ -55,7 +69,13 @@ class Episode(msgspec.Struct):
     first_as_of: int
     tiers: list[tuple[int, str]] = msgspec.field(default_factory=list)  # (as_of, kind)
     returned_after_ms: int | None = None
+    returned_at_ms: int | None = None
     tier_at_return: str | None = None
+    arm: str | None = None
+
+    @property
+    def first_tier(self) -> str:
+        return self.tiers[0][1]
 
 
 def read_jsonl(path: Path, decoder: Any) -> list[Any]:
@@ -88,7 +108,7 @@ def episodes_of(signals: Iterable[Signal]) -> list[Episode]:
         episode = by_key.get(key)
         if episode is None:
             episode = by_key[key] = Episode(
-                signal.user_id, signal.episode, signal.group, signal.as_of
+                signal.user_id, signal.episode, signal.group, signal.as_of, arm=signal.arm
             )
         episode.tiers.append((signal.as_of, signal.kind))
     for signal in returns:
@@ -100,6 +120,7 @@ def episodes_of(signals: Iterable[Signal]) -> list[Episode]:
                 else signal.as_of - found.first_as_of
             )
             found.tier_at_return = signal.tier_reached
+            found.returned_at_ms = signal.as_of
     return list(by_key.values())
 
 
@@ -133,17 +154,34 @@ def newcombe(
 
 
 def bootstrap_difference(
-    a: list[int], b: list[int], seed: int = 7, samples: int = BOOTSTRAP_SAMPLES
+    a: list[tuple[int, int]],
+    b: list[tuple[int, int]],
+    seed: int = 7,
+    samples: int = BOOTSTRAP_SAMPLES,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(a) - mean(b) (0/1 outcomes)."""
+    """Percentile bootstrap interval of rate(a) - rate(b), resampling *users*:
+    each item is one user's ``(successes, episodes)``, kept together."""
     if not a or not b:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    arr_a, arr_b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    means_a = rng.binomial(len(arr_a), arr_a.mean(), samples) / len(arr_a)
-    means_b = rng.binomial(len(arr_b), arr_b.mean(), samples) / len(arr_b)
-    low, high = np.percentile(means_a - means_b, [2.5, 97.5])
+
+    def rates(users: list[tuple[int, int]]) -> Any:
+        counts = np.asarray(users, dtype=np.float64)
+        picks = rng.integers(0, len(counts), size=(samples, len(counts)))
+        return counts[picks, 0].sum(axis=1) / counts[picks, 1].sum(axis=1)
+
+    low, high = np.percentile(rates(a) - rates(b), [2.5, 97.5])
     return (float(low), float(high))
+
+
+def by_user(outcomes: list[tuple[str, int]]) -> list[tuple[int, int]]:
+    """``(user, 0/1)`` per episode -> ``(successes, episodes)`` per user."""
+    totals: dict[str, list[int]] = {}
+    for user_id, outcome in outcomes:
+        row = totals.setdefault(user_id, [0, 0])
+        row[0] += outcome
+        row[1] += 1
+    return [(row[0], row[1]) for row in totals.values()]
 
 
 def kaplan_meier(
@@ -171,24 +209,109 @@ def kaplan_meier(
 # -- the report ------------------------------------------------------------------
 
 
-def _tier_within(episode: Episode, window_ms: int) -> str:
-    if episode.returned_after_ms is not None and episode.returned_after_ms <= window_ms:
-        return episode.tier_at_return or episode.tiers[-1][1]
-    reached = [kind for as_of, kind in episode.tiers if as_of <= episode.first_as_of + window_ms]
-    return max(reached, key=TIERS.index) if reached else episode.tiers[0][1]
+class Outcome(msgspec.Struct, frozen=True):
+    """What counts as a successful win-back: a return within ``window_ms`` of the
+    first signal, lasting (``lasting_days`` active days within ``lasting_window_days``
+    of the return) when the active days are known."""
+
+    window_ms: int
+    day_ms: int = 86_400_000
+    lasting_days: int = 3
+    lasting_window_days: int = 14
+    active_days: dict[str, list[int]] | None = None
+
+    @property
+    def name(self) -> str:
+        return "return" if self.active_days is None else "lasting_return"
+
+    @property
+    def observed_ms(self) -> int:
+        """How long after the first signal an episode must be observed."""
+        extra = 0 if self.active_days is None else self.lasting_window_days * self.day_ms
+        return self.window_ms + extra
+
+    def of(self, episode: Episode) -> int:
+        after = episode.returned_after_ms
+        if after is None or after > self.window_ms:
+            return 0
+        if self.active_days is None or episode.returned_at_ms is None:
+            return 1
+        first = episode.returned_at_ms // self.day_ms
+        days = self.active_days.get(episode.user_id, [])
+        start = bisect_left(days, first)
+        end = bisect_left(days, first + self.lasting_window_days)
+        return int(end - start >= self.lasting_days)
 
 
-def _rates(items: list[Episode], window_ms: int) -> dict[str, Any]:
+def _rates(items: list[Episode], outcome: Outcome) -> dict[str, Any]:
     trials = len(items)
-    successes = sum(
-        1 for e in items if e.returned_after_ms is not None and e.returned_after_ms <= window_ms
-    )
+    successes = sum(outcome.of(e) for e in items)
     low, high = wilson(successes, trials)
     return {
         "episodes": trials,
-        "reactivated": successes,
+        "users": len({e.user_id for e in items}),
+        "successes": successes,
         "rate": successes / trials if trials else float("nan"),
         "ci95": [low, high],
+    }
+
+
+def _uplift(treated: list[Episode], held: list[Episode], outcome: Outcome) -> dict[str, Any]:
+    a = [(e.user_id, outcome.of(e)) for e in treated]
+    b = [(e.user_id, outcome.of(e)) for e in held]
+    if not a or not b:
+        return {"difference": float("nan"), "ci95": [float("nan")] * 2}
+    hits_a, hits_b = sum(o for _u, o in a), sum(o for _u, o in b)
+    difference = hits_a / len(a) - hits_b / len(b)
+    return {
+        "difference": difference,
+        "ci95": list(newcombe(hits_a, len(a), hits_b, len(b))),
+        "bootstrap_users_ci95": list(bootstrap_difference(by_user(a), by_user(b))),
+        "relative": difference / (hits_b / len(b)) if hits_b else float("nan"),
+    }
+
+
+def _comparison(items: list[Episode], outcome: Outcome) -> dict[str, Any]:
+    """Per group and first tier, with uplift (one experiment arm, or all episodes)."""
+    by_group: dict[str, list[Episode]] = defaultdict(list)
+    by_tier: dict[tuple[str, str], list[Episode]] = defaultdict(list)
+    for episode in items:
+        by_group[episode.group].append(episode)
+        by_tier[(episode.first_tier, episode.group)].append(episode)
+    return {
+        "groups": {group: _rates(by_group.get(group, []), outcome) for group in GROUPS},
+        "uplift": _uplift(by_group.get("treatment", []), by_group.get("holdout", []), outcome),
+        "by_first_tier": {
+            tier: {
+                **{group: _rates(by_tier.get((tier, group), []), outcome) for group in GROUPS},
+                "uplift": _uplift(
+                    by_tier.get((tier, "treatment"), []),
+                    by_tier.get((tier, "holdout"), []),
+                    outcome,
+                ),
+            }
+            for tier in TIERS
+        },
+    }
+
+
+def cohort_section(facts: HistoryFacts, end_ms: int) -> dict[str, Any]:
+    """Retention and growth accounting of the history, periods as epoch ms."""
+    period_ms = facts.period_ms
+    last = end_ms // period_ms
+    return {
+        "period_ms": period_ms,
+        "retention": [
+            {
+                **msgspec.structs.asdict(row),
+                "cohort": row.cohort * period_ms,
+            }
+            for row in retention(facts.cells, last)
+        ],
+        "growth": [
+            {**msgspec.structs.asdict(row), "period": row.period * period_ms}
+            for row in growth(facts.cells, last)
+        ],
     }
 
 
@@ -197,46 +320,27 @@ def build_report(
     window_ms: int,
     as_of_ms: int | None = None,
     day_ms: int = 86_400_000,
+    facts: HistoryFacts | None = None,
+    lasting_days: int = 3,
+    lasting_window_days: int = 14,
 ) -> dict[str, Any]:
-    """Reactivation rates per group and tier, with intervals and uplift."""
+    """Win-back success per group and first tier (and arm), with intervals and uplift;
+    cohorts when the history's ``facts`` are given."""
     episodes = episodes_of(signals)
-    end_ms = as_of_ms if as_of_ms is not None else max((s.as_of for s in signals), default=0)
-    eligible = [e for e in episodes if e.first_as_of + window_ms <= end_ms]
-    outcome = {
-        id(e): int(e.returned_after_ms is not None and e.returned_after_ms <= window_ms)
-        for e in eligible
-    }
-    by_group: dict[str, list[Episode]] = defaultdict(list)
-    by_tier: dict[tuple[str, str], list[Episode]] = defaultdict(list)
-    for episode in eligible:
-        by_group[episode.group].append(episode)
-        by_tier[(_tier_within(episode, window_ms), episode.group)].append(episode)
-
-    def uplift(treated: list[Episode], held: list[Episode]) -> dict[str, Any]:
-        a = [outcome[id(e)] for e in treated]
-        b = [outcome[id(e)] for e in held]
-        if not a or not b:
-            return {"difference": float("nan"), "ci95": [float("nan")] * 2}
-        difference = sum(a) / len(a) - sum(b) / len(b)
-        return {
-            "difference": difference,
-            "ci95": list(newcombe(sum(a), len(a), sum(b), len(b))),
-            "bootstrap_ci95": list(bootstrap_difference(a, b)),
-            "relative": difference / (sum(b) / len(b)) if sum(b) else float("nan"),
-        }
-
-    groups = {group: _rates(by_group.get(group, []), window_ms) for group in GROUPS}
-    tiers = {
-        tier: {
-            **{group: _rates(by_tier.get((tier, group), []), window_ms) for group in GROUPS},
-            "uplift": uplift(
-                by_tier.get((tier, "treatment"), []), by_tier.get((tier, "holdout"), [])
-            ),
-        }
-        for tier in TIERS
-    }
+    newest = max((s.as_of for s in signals), default=0)
+    if facts is not None:
+        newest = max(newest, facts.end_ms)
+    end_ms = as_of_ms if as_of_ms is not None else newest
+    outcome = Outcome(
+        window_ms,
+        day_ms,
+        lasting_days,
+        lasting_window_days,
+        None if facts is None else facts.active_days,
+    )
+    eligible = [e for e in episodes if e.first_as_of + outcome.observed_ms <= end_ms]
     horizon_days = max(1, math.ceil(window_ms / day_ms))
-    retention = {}
+    retention_by_day = {}
     for group in GROUPS:
         items = [e for e in episodes if e.group == group]
         durations = [
@@ -245,20 +349,29 @@ def build_report(
             else max(0, end_ms - e.first_as_of)
             for e in items
         ]
-        retention[group] = kaplan_meier(
+        retention_by_day[group] = kaplan_meier(
             durations, [e.returned_after_ms is not None for e in items], day_ms, horizon_days
         )
-    return {
+    arms: dict[str, list[Episode]] = defaultdict(list)
+    for episode in eligible:
+        if episode.arm is not None:
+            arms[episode.arm].append(episode)
+    report: dict[str, Any] = {
         "window_ms": window_ms,
         "as_of_ms": end_ms,
+        "outcome": outcome.name,
+        "lasting_days": lasting_days if facts is not None else None,
+        "lasting_window_days": lasting_window_days if facts is not None else None,
         "episodes": len(episodes),
         "eligible_episodes": len(eligible),
-        "groups": groups,
-        "uplift": uplift(by_group.get("treatment", []), by_group.get("holdout", [])),
-        "by_tier": tiers,
-        "retention_by_day": retention,
+        **_comparison(eligible, outcome),
+        "by_arm": {arm: _comparison(items, outcome) for arm, items in sorted(arms.items())},
+        "retention_by_day": retention_by_day,
         "signals": dict(Counter(s.kind for s in signals)),
     }
+    if facts is not None:
+        report["cohorts"] = cohort_section(facts, end_ms)
+    return report
 
 
 def lifecycle_counts(
@@ -308,7 +421,7 @@ def plot_reactivation(report: dict[str, Any], path: Path) -> Path:
         rates: list[float] = []
         errors: list[list[float]] = [[], []]
         for tier in TIERS:
-            cell = report["by_tier"][tier][group]
+            cell = report["by_first_tier"][tier][group]
             rate = cell["rate"] if cell["episodes"] else 0.0
             low, high = cell["ci95"] if cell["episodes"] else (0.0, 0.0)
             rates.append(rate)
@@ -317,8 +430,9 @@ def plot_reactivation(report: dict[str, Any], path: Path) -> Path:
         positions = [i + offset for i in range(len(TIERS))]
         axis.bar(positions, rates, width, yerr=errors, capsize=4, label=group)
     axis.set_xticks(range(len(TIERS)), TIERS)
-    axis.set_ylabel(f"reactivated within {report['window_ms'] / 86_400_000:g} days")
-    axis.set_title("Reactivation rate by tier reached (95 % Wilson intervals)")
+    outcome = report["outcome"].replace("_", " ")
+    axis.set_ylabel(f"{outcome} within {report['window_ms'] / 86_400_000:g} days")
+    axis.set_title("Win-back success by the first signal's tier (95 % Wilson intervals)")
     axis.set_ylim(0, 1)
     axis.legend()
     figure.tight_layout()
@@ -365,15 +479,37 @@ def _percent(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.1f} %"
 
 
+def _cohort_html(report: dict[str, Any]) -> str:
+    """The retention table (share of each cohort active per period since it began)."""
+    cohorts = report.get("cohorts")
+    if not cohorts:
+        return ""
+    rows = []
+    for row in cohorts["retention"]:
+        labels = " / ".join(html.escape(row[k] or "-") for k in ("tenant", "segment", "group"))
+        shares = "".join(
+            f"<td>{'n/a' if v is None else f'{100 * v:.0f} %'}</td>" for v in row["share"]
+        )
+        rows.append(
+            f"<tr><td>{labels}</td><td>{row['cohort']}</td><td>{row['size']}</td>{shares}</tr>"
+        )
+    return (
+        "<h2>Cohort retention</h2><table><tr><th>tenant / segment / group</th>"
+        "<th>cohort (epoch ms)</th><th>users</th><th>active per period since</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
 def write_html(report: dict[str, Any], charts: list[Path], path: Path) -> Path:
     rows = []
     for tier in TIERS:
-        cells = report["by_tier"][tier]
+        cells = report["by_first_tier"][tier]
         parts = [f"<td>{tier}</td>"]
         for group in GROUPS:
             c = cells[group]
             parts.append(
-                f"<td>{c['reactivated']}/{c['episodes']}</td><td>{_percent(c['rate'])} "
+                f"<td>{c['successes']}/{c['episodes']}</td><td>{_percent(c['rate'])} "
                 f"[{_percent(c['ci95'][0])}, {_percent(c['ci95'][1])}]</td>"
             )
         up = cells["uplift"]
@@ -394,12 +530,14 @@ def write_html(report: dict[str, Any], charts: list[Path], path: Path) -> Path:
 td,th{{padding:.3em .8em;border-bottom:1px solid #ddd}}</style></head><body>
 <h1>Win-back report</h1>
 <p>{report["eligible_episodes"]} episodes of silence with a full
-{report["window_ms"] / 86_400_000:g}-day window (of {report["episodes"]}).
+{report["window_ms"] / 86_400_000:g}-day window (of {report["episodes"]}); outcome:
+{report["outcome"].replace("_", " ")}.
 Overall uplift (treatment - holdout): <b>{_percent(total["difference"])}</b>
 [{_percent(total["ci95"][0])}, {_percent(total["ci95"][1])}] (95 %, Newcombe).</p>
-<table><tr><th>tier reached</th><th>treatment</th><th>rate</th><th>holdout</th>
+<table><tr><th>first tier</th><th>treatment</th><th>rate</th><th>holdout</th>
 <th>rate</th><th>uplift</th></tr>{"".join(rows)}</table>{images}
 {_activation_table(report)}
+{_cohort_html(report)}
 <pre>{html.escape(json.dumps(report["groups"], indent=2))}</pre></body></html>
 """
     path.write_text(body)
@@ -428,6 +566,9 @@ def write_report(
     as_of_ms: int | None = None,
     lifecycle_path: Path | None = None,
     day_ms: int = 86_400_000,
+    facts: HistoryFacts | None = None,
+    lasting_days: int = 3,
+    lasting_window_days: int = 14,
     activation_deadline_ms: int | None = None,
 ) -> dict[str, Any]:
     """Build the report, write ``report.json``, the PNG charts and ``report.html``;
@@ -435,7 +576,9 @@ def write_report(
     activation rate per weekly cohort (``agents.offline.early_warning``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     signals = read_jsonl(signals_path, _signal_decoder)
-    report = build_report(signals, window_ms, as_of_ms, day_ms)
+    report = build_report(
+        signals, window_ms, as_of_ms, day_ms, facts, lasting_days, lasting_window_days
+    )
     charts = [
         plot_reactivation(report, out_dir / "reactivation.png"),
         plot_retention(report, out_dir / "retention.png", day_ms),

@@ -36,7 +36,7 @@ from agents.worker.redis_mirror import (
     MirrorKeys,
     mark_rebuilt,
     redis_client,
-    remove_absent,
+    remove_stale,
     write_user,
 )
 from agents.worker.user_view import is_at_risk, mirror_fields
@@ -181,13 +181,15 @@ async def _write_all(
 ) -> None:
     """Every user's hash and membership, then no keys for users not in ``states``."""
     ordered = sorted(states)
+    placements: dict[str, str] = {}
     for start in range(0, len(ordered), BATCH_USERS):
         pipe = client.pipeline(transaction=False)
         for user_id in ordered[start : start + BATCH_USERS]:
             partition = partition_for(user_id.encode(), partitions)
             fields = mirror_fields(user_id, states[user_id], clocks.get(partition, NEVER), config)
-            write_user(pipe, keys, user_id, fields)
+            target = write_user(pipe, keys, user_id, fields)
+            placements[user_id] = "" if target is None else target.decode()
             stats.users += 1
             stats.at_risk += is_at_risk(fields)
         await pipe.execute()
-    stats.removed = await remove_absent(client, keys, lambda user_id: user_id not in states)
+    stats.removed = await remove_stale(client, keys, placements.get)

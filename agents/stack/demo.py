@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.simulation.producer import run_simulator
 from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer, free_port
@@ -267,6 +268,9 @@ async def _demo(
         watch_stop.set()
         await watch_task
         print("\n" + summary_line(sim_stats.events_sent, poison_total, counts), flush=True)
+        if worker is not None:
+            with contextlib.suppress(OSError):
+                print(growth_line(await asyncio.to_thread(worker.metrics_text)), flush=True)
         return 0
     finally:
         stop.set()
@@ -281,6 +285,21 @@ async def _demo(
         await asyncio.to_thread(redis.stop)
         await asyncio.to_thread(broker.stop)
         print("stopped broker, worker and redis-server.", flush=True)
+
+
+def growth_line(metrics_text: str) -> str:
+    """The previous period's growth accounting and quick ratio, from a worker's gauges."""
+    kinds: Counter[str] = Counter()
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "engagement_growth_users" and sample.labels.get("period") == "1":
+                kinds[sample.labels["kind"]] += int(sample.value)
+    churned = kinds["churned"]
+    quick = f"{(kinds['new'] + kinds['resurrected']) / churned:.2f}" if churned else "n/a"
+    return (
+        f"previous cohort period: new {kinds['new']}, retained {kinds['retained']}, "
+        f"resurrected {kinds['resurrected']}, churned {churned}, quick ratio {quick}"
+    )
 
 
 def run_demo(duration_s: float | None, broker: str, users: int, record: Path | None = None) -> int:

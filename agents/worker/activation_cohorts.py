@@ -2,8 +2,8 @@
 
 Per partition, users are counted by the model week (``7 · DAY_MS``) of
 their first event, and those of them who activated (the state's activated
-bit, ``tables.activation``). The gauges ``engagement_cohort_users`` and
-``engagement_cohort_activated_users`` carry the last ``COHORT_WEEKS`` cohorts
+bit, ``tables.activation``). The gauges ``engagement_activation_cohort_users`` and
+``engagement_activation_cohort_activated_users`` carry the last ``COHORT_WEEKS`` cohorts
 by ``weeks_ago`` (0 = the week holding the partition clock), so the label
 set stays bounded; the activation rate of a cohort is
 ``sum(activated) / sum(users)`` over partitions. O(1) per event, recounted

@@ -171,13 +171,13 @@ class Metrics:
             registry=registry,
         )
         self.cohort_users = Gauge(
-            "engagement_cohort_users",
+            "engagement_activation_cohort_users",
             "Users per weekly cohort of first events (activation on), weeks ago 0-7",
             ["weeks_ago", "partition"],
             registry=registry,
         )
         self.cohort_activated = Gauge(
-            "engagement_cohort_activated_users",
+            "engagement_activation_cohort_activated_users",
             "Activated users per weekly cohort of first events (activation on)",
             ["weeks_ago", "partition"],
             registry=registry,

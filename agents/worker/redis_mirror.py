@@ -4,12 +4,18 @@ Owns the key layout of the serving API, the bounded backlog of user changes
 not yet written, and the one task that writes them:
 
 - ``{prefix}:user:{user_id}`` — a hash of the user's serving view
-  (``agents.worker.user_view``: stage, tier, risk, last_seen, episode, tenant, ...);
-- ``{prefix}:at_risk`` — a sorted set of the users whose stage is
-  ``at_risk``, scored by risk.
+  (``agents.worker.user_view``: stage, tier, risk, last_seen, episode, tenant,
+  group, ...); a user id names one user across tenants (docs/CONTRACTS.md);
+- ``{prefix}:tenant:{tenant}:at_risk`` — a sorted set of the tenant's
+  treatment users whose stage is ``at_risk``, scored by risk, and
+  ``{prefix}:tenant:{tenant}:at_risk_holdout`` the same for hold-out users
+  (kept apart so that a reader acting on the first never reaches the
+  control group). ``{tenant}`` is percent-encoded (no ``:`` inside; empty for
+  events without a tenant).
 
 ``prefix`` is the app id (``ENGAGEMENT_APP_ID``), so deployments sharing a
-Redis never touch each other's keys. Nothing but the user id is in a key.
+Redis never touch each other's keys. Nothing but the user id and the tenant
+is in a key.
 
 The ingest path only records the change (``observe``: a dict assignment,
 coalesced per user, no I/O). One background task writes pipelined batches
@@ -45,7 +51,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from itertools import islice
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar, cast
+from urllib.parse import quote
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -58,6 +65,7 @@ from agents.worker.metrics import Metrics
 from agents.worker.user_view import UserFields, is_at_risk, mirror_fields
 from streams.decode import partition_for
 from tables.errors import StateFormatError
+from tables.groups import HOLDOUT
 from tables.model import ModelConfig
 from tables.state import UserState
 
@@ -95,14 +103,18 @@ _FIELD_NAMES = {
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, asyncio.TimeoutError)
 
 
+KEEP: Final = "*"  # ``remove_stale``: leave this user's keys as they are
+_SET_KEYS_CACHED = 4096
+
+
 class MirrorKeys:
     """Key names of the serving API."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.user_prefix = f"{prefix}:user:"
-        self.at_risk = f"{prefix}:at_risk"
-        self.at_risk_bytes = self.at_risk.encode()
+        self.tenant_prefix = f"{prefix}:tenant:"
+        self._sets: dict[tuple[str, str], bytes] = {}
         # a counter ``engagement redis-sync`` raises after each rebuild; workers
         # read it with every write and rewrite their partitions when it moves
         self.rebuilds = f"{prefix}:rebuilds"
@@ -116,8 +128,39 @@ class MirrorKeys:
     @property
     def user_pattern(self) -> str:
         """SCAN pattern of all user hashes (glob characters of the prefix escaped)."""
-        escaped = "".join("\\" + c if c in "*?[]\\" else c for c in self.user_prefix)
-        return escaped + "*"
+        return _glob_escaped(self.user_prefix) + "*"
+
+    @property
+    def set_pattern(self) -> str:
+        """SCAN pattern of every tenant's at-risk sets."""
+        return _glob_escaped(self.tenant_prefix) + "*"
+
+    def at_risk(self, tenant: str, group: str) -> str:
+        """The at-risk set of ``tenant``'s users of ``group``."""
+        return self.at_risk_bytes(tenant, group).decode()
+
+    def at_risk_bytes(self, tenant: str, group: str) -> bytes:
+        key = self._sets.get((tenant, group))
+        if key is None:
+            suffix = "at_risk_holdout" if group == HOLDOUT else "at_risk"
+            key = f"{self.tenant_prefix}{quote(tenant, safe='')}:{suffix}".encode()
+            if len(self._sets) < _SET_KEYS_CACHED:
+                self._sets[(tenant, group)] = key
+        return key
+
+    def both_sets(self, tenant: str) -> tuple[bytes, bytes]:
+        return (self.at_risk_bytes(tenant, "treatment"), self.at_risk_bytes(tenant, HOLDOUT))
+
+
+def _glob_escaped(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def set_of(keys: MirrorKeys, fields: UserFields) -> bytes | None:
+    """The at-risk set the user belongs in (``None``: not at risk)."""
+    if not is_at_risk(fields):
+        return None
+    return keys.at_risk_bytes(str(fields["tenant"]), str(fields["group"]))
 
 
 class _HiredisPacking:
@@ -172,13 +215,22 @@ def _encoded(value: str | int | float) -> bytes:
 
 
 def write_user(
-    pipe: Any, keys: MirrorKeys, user_id: str, fields: UserFields, *, maybe_member: bool = True
-) -> bool:
+    pipe: Any,
+    keys: MirrorKeys,
+    user_id: str,
+    fields: UserFields,
+    *,
+    maybe_member: bool = True,
+    was_in: Iterable[bytes] = (),
+) -> bytes | None:
     """Queue the user's whole hash and their at-risk membership (idempotent);
-    returns whether the user is at risk.
+    returns the at-risk set the user is in (``None``: none).
 
-    ``maybe_member=False``: the caller knows the user is not in the at-risk
-    set, so no ZREM is sent for a user not at risk (half the commands).
+    ``was_in``: the sets the caller may have left the user in (a ZREM from
+    each the user no longer belongs in). ``maybe_member=False``: the caller knows the
+    user is in no at-risk set but ``was_in``, so nothing else is removed (half
+    the commands); otherwise both sets of the user's tenant are cleared but
+    the one the user belongs in (another tenant's set: ``remove_stale``).
     Arguments go as bytes: redis-py's per-argument encoding of str, int and
     float was most of the mirror's cost per user.
     """
@@ -187,55 +239,103 @@ def write_user(
         args.append(_FIELD_NAMES.get(name) or name.encode())
         args.append(_encoded(value))
     pipe.execute_command("HSET", *args)
-    if is_at_risk(fields):
-        pipe.execute_command("ZADD", keys.at_risk_bytes, _encoded(fields["risk"]), user_id.encode())
-        return True
-    if maybe_member:
-        pipe.execute_command("ZREM", keys.at_risk_bytes, user_id.encode())
-    return False
+    target = set_of(keys, fields)
+    member = user_id.encode()
+    if target is not None:
+        pipe.execute_command("ZADD", target, _encoded(fields["risk"]), member)
+    leave_sets(pipe, keys, member, fields, target, was_in, maybe_member)
+    return target
 
 
-def delete_user(pipe: Any, keys: MirrorKeys, user_id: str) -> None:
+def leave_sets(
+    pipe: Any,
+    keys: MirrorKeys,
+    member: bytes,
+    fields: UserFields,
+    target: bytes | None,
+    was_in: Iterable[bytes],
+    maybe_member: bool,
+) -> None:
+    """ZREM the user from the sets they may be in but no longer belong in."""
+    doomed = set(keys.both_sets(str(fields["tenant"]))) if maybe_member else set()
+    doomed.update(was_in)
+    if target is not None:
+        doomed.discard(target)
+    for key in sorted(doomed):
+        pipe.execute_command("ZREM", key, member)
+
+
+def delete_user(pipe: Any, keys: MirrorKeys, user_id: str, was_in: Iterable[bytes] = ()) -> None:
+    """Remove the user's hash and their memberships of ``was_in``; a membership
+    the caller does not know of is left for ``remove_stale``."""
     pipe.delete(keys.user(user_id))
-    pipe.zrem(keys.at_risk, user_id)
+    for key in sorted(was_in):
+        pipe.execute_command("ZREM", key, user_id.encode())
 
 
-async def scan_users(client: Redis, keys: MirrorKeys) -> AsyncIterator[str]:
-    """User ids of every hash and at-risk member in the mirror (may repeat)."""
+async def scan_keys(client: Redis, pattern: str) -> AsyncIterator[str]:
     cursor = 0
     while True:
-        cursor, found = await round_trip(
-            client.scan(cursor, match=keys.user_pattern, count=SCAN_COUNT)
-        )
+        cursor, found = await round_trip(client.scan(cursor, match=pattern, count=SCAN_COUNT))
         for key in found:
-            user_id = keys.user_of(str(key))
-            if user_id is not None:
-                yield user_id
+            yield str(key)
         if not cursor:
             break
+
+
+async def scan_members(client: Redis, key: str) -> AsyncIterator[str]:
+    cursor = 0
     while True:
-        cursor, members = await round_trip(client.zscan(keys.at_risk, cursor, count=SCAN_COUNT))
+        cursor, members = await round_trip(client.zscan(key, cursor, count=SCAN_COUNT))
         for member, _score in members:
             yield str(member)
         if not cursor:
             break
 
 
-async def remove_absent(
-    client: Redis, keys: MirrorKeys, absent: Callable[[str], bool], batch: int = BATCH_USERS
+async def remove_stale(
+    client: Redis,
+    keys: MirrorKeys,
+    placement: Callable[[str], str | None],
+    batch: int = BATCH_USERS,
 ) -> int:
-    """Delete the keys of mirrored users for whom ``absent(user_id)`` holds."""
-    doomed: set[str] = set()
-    async for user_id in scan_users(client, keys):
-        if absent(user_id):
-            doomed.add(user_id)
-    ordered = sorted(doomed)
-    for start in range(0, len(ordered), batch):
+    """Delete the keys of users gone from the table and the memberships of sets
+    users no longer belong in; returns how many users lost a key.
+
+    ``placement(user_id)``: ``None`` for a user no longer stored, else the
+    at-risk set key the user belongs in (``""``: none), or ``KEEP`` for a user
+    this caller does not own."""
+    known: dict[str, str | None] = {}
+
+    def where(user_id: str) -> str | None:
+        if user_id not in known:
+            known[user_id] = placement(user_id)
+        return known[user_id]
+
+    doomed_hashes: set[str] = set()
+    async for key in scan_keys(client, keys.user_pattern):
+        user_id = keys.user_of(key)
+        if user_id is not None and where(user_id) is None:
+            doomed_hashes.add(user_id)
+    doomed_members: list[tuple[str, str]] = []
+    async for key in scan_keys(client, keys.set_pattern):
+        if not key.endswith((":at_risk", ":at_risk_holdout")):
+            continue
+        async for user_id in scan_members(client, key):
+            proper = where(user_id)
+            if proper != KEEP and proper != key:
+                doomed_members.append((key, user_id))
+    commands = [("DEL", keys.user(u), "") for u in sorted(doomed_hashes)]
+    commands += [("ZREM", key, u) for key, u in doomed_members]
+    for start in range(0, len(commands), batch):
         pipe = client.pipeline(transaction=False)
-        for user_id in ordered[start : start + batch]:
-            delete_user(pipe, keys, user_id)
+        for command, key, member in commands[start : start + batch]:
+            if command == "DEL":
+                pipe.delete(key)
+            else:
+                pipe.zrem(key, member)
         await round_trip(pipe.execute())
-    return len(doomed)
+    return len(doomed_hashes | {u for _k, u in doomed_members})
 
 
 async def mark_rebuilt(client: Redis, keys: MirrorKeys) -> int:
@@ -248,12 +348,19 @@ def _rebuild_count(value: str | bytes | None) -> int:
     return int(value) if value else 0
 
 
-async def top_at_risk(client: Redis, keys: MirrorKeys, limit: int) -> list[dict[str, Any]]:
-    """The ``limit`` users most at risk, highest risk first, with their hashes."""
-    members: list[tuple[str, float]] = cast(
-        list[tuple[str, float]],
-        await client.zrevrange(keys.at_risk, 0, limit - 1, withscores=True),
-    )
+async def top_at_risk(
+    client: Redis, keys: MirrorKeys, limit: int, tenant: str = "", include_holdout: bool = False
+) -> list[dict[str, Any]]:
+    """The ``limit`` users of ``tenant`` most at risk, highest risk first, with their
+    hashes; hold-out users only when asked (``include_holdout``)."""
+    groups = ["treatment", HOLDOUT] if include_holdout else ["treatment"]
+    members: list[tuple[str, float]] = []
+    for group in groups:
+        members += cast(
+            list[tuple[str, float]],
+            await client.zrevrange(keys.at_risk(tenant, group), 0, limit - 1, withscores=True),
+        )
+    members = sorted(members, key=lambda item: (-item[1], str(item[0])))[:limit]
     if not members:
         return []
     pipe = client.pipeline(transaction=False)
@@ -263,7 +370,7 @@ async def top_at_risk(client: Redis, keys: MirrorKeys, limit: int) -> list[dict[
     return [
         {**dict(fields), "user_id": str(member), "risk": float(score)}
         for (member, score), fields in zip(members, hashes, strict=True)
-        if fields
+        if fields and fields.get("tenant", "") == tenant
     ]
 
 
@@ -370,10 +477,11 @@ class RedisMirror:
         self.batch_users = batch_users
         self._pending: dict[str, UserState | None] = {}
         # At-risk membership as written: ``_members`` holds every user this
-        # mirror may have left in the at-risk set (a superset); it is exact for
-        # the users of ``_known`` partitions (rewritten by a resync since their
-        # last resync request), so a user there not in it needs no ZREM.
-        self._members: set[str] = set()
+        # mirror may have left in an at-risk set, with those sets (a superset);
+        # it is exact for the users of ``_known`` partitions (rewritten by a
+        # resync since their last resync request), so a user there not in it
+        # needs no ZREM.
+        self._members: dict[str, set[bytes]] = {}
         self._known: set[int] = set()
         self._known_all = False
         self._needs_resync = False
@@ -423,8 +531,9 @@ class RedisMirror:
         else:
             self._known.difference_update(partitions)
 
-    def _maybe_member(self, user_id: str, partition: int) -> bool:
-        return user_id in self._members or not (self._known_all or partition in self._known)
+    def _unknown(self, partition: int) -> bool:
+        """Whether the partition's users may be in sets this mirror does not know of."""
+        return not (self._known_all or partition in self._known)
 
     @property
     def backlog_users(self) -> int:
@@ -553,8 +662,7 @@ class RedisMirror:
         for user_id in list(islice(pending, self.batch_users)):
             batch.append((user_id, pending.pop(user_id)))
         owned = self.source.owned()
-        members = self._members
-        left: list[str] = []  # users no longer in the at-risk set once this batch is written
+        settled: list[tuple[str, bytes | None]] = []  # membership once this batch is written
         pipe = self.client.pipeline(transaction=False)
         written = deleted = not_owned = 0
         for user_id, state in batch:
@@ -563,16 +671,19 @@ class RedisMirror:
                 # Its new owner rewrites the partition after recovering it.
                 not_owned += 1
             elif state is None:
-                delete_user(pipe, self.keys, user_id)
-                left.append(user_id)
+                delete_user(pipe, self.keys, user_id, self._members.get(user_id, ()))
+                settled.append((user_id, None))
                 deleted += 1
             else:
                 fields = self.source.fields(user_id, state)
-                maybe_member = self._maybe_member(user_id, partition)
-                if write_user(pipe, self.keys, user_id, fields, maybe_member=maybe_member):
-                    members.add(user_id)  # before the write: a superset stays a superset
-                elif maybe_member:
-                    left.append(user_id)
+                unknown = self._unknown(partition)
+                was_in = self._members.get(user_id, ())
+                target = write_user(
+                    pipe, self.keys, user_id, fields, maybe_member=unknown, was_in=was_in
+                )
+                self._may_be_in(user_id, target)
+                if target is not None or was_in:
+                    settled.append((user_id, target))
                 written += 1
         try:
             if written or deleted:
@@ -583,9 +694,22 @@ class RedisMirror:
             self._requeue(batch)
             self.metrics.redis_writes.labels(outcome="failed").inc(written + deleted)
             raise
-        members.difference_update(left)
+        for user_id, target in settled:
+            self._is_in(user_id, target)
         self._count(written=written, deleted=deleted, not_owned=not_owned)
         return written + deleted
+
+    def _may_be_in(self, user_id: str, target: bytes | None) -> None:
+        """Before a write: the user may be in ``target`` too (a superset stays one)."""
+        if target is not None:
+            self._members.setdefault(user_id, set()).add(target)
+
+    def _is_in(self, user_id: str, target: bytes | None) -> None:
+        """After a write: the user is in ``target`` only."""
+        if target is None:
+            self._members.pop(user_id, None)
+        else:
+            self._members[user_id] = {target}
 
     def _requeue(self, batch: list[tuple[str, UserState | None]]) -> None:
         for user_id, state in batch:
@@ -618,8 +742,8 @@ class RedisMirror:
             # a rebuild before this point is overwritten by this resync
             self._rebuilds = _rebuild_count(await round_trip(self.client.get(self.keys.rebuilds)))
             written = await self._rewrite(partitions)
-            removed = await remove_absent(
-                self.client, self.keys, lambda user_id: self._absent(user_id, partitions)
+            removed = await remove_stale(
+                self.client, self.keys, lambda user_id: self._placement(user_id, partitions)
             )
         except BaseException:
             self.request_resync(requested, cause)
@@ -640,7 +764,9 @@ class RedisMirror:
             self._known |= partitions
         if owned is not None:  # forget users given away (their owner writes them now)
             self._members = {
-                user_id for user_id in self._members if self.source.partition_of(user_id) in owned
+                user_id: sets
+                for user_id, sets in self._members.items()
+                if self.source.partition_of(user_id) in owned
             }
 
     async def _rewrite(self, partitions: set[int] | None) -> int:
@@ -652,26 +778,30 @@ class RedisMirror:
             pipe = self.client.pipeline(transaction=False)
             # States are read when the pipeline is built: a later change is
             # observed and written after this batch by the same task.
-            at_risk: list[str] = []
-            not_at_risk: list[str] = []
+            settled: list[tuple[str, bytes | None]] = []
             for user_id in user_ids[start : start + self.batch_users]:
                 state = self.source.get(user_id)
                 if state is not None:
                     fields = self.source.fields(user_id, state)
-                    if write_user(pipe, self.keys, user_id, fields):
-                        at_risk.append(user_id)
-                    else:
-                        not_at_risk.append(user_id)
+                    was_in = self._members.get(user_id, ())
+                    target = write_user(pipe, self.keys, user_id, fields, was_in=was_in)
+                    self._may_be_in(user_id, target)
+                    settled.append((user_id, target))
                     written += 1
-            self._members.update(at_risk)
             await round_trip(pipe.execute())
-            self._members.difference_update(not_at_risk)
+            for user_id, target in settled:
+                self._is_in(user_id, target)
         return written
 
-    def _absent(self, user_id: str, partitions: set[int] | None) -> bool:
+    def _placement(self, user_id: str, partitions: set[int] | None) -> str | None:
+        """``remove_stale``'s view of a user: ``KEEP`` outside ``partitions``."""
         if partitions is not None and self.source.partition_of(user_id) not in partitions:
-            return False
-        return self.source.get(user_id) is None
+            return KEEP
+        state = self.source.get(user_id)
+        if state is None:
+            return None
+        target = set_of(self.keys, self.source.fields(user_id, state))
+        return "" if target is None else target.decode()
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from agents.worker.activation_cohorts import ActivationCohorts
+from agents.worker.cohorts import CohortGauges, LiveCohorts, key_prefix, record_key
 from agents.worker.erasure import Erasures
 from agents.worker.metrics import Metrics
 from agents.worker.stickiness import StageCounts, Stickiness
@@ -160,6 +161,13 @@ class Runtime:
             if self.config.activation_types
             else None,
         )
+        self.cohorts = LiveCohorts(
+            self.config,
+            self.settings.cohort_period_ms,
+            self.settings.cohort_metric_periods,
+            CohortGauges(metrics),
+            self.config_tenants,
+        )
 
     @property
     def events_seen_append_ms(self) -> int:
@@ -209,6 +217,7 @@ class Runtime:
                 self._tenants = None
                 self.stages.forget(partition)
                 self.stickiness.forget(partition)
+                self.cohorts.forget(partition)
         started = time.perf_counter()
         fresh = {p: self.processor(p).engine for p in wanted}
         for partition, engine in fresh.items():
@@ -227,9 +236,14 @@ class Runtime:
             self.stages.add(partition, state)
             self.stickiness.add(partition, state, target.high_ms)
             counts[partition] += 1
+        cohort_cells = [(k, v) for k, v in self.engine_app.clocks.items() if b":cohort:" in k]
         for partition, engine in fresh.items():
             self.stages.publish(partition)
             self.stickiness.publish(partition, engine.high_ms)
+            prefix = key_prefix(partition)
+            mine = ((k, v) for k, v in cohort_cells if k.startswith(prefix))
+            self.cohorts.load(partition, mine, engine.high_ms)
+            self.cohorts.publish(partition, engine.high_ms)
         for partition, entries in self.erasures.entries(wanted).items():
             self.processors[partition].load_suppressions(entries)
             self.erasures.gauge(partition, len(entries))
@@ -285,6 +299,7 @@ class Runtime:
                 result = processor.process(record, append_ms)
                 if isinstance(record, ClockTick):
                     self._tick_done(result, processor)
+                    await self._publish_cohorts(partition)
                 elif isinstance(record, EraseRequest):
                     self._erase_done(result, processor)
         await self._emit(result, partition)
@@ -306,6 +321,9 @@ class Runtime:
                 self.stickiness.on_event(
                     partition, result.previous, result.state, processor.engine.high_ms
                 )
+                self.cohorts.on_event(
+                    partition, event.user_id, result.previous, result.state, self._clocks
+                )
         elif outcome != SUPPRESSED:
             self.metrics.duplicates.labels(kind=outcome).inc()
             if outcome == DUPLICATE_OFFSET and result.state is not None:
@@ -321,6 +339,14 @@ class Runtime:
         self.metrics.clock.labels(partition=str(partition)).set(clock_s)
         self.metrics.clock_lag.labels(partition=str(partition)).set(time.time() - clock_s)
         self.stickiness.publish(partition, engine.high_ms)
+        self.cohorts.publish(partition, engine.high_ms)
+
+    async def _publish_cohorts(self, partition: int) -> None:
+        """The partition's cohort cells changed since its last tick, to the cohorts topic."""
+        for record in self.cohorts.take_records(partition):
+            self._keep(
+                await self.send_output(self.engine_app.cohorts, record_key(record), encode(record))
+            )
 
     def _erase_done(self, result: RecordResult, processor: PartitionProcessor) -> None:
         self.erasures.count(result.outcome)

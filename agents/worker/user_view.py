@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from tables.groups import group_of
-from tables.model import ModelConfig, risk_at, stage_at, thresholds_for
+from tables.model import ModelConfig, risk_at, signal_group, stage_at, thresholds_for
 from tables.state import TIER_CHURNED, TIER_NAMES, UserState
 
 NO_TIER: Final = "none"
@@ -36,7 +35,8 @@ def mirror_fields(user_id: str, state: UserState, clock_ms: int, config: ModelCo
         "episode": state.episode_ms,
         "tenant": state.tenant,
         "segment": state.segment,
-        "group": group_of(user_id, config.holdout_salt, config.holdout_share),
+        # the group of the user's signals in this episode (its arm's, with an experiment)
+        "group": signal_group(user_id, state, config)[0],
         "events_total": state.events_total,
     }
 

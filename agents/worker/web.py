@@ -3,7 +3,8 @@
 - ``GET /users/{user_id}`` — the user's serving view from the users table,
   answered by the worker that owns the user's partition: a worker that does
   not forwards the request there (Faust's table routing, ``app.table_route``).
-- ``GET /at-risk?limit=N`` — the users most at risk, from the Redis mirror.
+- ``GET /at-risk?limit=N&tenant=T`` — the tenant's users most at risk, from
+  the Redis mirror; hold-out users only with ``include_holdout=true``.
 - ``GET /metrics`` (Prometheus), ``/healthz`` (the process answers),
   ``/readyz`` (tables recovered), ``/openapi.json``.
 
@@ -116,10 +117,20 @@ def register_web(
             return view.json(
                 {"error": f"limit must be an integer from 1 to {AT_RISK_MAX_LIMIT}"}, status=400
             )
+        include = request.query.get("include_holdout", "false")
+        if include not in ("true", "false"):
+            return view.json({"error": "include_holdout must be true or false"}, status=400)
+        tenant = request.query.get("tenant", "")
+        if len(tenant.encode()) > settings.max_label_bytes:
+            return view.json(
+                {"error": f"tenant longer than {settings.max_label_bytes} bytes"}, status=400
+            )
         if mirror is None:
             return view.json({"error": "no Redis mirror configured"}, status=503)
         try:
-            users = await top_at_risk(mirror.client, mirror.keys, int(raw))
+            users = await top_at_risk(
+                mirror.client, mirror.keys, int(raw), tenant, include == "true"
+            )
         except REDIS_FAILURES:
             return view.json({"error": "redis unavailable"}, status=503)
         return view.json({"users": users})
@@ -230,9 +241,21 @@ def openapi_document() -> dict[str, Any]:
             },
             "/at-risk": {
                 "get": {
-                    "summary": "Users whose stage is at_risk, highest risk first (from Redis)",
+                    "summary": "A tenant's users whose stage is at_risk, highest risk first "
+                    "(from Redis); hold-out users left out unless include_holdout=true",
                     "security": secured,
                     "parameters": [
+                        {
+                            "name": "tenant",
+                            "in": "query",
+                            "description": "the tenant (default: events without a tenant)",
+                            "schema": {"type": "string", "default": ""},
+                        },
+                        {
+                            "name": "include_holdout",
+                            "in": "query",
+                            "schema": {"type": "boolean", "default": False},
+                        },
                         {
                             "name": "limit",
                             "in": "query",
@@ -242,7 +265,7 @@ def openapi_document() -> dict[str, Any]:
                                 "maximum": AT_RISK_MAX_LIMIT,
                                 "default": AT_RISK_DEFAULT_LIMIT,
                             },
-                        }
+                        },
                     ],
                     "responses": {
                         "200": _json(
@@ -258,7 +281,7 @@ def openapi_document() -> dict[str, Any]:
                                 },
                             },
                         ),
-                        "400": _error("bad limit"),
+                        "400": _error("bad limit, tenant or include_holdout"),
                         "401": _error("token missing or wrong"),
                         "503": _error("Redis unavailable"),
                     },

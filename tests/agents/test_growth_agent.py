@@ -136,6 +136,6 @@ async def test_activation_per_weekly_cohort_is_exported_as_gauges(feed: Feed) ->
             for p in range(PARTITIONS)
         )
 
-    assert total("engagement_cohort_users", "0") == 3
-    assert total("engagement_cohort_activated_users", "0") == 2
-    assert total("engagement_cohort_users", "1") == 0
+    assert total("engagement_activation_cohort_users", "0") == 3
+    assert total("engagement_activation_cohort_activated_users", "0") == 2
+    assert total("engagement_activation_cohort_users", "1") == 0

@@ -129,6 +129,14 @@ def test_demo_shows_every_signal_kind_and_its_records_follow_the_contract(
     stages = _pairs(match["stages"])
     assert stages.get("resurrected", 0) > 0 and stages.get("at_risk", 0) > 0, stages
     assert int(match["status"]) > 0
+    # weeks of 1 s model days pass within the demo: cohorts churn and return
+    growth = re.search(
+        r"^previous cohort period: new (\d+), retained (\d+), resurrected (\d+), "
+        r"churned (\d+), quick ratio ",
+        done.stdout,
+        re.M,
+    )
+    assert growth and sum(int(n) for n in growth.groups()) > 0, done.stdout[-2000:]
     # the live lines are signals as they arrive
     assert re.search(r"^\+\s*\d+\.\ds\s+at_risk\s", done.stdout, re.M)
     assert "stopped broker, worker and redis-server." in done.stdout

@@ -151,11 +151,28 @@ async def test_two_workers_answer_for_any_user_and_guard_the_api(
 
         # at risk after 2 s of silence: the top of the Redis set, highest risk first
         async def listed() -> bool:
-            status, body = await apis[1].get("/at-risk", limit="100")
+            status, body = await apis[1].get(
+                "/at-risk", limit="100", tenant="acme", include_holdout="true"
+            )
             return status == 200 and {u["user_id"] for u in body["users"]} == set(users)
 
         assert await wait_for(listed, 60, interval_s=1.0), deployment.log_tail()
-        status, body = await apis[0].get("/at-risk", limit="5")
+        # without include_holdout the hold-out users are left out (a win-back tool
+        # acting on the list must not reach the control group)
+        status, body = await apis[1].get("/at-risk", limit="100", tenant="acme")
+        groups = {u["user_id"]: u["group"] for u in body["users"]}
+        assert status == 200 and set(groups.values()) <= {"treatment"}
+        status, everyone = await apis[1].get(
+            "/at-risk", limit="100", tenant="acme", include_holdout="true"
+        )
+        treated = {u["user_id"] for u in everyone["users"] if u["group"] == "treatment"}
+        assert set(groups) == treated
+        # another tenant's list, or the list of users without a tenant: nobody
+        assert (await apis[0].get("/at-risk", tenant="initech"))[1] == {"users": []}
+        assert (await apis[0].get("/at-risk", include_holdout="true"))[1] == {"users": []}
+        status, body = await apis[0].get(
+            "/at-risk", limit="5", tenant="acme", include_holdout="true"
+        )
         assert status == 200 and len(body["users"]) == 5
         risks = [u["risk"] for u in body["users"]]
         assert risks == sorted(risks, reverse=True)
@@ -182,6 +199,8 @@ async def test_two_workers_answer_for_any_user_and_guard_the_api(
             assert (await api.get("/users/nobody-here"))[0] == 404
             assert (await api.get("/at-risk", limit="0"))[0] == 400
             assert (await api.get("/at-risk", limit="many"))[0] == 400
+            assert (await api.get("/at-risk", include_holdout="yes"))[0] == 400
+            assert (await api.get("/at-risk", tenant="t" * 65))[0] == 400
             # Faust's own debug views are off: they would bypass the token
             assert (await api.get("/table/users/", headers={}))[0] == 404
             assert (await api.get("/router/", headers={}))[0] == 404

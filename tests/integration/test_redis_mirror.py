@@ -36,6 +36,7 @@ from agents.worker.user_view import UserFields, mirror_fields
 from streams.decode import partition_for
 from streams.model_settings import model_config
 from streams.settings import load_settings
+from tables.groups import group_of
 from tables.state import TIER_AT_RISK, TIER_NAMES, UserState, pack_state
 
 PARTITIONS = 4
@@ -90,7 +91,13 @@ class FakeSource:
 
 class Snapshot(msgspec.Struct):
     users: dict[str, dict[str, str]]
-    at_risk: dict[str, float]
+    at_risk: dict[str, float]  # every at-risk set's members (all tenants and groups)
+    placed: dict[str, list[str]]  # the sets each of them is in
+
+
+def home(keys: MirrorKeys, user_id: str, tenant: str = "") -> str:
+    """The at-risk set of a user of this test's configuration."""
+    return keys.at_risk(tenant, group_of(user_id, CONFIG.holdout_salt, CONFIG.holdout_share))
 
 
 async def snapshot(url: str, prefix: str) -> Snapshot:
@@ -102,8 +109,13 @@ async def snapshot(url: str, prefix: str) -> Snapshot:
             user_id = keys.user_of(key)
             assert user_id is not None
             users[user_id] = await client.hgetall(key)
-        members = await client.zrange(keys.at_risk, 0, -1, withscores=True)
-        return Snapshot(users, {str(m): float(s) for m, s in members})
+        at_risk: dict[str, float] = {}
+        placed: dict[str, list[str]] = {}
+        async for key in client.scan_iter(match=keys.set_pattern, count=1000):
+            for member, score in await client.zrange(key, 0, -1, withscores=True):
+                at_risk[str(member)] = float(score)
+                placed.setdefault(str(member), []).append(str(key))
+        return Snapshot(users, at_risk, {u: sorted(k) for u, k in placed.items()})
     finally:
         await client.aclose()
 
@@ -131,7 +143,17 @@ def differences(states: dict[str, UserState], snap: Snapshot) -> list[str]:
     expected_set = {u for u, h in snap.users.items() if h.get("stage") == "at_risk"}
     if set(snap.at_risk) != expected_set:
         problems.append(f"at_risk set {sorted(snap.at_risk)} != {sorted(expected_set)}")
+    keys = MirrorKeys(prefix_of(snap))
+    for user_id, sets in snap.placed.items():
+        fields = snap.users.get(user_id, {})
+        if sets != [keys.at_risk(fields.get("tenant", ""), fields.get("group", ""))]:
+            problems.append(f"one at-risk user is in the sets {sets}")
     return problems
+
+
+def prefix_of(snap: Snapshot) -> str:
+    any_key = next((keys[0] for keys in snap.placed.values()), ":tenant:")
+    return any_key.split(":tenant:")[0]
 
 
 @pytest.fixture
@@ -241,19 +263,19 @@ async def test_a_member_left_by_another_writer_is_removed_while_membership_is_un
     mirror, source = mirror_setup
     client = redis_client(redis_server.url)
     try:
-        await client.zadd(mirror.keys.at_risk, {"stale": 0.9})
+        await client.zadd(home(mirror.keys, "stale"), {"stale": 0.9})
         source.put("stale", state(NOW_MS))  # a fresh mirror knows nothing yet
         await mirror.drain()
-        assert await client.zscore(mirror.keys.at_risk, "stale") is None
+        assert await client.zscore(home(mirror.keys, "stale"), "stale") is None
         mirror.request_resync(None)
         await mirror.drain()  # now known: "stale" is not a member
         # the partition goes to another worker, which leaves "stale" in the set,
         # and comes back: its recovery requests a resync of it
-        await client.zadd(mirror.keys.at_risk, {"stale": 0.9})
+        await client.zadd(home(mirror.keys, "stale"), {"stale": 0.9})
         mirror.request_resync({partition_for(b"stale", PARTITIONS)})
         source.put("stale", state(NOW_MS, events=3))
         await mirror.drain()
-        assert await client.zscore(mirror.keys.at_risk, "stale") is None
+        assert await client.zscore(home(mirror.keys, "stale"), "stale") is None
         assert (
             differences(source.states, await snapshot(redis_server.url, mirror.keys.prefix)) == []
         )
@@ -278,7 +300,7 @@ async def test_a_redis_sync_while_the_mirror_runs_makes_it_rewrite_from_the_tabl
 
     async def sync_writes_an_older_calm() -> None:
         await client.hset(mirror.keys.user("calm"), mapping={"tier": "at_risk"})
-        await client.zadd(mirror.keys.at_risk, {"calm": 0.9})
+        await client.zadd(home(mirror.keys, "calm"), {"calm": 0.9})
         await mark_rebuilt(client, mirror.keys)
 
     try:
@@ -531,7 +553,8 @@ async def test_redis_sync_rebuilds_the_mirror_after_flushdb(
         await client.flushdb()
         # a user the table does not know must not survive the rebuild
         await client.hset(f"{deployment.settings.app_id}:user:ghost", mapping={"stage": "new"})
-        await client.zadd(f"{deployment.settings.app_id}:at_risk", {"ghost": 0.5})
+        ghost_set = MirrorKeys(deployment.settings.app_id).at_risk("", "treatment")
+        await client.zadd(ghost_set, {"ghost": 0.5})
     finally:
         await client.aclose()
     done = await asyncio.to_thread(
@@ -586,7 +609,8 @@ async def test_a_running_worker_rewrites_its_partitions_after_a_redis_sync(
         assert await wait_for(all_at_risk, 60, interval_s=1.0), deployment.log_tail()
         keys = MirrorKeys(prefix)
         await client.hset(keys.user("r0"), mapping={"events_total": "999", "tier": "none"})
-        await client.zrem(keys.at_risk, "r0")
+        for key in keys.both_sets(""):
+            await client.zrem(key, "r0")
         assert await mirror_matches_table(deployment, redis_server.url) != []
         await mark_rebuilt(client, keys)
 
@@ -617,7 +641,7 @@ async def test_a_redis_sync_stopped_part_way_still_tells_the_workers(
         raise RedisConnectionError("lost mid-way")
 
     monkeypatch.setattr(redis_sync_module, "read_compacted", changelog)
-    monkeypatch.setattr(redis_sync_module, "remove_absent", fails)
+    monkeypatch.setattr(redis_sync_module, "remove_stale", fails)
     client = redis_client(redis_server.url)
     keys = MirrorKeys(settings.app_id)
     try:
@@ -670,3 +694,81 @@ async def test_a_password_protected_redis_is_mirrored_and_the_password_never_sho
         worker.stop()
         redis.close()
     assert password not in worker.log_path.read_text(errors="replace")
+
+
+def users_of_group(group: str, count: int) -> list[str]:
+    names = (f"g{i}" for i in range(10_000))
+    return [u for u in names if group_of(u, CONFIG.holdout_salt, CONFIG.holdout_share) == group][
+        :count
+    ]
+
+
+def at_risk_in(tenant: str, days_silent: int = 8) -> UserState:
+    return msgspec.structs.replace(
+        state(NOW_MS - days_silent * DAY_MS, tier=TIER_AT_RISK), tenant=tenant
+    )
+
+
+async def test_hold_out_and_tenants_have_sets_of_their_own_and_at_risk_reads_one(
+    redis_server: RedisServer, mirror_setup: tuple[RedisMirror, FakeSource]
+) -> None:
+    mirror, source = mirror_setup
+    treated = users_of_group("treatment", 2)
+    held = users_of_group("holdout", 1)
+    source.put(treated[0], at_risk_in("acme"))
+    source.put(held[0], at_risk_in("acme", days_silent=9))
+    source.put(treated[1], at_risk_in("globex"))
+    await mirror.drain()
+    snap = await snapshot(redis_server.url, mirror.keys.prefix)
+    assert differences(source.states, snap) == []
+    assert snap.placed[held[0]] == [mirror.keys.at_risk("acme", "holdout")]
+    assert snap.placed[treated[1]] == [mirror.keys.at_risk("globex", "treatment")]
+    client = redis_client(redis_server.url)
+    try:
+        acme = await redis_mirror.top_at_risk(client, mirror.keys, 10, "acme")
+        assert [u["user_id"] for u in acme] == [treated[0]]  # the hold-out is left out
+        both = await redis_mirror.top_at_risk(client, mirror.keys, 10, "acme", True)
+        assert {u["user_id"] for u in both} == {treated[0], held[0]}
+        risks = [u["risk"] for u in both]
+        assert risks == sorted(risks, reverse=True)
+        assert all(u["tenant"] == "acme" for u in both)
+        assert await redis_mirror.top_at_risk(client, mirror.keys, 10, "initech") == []
+        assert await redis_mirror.top_at_risk(client, mirror.keys, 10) == []  # no tenant
+    finally:
+        await client.aclose()
+
+
+async def test_a_user_who_moves_tenant_leaves_the_old_tenants_set(
+    redis_server: RedisServer, mirror_setup: tuple[RedisMirror, FakeSource]
+) -> None:
+    mirror, source = mirror_setup
+    user = users_of_group("treatment", 1)[0]
+    source.put(user, at_risk_in("acme"))
+    await mirror.drain()
+    source.put(user, at_risk_in("globex", days_silent=10))  # the mirror knows the old set
+    await mirror.drain()
+    snap = await snapshot(redis_server.url, mirror.keys.prefix)
+    assert snap.placed[user] == [mirror.keys.at_risk("globex", "treatment")]
+    assert differences(source.states, snap) == []
+
+
+async def test_a_resync_removes_members_another_writer_left_in_another_tenants_set(
+    redis_server: RedisServer, mirror_setup: tuple[RedisMirror, FakeSource]
+) -> None:
+    """A member this mirror cannot know of (left before a restart, or by a
+    previous owner) in the set of a tenant the user no longer has: only a scan
+    of every set finds it, which the resync does."""
+    mirror, source = mirror_setup
+    user = users_of_group("treatment", 1)[0]
+    client = redis_client(redis_server.url)
+    try:
+        await client.zadd(mirror.keys.at_risk("acme", "treatment"), {user: 0.9})
+        await client.zadd(mirror.keys.at_risk("acme", "holdout"), {"gone": 0.9})
+        source.put(user, at_risk_in("globex"))
+        mirror.request_resync(None)
+        await mirror.drain()
+        snap = await snapshot(redis_server.url, mirror.keys.prefix)
+        assert snap.placed == {user: [mirror.keys.at_risk("globex", "treatment")]}
+        assert differences(source.states, snap) == []
+    finally:
+        await client.aclose()

@@ -23,5 +23,10 @@ async def agent_context(**overrides: Any) -> AsyncIterator[tuple[Worker, Any]]:
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()
+    worker.engine_app.cohorts.send = _unsent  # tests of cohort cells replace it
     async with worker.ingest.test_context() as ctx:
         yield worker, ctx
+
+
+async def _unsent(**_: Any) -> None:
+    """No broker here: the cohort cells a tick publishes go nowhere."""

@@ -57,6 +57,7 @@ class Deployment:
                 "ENGAGEMENT_TOPIC_STATUS": f"{tag}.user-status",
                 "ENGAGEMENT_TOPIC_DLQ": f"{tag}.dlq",
                 "ENGAGEMENT_TOPIC_CONFIG": f"{tag}.config",
+                "ENGAGEMENT_TOPIC_COHORTS": f"{tag}.cohorts",
                 "ENGAGEMENT_HOLDOUT_SALT": uuid.uuid4().hex,
                 "ENGAGEMENT_ERASURE_SALT": uuid.uuid4().hex,
                 "ENGAGEMENT_CLOCK_KEYS": f"k1:{secrets.token_hex(32)}",

@@ -100,6 +100,7 @@ def test_operations_cover_every_channel_in_the_engine_direction() -> None:
         ("lifecycle", "send"),
         ("user-status", "send"),
         ("dlq", "send"),
+        ("cohorts", "send"),
     }
     servers = document["servers"]
     assert {server["protocol"] for server in servers.values()} == {"kafka", "kafka-secure"}

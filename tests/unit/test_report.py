@@ -1,4 +1,4 @@
-"""``engagement report``: reactivation per group and tier, intervals, uplift, charts."""
+"""``engagement report``: win-back per group and first tier, intervals, uplift, charts."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from agents.cli.main import main
+from agents.offline.history_facts import HistoryFacts
 from agents.offline.report import (
+    bootstrap_difference,
     build_report,
+    by_user,
     episodes_of,
     kaplan_meier,
     lifecycle_counts,
@@ -24,7 +27,14 @@ DAY_MS = 86_400_000
 T0 = 1_700_000_000_000
 
 
-def tier(user: str, group: str, kind: str, episode: int = T0, after_days: int = 7) -> Signal:
+def tier(
+    user: str,
+    group: str,
+    kind: str,
+    episode: int = T0,
+    after_days: int = 7,
+    arm: str | None = None,
+) -> Signal:
     return Signal(
         signal_id=f"{user}:{episode}:{kind}",
         kind=kind,
@@ -41,6 +51,7 @@ def tier(user: str, group: str, kind: str, episode: int = T0, after_days: int = 
         horizon_ms=30 * DAY_MS,
         reasons=(),
         group=group,
+        arm=arm,
     )
 
 
@@ -79,14 +90,100 @@ def test_rates_intervals_and_uplift_per_group_and_tier() -> None:
     assert report["episodes"] == 62
     assert report["eligible_episodes"] == 61  # "late" had no full window
     treated, held = report["groups"]["treatment"], report["groups"]["holdout"]
-    assert (treated["episodes"], treated["reactivated"]) == (41, 20)
-    assert (held["episodes"], held["reactivated"]) == (20, 5)
+    assert report["outcome"] == "return"  # no history: any return counts
+    assert (treated["episodes"], treated["successes"]) == (41, 20)
+    assert (held["episodes"], held["successes"]) == (20, 5)
     assert treated["ci95"] == pytest.approx(list(wilson(20, 41)))
     assert report["uplift"]["difference"] == pytest.approx(20 / 41 - 5 / 20)
     low, high = report["uplift"]["ci95"]
     assert low < report["uplift"]["difference"] < high
-    assert report["by_tier"]["churned"]["treatment"]["episodes"] == 1
-    assert report["by_tier"]["at_risk"]["holdout"]["reactivated"] == 5
+    # "c" reached churned, but its episode began (was assigned) at at_risk
+    assert report["by_first_tier"]["churned"]["treatment"]["episodes"] == 0
+    assert report["by_first_tier"]["at_risk"]["treatment"]["episodes"] == 41
+    assert report["by_first_tier"]["at_risk"]["holdout"]["successes"] == 5
+
+
+def test_an_episode_is_stratified_by_its_first_signal_not_the_tier_at_return() -> None:
+    signals = [
+        tier("u", "treatment", "at_risk"),
+        tier("u", "treatment", "dormant", after_days=14),
+        back("u", "treatment", 20, "dormant"),
+    ]
+    report = build_report(signals, 30 * DAY_MS, as_of_ms=T0 + 60 * DAY_MS)
+    assert report["by_first_tier"]["at_risk"]["treatment"]["successes"] == 1
+    assert report["by_first_tier"]["dormant"]["treatment"]["episodes"] == 0
+
+
+def facts(active_days: dict[str, list[int]]) -> HistoryFacts:
+    return HistoryFacts(cells={}, active_days=active_days, period_ms=7 * DAY_MS, end_ms=0)
+
+
+def test_only_a_lasting_return_counts_when_the_history_is_known() -> None:
+    day0 = T0 // DAY_MS
+    signals = [
+        tier("once", "treatment", "at_risk"),
+        back("once", "treatment", 10),
+        tier("stays", "treatment", "at_risk"),
+        back("stays", "treatment", 10),
+        tier("slow", "treatment", "at_risk"),
+        back("slow", "treatment", 10),
+    ]
+    history = facts(
+        {
+            "once": [day0, day0 + 10],  # came back for one day only
+            "stays": [day0, day0 + 10, day0 + 12, day0 + 20],  # 3 days within 14 of the return
+            "slow": [day0, day0 + 10, day0 + 12, day0 + 24],  # the third is day 14: too late
+        }
+    )
+    report = build_report(signals, 30 * DAY_MS, T0 + 60 * DAY_MS, DAY_MS, history, 3, 14)
+    assert report["outcome"] == "lasting_return"
+    assert report["groups"]["treatment"]["episodes"] == 3
+    assert report["groups"]["treatment"]["successes"] == 1
+    # without the history, every return counts
+    assert (
+        build_report(signals, 30 * DAY_MS, T0 + 60 * DAY_MS)["groups"]["treatment"]["successes"]
+        == 3
+    )
+
+
+def test_a_lasting_return_needs_its_window_observed() -> None:
+    signals = [tier("u", "treatment", "at_risk")]
+    history = facts({"u": [T0 // DAY_MS]})
+    # first signal at day 7; window 30 d + 14 d of lasting: eligible from day 51 on
+    assert (
+        build_report(signals, 30 * DAY_MS, T0 + 50 * DAY_MS, DAY_MS, history)["eligible_episodes"]
+        == 0
+    )
+    assert (
+        build_report(signals, 30 * DAY_MS, T0 + 51 * DAY_MS, DAY_MS, history)["eligible_episodes"]
+        == 1
+    )
+
+
+def test_the_bootstrap_resamples_users_not_episodes() -> None:
+    # treatment: one user wins back 10 times, 9 users fail once; holdout: 10 fail once.
+    treated = [("heavy", 1)] * 10 + [(f"t{i}", 0) for i in range(9)]
+    held = [(f"h{i}", 0) for i in range(10)]
+    low, high = bootstrap_difference(by_user(treated), by_user(held))
+    # a resample misses the heavy user with probability 0.9 ** 10 (about 0.35)
+    assert low == 0.0 < 10 / 19 < high
+    # resampled as 19 independent episodes, the interval would exclude 0
+    episodes = [(o, 1) for _u, o in treated]
+    assert bootstrap_difference(episodes, by_user(held))[0] > 0.2
+
+
+def test_each_experiment_arm_has_its_own_uplift() -> None:
+    signals = []
+    for i in range(10):
+        signals.append(tier(f"a{i}", "treatment", "at_risk", arm="single_visit"))
+        signals.append(back(f"a{i}", "treatment", 10))
+        signals.append(tier(f"b{i}", "holdout", "at_risk", arm="single_visit"))
+        signals.append(tier(f"c{i}", "treatment", "at_risk", arm="other"))
+        signals.append(tier(f"d{i}", "holdout", "at_risk", arm="other"))
+    report = build_report(signals, 30 * DAY_MS, T0 + 60 * DAY_MS)
+    assert sorted(report["by_arm"]) == ["other", "single_visit"]
+    assert report["by_arm"]["single_visit"]["uplift"]["difference"] == pytest.approx(1.0)
+    assert report["by_arm"]["other"]["uplift"]["difference"] == pytest.approx(0.0)
 
 
 def test_wilson_and_newcombe_match_published_values() -> None:
@@ -222,3 +319,35 @@ def test_cli_writes_json_charts_and_html(tmp_path: Path) -> None:
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3
     assert json.loads((out / "report.json").read_text())["eligible_episodes"] == 61
+
+
+def test_cli_with_a_history_measures_lasting_returns_with_the_settings(tmp_path: Path) -> None:
+    def line(user: str, day: int) -> str:
+        ts = T0 + day * DAY_MS
+        return json.dumps({"event_id": f"{user}-{day}", "user_id": user, "type": "login", "ts": ts})
+
+    signals = tmp_path / "signals.jsonl"
+    signals.write_bytes(
+        b"".join(
+            encode(s) + b"\n"
+            for user in ("twice", "once")
+            for s in (tier(user, "treatment", "at_risk"), back(user, "treatment", 10))
+        )
+    )
+    history = tmp_path / "events.jsonl"
+    days = {"twice": [0, 10, 11], "once": [0, 10]}
+    history.write_text("".join(line(u, d) + "\n" for u, ds in days.items() for d in ds))
+    out = tmp_path / "report"
+    args = ["report", str(signals), "--history", str(history), "--out", str(out)]
+    args += ["--as-of", str(T0 + 60 * DAY_MS)]
+    env = {"ENGAGEMENT_WINBACK_LASTING_DAYS": "2", "ENGAGEMENT_WINBACK_WINDOW_DAYS": "7"}
+    result = CliRunner().invoke(main, args, env=env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["outcome"] == "lasting_return"
+    assert summary["groups"]["treatment"]["successes"] == 1  # "once" came back for a day
+    report = json.loads((out / "report.json").read_text())
+    assert report["lasting_days"] == 2 and report["lasting_window_days"] == 7
+    week_rows = report["cohorts"]["retention"]
+    assert sum(row["size"] for row in week_rows) == 2
+    assert "Cohort retention" in (out / "report.html").read_text()

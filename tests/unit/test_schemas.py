@@ -16,6 +16,7 @@ from streams.control import ControlSigner
 from streams.decode import id_hash
 from streams.records import DLQ_REASONS, DlqRecord, InputEvent, Signal, Tick, encode
 from streams.schemas import SCHEMA_DIR, render_schemas
+from tables.activation import SOURCE_ACTIVATION
 from tables.cadence import NEGATIVE_KINDS
 from tables.engine import DictStore, PartitionEngine
 from tables.groups import HOLDOUT, TREATMENT
@@ -183,6 +184,7 @@ def test_enums_are_the_constants_of_the_code() -> None:
         SOURCE_SEGMENT,
         SOURCE_TENANT,
         SOURCE_DEFAULT,
+        SOURCE_ACTIVATION,
     }
     for name, definition in (
         ("signal", "Signal"),

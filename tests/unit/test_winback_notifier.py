@@ -124,9 +124,7 @@ def test_the_notifier_acts_only_on_the_current_signal() -> None:
     story.advance(2 + 31)  # at_risk, dormant and churned, all unread
     handler = notifier.Notifier()
     handler.status = story.status
-    actions = [
-        handler.handle(json.dumps(signal).encode()) for signal in story.signals.values()
-    ]
+    actions = [handler.handle(json.dumps(signal).encode()) for signal in story.signals.values()]
     assert actions[:2] == [None, None] and actions[2] is not None
     assert handler.stats["superseded"] == 2
     assert sum(n for key, n in handler.stats.items() if key.startswith("action:")) == 1
