@@ -226,9 +226,9 @@ async def _uncommitted_to_beginning(consumer: Any, topic: str) -> None:
     committed = consumer._committed_offset  # partition -> offset; None or absent: none
     fresh = [tp for tp in consumer.assignment() if tp.topic == topic and not committed.get(tp)]
     if fresh:
-        await consumer.seek_to_beginning(*fresh)
-        for tp in fresh:
-            consumer._read_offset[tp] = None
+        for tp, offset in (await consumer.earliest_offsets(*fresh)).items():
+            await consumer.seek(tp, offset)
+            consumer._read_offset[tp] = None  # nothing read yet, as after Faust's own seek
         log.info(
             "batch ingest: %d input partitions without a commit: read from the start", len(fresh)
         )

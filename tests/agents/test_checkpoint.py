@@ -265,8 +265,12 @@ async def test_an_input_partition_without_a_commit_is_read_from_its_first_record
     async def perform_seek() -> None:
         return None
 
-    async def seek_to_beginning(*tps: TP) -> None:
-        sought_to_beginning.extend(tps)
+    async def earliest_offsets(*tps: TP) -> dict[TP, int]:
+        return {tp: 3 for tp in tps}  # the log's start (retention removed 0-2)
+
+    async def seek(tp: TP, offset: int) -> None:
+        assert offset == 3
+        sought_to_beginning.append(tp)
 
     consumer = types.SimpleNamespace(
         _read_offset={tp: 77 for tp in assignment},
@@ -277,7 +281,8 @@ async def test_an_input_partition_without_a_commit_is_read_from_its_first_record
         suspend_flow=asyncio.Event(),
         callback=None,
         perform_seek=perform_seek,
-        seek_to_beginning=seek_to_beginning,
+        earliest_offsets=earliest_offsets,
+        seek=seek,
         assignment=lambda: assignment,
         app=types.SimpleNamespace(consumer_generation_id=5),
     )
