@@ -1,10 +1,10 @@
 """Per-user state: a frozen struct and its packed binary form (no field names).
 
-Layout of version 2 (little-endian; 118 fixed bytes, the labels, the
+Layout of version 3 (little-endian; 118 fixed bytes, the labels, the
 extension)::
 
     offset  bytes  field
-         0      1  format version (2)
+         0      1  format version (3)
          1      1  tier (bits 0-1) and lifecycle stage (bits 2-4)
          2      1  flags of recent negative event types (``NEGATIVE_TYPES``,
                    this and the previous week of activity)
@@ -26,11 +26,15 @@ extension)::
          …  1 + m  segment: length (u8), UTF-8 (at most 255 bytes)
          …      …  extension: the fields added after version 1; a version
                    appends its own fields to the previous version's, so every
-                   field keeps its place. Empty in version 2.
+                   field keeps its place. Empty in version 2; version 3:
+                   +0  8  the churn-intent time of the current episode, ms
+                          (i64, 0 = none; ``tables.intent``)
+                   +8  1  activity flags: bit 0 anonymous (``tables.activity``)
 
-Version 1 is the same layout with version byte 1 and no extension: a reader
-takes it as the same state, and the next write of the user stores version 2
-(the upgrade of a rolling deploy). A version newer than ``STATE_VERSION``
+Versions 1 and 2 are the same layout with their version byte and no
+extension: a reader takes their fields as they are, the version-3 fields at
+their defaults, and the next write of the user stores version 3 (the upgrade
+of a rolling deploy). A version newer than ``STATE_VERSION``
 raises ``NewerStateError``: this release cannot know what the newer fields
 mean, and writing the state back would drop them. Adding a field: give it a
 default in ``UserState``, bump ``STATE_VERSION``, append it to the extension
@@ -48,7 +52,7 @@ import msgspec
 
 from tables.errors import NewerStateError, StateFormatError
 
-STATE_VERSION: Final = 2
+STATE_VERSION: Final = 3
 DAY_WINDOW: Final = 28
 ID_SLOTS: Final = 4
 NO_OFFSET: Final = -1
@@ -59,11 +63,13 @@ TIER_AT_RISK: Final = 1
 TIER_DORMANT: Final = 2
 TIER_CHURNED: Final = 3
 TIER_NAMES: Final = ("", "at_risk", "dormant", "churned")
+ANONYMOUS: Final = 1  # activity_flags: the user's last event that said so was anonymous
 
 _FIXED = struct.Struct(f"<BBBBqqHq{ID_SLOTS}Qi{DAY_WINDOW}sIHHIqi")
 # Bytes of the extension in each readable version; a version's extension is
 # the previous one's followed by the fields it adds.
-_EXTENSION_BYTES: Final = {1: 0, 2: 0}
+_EXTENSION_V3 = struct.Struct("<qB")
+_EXTENSION_BYTES: Final = {1: 0, 2: 0, 3: _EXTENSION_V3.size}
 _EMPTY_DAYS: Final = bytes(DAY_WINDOW)
 _LENGTH_BYTE: Final = tuple(bytes((n,)) for n in range(256))  # faster than bytes((n,)) per call
 
@@ -89,6 +95,8 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
     negative_flags: int = 0
     tenant: str = ""
     segment: str = ""
+    intent_ms: int = 0
+    activity_flags: int = 0
 
     @property
     def episode_ms(self) -> int:
@@ -97,7 +105,7 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
 
 
 def pack_state(state: UserState) -> bytes:
-    """Version ``STATE_VERSION``: 120 bytes + tenant + segment (≤ 128 while they total ≤ 8)."""
+    """Version ``STATE_VERSION``: 129 bytes + tenant + segment."""
     ids = state.recent_ids
     if len(ids) > ID_SLOTS:
         ids = ids[-ID_SLOTS:]
@@ -123,7 +131,16 @@ def pack_state(state: UserState) -> bytes:
         state.first_signal_as_of_ms,
         state.returned_day,
     )
-    return b"".join((fixed, _LENGTH_BYTE[len(tenant)], tenant, _LENGTH_BYTE[len(segment)], segment))
+    return b"".join(
+        (
+            fixed,
+            _LENGTH_BYTE[len(tenant)],
+            tenant,
+            _LENGTH_BYTE[len(segment)],
+            segment,
+            _EXTENSION_V3.pack(state.intent_ms, state.activity_flags & 0xFF),
+        )
+    )
 
 
 def _label_bytes(label: str) -> bytes:
@@ -182,6 +199,9 @@ def unpack_state(blob: bytes) -> UserState:
         segment = blob[segment_at + 1 : size - extension_bytes].decode()
     except UnicodeDecodeError as exc:
         raise StateFormatError("user state has a tenant or segment that is not UTF-8") from exc
+    intent_ms = activity_flags = 0
+    if version >= 3:
+        intent_ms, activity_flags = _EXTENSION_V3.unpack_from(blob, size - extension_bytes)
     # positional, in UserState's field order (pinned by tests/unit/test_state.py)
     return UserState(
         first_seen_ms,
@@ -202,6 +222,8 @@ def unpack_state(blob: bytes) -> UserState:
         negative_flags,
         tenant,
         segment,
+        intent_ms,
+        activity_flags,
     )
 
 

@@ -2,7 +2,7 @@
 
 The users table's changelog starts with the bytes a version-1 worker left
 (tests/support/state_v1.py packs them without ``tables.state``); today's
-worker recovers them, processes events and writes version 2 for the users it
+worker recovers them, processes events and writes the current version for the users it
 changes. A state in a version newer than the worker reads stops the worker,
 and ``redis-sync`` before it touches Redis.
 """
@@ -99,7 +99,7 @@ def user_view(worker: WorkerProcess, user: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-async def test_a_worker_reads_version_1_state_and_writes_version_2(
+async def test_a_worker_reads_version_1_state_and_writes_the_current_version(
     kafka_broker: Any, tmp_path: Any, store: str
 ) -> None:
     deployment = Deployment(
