@@ -40,7 +40,7 @@ def _asyncapi() -> dict[str, Any]:
         ),
         "engagement.signals": (
             "signal",
-            "at_risk / dormant / churned / reactivated (key = user id)",
+            "at_risk / dormant / churned / churn_intent / reactivated (key = user id)",
         ),
         "engagement.lifecycle": (
             "lifecycle-transition",

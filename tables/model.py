@@ -13,6 +13,7 @@ from typing import Final
 
 import msgspec
 
+from tables.activity import ACTIVE, DEFAULT_ACTIVITY, ActivityPolicy, scope_labels
 from tables.cadence import NEGATIVE_TYPES, recent_negative_kinds, update_negative_flags
 from tables.groups import group_of
 from tables.lifecycle import (
@@ -33,6 +34,7 @@ from tables.risk import (
     expected_active_days,
 )
 from tables.state import (
+    ANONYMOUS,
     DAY_WINDOW,
     ID_SLOTS,
     NO_DAY,
@@ -49,6 +51,7 @@ from tables.thresholds import ThresholdPolicy, Tiers
 APPLIED: Final = "applied"
 DUPLICATE_OFFSET: Final = "duplicate_offset"
 DUPLICATE_ID: Final = "duplicate_id"
+PASSIVE: Final = "passive"  # an event that is not activity and changed no user (tables.intent)
 
 REACTIVATED: Final = "reactivated"
 GAP_EWMA_WEIGHT: Final = 0.3
@@ -72,6 +75,7 @@ class ModelConfig(msgspec.Struct, frozen=True):
     holdout_salt: str = ""
     holdout_share: float = 0.1
     risk: RiskParams = DEFAULT_PARAMS
+    activity: ActivityPolicy = DEFAULT_ACTIVITY
 
 
 class ModelEvent(msgspec.Struct, frozen=True, gc=False):
@@ -86,6 +90,7 @@ class ModelEvent(msgspec.Struct, frozen=True, gc=False):
     offset: int = NO_OFFSET
     tenant: str | None = None
     segment: str | None = None
+    anonymous: bool | None = None
 
 
 # gc=False on these frozen structs: they hold only immutable values and other
@@ -117,6 +122,7 @@ class Emission(msgspec.Struct, frozen=True, gc=False):
     gap_ms: int | None = None
     time_to_return_ms: int | None = None
     late: bool | None = None
+    churn_intent_as_of: int | None = None
 
     @property
     def signal_id(self) -> str:
@@ -167,6 +173,7 @@ def new_state(event: ModelEvent, day_ms: int) -> UserState:
         negative_flags=update_negative_flags(0, day, day, event.type),
         tenant=event.tenant or "",
         segment=event.segment or "",
+        activity_flags=ANONYMOUS if event.anonymous else 0,
     )
 
 
@@ -209,14 +216,28 @@ def _bump_day(newest: int, counts: bytes, day: int) -> tuple[int, bytes, bool]:
 
 def apply_event(
     state: UserState | None, event: ModelEvent, config: ModelConfig
-) -> tuple[str, UserState, list[Emission]]:
-    """Apply one event: ``(outcome, new state, emissions)``; duplicates change nothing."""
+) -> tuple[str, UserState | None, list[Emission]]:
+    """Apply one event: ``(outcome, new state, emissions)``; duplicates and passive
+    events change nothing."""
     step = step_event(state, event, config)
+    if step is None:
+        return PASSIVE, state, []
     return step.outcome, step.state, step.emissions
 
 
-def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) -> Step:
-    """Apply one event, with the lifecycle transitions it causes."""
+def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) -> Step | None:
+    """Apply one event, with the lifecycle transitions it causes; ``None`` for an event
+    that is not activity and changes nothing (outcome ``passive``)."""
+    activity = config.activity
+    types = activity.defaults
+    if activity.overrides:
+        types = activity.types_for(*scope_labels(state, event.tenant, event.segment))
+    kind = types.classify(event.type)
+    if kind != ACTIVE or (state is not None and state.intent_ms):
+        # imported here: tables.intent builds on this module
+        from tables.intent import step_after_intent
+
+        return step_after_intent(state, event, kind, config)
     if state is None:
         created = new_state(event, config.day_ms)
         born = _transition(created, event.user_id, None, STAGE_NEW, event.ts_ms, (), config)
@@ -232,11 +253,12 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
 
 def folds_judging(config: ModelConfig) -> bool:
     """Whether ``fold_events`` may judge runs under ``config``: no tenant or segment
-    thresholds (an event's tenant or segment would move them), and every at-risk
+    thresholds or activity classes (an event's tenant or segment would move them),
+    no explicit list of active types (``ActivityPolicy.folds``), and every at-risk
     threshold a user can get ends after an event's own clock (with the lateness,
     positive), so no folded event could trip the late-event rule by its tier."""
     policy = config.policy
-    if policy.overrides:
+    if policy.overrides or config.activity.folds() is None:
         return False
     lowest_ms = policy.defaults_ms[0]
     if policy.user_min_active_days:
@@ -262,7 +284,12 @@ def fold_events(
     (the state has no tier, and ``folds_judging(config)``) stops the run before
     the first event at whose clock, its ``ts_ms`` less the lateness, the state
     has a tier or stage change due, or would have once the event is applied:
-    the caller judges it. Otherwise every event is taken."""
+    the caller judges it; a judged run also stops before an event that is not
+    activity (``ActivityPolicy.folds``) and takes none while a churn intent is
+    pending (``tables.intent``). Otherwise every event is taken."""
+    stop_types = config.activity.folds() if judging else None
+    if judging and (state.intent_ms or stop_types is None):
+        return state, start, 0
     first_seen = state.first_seen_ms
     last_seen = state.last_seen_ms
     day_ms = config.day_ms
@@ -280,6 +307,7 @@ def fold_events(
     flags = state.negative_flags
     tenant = state.tenant
     segment = state.segment
+    activity_flags = state.activity_flags
     stage = state.stage
     dedup_ids = config.dedup_ids
     every_id = dedup_ids >= ID_SLOTS
@@ -315,6 +343,8 @@ def fold_events(
         event = events[positions[index]]
         ts_ms = event.ts_ms
         if ts_ms >= last_seen + tier_stop_ms or ts_ms >= stage_stop_ms:
+            break
+        if stop_types and event.type in stop_types:
             break
         index += 1
         event_offset = event.offset
@@ -381,6 +411,10 @@ def fold_events(
             tenant = event.tenant
         if event.segment is not None:
             segment = event.segment
+        if event.anonymous is not None:
+            activity_flags = (
+                activity_flags | ANONYMOUS if event.anonymous else activity_flags & ~ANONYMOUS
+            )
     if not applied:
         return state, index, 0
     if today != counts[0]:
@@ -405,6 +439,8 @@ def fold_events(
         flags,
         tenant,
         segment,
+        state.intent_ms,
+        activity_flags,
     )
     return updated, index, applied
 
@@ -444,6 +480,7 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
     ``new`` days end goes from new straight to at_risk.
     """
     tiers, source = config.policy.resolve(state)
+    withheld = config.activity.tiers_withheld(state)
     emissions: list[Emission] = []
     transitions: list[Transition] = []
     while True:
@@ -451,7 +488,7 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
         if due_ms is None or due_ms > clock_ms:
             return Step(APPLIED, state, emissions, transitions)
         tier = state.tier
-        if tier < TIER_CHURNED and state.last_seen_ms + tiers[tier] == due_ms:
+        if tier < TIER_CHURNED and not withheld and state.last_seen_ms + tiers[tier] == due_ms:
             threshold = tiers[tier]
             emission = _tier_emission(state, user_id, tier + 1, due_ms, threshold, source, config)
             emissions.append(emission)
@@ -497,7 +534,12 @@ def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
         tiers = policy.resolve(state)[0]
     else:
         tiers = policy.defaults_ms  # what resolve gives without overrides, without the call
-    tier_due = state.last_seen_ms + tiers[tier]
+    tier_due: int | None = state.last_seen_ms + tiers[tier]
+    activity = config.activity
+    if (
+        state.activity_flags or activity.defaults.tier_min_active_days or activity.overrides
+    ) and activity.tiers_withheld(state):
+        tier_due = None  # anonymous, or too few active days: only the stage can change
     if tier > TIER_NONE:
         return tier_due
     stage = state.stage
@@ -510,7 +552,7 @@ def next_change_ms(state: UserState, config: ModelConfig) -> int | None:
         stage_due = resurrected
     else:
         return tier_due  # time alone changes the stage only for new and resurrected
-    return tier_due if tier_due <= stage_due else stage_due
+    return tier_due if tier_due is not None and tier_due <= stage_due else stage_due
 
 
 def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:

@@ -52,6 +52,7 @@ class ReplayStats(msgspec.Struct):
     events: int = 0
     applied: int = 0
     duplicates: int = 0
+    passive: int = 0  # events that are not activity and changed no user (tables.intent)
     after_as_of: int = 0
     # refused lines by DLQ reason code, as a worker would count them
     rejected: dict[str, int] = msgspec.field(default_factory=dict)
@@ -119,6 +120,7 @@ def read_events(
                 NO_OFFSET,
                 None if tenant is None else same(tenant, tenant),
                 None if segment is None else same(segment, segment),
+                raw.anonymous,
             )
         )
     stats.lines += accepted + sum(rejected.values())
@@ -209,7 +211,8 @@ def run_history(
     store.update(history.states)
     stats.events = len(ordered)
     stats.applied = history.applied
-    stats.duplicates = len(ordered) - history.applied
+    stats.passive = history.passive
+    stats.duplicates = len(ordered) - history.applied - history.passive
     stats.signals = dict(Counter(emission.kind for emission in history.emissions))
     stats.users = len(store)
     if on_signals is not None and history.emissions:

@@ -29,7 +29,7 @@ from tables.clock import NEVER
 from tables.engine import PartitionEngine
 from tables.inputs import ClockTick, EraseRequest, ThresholdUpdate
 from tables.lifecycle import STAGES
-from tables.model import APPLIED, DUPLICATE_OFFSET, ModelEvent
+from tables.model import APPLIED, DUPLICATE_OFFSET, PASSIVE, ModelEvent
 from tables.processor import SUPPRESSED, ClockMark, EventsSeen, PartitionProcessor, RecordResult
 from tables.state import UserState, pack_state, unpack_state
 from tables.thresholds import decode_book, encode_book
@@ -276,7 +276,7 @@ class Runtime:
                 self.stickiness.on_event(
                     partition, result.previous, result.state, processor.engine.high_ms
                 )
-        elif outcome != SUPPRESSED:
+        elif outcome != SUPPRESSED and outcome != PASSIVE:
             self.metrics.duplicates.labels(kind=outcome).inc()
             if outcome == DUPLICATE_OFFSET and result.state is not None:
                 # Re-delivered after a crash: the state was saved, but what the

@@ -1,9 +1,11 @@
 """The engine agrees with the independent reference model on generated histories.
 
 Histories under the production defaults (days of 24 h, 7/14/30-day tiers,
-per-user thresholds from 5 active days, 10 min lateness, 15 min stall guard):
-a few users with many event types (the negative ones too), tenants and
-segments with threshold versions, duplicates by id, re-delivered offsets,
+per-user thresholds from 5 active days, 10 min lateness, 15 min stall guard,
+the default activity classes, a one-day churn-intent grace): a few users with
+many event types (negative, churn-intent and passive ones too), anonymous
+users, tenants and segments with threshold versions (some with their own
+activity classes), duplicates by id, re-delivered offsets,
 late events, erasures (some stale), and signed ticks over idle stretches,
 some with a stalled ``events_seen``. Compared: every record's outcome, the
 clock, every field of every user's final state, and per user every signal
@@ -29,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference.partition import run_reference
-from reference.records import Config, Erase, Event, Outcome, Record, Tick
+from reference.records import Activity, Config, Erase, Event, Outcome, Record, Tick
 from support.engine_outcome import rules_for, run_engine
 
 from streams.settings import Settings
@@ -52,6 +54,15 @@ TYPES = (
     "refund_requested",
     "unsubscribe",
     "order_cancelled",
+    "subscription_cancelled",
+    "push_received",
+)
+ACTIVITY_CHOICES = (  # a config version's activity classes (None: it gives none)
+    None,
+    None,
+    Activity(passive=frozenset({"push_received"}), tier_min_active_days=2),
+    Activity(active=frozenset({"page_view", "login", "purchase"})),
+    Activity(negative=frozenset(), churn_intent=frozenset({"refund_requested"})),
 )
 # A tenant longer than the 255 bytes the state keeps is left out here while
 # tests/unit/test_state_labels.py fails (the engine's records disagree then).
@@ -97,6 +108,7 @@ event_steps = st.tuples(
     st.sampled_from(TENANTS),
     st.sampled_from(SEGMENTS),
     st.sampled_from(("fresh", "fresh", "fresh", "recent", "old")),  # event id
+    st.sampled_from((None, None, None, True, False)),  # anonymous
 )
 STEPS = {
     "event": event_steps,
@@ -121,6 +133,7 @@ STEPS = {
         st.sampled_from(SCOPES),
         st.integers(-10 * DAY_MS, 10 * DAY_MS),  # effective_from - R
         st.sampled_from(TIER_CHOICES),
+        st.sampled_from(ACTIVITY_CHOICES),
     ),
     # a version that starts to apply exactly when a user's default at_risk falls due
     "config_at_due": st.tuples(
@@ -160,7 +173,7 @@ class Log:
         offset = len(self.records)
         at = self.append_ms
         if kind == "event":
-            _, user, type_, ts_offset_ms, tenant, segment, id_kind = step
+            _, user, type_, ts_offset_ms, tenant, segment, id_kind, anonymous = step
             ids = self.ids.setdefault(user, [])
             if id_kind == "recent" and ids:
                 event_id = ids[-1]
@@ -169,7 +182,9 @@ class Log:
             else:
                 event_id = f"{user}-{offset}"
             ids.append(event_id)
-            event = Event(offset, at, event_id, user, type_, at + ts_offset_ms, tenant, segment)
+            event = Event(
+                offset, at, event_id, user, type_, at + ts_offset_ms, tenant, segment, anonymous
+            )
             self.last_ts[user] = max(event.ts_ms, self.last_ts.get(user, event.ts_ms))
             self.records.append(event)
             self.delivered.append(event)
@@ -180,7 +195,7 @@ class Log:
             _, user, days, gap_days = step
             for day in range(days):
                 self.add(("wait", gap_days * DAY_MS - 2 * HOUR_MS + day * 977_000 % (4 * HOUR_MS)))
-                self.add(("event", user, TYPES[day % 3], -MINUTE_MS, None, None, "fresh"))
+                self.add(("event", user, TYPES[day % 3], -MINUTE_MS, None, None, "fresh", None))
         elif kind == "redeliver" and self.delivered:
             self.records.append(self.delivered[-min(step[1], len(self.delivered))])
         elif kind == "tick":
@@ -193,8 +208,8 @@ class Log:
                 at = self.append_ms
                 self.records.append(Tick(len(self.records), at, at, at))
         elif kind == "config":
-            _, scope, effective_ms, tiers = step
-            self.records.append(Config(offset, at, scope, at + effective_ms, *tiers))
+            _, scope, effective_ms, tiers, activity = step
+            self.records.append(Config(offset, at, scope, at + effective_ms, *tiers, activity))
             self.configs.append(self.records[-1])
         elif kind == "config_at_due" and step[1] in self.last_ts:
             _, user, scope, tiers = step
@@ -276,13 +291,13 @@ def disagreements(engine: Outcome, reference: Outcome, when: bool = True) -> lis
     return problems
 
 
-def check(records: list[Record]) -> Outcome:
+def check(records: list[Record], settings: Settings = SETTINGS) -> Outcome:
     """The engine against the reference judging at every record (outputs compared
     with the record that emitted them) and judging only when needed (without)."""
-    engine = run_engine(records, SETTINGS)
-    reference = run_reference(records, rules_for(SETTINGS))
+    engine = run_engine(records, settings)
+    reference = run_reference(records, rules_for(settings))
     problems = disagreements(engine, reference)
-    lazy = run_reference(records, rules_for(SETTINGS), every_record=False)
+    lazy = run_reference(records, rules_for(settings), every_record=False)
     problems += [f"judging when needed: {p}" for p in disagreements(engine, lazy, when=False)]
     assert not problems, "\n".join(problems[:20])
     return reference
@@ -295,6 +310,26 @@ AGREEMENT = settings(max_examples=300, deadline=None, suppress_health_check=[Hea
 @given(histories())
 def test_engine_agrees_with_the_reference(records: list[Record]) -> None:
     check(records)
+
+
+# activity settings besides the defaults: passive types, a minimum of active days
+# before tiers, tiers for anonymous users, a two-day grace
+ACTIVITY_SETTINGS = SETTINGS.model_copy(
+    update={
+        "passive_types": ("push_received", "page_view"),
+        "tier_min_active_days": 2,
+        "anonymous_tiers": True,
+        "intent_grace_days": 2,
+    }
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_engine_agrees_with_the_reference_under_other_activity_settings(
+    records: list[Record],
+) -> None:
+    check(records, ACTIVITY_SETTINGS)
 
 
 @pytest.mark.full

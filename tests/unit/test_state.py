@@ -298,4 +298,5 @@ def test_field_order_that_the_hot_path_builds_positionally() -> None:
         "offset",
         "tenant",
         "segment",
+        "anonymous",
     )
