@@ -81,6 +81,8 @@ def episodes_of(signals: Iterable[Signal]) -> list[Episode]:
         if signal.kind == "reactivated":
             returns.append(signal)
             continue
+        if signal.kind not in TIERS:  # e.g. churn_intent: not an inactivity tier
+            continue
         key = (signal.user_id, signal.episode)
         episode = by_key.get(key)
         if episode is None:

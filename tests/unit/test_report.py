@@ -111,6 +111,14 @@ def test_episodes_keep_the_tier_reached_at_return() -> None:
     assert episodes[0].returned_after_ms == 13 * DAY_MS
 
 
+def test_a_churn_intent_is_no_tier_of_an_episode() -> None:
+    """A cancellation's signal opens no tier episode; the tier of the same silence does."""
+    intent = tier("u", "treatment", "churn_intent", after_days=1)
+    (episode,) = episodes_of([intent, tier("u", "treatment", "at_risk")])
+    assert episode.tiers == [(T0 + 7 * DAY_MS, "at_risk")]
+    assert episodes_of([intent]) == []
+
+
 def test_lifecycle_counts_follow_the_transitions() -> None:
     def move(user: str, old: str | None, new: str, day: int) -> LifecycleTransition:
         return LifecycleTransition(
