@@ -28,6 +28,7 @@ from agents.common.collection import fewer_collections
 from agents.offline.history_lines import read_lines
 from streams.config_record import BadConfigRecord, parse_config_record
 from streams.decode import id_hash
+from streams.inputs import activity_types
 from streams.records import LifecycleTransition, Signal, encode
 from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.clock import NEVER
@@ -162,7 +163,8 @@ def read_config(path: Path) -> ThresholdBook:
     book = ThresholdBook()
     for update in sorted(updates, key=attrgetter("effective_from")):
         tiers = (update.at_risk_ms, update.dormant_ms, update.churned_ms)
-        book = book.receive(update.scope, update.effective_from, tiers, NEVER) or book
+        activity = activity_types(update)
+        book = book.receive(update.scope, update.effective_from, tiers, NEVER, activity) or book
     return book
 
 
