@@ -23,6 +23,7 @@ user has no tier due (``tiers_withheld``) and stays in its stage.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Final
 
 import msgspec
@@ -63,7 +64,13 @@ class ActivityTypes(msgspec.Struct, frozen=True, omit_defaults=True):
 
     def not_active(self) -> frozenset[str]:
         """The types that are never active (with ``active`` ``None``: all the others are)."""
-        return self.churn_intent | self.negative | self.passive
+        return _not_active(self)
+
+
+@lru_cache(maxsize=64)
+def _not_active(types: ActivityTypes) -> frozenset[str]:
+    """Memoised: asked for every run of events ``tables.history`` folds."""
+    return types.churn_intent | types.negative | types.passive
 
 
 DEFAULT_TYPES: Final = ActivityTypes()
