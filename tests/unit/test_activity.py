@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streams.config_record import parse_config_record
 from streams.control import ControlSigner
@@ -323,3 +325,45 @@ def test_an_anonymous_field_reaches_the_model() -> None:
     )
     decoded = decode_record(b"u", raw, None, 0, T0, 0, DecodeRules("t", 1))
     assert isinstance(decoded, ModelEvent) and decoded.anonymous is True
+
+
+# -- properties over generated histories -----------------------------------------------
+
+PROPERTY_TYPES = ("view", "login", "unsubscribe", "subscription_cancelled", "complaint", "ping")
+PROPERTY_SETTINGS = SETTINGS.model_copy(update={"passive_types": ("ping",)})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(("ana", "bo", "cy")),
+            st.sampled_from(PROPERTY_TYPES),
+            st.integers(0, 40 * 24),  # hours from T0
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_churn_intents_and_returns_keep_their_rules(
+    items: list[tuple[str, str, int]],
+) -> None:
+    """Whatever the history: one churn_intent per episode of a user; a return after
+    an intent comes at least the grace after it and after activity only; a user with
+    no active event has no state; no reactivated without a tier or an intent."""
+    run = Run(PROPERTY_SETTINGS)
+    for user, type_, hour in sorted(items, key=lambda item: item[2]):
+        run.event(type_, T0 + hour * 3_600_000, user)
+    run.advance(T0 + 90 * DAY_MS)
+    intents = [(s.user_id, s.episode) for s in run.signals if s.kind == "churn_intent"]
+    assert len(intents) == len(set(intents))
+    opened = {(s.user_id, s.episode) for s in run.signals if s.kind != "reactivated"}
+    for signal in run.signals:
+        if signal.kind != "reactivated":
+            continue
+        assert (signal.user_id, signal.episode) in opened
+        if signal.churn_intent_as_of is not None:
+            assert signal.as_of >= signal.churn_intent_as_of + DAY_MS
+            assert (signal.user_id, signal.episode) in intents
+    active_users = {user for user, type_, _hour in items if type_ in ("view", "login")}
+    assert set(run.store) == active_users
