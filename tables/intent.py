@@ -29,7 +29,6 @@ from tables.cadence import NEGATIVE_TYPES, WEEK_DAYS, recent_negative_kinds
 from tables.groups import group_of
 from tables.lifecycle import stage_after_return, stage_of_tier
 from tables.model import (
-    _FIRST,
     APPLIED,
     REACTIVATED,
     STAGES,
@@ -54,6 +53,7 @@ from tables.state import (
 )
 
 CHURN_INTENT_KIND = "churn_intent"
+_ONE = (0,)  # fold_events' positions of a run of one event
 
 
 def step_after_intent(
@@ -71,7 +71,7 @@ def step_after_intent(
             return Step(duplicate, state, [], [])
         if event.ts_ms <= state.last_seen_ms:  # never a return: counters only, intent kept
             cleared = msgspec.structs.replace(state, intent_ms=0)
-            updated = fold_events(cleared, (event,), _FIRST, 0, config)[0]
+            updated = fold_events(cleared, (event,), _ONE, 0, config)[0]
             kept = msgspec.structs.replace(updated, intent_ms=state.intent_ms)
             return Step(APPLIED, kept, [], [])
         return _return_after_intent(state, event, config)
@@ -172,7 +172,7 @@ def _recent_active_days(state: UserState, at_ms: int, day_ms: int) -> int:
 def _return_after_intent(state: UserState, event: ModelEvent, config: ModelConfig) -> Step:
     """The first active event after the grace: ``reactivated`` after a churn intent."""
     cleared = msgspec.structs.replace(state, intent_ms=0, first_signal_as_of_ms=0)
-    updated = fold_events(cleared, (event,), _FIRST, 0, config)[0]
+    updated = fold_events(cleared, (event,), _ONE, 0, config)[0]
     tier = state.tier
     tiers, source = config.policy.resolve(state)
     day_ms = config.day_ms
