@@ -59,6 +59,7 @@ _FIRST_DAY: Final = b"\x01" + bytes(DAY_WINDOW - 1)
 _BYTE: Final = tuple(bytes((value,)) for value in range(256))  # one-byte strings, made once
 _RING_OF_4: Final = ID_SLOTS == 4  # fold_events unpacks a full ring of 4 ids by hand
 _FIRST: Final = (0,)  # the positions of a run of one event
+_NOTHING: Final[frozenset[str]] = frozenset()  # fold_events' stop types when not judging
 _NO_STOP: Final = 1 << 62  # later than any instant: fold_events takes every event
 
 
@@ -287,9 +288,12 @@ def fold_events(
     the caller judges it; a judged run also stops before an event that is not
     activity (``ActivityPolicy.folds``) and takes none while a churn intent is
     pending (``tables.intent``). Otherwise every event is taken."""
-    stop_types = config.activity.folds() if judging else None
-    if judging and (state.intent_ms or stop_types is None):
-        return state, start, 0
+    stop_types = _NOTHING
+    if judging:
+        folds = config.activity.folds()
+        if state.intent_ms or folds is None:
+            return state, start, 0
+        stop_types = folds
     first_seen = state.first_seen_ms
     last_seen = state.last_seen_ms
     day_ms = config.day_ms
@@ -344,7 +348,8 @@ def fold_events(
         ts_ms = event.ts_ms
         if ts_ms >= last_seen + tier_stop_ms or ts_ms >= stage_stop_ms:
             break
-        if stop_types and event.type in stop_types:
+        kind = event.type
+        if kind in stop_types:
             break
         index += 1
         event_offset = event.offset
@@ -374,7 +379,6 @@ def fold_events(
         else:
             ids = (*ids, id_hash)[-ID_SLOTS:]
             ring_full = _RING_OF_4 and len(ids) == ID_SLOTS
-        kind = event.type
         if day > last_day:
             gap_days = day - last_day
             streak = streak + 1 if gap_days == 1 else 1
@@ -411,9 +415,10 @@ def fold_events(
             tenant = event.tenant
         if event.segment is not None:
             segment = event.segment
-        if event.anonymous is not None:
+        anonymous = event.anonymous
+        if anonymous is not None:
             activity_flags = (
-                activity_flags | ANONYMOUS if event.anonymous else activity_flags & ~ANONYMOUS
+                activity_flags | ANONYMOUS if anonymous else activity_flags & ~ANONYMOUS
             )
     if not applied:
         return state, index, 0
