@@ -1,7 +1,7 @@
 """Threshold versions from the config topic: key ``tenant[/segment]@effective_from``,
 value JSON ``{"at_risk": "3d", "dormant": "7d", "churned": "21d"}`` (durations or
 int ms), optionally with ``scope`` and ``effective_from`` overriding the key's parts
-(docs/CONTRACTS.md)."""
+and the scope's activity classes (docs/CONTRACTS.md)."""
 
 from __future__ import annotations
 
@@ -49,4 +49,9 @@ def parse_config_record(key: bytes | None, value: bytes | None) -> ConfigUpdate 
         at_risk_ms=tiers[0],
         dormant_ms=tiers[1],
         churned_ms=tiers[2],
+        active_types=body.active_types,
+        passive_types=body.passive_types,
+        negative_types=body.negative_types,
+        churn_intent_types=body.churn_intent_types,
+        tier_min_active_days=body.tier_min_active_days,
     )

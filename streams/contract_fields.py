@@ -69,6 +69,11 @@ DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
         "at_risk_ms": "at_risk threshold, milliseconds",
         "dormant_ms": "dormant threshold, milliseconds",
         "churned_ms": "churned threshold, milliseconds",
+        "active_types": "the scope's active types; absent: every type not in the other classes",
+        "passive_types": "the scope's passive types: counted, never activity",
+        "negative_types": "the scope's negative types: never activity, kept as reasons",
+        "churn_intent_types": "the scope's churn-intent types: a churn_intent signal at once",
+        "tier_min_active_days": "active days a user of the scope needs before tier signals",
         "kid": _KID,
         "sig": _SIG,
     },
@@ -78,6 +83,8 @@ DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
         "churned": "churned threshold: a duration or integer milliseconds; at least dormant",
         "scope": "tenant or tenant/segment; overrides the key's scope",
         "effective_from": "RFC 3339 or epoch milliseconds; overrides the key's instant",
+        "tier_min_active_days": "active days a user of the scope needs before tier signals; "
+        "absent: the tenant's, else ENGAGEMENT_TIER_MIN_ACTIVE_DAYS",
     },
     "Signal": {
         "signal_id": "{user_id}:{episode}:{kind}: the same signal always has the same id "
@@ -107,6 +114,8 @@ DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
         "group": _GROUP,
         "schema_version": _VERSION,
         "tier_reached": "reactivated only: the highest tier signalled in the episode that closed",
+        "churn_intent_as_of": "reactivated only, after a churn_intent: that signal's as_of, "
+        "epoch milliseconds",
         "gap_ms": "reactivated only: the return's ts - last_seen, milliseconds",
         "time_to_return_ms": "reactivated only: the return's ts - the as_of of the "
         "episode's first signal, milliseconds; negative when late",

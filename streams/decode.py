@@ -112,6 +112,7 @@ def decode_record(
         offset=offset,
         tenant=obj.get("tenant"),
         segment=obj.get("segment"),
+        anonymous=obj.get("anonymous"),
     )
 
 

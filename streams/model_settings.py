@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from streams.risk_params import load_params
 from streams.settings import Settings
+from tables.activity import ActivityPolicy, ActivityTypes
 from tables.model import ModelConfig
 from tables.processor import RecordRules
 from tables.risk import DEFAULT_PARAMS, RiskParams
@@ -37,6 +40,24 @@ def model_config(settings: Settings) -> ModelConfig:
         activation_days=settings.activation_days,
         experiment_id=settings.experiment_id or "",
         experiment_reasons=settings.experiment_reasons,
+        activity=activity_policy(settings),
+    )
+
+
+def activity_policy(settings: Settings) -> ActivityPolicy:
+    """What counts as activity by default, and who gets tiers (``tables.activity``)."""
+    defaults = ActivityTypes(tier_min_active_days=settings.tier_min_active_days)
+    types = {
+        "active": settings.active_types,
+        "passive": settings.passive_types,
+        "negative": settings.negative_types,
+        "churn_intent": settings.churn_intent_types,
+    }
+    given = {name: frozenset(value) for name, value in types.items() if value is not None}
+    return ActivityPolicy(
+        defaults=msgspec.structs.replace(defaults, **given),
+        intent_grace_ms=settings.intent_grace_days * settings.day_ms,
+        anonymous_tiers=settings.anonymous_tiers,
     )
 
 

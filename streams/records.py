@@ -68,6 +68,13 @@ class InputEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     ]
     tenant: Annotated[str | None, _LABEL] = None
     segment: Annotated[str | None, _LABEL] = None
+    anonymous: Annotated[
+        bool | None,
+        msgspec.Meta(
+            description="true: the user is not identified (no tier signals unless "
+            "ENGAGEMENT_ANONYMOUS_TIERS); the last event that carries it sets it"
+        ),
+    ] = None
     props: Annotated[
         dict[str, Any] | None,
         msgspec.Meta(description="the whole event nests at most 16 levels deep"),
@@ -92,8 +99,11 @@ class Erase(msgspec.Struct, frozen=True, tag="$erase", tag_field="type"):
     sig: str = ""
 
 
-class ConfigUpdate(msgspec.Struct, frozen=True, tag="$config", tag_field="type"):
-    """One threshold version forwarded from the config topic into every partition."""
+class ConfigUpdate(
+    msgspec.Struct, frozen=True, tag="$config", tag_field="type", omit_defaults=True
+):
+    """One threshold version forwarded from the config topic into every partition;
+    the activity fields only when the version gives them."""
 
     scope: str
     effective_from: int
@@ -102,6 +112,11 @@ class ConfigUpdate(msgspec.Struct, frozen=True, tag="$config", tag_field="type")
     churned_ms: int
     kid: str = ""
     sig: str = ""
+    active_types: list[str] | None = None
+    passive_types: list[str] | None = None
+    negative_types: list[str] | None = None
+    churn_intent_types: list[str] | None = None
+    tier_min_active_days: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 ControlRecord = Tick | Erase | ConfigUpdate
@@ -111,7 +126,8 @@ class ThresholdConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     """A threshold version on the config topic; key = ``tenant[/segment]@effective_from``.
 
     Durations as ``"3d"`` or int ms; ``scope`` and ``effective_from`` (epoch ms
-    or RFC 3339) default to the key's parts.
+    or RFC 3339) default to the key's parts. The activity fields, where given,
+    set the scope's activity classes (absent: the tenant's, else the settings').
     """
 
     at_risk: int | str
@@ -119,11 +135,30 @@ class ThresholdConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     churned: int | str
     scope: str | None = None
     effective_from: int | str | None = None
+    active_types: Annotated[
+        list[str] | None,
+        msgspec.Meta(description="the scope's active types; absent: every type not listed below"),
+    ] = None
+    passive_types: Annotated[
+        list[str] | None, msgspec.Meta(description="counted in metrics, never activity")
+    ] = None
+    negative_types: Annotated[
+        list[str] | None, msgspec.Meta(description="never activity, kept as reasons")
+    ] = None
+    churn_intent_types: Annotated[
+        list[str] | None, msgspec.Meta(description="a churn_intent signal, never activity")
+    ] = None
+    tier_min_active_days: (
+        Annotated[
+            int, msgspec.Meta(ge=0, description="active days before a user of the scope gets tiers")
+        ]
+        | None
+    ) = None
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """An inactivity tier, a reactivation, a decline (``declining``) or a missed
-    activation deadline (``not_activated``); key = ``user_id``; ``signal_id`` is stable."""
+    """An inactivity tier, a reactivation, a churn intent, a decline (``declining``) or a
+    missed activation deadline (``not_activated``); key = ``user_id``; ``signal_id`` is stable."""
 
     signal_id: str
     kind: str
@@ -148,6 +183,7 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     time_to_return_ms: int | None = None
     late: bool | None = None
     arm: str | None = None
+    churn_intent_as_of: int | None = None
 
     @classmethod
     def from_emission(cls, emission: Emission) -> Signal:

@@ -88,8 +88,8 @@ _CHANNELS: Final[dict[str, tuple[str, tuple[str, ...], str, str, str]]] = {
         ("signal",),
         "send",
         "the UTF-8 bytes of user_id",
-        "Inactivity tiers, reactivations and the early warnings (declining, not_activated),"
-        " each once per episode",
+        "Inactivity tiers, reactivations, churn intents and the early warnings (declining,"
+        " not_activated), each once per episode",
     ),
     "lifecycle": (
         "topic_lifecycle",

@@ -192,6 +192,30 @@ class Settings(BaseSettings):
     event_types: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("EVENT_TYPES", "event_types")
     )
+    # What counts as activity (tables/activity.py); None: the contract's default
+    # (every type not in another class; no passive types; the negative and
+    # churn-intent types of docs/CONTRACTS.md), an empty string: none.
+    active_types: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, validation_alias=_env("ACTIVE_TYPES", "active_types")
+    )
+    passive_types: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, validation_alias=_env("PASSIVE_TYPES", "passive_types")
+    )
+    negative_types: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, validation_alias=_env("NEGATIVE_TYPES", "negative_types")
+    )
+    churn_intent_types: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None, validation_alias=_env("CHURN_INTENT_TYPES", "churn_intent_types")
+    )
+    intent_grace_days: int = Field(
+        1, ge=0, le=365, validation_alias=_env("INTENT_GRACE_DAYS", "intent_grace_days")
+    )
+    anonymous_tiers: bool = Field(
+        False, validation_alias=_env("ANONYMOUS_TIERS", "anonymous_tiers")
+    )
+    tier_min_active_days: int = Field(
+        0, ge=0, le=10_000, validation_alias=_env("TIER_MIN_ACTIVE_DAYS", "tier_min_active_days")
+    )
     # Secret: the URL may carry the Redis password (redis://:password@host:6379/0).
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"), validation_alias=_env("REDIS_URL", "redis_url")
@@ -278,7 +302,16 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, _PrefixedEnvironment(settings_cls))
 
-    @field_validator("event_types", "activation_types", "experiment_reasons", mode="before")
+    @field_validator(
+        "event_types",
+        "activation_types",
+        "experiment_reasons",
+        "active_types",
+        "passive_types",
+        "negative_types",
+        "churn_intent_types",
+        mode="before",
+    )
     @classmethod
     def _split_types(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -10,7 +10,7 @@ offline, where there is none, it is not judged.
 
 Order of the checks (the first one failed names the reason): size, syntax,
 nesting, an object, the required fields, the ids and their lengths, tenant
-and segment, props, ``ts`` and its lower bound, a reserved ``type``, and
+and segment, anonymous, props, ``ts`` and its lower bound, a reserved ``type``, and
 last ``ts_in_future``.
 """
 
@@ -177,6 +177,9 @@ def check_event(obj: dict[str, Any], rules: EventRules, append_ms: int | None) -
         label_bytes = utf8_length(label)
         if label_bytes > rules.max_label_bytes:
             return Rejected(too_long, f"{label_bytes} bytes > {rules.max_label_bytes}")
+    anonymous = obj.get("anonymous")
+    if anonymous is not None and type(anonymous) is not bool:
+        return Rejected("wrong_type", "anonymous must be a boolean or null")
     props = obj.get("props")
     if props is not None and not isinstance(props, dict):
         return Rejected("wrong_type", "props must be an object or null")

@@ -21,11 +21,13 @@ from typing import Protocol
 
 import msgspec
 
+from tables.activity import ActivityTypes
 from tables.clock import NEVER, clock_ms
 from tables.due_index import DueIndex
 from tables.errors import ConfigurationError
 from tables.model import (
     APPLIED,
+    PASSIVE,
     Emission,
     ModelConfig,
     ModelEvent,
@@ -97,6 +99,7 @@ class PartitionEngine:
         self.transitions: list[Transition] = []
         self._users = users if users is not None else getattr(store, "items_list", None)
         self._base_overrides = dict(config.policy.overrides)
+        self._base_activity = dict(config.activity.overrides)
         self.book = book if book is not None else ThresholdBook()
         self._next_activation_ms: int | None = None
         self._apply_book(self.clock_ms)
@@ -144,17 +147,21 @@ class PartitionEngine:
         return emissions
 
     def receive_config(
-        self, scope: str, effective_from_ms: int, tiers_ms: Tiers
+        self,
+        scope: str,
+        effective_from_ms: int,
+        tiers_ms: Tiers,
+        activity: ActivityTypes | None = None,
     ) -> tuple[bool, list[Emission]]:
         """A threshold version for ``scope``: ``(changed, signals now due)``."""
         now = self.clock_ms
-        book = self.book.receive(scope, effective_from_ms, tiers_ms, now)
+        book = self.book.receive(scope, effective_from_ms, tiers_ms, now, activity)
         if book is None:
             return False, []
         self.book = book.pruned(now)
-        before = self.config.policy.overrides
+        before = self.config
         self._apply_book(now)
-        if self.config.policy.overrides == before:
+        if self.config == before:
             return True, []  # applies later: observe switches when the clock gets there
         self.reindex()
         return True, self._judge_due(now)
@@ -170,6 +177,10 @@ class PartitionEngine:
         if overrides != self.config.policy.overrides:
             policy = msgspec.structs.replace(self.config.policy, overrides=overrides)
             self.config = msgspec.structs.replace(self.config, policy=policy)
+        activity = {**self._base_activity, **self.book.activity_at(at_ms)}
+        if activity != self.config.activity.overrides:
+            classes = msgspec.structs.replace(self.config.activity, overrides=activity)
+            self.config = msgspec.structs.replace(self.config, activity=classes)
         self._next_activation_ms = self.book.next_activation_ms(at_ms)
 
     def advance_to(self, clock_at_ms: int) -> list[Emission]:
@@ -201,6 +212,8 @@ class PartitionEngine:
         user_id = event.user_id
         before = self.store.get(user_id)
         step = step_event(before, event, self.config)
+        if step is None:
+            return PASSIVE, before, before
         after = step.state
         if step.outcome != APPLIED:
             return step.outcome, before, before

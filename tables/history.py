@@ -41,6 +41,7 @@ import msgspec
 from tables.engine import DictStore
 from tables.model import (
     APPLIED,
+    PASSIVE,
     Emission,
     ModelConfig,
     ModelEvent,
@@ -74,6 +75,7 @@ class History(msgspec.Struct):
     applied: int
     clock_ms: int
     config: ModelConfig
+    passive: int = 0  # events that are not activity and changed no user
 
 
 def run_history(
@@ -105,11 +107,13 @@ def run_records(
     on_event = processor.on_event  # process() for events, without the type dispatch
     emissions: list[Emission] = []
     transitions: list[Transition] = []
-    applied = 0
+    applied = passive = 0
     for done, event in enumerate(events, 1):
         result = on_event(event)
         if result.outcome == APPLIED:
             applied += 1
+        elif result.outcome == PASSIVE:
+            passive += 1
         if result.emissions:
             emissions.extend(result.emissions)
         if result.transitions:
@@ -121,7 +125,7 @@ def run_records(
     engine = processor.engine
     emissions.extend(engine.advance_to(as_of_ms))
     transitions.extend(engine.take_transitions())
-    return History(states, emissions, transitions, applied, engine.clock_ms, engine.config)
+    return History(states, emissions, transitions, applied, engine.clock_ms, engine.config, passive)
 
 
 def positions_by_user(events: Sequence[ModelEvent]) -> dict[str, list[int]]:
@@ -156,7 +160,7 @@ def run_users(
     states: dict[str, UserState] = {}
     emitted: list[tuple[_Key, Emission]] = []
     moved: list[tuple[_Key, Transition]] = []
-    applied = 0
+    applied = passive = 0
 
     def judged(user_id: str, state: UserState, clock_at_ms: int, seq: int) -> tuple[UserState, int]:
         """Judge at a clock the engine reached earlier or now; key each change by
@@ -201,6 +205,9 @@ def run_users(
                 state, seq = judged(user_id, state, clock_at_ms, seq)
                 due_ms = next_change_ms(state, config)
             step = step_event(state, event, config)
+            if step is None:
+                passive += 1
+                continue
             if step.outcome != APPLIED:
                 continue
             applied += 1
@@ -241,6 +248,7 @@ def run_users(
         applied=applied,
         clock_ms=final_clock_ms,
         config=config,
+        passive=passive,
     )
 
 

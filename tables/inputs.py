@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from tables.activity import ActivityTypes
 from tables.model import ModelEvent
 from tables.thresholds import Tiers
 
@@ -27,6 +28,7 @@ class ThresholdUpdate(msgspec.Struct, frozen=True):
     scope: str
     effective_from_ms: int
     tiers_ms: Tiers
+    activity: ActivityTypes | None = None  # None: the scope's classes are inherited
 
 
 class EraseRequest(msgspec.Struct, frozen=True):

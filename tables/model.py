@@ -23,6 +23,7 @@ from tables.activation import (
     stage_back_unactivated,
     stage_on_activation,
 )
+from tables.activity import ACTIVE, DEFAULT_ACTIVITY, ActivityPolicy, scope_labels
 from tables.cadence import NEGATIVE_TYPES, recent_negative_kinds, update_negative_flags
 from tables.decline import (
     BASELINE_STEP,
@@ -54,6 +55,7 @@ from tables.risk import (
     expected_active_days,
 )
 from tables.state import (
+    ANONYMOUS,
     DAY_WINDOW,
     ID_SLOTS,
     NO_DAY,
@@ -70,6 +72,7 @@ from tables.thresholds import ThresholdPolicy, Tiers
 APPLIED: Final = "applied"
 DUPLICATE_OFFSET: Final = "duplicate_offset"
 DUPLICATE_ID: Final = "duplicate_id"
+PASSIVE: Final = "passive"  # an event that is not activity and changed no user (tables.intent)
 
 REACTIVATED: Final = "reactivated"
 GAP_EWMA_WEIGHT: Final = 0.3
@@ -77,6 +80,7 @@ _FIRST_DAY: Final = b"\x01" + bytes(DAY_WINDOW - 1)
 _BYTE: Final = tuple(bytes((value,)) for value in range(256))  # one-byte strings, made once
 _RING_OF_4: Final = ID_SLOTS == 4  # fold_events unpacks a full ring of 4 ids by hand
 _FIRST: Final = (0,)  # the positions of a run of one event
+_NOTHING: Final[frozenset[str]] = frozenset()  # fold_events' stop types when not judging
 _NO_STOP: Final = 1 << 62  # later than any instant: fold_events takes every event
 
 
@@ -98,6 +102,7 @@ class ModelConfig(msgspec.Struct, frozen=True):
     activation_days: int = 7  # the activation deadline, in model days
     experiment_id: str = ""  # experiment arms per reason code (tables.groups) when set
     experiment_reasons: tuple[str, ...] = ()
+    activity: ActivityPolicy = DEFAULT_ACTIVITY
 
 
 class ModelEvent(msgspec.Struct, frozen=True, gc=False):
@@ -112,6 +117,7 @@ class ModelEvent(msgspec.Struct, frozen=True, gc=False):
     offset: int = NO_OFFSET
     tenant: str | None = None
     segment: str | None = None
+    anonymous: bool | None = None
 
 
 # gc=False on these frozen structs: they hold only immutable values and other
@@ -144,6 +150,7 @@ class Emission(msgspec.Struct, frozen=True, gc=False):
     time_to_return_ms: int | None = None
     late: bool | None = None
     arm: str | None = None
+    churn_intent_as_of: int | None = None
 
     @property
     def signal_id(self) -> str:
@@ -195,6 +202,7 @@ def new_state(event: ModelEvent, day_ms: int) -> UserState:
         tenant=event.tenant or "",
         segment=event.segment or "",
         baseline=BASELINE_STEP,
+        activity_flags=ANONYMOUS if event.anonymous else 0,
     )
 
 
@@ -237,14 +245,28 @@ def _bump_day(newest: int, counts: bytes, day: int) -> tuple[int, bytes, bool]:
 
 def apply_event(
     state: UserState | None, event: ModelEvent, config: ModelConfig
-) -> tuple[str, UserState, list[Emission]]:
-    """Apply one event: ``(outcome, new state, emissions)``; duplicates change nothing."""
+) -> tuple[str, UserState | None, list[Emission]]:
+    """Apply one event: ``(outcome, new state, emissions)``; duplicates and passive
+    events change nothing."""
     step = step_event(state, event, config)
+    if step is None:
+        return PASSIVE, state, []
     return step.outcome, step.state, step.emissions
 
 
-def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) -> Step:
-    """Apply one event, with the lifecycle transitions it causes."""
+def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) -> Step | None:
+    """Apply one event, with the lifecycle transitions it causes; ``None`` for an event
+    that is not activity and changes nothing (outcome ``passive``)."""
+    activity = config.activity
+    types = activity.defaults
+    if activity.overrides:
+        types = activity.types_for(*scope_labels(state, event.tenant, event.segment))
+    kind = types.classify(event.type)
+    if kind != ACTIVE or (state is not None and state.intent_ms):
+        # imported here: tables.intent builds on this module
+        from tables.intent import step_after_intent
+
+        return step_after_intent(state, event, kind, config)
     if state is None:
         created = new_state(event, config.day_ms)
         born = _transition(created, event.user_id, None, STAGE_NEW, event.ts_ms, (), config)
@@ -267,12 +289,13 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
 
 def folds_judging(config: ModelConfig) -> bool:
     """Whether ``fold_events`` may judge runs under ``config``: no tenant or segment
-    thresholds (an event's tenant or segment would move them), and every at-risk
+    thresholds or activity classes (an event's tenant or segment would move them),
+    no explicit list of active types (``ActivityPolicy.folds``), and every at-risk
     threshold a user can get ends after an event's own clock (with the lateness,
     positive), so no folded event could trip the late-event rule by its tier."""
     policy = config.policy
-    if policy.overrides or config.activation_types:
-        return False  # activation: an event of an activation type changes the stage
+    if policy.overrides or config.activation_types or config.activity.folds() is None:
+        return False  # activation: an activation type changes the stage; activity classes
     lowest_ms = policy.defaults_ms[0]
     if policy.user_min_active_days:
         lowest_ms = min(lowest_ms, policy.min_ms, policy.max_ms)
@@ -297,9 +320,16 @@ def fold_events(
     (the state has no tier, and ``folds_judging(config)``) stops the run before
     the first event at whose clock, its ``ts_ms`` less the lateness, the state
     has a tier or stage change due, or would have once the event is applied:
-    the caller judges it, and before an event that would open a decline episode
-    (``tables.decline``: its signal is the caller's). Otherwise every event is
-    taken."""
+    the caller judges it; a judged run also stops before an event that would open
+    a decline episode (``tables.decline``: its signal is the caller's), before an
+    event that is not activity (``ActivityPolicy.folds``), and takes none while a
+    churn intent is pending (``tables.intent``). Otherwise every event is taken."""
+    stop_types = _NOTHING
+    if judging:
+        folds = config.activity.folds()
+        if state.intent_ms or folds is None:
+            return state, start, 0
+        stop_types = folds
     first_seen = state.first_seen_ms
     last_seen = state.last_seen_ms
     day_ms = config.day_ms
@@ -317,6 +347,7 @@ def fold_events(
     flags = state.negative_flags
     tenant = state.tenant
     segment = state.segment
+    activity_flags = state.activity_flags
     stage = state.stage
     baseline = state.baseline
     growth = state.growth_flags
@@ -356,6 +387,9 @@ def fold_events(
         event = events[positions[index]]
         ts_ms = event.ts_ms
         if ts_ms >= last_seen + tier_stop_ms or ts_ms >= stage_stop_ms:
+            break
+        kind = event.type
+        if kind in stop_types:
             break
         index += 1
         event_offset = event.offset
@@ -400,7 +434,6 @@ def fold_events(
         else:
             ids = (*ids, id_hash)[-ID_SLOTS:]
             ring_full = _RING_OF_4 and len(ids) == ID_SLOTS
-        kind = event.type
         if day > last_day:
             gap_days = day - last_day
             streak = streak + 1 if gap_days == 1 else 1
@@ -447,6 +480,11 @@ def fold_events(
             tenant = event.tenant
         if event.segment is not None:
             segment = event.segment
+        anonymous = event.anonymous
+        if anonymous is not None:
+            activity_flags = (
+                activity_flags | ANONYMOUS if anonymous else activity_flags & ~ANONYMOUS
+            )
     if not applied:
         return state, index, 0
     if today != counts[0]:
@@ -473,6 +511,8 @@ def fold_events(
         segment,
         baseline,
         growth,
+        state.intent_ms,
+        activity_flags,
     )
     return updated, index, applied
 
@@ -514,6 +554,7 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
     ``new`` days end goes from new straight to at_risk.
     """
     tiers, source = config.policy.resolve(state)
+    withheld = config.activity.tiers_withheld(state)
     emissions: list[Emission] = []
     transitions: list[Transition] = []
     while True:
@@ -521,7 +562,7 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
         if due_ms is None or due_ms > clock_ms:
             return Step(APPLIED, state, emissions, transitions)
         tier = state.tier
-        if tier < TIER_CHURNED and state.last_seen_ms + tiers[tier] == due_ms:
+        if tier < TIER_CHURNED and not withheld and state.last_seen_ms + tiers[tier] == due_ms:
             threshold = tiers[tier]
             emission = _tier_emission(state, user_id, tier + 1, due_ms, threshold, source, config)
             emissions.append(emission)
@@ -599,7 +640,12 @@ def _next_change_ms(state: UserState, config: ModelConfig) -> int | None:
         tiers = policy.resolve(state)[0]
     else:
         tiers = policy.defaults_ms  # what resolve gives without overrides, without the call
-    tier_due = state.last_seen_ms + tiers[tier]
+    tier_due: int | None = state.last_seen_ms + tiers[tier]
+    activity = config.activity
+    if (
+        state.activity_flags or activity.defaults.tier_min_active_days or activity.overrides
+    ) and activity.tiers_withheld(state):
+        tier_due = None  # anonymous, or too few active days: only the stage can change
     if tier > TIER_NONE:
         return tier_due
     stage = state.stage
@@ -614,7 +660,7 @@ def _next_change_ms(state: UserState, config: ModelConfig) -> int | None:
         stage_due = resurrected
     else:
         return tier_due  # time alone changes the stage only for new and resurrected
-    return tier_due if tier_due <= stage_due else stage_due
+    return tier_due if tier_due is not None and tier_due <= stage_due else stage_due
 
 
 def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:

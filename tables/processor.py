@@ -13,8 +13,9 @@ live), written while the record is processed, so the live store's observers
 
 - an event first moves the partition clock by ``min(ts, append)``; while an
   erased user of the partition is still suppressed, an event of that user is
-  dropped (``suppressed``) after moving the clock; otherwise it is applied or
-  recognised as a duplicate (``tables.model``);
+  dropped (``suppressed``) after moving the clock; otherwise it is applied,
+  recognised as a duplicate (``tables.model``), or ``passive``: not activity
+  and changing no user (``tables.activity``, ``tables.intent``);
 - a tick moves the clock by ``min(wall, append, events_seen + stall_guard)``
   (``tables.clock``) and expires erasure entries the clock has passed;
 - a threshold version with ordered positive tiers and a scope joins the
@@ -85,7 +86,7 @@ class ClockMark(msgspec.Struct, frozen=True, gc=False):
 
 class RecordResult(msgspec.Struct, gc=False):
     """Everything one record caused. ``outcome`` is ``applied``, ``duplicate_offset``,
-    ``duplicate_id`` or ``suppressed`` for an event; ``advanced`` or ``held`` for a
+    ``duplicate_id``, ``passive`` or ``suppressed`` for an event; ``advanced`` or ``held`` for a
     tick; ``applied``, ``unchanged`` or ``rejected`` for a threshold version;
     ``applied`` or ``stale`` for an erasure.
 
@@ -223,7 +224,9 @@ class PartitionProcessor:
         if not (0 < tiers[0] <= tiers[1] <= tiers[2]) or not update.scope:
             return RecordResult(REJECTED, [], [])
         engine = self.engine
-        changed, emissions = engine.receive_config(update.scope, update.effective_from_ms, tiers)
+        changed, emissions = engine.receive_config(
+            update.scope, update.effective_from_ms, tiers, update.activity
+        )
         if not changed:
             return RecordResult(UNCHANGED, [], [])
         return RecordResult(APPLIED, emissions, engine.take_transitions(), book=engine.book)

@@ -4,7 +4,7 @@ Layout of version 3 (little-endian; 118 fixed bytes, the labels, the
 extension)::
 
     offset  bytes  field
-         0      1  format version (2)
+         0      1  format version (3)
          1      1  tier (bits 0-1) and lifecycle stage (bits 2-4)
          2      1  flags of recent negative event types (``NEGATIVE_TYPES``,
                    this and the previous week of activity)
@@ -34,11 +34,14 @@ extension)::
             2      1  growth flags (u8): bit 0 a decline episode is open,
                       bit 1 activated, bit 2 ``not_activated`` signalled
                       (``tables.activation``)
+            3      8  the churn-intent time of the current episode, ms
+                      (i64, 0 = none; ``tables.intent``)
+           11      1  activity flags (u8): bit 0 anonymous (``tables.activity``)
 
 Versions 1 and 2 are the same layout with version byte 1 or 2 and no
 extension: a reader takes them as the same state with the version-3 fields
-zero, and the next write of the user stores version 3 (the upgrade of a
-rolling deploy). A version newer than ``STATE_VERSION``
+at their defaults, and the next write of the user stores version 3 (the
+upgrade of a rolling deploy). A version newer than ``STATE_VERSION``
 raises ``NewerStateError``: this release cannot know what the newer fields
 mean, and writing the state back would drop them. Adding a field: give it a
 default in ``UserState``, bump ``STATE_VERSION``, append it to the extension
@@ -67,12 +70,13 @@ TIER_AT_RISK: Final = 1
 TIER_DORMANT: Final = 2
 TIER_CHURNED: Final = 3
 TIER_NAMES: Final = ("", "at_risk", "dormant", "churned")
+ANONYMOUS: Final = 1  # activity_flags: the user's last event that said so was anonymous
 
 _FIXED = struct.Struct(f"<BBBBqqHq{ID_SLOTS}Qi{DAY_WINDOW}sIHHIqi")
 # Bytes of the extension in each readable version; a version's extension is
 # the previous one's followed by the fields it adds.
-_EXTENSION_BYTES: Final = {1: 0, 2: 0, 3: 3}
-_EXTENSION_V3 = struct.Struct("<HB")
+_EXTENSION_V3 = struct.Struct("<HBqB")
+_EXTENSION_BYTES: Final = {1: 0, 2: 0, 3: _EXTENSION_V3.size}
 _EMPTY_DAYS: Final = bytes(DAY_WINDOW)
 _LENGTH_BYTE: Final = tuple(bytes((n,)) for n in range(256))  # faster than bytes((n,)) per call
 
@@ -100,6 +104,8 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
     segment: str = ""
     baseline: int = 0  # version 3: the long-run active-day rate (tables.decline)
     growth_flags: int = 0  # version 3: decline episode, activation (tables.activation)
+    intent_ms: int = 0  # version 3: the churn intent of this episode (tables.intent)
+    activity_flags: int = 0  # version 3: anonymous (tables.activity)
 
     @property
     def episode_ms(self) -> int:
@@ -108,7 +114,7 @@ class UserState(msgspec.Struct, frozen=True, gc=False):
 
 
 def pack_state(state: UserState) -> bytes:
-    """Version ``STATE_VERSION``: 123 bytes + tenant + segment (≤ 131 while they total ≤ 8)."""
+    """Version ``STATE_VERSION``: 132 bytes + tenant + segment."""
     ids = state.recent_ids
     if len(ids) > ID_SLOTS:
         ids = ids[-ID_SLOTS:]
@@ -134,7 +140,12 @@ def pack_state(state: UserState) -> bytes:
         state.first_signal_as_of_ms,
         state.returned_day,
     )
-    extension = _EXTENSION_V3.pack(min(state.baseline, 0xFFFF), state.growth_flags & 0xFF)
+    extension = _EXTENSION_V3.pack(
+        min(state.baseline, 0xFFFF),
+        state.growth_flags & 0xFF,
+        state.intent_ms,
+        state.activity_flags & 0xFF,
+    )
     return b"".join(
         (fixed, _LENGTH_BYTE[len(tenant)], tenant, _LENGTH_BYTE[len(segment)], segment, extension)
     )
@@ -196,9 +207,11 @@ def unpack_state(blob: bytes) -> UserState:
         segment = blob[segment_at + 1 : size - extension_bytes].decode()
     except UnicodeDecodeError as exc:
         raise StateFormatError("user state has a tenant or segment that is not UTF-8") from exc
-    baseline = growth_flags = 0
+    baseline = growth_flags = intent_ms = activity_flags = 0
     if extension_bytes:
-        baseline, growth_flags = _EXTENSION_V3.unpack_from(blob, size - extension_bytes)
+        baseline, growth_flags, intent_ms, activity_flags = _EXTENSION_V3.unpack_from(
+            blob, size - extension_bytes
+        )
     # positional, in UserState's field order (pinned by tests/unit/test_state.py)
     return UserState(
         first_seen_ms,
@@ -221,6 +234,8 @@ def unpack_state(blob: bytes) -> UserState:
         segment,
         baseline,
         growth_flags,
+        intent_ms,
+        activity_flags,
     )
 
 

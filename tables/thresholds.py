@@ -24,6 +24,7 @@ from typing import Final
 
 import msgspec
 
+from tables.activity import ActivityTypes
 from tables.state import UserState
 
 SOURCE_DEFAULT: Final = "default"
@@ -94,6 +95,7 @@ class ThresholdVersion(msgspec.Struct, frozen=True, array_like=True):
     effective_from_ms: int
     applies_from_ms: int
     tiers_ms: Tiers
+    activity: ActivityTypes | None = None  # the scope's activity classes, if it gives them
 
 
 class ThresholdBook(msgspec.Struct, frozen=True):
@@ -102,7 +104,12 @@ class ThresholdBook(msgspec.Struct, frozen=True):
     scopes: dict[str, tuple[ThresholdVersion, ...]] = msgspec.field(default_factory=dict)
 
     def receive(
-        self, scope: str, effective_from_ms: int, tiers_ms: Tiers, clock_ms: int
+        self,
+        scope: str,
+        effective_from_ms: int,
+        tiers_ms: Tiers,
+        clock_ms: int,
+        activity: ActivityTypes | None = None,
     ) -> ThresholdBook | None:
         """The book with this version added, or ``None`` when it changes nothing."""
         versions = self.scopes.get(scope, ())
@@ -112,6 +119,7 @@ class ThresholdBook(msgspec.Struct, frozen=True):
             effective_from_ms=effective_from_ms,
             applies_from_ms=max(effective_from_ms, clock_ms),
             tiers_ms=tiers_ms,
+            activity=activity,
         )
         return ThresholdBook({**self.scopes, scope: (*versions, version)})
 
@@ -122,6 +130,18 @@ class ThresholdBook(msgspec.Struct, frozen=True):
             for version in reversed(versions):
                 if version.applies_from_ms <= clock_ms:
                     out[scope] = version.tiers_ms
+                    break
+        return out
+
+    def activity_at(self, clock_ms: int) -> dict[str, ActivityTypes]:
+        """The activity classes in force per scope at ``clock_ms`` (scopes whose
+        version in force gives them)."""
+        out: dict[str, ActivityTypes] = {}
+        for scope, versions in self.scopes.items():
+            for version in reversed(versions):
+                if version.applies_from_ms <= clock_ms:
+                    if version.activity is not None:
+                        out[scope] = version.activity
                     break
         return out
 

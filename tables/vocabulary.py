@@ -15,13 +15,20 @@ from tables.activation import NOT_ACTIVATED, SOURCE_ACTIVATION
 from tables.cadence import NEGATIVE_KINDS
 from tables.decline import DECLINING
 from tables.groups import HOLDOUT, TREATMENT
+from tables.intent import CHURN_INTENT_KIND
 from tables.lifecycle import STAGES
 from tables.model import REACTIVATED
 from tables.state import TIER_NAMES
 from tables.thresholds import SOURCE_DEFAULT, SOURCE_SEGMENT, SOURCE_TENANT, SOURCE_USER
 
 TIERS: Final[tuple[str, ...]] = tuple(TIER_NAMES[1:])
-SIGNAL_KINDS: Final[tuple[str, ...]] = (*TIERS, REACTIVATED, DECLINING, NOT_ACTIVATED)
+SIGNAL_KINDS: Final[tuple[str, ...]] = (
+    *TIERS,
+    CHURN_INTENT_KIND,
+    REACTIVATED,
+    DECLINING,
+    NOT_ACTIVATED,
+)
 LIFECYCLE_STAGES: Final[tuple[str, ...]] = tuple(STAGES)
 GROUPS: Final[tuple[str, ...]] = (TREATMENT, HOLDOUT)
 THRESHOLD_SOURCES: Final[tuple[str, ...]] = (
@@ -60,8 +67,9 @@ REASON_CODES: Final[dict[str, tuple[str, str]]] = {
     "returned_after_days": ("the gap before the return, in days", "null"),
     "active_days": ("active days in total", "null"),
     "recent_active_days": (
-        "active days in the last 14 days",
-        "the active days the user's long-run baseline expects in 14 days",
+        "active days in the recent window: 14 days (declining), 28 (churn_intent)",
+        "declining: the active days the user's long-run baseline expects in 14 days; "
+        "churn_intent: null",
     ),
     "active_day_rate": (
         "active days per day over the last 14 days",
@@ -69,4 +77,15 @@ REASON_CODES: Final[dict[str, tuple[str, str]]] = {
     ),
     "activated_after_days": ("days from first seen to the activation event", "null"),
     "days_since_first_seen": ("days from first seen to the activation deadline", "null"),
+    "intent_subscription_cancelled": (
+        "1: the churn-intent event was a subscription_cancelled",
+        "null",
+    ),
+    "intent_unsubscribe": ("1: the churn-intent event was an unsubscribe", "null"),
+    "intent_other": ("1: the churn-intent event was of a type a configuration added", "null"),
+    "days_since_active": (
+        "days from the last active event to the churn intent",
+        "the usual gap between active days, in days (null before a second active day)",
+    ),
+    "after_churn_intent": ("days from the churn intent to the return", "null"),
 }

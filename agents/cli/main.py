@@ -137,6 +137,7 @@ def replay(
                 "events": stats.events,
                 "applied": stats.applied,
                 "duplicates": stats.duplicates,
+                "passive": stats.passive,
                 "after_as_of": stats.after_as_of,
                 "rejected": stats.rejected,
                 "users": stats.users,

@@ -40,6 +40,7 @@ class LineEvent(msgspec.Struct, frozen=True, gc=False):
     ts: int
     tenant: str | None
     segment: str | None
+    anonymous: bool | None = None
 
 
 def judge_line(line: bytes, rules: EventRules) -> LineEvent | Rejected | None:
@@ -54,7 +55,13 @@ def judge_line(line: bytes, rules: EventRules) -> LineEvent | Rejected | None:
     if isinstance(ts_ms, Rejected):
         return ts_ms
     return LineEvent(
-        obj["event_id"], obj["user_id"], obj["type"], ts_ms, obj.get("tenant"), obj.get("segment")
+        obj["event_id"],
+        obj["user_id"],
+        obj["type"],
+        ts_ms,
+        obj.get("tenant"),
+        obj.get("segment"),
+        obj.get("anonymous"),
     )
 
 
@@ -85,6 +92,7 @@ def _plain_decoder(rules: EventRules) -> msgspec.json.Decoder[Any]:
             ("ts", Annotated[int, msgspec.Meta(ge=rules.min_ts_ms)]),
             ("tenant", label, None),
             ("segment", label, None),
+            ("anonymous", bool | None, None),
             ("props", _SHALLOW_PROPS | None, None),
         ],
         frozen=True,

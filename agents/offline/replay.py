@@ -28,6 +28,7 @@ from agents.common.collection import fewer_collections
 from agents.offline.history_lines import read_lines
 from streams.config_record import BadConfigRecord, parse_config_record
 from streams.decode import id_hash
+from streams.inputs import activity_types
 from streams.records import LifecycleTransition, Signal, encode
 from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.clock import NEVER
@@ -52,6 +53,7 @@ class ReplayStats(msgspec.Struct):
     events: int = 0
     applied: int = 0
     duplicates: int = 0
+    passive: int = 0  # events that are not activity and changed no user (tables.intent)
     after_as_of: int = 0
     # refused lines by DLQ reason code, as a worker would count them
     rejected: dict[str, int] = msgspec.field(default_factory=dict)
@@ -119,6 +121,7 @@ def read_events(
                 NO_OFFSET,
                 None if tenant is None else same(tenant, tenant),
                 None if segment is None else same(segment, segment),
+                raw.anonymous,
             )
         )
     stats.lines += accepted + sum(rejected.values())
@@ -160,7 +163,8 @@ def read_config(path: Path) -> ThresholdBook:
     book = ThresholdBook()
     for update in sorted(updates, key=attrgetter("effective_from")):
         tiers = (update.at_risk_ms, update.dormant_ms, update.churned_ms)
-        book = book.receive(update.scope, update.effective_from, tiers, NEVER) or book
+        activity = activity_types(update)
+        book = book.receive(update.scope, update.effective_from, tiers, NEVER, activity) or book
     return book
 
 
@@ -209,7 +213,8 @@ def run_history(
     store.update(history.states)
     stats.events = len(ordered)
     stats.applied = history.applied
-    stats.duplicates = len(ordered) - history.applied
+    stats.passive = history.passive
+    stats.duplicates = len(ordered) - history.applied - history.passive
     stats.signals = dict(Counter(emission.kind for emission in history.emissions))
     stats.users = len(store)
     if on_signals is not None and history.emissions:

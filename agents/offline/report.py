@@ -103,7 +103,7 @@ def episodes_of(signals: Iterable[Signal]) -> list[Episode]:
             returns.append(signal)
             continue
         if signal.kind not in TIERS:
-            continue  # declining, not_activated: warnings, not a silence's tiers
+            continue  # churn_intent, declining, not_activated: not a silence's tiers
         key = (signal.user_id, signal.episode)
         episode = by_key.get(key)
         if episode is None:

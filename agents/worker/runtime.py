@@ -31,7 +31,7 @@ from tables.clock import NEVER
 from tables.engine import PartitionEngine
 from tables.inputs import ClockTick, EraseRequest, ThresholdUpdate
 from tables.lifecycle import STAGES
-from tables.model import APPLIED, DUPLICATE_OFFSET, ModelEvent
+from tables.model import APPLIED, DUPLICATE_OFFSET, PASSIVE, ModelEvent
 from tables.processor import SUPPRESSED, ClockMark, EventsSeen, PartitionProcessor, RecordResult
 from tables.state import UserState, pack_state, unpack_state
 from tables.thresholds import decode_book, encode_book
@@ -324,7 +324,7 @@ class Runtime:
                 self.cohorts.on_event(
                     partition, event.user_id, result.previous, result.state, self._clocks
                 )
-        elif outcome != SUPPRESSED:
+        elif outcome != SUPPRESSED and outcome != PASSIVE:
             self.metrics.duplicates.labels(kind=outcome).inc()
             if outcome == DUPLICATE_OFFSET and result.state is not None:
                 # Re-delivered after a crash: the state was saved, but what the

@@ -2,8 +2,8 @@
 
 The users table's changelog starts with the bytes a version-1 worker left
 (tests/support/state_v1.py packs them without ``tables.state``); today's
-worker recovers them, processes events and writes the current version for the
-users it changes. A state in a version newer than the worker reads stops the worker,
+worker recovers them, processes events and writes the current version for the users it
+changes. A state in a version newer than the worker reads stops the worker,
 and ``redis-sync`` before it touches Redis.
 """
 

@@ -105,14 +105,16 @@ def advance(
     clock_ms: int,
     overrides: dict[str, tuple[int, int, int]],
     rules: Rules,
+    withheld: bool = False,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Everything due at or before ``clock_ms``, in time order (a tier first on a tie)."""
+    """Everything due at or before ``clock_ms``, in time order (a tier first on a tie);
+    no tier when ``withheld`` (``reference.activity.tiers_withheld``)."""
     tiers, source = thresholds(user, overrides, rules)
     signals: list[dict[str, Any]] = []
     moves: list[dict[str, Any]] = []
     while True:
         level = 0 if user.tier is None else TIERS.index(user.tier) + 1
-        tier_due = user.last_seen_ms + tiers[level] if level < len(TIERS) else None
+        tier_due = user.last_seen_ms + tiers[level] if level < len(TIERS) and not withheld else None
         stage_due = stage_ends_ms(user, rules)
         deadline = activation_due(user, rules)
         if (

@@ -22,7 +22,7 @@ import rfc8785
 from aiokafka.partitioner import murmur2
 
 from reference.partition import Partition
-from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick
+from reference.records import Activity, Config, Erase, Event, Outcome, Record, Rules, Tick
 
 CONTROL_HEADER = "engagement-control"
 MAX_DEPTH = 16
@@ -130,7 +130,20 @@ def _control(raw: RawRecord, header: str, body: dict[str, Any], rules: LogRules)
         body["at_risk_ms"],
         body["dormant_ms"],
         body["churned_ms"],
+        _activity(body),
     )
+
+
+_CLASSES = ("active_types", "passive_types", "negative_types", "churn_intent_types")
+
+
+def _activity(body: dict[str, Any]) -> Activity | None:
+    """The activity classes a ``$config`` gives (docs/CONTRACTS.md), or ``None``."""
+    given = {name: body[name] for name in (*_CLASSES, "tier_min_active_days") if name in body}
+    if not given:
+        return None
+    lists = {name[: -len("_types")]: frozenset(given[name]) for name in _CLASSES if name in given}
+    return replace(Activity(tier_min_active_days=given.get("tier_min_active_days", 0)), **lists)
 
 
 def decode(raw: RawRecord, rules: LogRules) -> Record | str:
@@ -174,6 +187,8 @@ def decode(raw: RawRecord, rules: LogRules) -> Record | str:
             return "wrong_type"
         if body.get(name) is not None and len(body[name].encode()) > rules.max_label_bytes:
             return f"{name}_too_long"
+    if body.get("anonymous") is not None and not isinstance(body["anonymous"], bool):
+        return "wrong_type"
     if body.get("props") is not None and not isinstance(body["props"], dict):
         return "wrong_type"
     ts_ms = _ts_ms(body["ts"])
@@ -199,6 +214,7 @@ def decode(raw: RawRecord, rules: LogRules) -> Record | str:
         ts_ms,
         body.get("tenant"),
         body.get("segment"),
+        body.get("anonymous"),
     )
 
 

@@ -19,10 +19,28 @@ only the record at which each is emitted differs. That makes a long log
 
 from __future__ import annotations
 
+from reference.activity import (
+    ACTIVE,
+    CHURN_INTENT,
+    PASSIVE,
+    event_class,
+    in_grace,
+    intent_signal,
+    return_after_intent,
+    tiers_withheld,
+)
 from reference.growth import activate, judge_decline, move_baseline
 from reference.judge import advance, reactivation, thresholds, transition
-from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick
-from reference.user import User, apply_event, come_back, duplicate, first_event, view
+from reference.records import Activity, Config, Erase, Event, Outcome, Record, Rules, Tick
+from reference.user import (
+    User,
+    apply_event,
+    come_back,
+    duplicate,
+    first_event,
+    note_event,
+    view,
+)
 
 Tiers = tuple[int, int, int]
 
@@ -33,8 +51,8 @@ class Partition:
         self.every_record = every_record
         self.users: dict[str, User] = {}
         self.high_ms: int | None = None  # the greatest clock contribution so far
-        # per scope, every accepted version: (effective_from, applies_from, tiers)
-        self.versions: dict[str, list[tuple[int, int, Tiers]]] = {}
+        # per scope, every accepted version: (effective_from, applies_from, tiers, activity)
+        self.versions: dict[str, list[tuple[int, int, Tiers, Activity | None]]] = {}
         self.erased_until: dict[str, int] = {}  # user -> clock instant the suppression ends
         self.out = Outcome()
         self.index = 0  # of the record being handled
@@ -71,9 +89,19 @@ class Partition:
         """Per scope, the newest accepted version that applies by ``at_ms``."""
         out: dict[str, Tiers] = {}
         for scope, versions in self.versions.items():
-            for _effective, applies_from, tiers in versions:
+            for _effective, applies_from, tiers, _activity in versions:
                 if applies_from <= at_ms:
                     out[scope] = tiers
+        return out
+
+    def activity_at(self, at_ms: int) -> dict[str, Activity]:
+        """Per scope, the activity classes of the newest accepted version that applies
+        by ``at_ms``, where it gives them."""
+        out: dict[str, Activity] = {}
+        for scope, versions in self.versions.items():
+            applied = [v for v in versions if v[1] <= at_ms]
+            if applied and applied[-1][3] is not None:
+                out[scope] = applied[-1][3]
         return out
 
     def move_clock(self, contribution_ms: int) -> None:
@@ -85,7 +113,7 @@ class Partition:
             {
                 applies_from
                 for versions in self.versions.values()
-                for _effective, applies_from, _tiers in versions
+                for _effective, applies_from, _tiers, _activity in versions
                 if (before is None or applies_from > before) and applies_from <= after
             }
         )
@@ -103,7 +131,8 @@ class Partition:
         user = self.users.get(user_id)
         if user is not None:
             overrides = self.overrides_at(at_ms)
-            self.emit(*advance(user, user_id, at_ms, overrides, self.rules))
+            withheld = tiers_withheld(user, self.activity_at(at_ms), self.rules)
+            self.emit(*advance(user, user_id, at_ms, overrides, self.rules, withheld))
 
     def emit(self, signals: list[dict[str, object]], moves: list[dict[str, object]]) -> None:
         self.out.signals.extend((self.index, signal) for signal in signals)
@@ -118,33 +147,68 @@ class Partition:
             return "suppressed"
         self.judge(event.user_id, clock_ms)
         user = self.users.get(event.user_id)
+        kind = event_class(user, event, self.activity_at(clock_ms), self.rules)
+        # activation and decline are judged on active events outside a churn intent
+        activates = user is None or user.intent_ms is None
         if user is None:
+            if kind != ACTIVE:
+                return "passive"
             user = self.users[event.user_id] = first_event(event, self.rules)
             self.emit(
                 [], [transition(user, event.user_id, None, "new", event.ts_ms, [], self.rules)]
             )
         else:
+            if kind == PASSIVE or (kind == ACTIVE and in_grace(user, event, self.rules)):
+                return "passive"
             skipped = duplicate(user, event, self.rules)
             if skipped is not None:
                 return skipped
-            had_tier = user.tier is not None
-            if event.ts_ms > user.last_seen_ms and user.tier is not None:
-                tiers, source = thresholds(user, self.overrides_at(clock_ms), self.rules)
-                signal, moved = reactivation(user, event.user_id, event, tiers, source, self.rules)
-                self.emit([signal], [moved])
-                come_back(user, event, self.rules)
-            day = event.ts_ms // self.rules.day_ms
-            gap_days = day - user.last_seen_ms // self.rules.day_ms
-            apply_event(user, event, self.rules)
-            if gap_days > 0:  # a new newest active day
-                move_baseline(user, gap_days)
-                if not had_tier:
-                    overrides = self.overrides_at(clock_ms)
-                    self.emit(judge_decline(user, event.user_id, day, overrides, self.rules), [])
-        self.emit([], activate(user, event.user_id, event, self.rules))
+            if kind != ACTIVE:
+                self.not_activity(user, event, kind, clock_ms)
+            else:
+                self.activity(user, event, clock_ms)
+        if kind == ACTIVE and activates:
+            self.emit([], activate(user, event.user_id, event, self.rules))
         # a late event can make its user due at once
         self.judge(event.user_id, clock_ms)
         return "applied"
+
+    def not_activity(self, user: User, event: Event, kind: str, clock_ms: int) -> None:
+        note_event(user, event, self.rules)
+        if kind == CHURN_INTENT and user.intent_ms is None:
+            tiers, source = thresholds(user, self.overrides_at(clock_ms), self.rules)
+            signal = intent_signal(user, event.user_id, event, tiers, source, self.rules)
+            self.emit([signal], [])
+            user.intent_ms = event.ts_ms
+            if user.first_signal_as_of_ms is None:
+                user.first_signal_as_of_ms = event.ts_ms
+
+    def activity(self, user: User, event: Event, clock_ms: int) -> None:
+        had_tier = user.tier is not None
+        after_intent = user.intent_ms is not None
+        if event.ts_ms > user.last_seen_ms and (
+            user.tier is not None or user.intent_ms is not None
+        ):
+            tiers, source = thresholds(user, self.overrides_at(clock_ms), self.rules)
+            if user.intent_ms is not None:
+                signal, moved = return_after_intent(
+                    user, event.user_id, event, tiers, source, self.rules
+                )
+                user.intent_ms = None
+            else:
+                signal, moved = reactivation(user, event.user_id, event, tiers, source, self.rules)
+            self.emit([signal], [] if moved is None else [moved])
+            if user.tier is not None:
+                come_back(user, event, self.rules)
+            user.first_signal_as_of_ms = None
+        day = event.ts_ms // self.rules.day_ms
+        gap_days = day - user.last_seen_ms // self.rules.day_ms
+        apply_event(user, event, self.rules)
+        if gap_days > 0:  # a new newest active day
+            move_baseline(user, gap_days)
+            if not had_tier and not after_intent:
+                overrides = self.overrides_at(clock_ms)
+                self.emit(judge_decline(user, event.user_id, day, overrides, self.rules), [])
 
     def config(self, config: Config) -> str:
         tiers = (config.at_risk_ms, config.dormant_ms, config.churned_ms)
@@ -155,10 +219,13 @@ class Partition:
             return "unchanged"  # a re-sent or older version
         clock_ms = self.clock_ms
         if clock_ms is None:  # nothing has moved the clock yet
-            versions.append((config.effective_from_ms, config.effective_from_ms, tiers))
+            versions.append(
+                (config.effective_from_ms, config.effective_from_ms, tiers, config.activity)
+            )
             return "applied"
         self.judge_everyone(clock_ms)  # with the versions in force until now
-        versions.append((config.effective_from_ms, max(config.effective_from_ms, clock_ms), tiers))
+        applies_ms = max(config.effective_from_ms, clock_ms)
+        versions.append((config.effective_from_ms, applies_ms, tiers, config.activity))
         self.judge_everyone(clock_ms)  # a version in force at once can make users due
         return "applied"
 

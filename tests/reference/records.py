@@ -12,6 +12,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DAY_MS = 86_400_000
+CHURN_INTENT_TYPES = frozenset({"subscription_cancelled", "unsubscribe"})
+NEGATIVE_TYPES = frozenset(
+    {
+        "checkout_failed",
+        "payment_failed",
+        "order_failed",
+        "support_ticket",
+        "complaint",
+        "negative_feedback",
+        "app_error",
+        "error",
+        "crash",
+        "refund_requested",
+        "order_cancelled",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What counts as activity in one scope (docs/MODEL.md, "Activity"): ``active``
+    ``None`` means every type not listed in another class."""
+
+    active: frozenset[str] | None = None
+    passive: frozenset[str] = frozenset()
+    negative: frozenset[str] = NEGATIVE_TYPES
+    churn_intent: frozenset[str] = CHURN_INTENT_TYPES
+    tier_min_active_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -24,6 +52,7 @@ class Event:
     ts_ms: int
     tenant: str | None = None
     segment: str | None = None
+    anonymous: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +72,8 @@ class Config:
     at_risk_ms: int
     dormant_ms: int
     churned_ms: int
+    # the scope's activity classes (docs/CONTRACTS.md, "$config"); None: not given
+    activity: Activity | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +109,9 @@ class Rules:
     holdout_salt: str = ""
     erasure_suppress_ms: int = 30 * DAY_MS
     dedup_ids: int = 4
+    activity: Activity = Activity()
+    intent_grace_ms: int = DAY_MS
+    anonymous_tiers: bool = False
     # MBG/NBD population parameters (alpha in days): the defaults of docs/MODEL.md
     risk_r: float = 0.5
     risk_alpha: float = 3.0
@@ -123,6 +157,8 @@ class UserView:
     declining: bool
     activated: bool
     not_activated_signalled: bool
+    intent_ms: int | None
+    anonymous: bool
 
 
 @dataclass

@@ -59,6 +59,8 @@ class User:
     declining: bool = False
     activated: bool = False
     not_activated_signalled: bool = False
+    intent_ms: int | None = None  # the churn intent of the current episode
+    anonymous: bool = False
 
 
 def label(text: str) -> str:
@@ -78,6 +80,7 @@ def first_event(event: Event, rules: Rules) -> User:
         offset=event.offset,
         tenant=label(event.tenant or ""),
         segment=label(event.segment or ""),
+        anonymous=bool(event.anonymous),
     )
     _count(user, event, rules)
     user.streak_days = 1
@@ -114,6 +117,28 @@ def apply_event(user: User, event: Event, rules: Rules) -> None:
         user.tenant = label(event.tenant)
     if event.segment is not None:
         user.segment = label(event.segment)
+    if event.anonymous is not None:
+        user.anonymous = event.anonymous
+
+
+def note_event(user: User, event: Event, rules: Rules) -> None:
+    """A negative or churn-intent event of a known user: applied, but not activity.
+    Its negative kind counts in its own week, or in the week of the newest active
+    day when it is later than that."""
+    user.events_total += 1
+    user.recent_event_ids = [*user.recent_event_ids, event.event_id][-ID_RING:]
+    user.partition = rules.partition
+    user.offset = event.offset
+    if event.tenant is not None:
+        user.tenant = label(event.tenant)
+    if event.segment is not None:
+        user.segment = label(event.segment)
+    if event.anonymous is not None:
+        user.anonymous = event.anonymous
+    kind = NEGATIVE_KINDS.get(event.type)
+    if kind is not None:
+        week = min(event.ts_ms // rules.day_ms, user.last_seen_ms // rules.day_ms) // WEEK_DAYS
+        user.negative_weeks.setdefault(week, set()).add(kind)
 
 
 def _count(user: User, event: Event, rules: Rules) -> None:
@@ -185,4 +210,6 @@ def view(user: User, rules: Rules) -> UserView:
         declining=user.declining,
         activated=user.activated,
         not_activated_signalled=user.not_activated_signalled,
+        intent_ms=user.intent_ms,
+        anonymous=user.anonymous,
     )

@@ -8,16 +8,28 @@ signals and transitions turned into ``reference.records.Outcome``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import msgspec
-from reference.records import Config, Erase, Event, Outcome, Record, Rules, Tick, UserView
+from reference.records import (
+    Activity,
+    Config,
+    Erase,
+    Event,
+    Outcome,
+    Record,
+    Rules,
+    Tick,
+    UserView,
+)
 
 from streams.decode import id_hash
 from streams.model_settings import model_config, record_rules
 from streams.records import LifecycleTransition, Signal, encode
 from streams.settings import Settings
 from tables.activation import ACTIVATED, NOT_ACTIVATED_SIGNALLED
+from tables.activity import ActivityTypes
 from tables.cadence import NEGATIVE_KINDS
 from tables.clock import NEVER
 from tables.decline import DECLINE_OPEN
@@ -25,7 +37,7 @@ from tables.inputs import ClockTick, EraseRequest, ThresholdUpdate
 from tables.lifecycle import STAGES
 from tables.model import APPLIED, ModelEvent
 from tables.processor import PartitionProcessor
-from tables.state import NO_DAY, TIER_NAMES, UserState, pack_state, unpack_state
+from tables.state import ANONYMOUS, NO_DAY, TIER_NAMES, UserState, pack_state, unpack_state
 
 
 class PackedStore:
@@ -77,7 +89,25 @@ def rules_for(settings: Settings, partition: int = 0) -> Rules:
         decline_sensitivity=settings.decline_sensitivity,
         activation_types=settings.activation_types,
         activation_days=settings.activation_days,
+        activity=_reference_activity(settings),
+        intent_grace_ms=settings.intent_grace_days * settings.day_ms,
+        anonymous_tiers=settings.anonymous_tiers,
     )
+
+
+def _reference_activity(settings: Settings) -> Activity:
+    """The settings' classes, each left unset keeping the reference's default."""
+    given = {
+        name: frozenset(types)
+        for name, types in (
+            ("active", settings.active_types),
+            ("passive", settings.passive_types),
+            ("negative", settings.negative_types),
+            ("churn_intent", settings.churn_intent_types),
+        )
+        if types is not None
+    }
+    return replace(Activity(tier_min_active_days=settings.tier_min_active_days), **given)
 
 
 def run_engine(records: list[Record], settings: Settings, partition: int = 0) -> Outcome:
@@ -101,6 +131,7 @@ def run_engine(records: list[Record], settings: Settings, partition: int = 0) ->
                 offset=record.offset,
                 tenant=record.tenant,
                 segment=record.segment,
+                anonymous=record.anonymous,
             )
             result = processor.process(event, record.append_ms)
             outcome = result.outcome
@@ -110,7 +141,9 @@ def run_engine(records: list[Record], settings: Settings, partition: int = 0) ->
             outcome = "tick"
         elif isinstance(record, Config):
             tiers = (record.at_risk_ms, record.dormant_ms, record.churned_ms)
-            update = ThresholdUpdate(record.scope, record.effective_from_ms, tiers)
+            update = ThresholdUpdate(
+                record.scope, record.effective_from_ms, tiers, _activity(record.activity)
+            )
             result = processor.process(update, record.append_ms)
             outcome = result.outcome
         elif isinstance(record, Erase):
@@ -128,6 +161,18 @@ def run_engine(records: list[Record], settings: Settings, partition: int = 0) ->
     out.states = {user_id: view_of(state, event_ids) for user_id, state in store.items_list()}
     out.clock_ms = None if engine.high_ms <= NEVER else engine.clock_ms
     return out
+
+
+def _activity(activity: Activity | None) -> ActivityTypes | None:
+    if activity is None:
+        return None
+    return ActivityTypes(
+        activity.active,
+        activity.passive,
+        activity.negative,
+        activity.churn_intent,
+        activity.tier_min_active_days,
+    )
 
 
 def _wire(record: msgspec.Struct) -> dict[str, Any]:
@@ -169,4 +214,6 @@ def view_of(state: UserState, event_ids: dict[int, str]) -> UserView:
         declining=bool(state.growth_flags & DECLINE_OPEN),
         activated=bool(state.growth_flags & ACTIVATED),
         not_activated_signalled=bool(state.growth_flags & NOT_ACTIVATED_SIGNALLED),
+        intent_ms=state.intent_ms or None,
+        anonymous=bool(state.activity_flags & ANONYMOUS),
     )

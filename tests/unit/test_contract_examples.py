@@ -23,6 +23,7 @@ from streams.schemas import SCHEMA_DIR
 from streams.settings import Settings
 from streams.validate import Rejected
 from tables.groups import HOLDOUT, TREATMENT
+from tables.intent import CHURN_INTENT_KIND
 from tables.lifecycle import STAGES
 from tables.model import REACTIVATED
 from tables.state import TIER_NAMES
@@ -105,7 +106,7 @@ def test_the_validator_refuses_a_broken_record() -> None:
 
 def test_examples_use_the_enums_of_the_code() -> None:
     signals = _of("signal")
-    assert {s["kind"] for s in signals} == {*TIER_NAMES[1:], REACTIVATED}
+    assert {s["kind"] for s in signals} == {*TIER_NAMES[1:], CHURN_INTENT_KIND, REACTIVATED}
     sources = {SOURCE_USER, SOURCE_SEGMENT, SOURCE_TENANT, SOURCE_DEFAULT}
     assert {s["threshold_source"] for s in signals} <= sources
     transitions = _of("lifecycle-transition")
@@ -149,7 +150,7 @@ def test_examples_follow_the_field_rules_of_the_contract() -> None:
         if signal["kind"] == REACTIVATED:
             assert signal["gap_ms"] == signal["inactive_ms"]
             assert signal["late"] == (signal["time_to_return_ms"] < 0)
-        else:
+        elif signal["kind"] != CHURN_INTENT_KIND:  # a churn intent comes when it comes
             assert signal["inactive_ms"] == signal["threshold_ms"]
             assert "tier_reached" not in signal and "late" not in signal
     for transition in _of("lifecycle-transition"):

@@ -3,10 +3,12 @@ the processor and its engine decide record by record, in their order."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tables.activity import ActivityPolicy, ActivityTypes
 from tables.engine import DictStore, PartitionEngine
 from tables.history import History, run_history, run_records, run_users
 from tables.model import Emission, ModelConfig, ModelEvent, Transition
@@ -15,7 +17,12 @@ from tables.thresholds import ThresholdBook, ThresholdPolicy
 DAY_MS = 1_000
 BASE_MS = 1_700_000_000_000
 USERS = ("ana", "bo", "cy", "dee", "eve")
-TYPES = ("view", "purchase", "checkout_failed", "complaint")
+TYPES = ("view", "purchase", "checkout_failed", "complaint", "unsubscribe", "push_received")
+# push_received passive; a one-day churn-intent grace; tiers from 2 active days
+ACTIVITY = ActivityPolicy(
+    ActivityTypes(passive=frozenset({"push_received"}), tier_min_active_days=2),
+    intent_grace_ms=DAY_MS,
+)
 
 
 def config(
@@ -42,6 +49,7 @@ def config(
         decline_sensitivity=decline_sensitivity,
         activation_types=activation_types,
         activation_days=4,
+        activity=ACTIVITY,
     )
 
 
@@ -61,7 +69,8 @@ def histories(draw: st.DrawFn) -> list[ModelEvent]:
         )
         event_id = draw(st.one_of(st.just(n), st.integers(0, 5)))  # small ids repeat
         kind = draw(st.sampled_from(TYPES))
-        events.append(ModelEvent(user, event_id, kind, ts_ms, ts_ms))
+        anonymous = draw(st.sampled_from((None, None, None, True, False)))
+        events.append(ModelEvent(user, event_id, kind, ts_ms, ts_ms, anonymous=anonymous))
     if draw(st.booleans()):  # a daily habit that fades: the declining rule's case
         daily = draw(st.integers(25, 50))
         gap = draw(st.integers(2, 4))
@@ -127,6 +136,7 @@ def assert_same(per_record: History, fast: History) -> None:
     assert per_record.emissions == fast.emissions
     assert per_record.transitions == fast.transitions
     assert (per_record.applied, per_record.clock_ms) == (fast.applied, fast.clock_ms)
+    assert per_record.passive == fast.passive
     assert per_record.config == fast.config
 
 
@@ -153,8 +163,9 @@ def test_run_history_takes_the_fast_path_only_where_it_equals_the_processor(
 
 
 def test_signals_flow_in_a_history_long_enough_to_judge() -> None:
-    """The equality above is not vacuous: a month of silence emits every tier."""
-    cfg = config(0, 500)
+    """The equality above is not vacuous: a month of silence emits every tier
+    (to a one-day user: tiers for every user)."""
+    cfg = msgspec.structs.replace(config(0, 500), activity=ActivityPolicy())
     events = [ModelEvent("ana", 1, "view", BASE_MS, BASE_MS)]
     history = run_users(events, cfg, BASE_MS + 40 * DAY_MS)
     assert [e.kind for e in history.emissions] == ["at_risk", "dormant", "churned"]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from streams.decode import id_hash
 from streams.records import Signal
+from tables.activity import ActivityPolicy, ActivityTypes
 from tables.due_index import DueIndex
 from tables.engine import DictStore, PartitionEngine
 from tables.groups import HOLDOUT, TREATMENT, group_of
@@ -50,6 +51,11 @@ CONFIG = ModelConfig(
     resurrected_days=5,
     holdout_salt="salt",
     holdout_share=0.1,
+)
+# every type active: the arithmetic of active events whatever their type
+ALL_ACTIVE = msgspec.structs.replace(
+    CONFIG,
+    activity=ActivityPolicy(ActivityTypes(negative=frozenset(), churn_intent=frozenset())),
 )
 
 
@@ -431,7 +437,9 @@ def test_negative_flags_follow_the_cadence_rules_for_every_event(
     events: list[tuple[int, str]],
 ) -> None:
     """The state's flags equal the cadence rules applied event by event (same
-    day, later days, late events alike), so no path of the model skips them."""
+    day, later days, late events alike), so no path of the model skips them.
+    Every type active here (a scope may make negative types active); negative
+    events that are not activity: tests/unit/test_activity.py."""
     from tables.cadence import update_negative_flags
 
     state: UserState | None = None
@@ -440,7 +448,8 @@ def test_negative_flags_follow_the_cadence_rules_for_every_event(
     for n, (day, kind) in enumerate(events):
         at_ms = T0 + day * DAY_MS
         event = ModelEvent("u", n, kind, at_ms, at_ms)
-        _outcome, state, _ = apply_event(state, event, CONFIG)
+        _outcome, state, _ = apply_event(state, event, ALL_ACTIVE)
+        assert state is not None
         absolute = at_ms // DAY_MS
         if newest_day is None:
             expected = update_negative_flags(0, absolute, absolute, kind)
@@ -486,16 +495,20 @@ def test_folding_a_run_equals_stepping_event_by_event(
     items: list[tuple[int, int, str, int, int, str | None, str | None]], dedup_ids: int
 ) -> None:
     """``fold_events`` over a user's run makes the state ``step_event`` makes one
-    event at a time (no stop rule: tiers and stages are the caller's)."""
-    config = msgspec.structs.replace(CONFIG, dedup_ids=dedup_ids or ID_SLOTS)
+    event at a time (no stop rule: tiers and stages are the caller's), for
+    active events (the only ones folded)."""
+    config = msgspec.structs.replace(ALL_ACTIVE, dedup_ids=dedup_ids or ID_SLOTS)
     events = [
         ModelEvent("u", n, kind, T0 + at_ms, T0 + at_ms, partition, offset, tenant, segment)
         for at_ms, n, kind, offset, partition, tenant, segment in items
     ]
-    first = step_event(None, events[0], config).state
+    first_step = step_event(None, events[0], config)
+    assert first_step is not None
+    first = first_step.state
     stepped, applied = first, 0
     for one in events[1:]:
         step = step_event(stepped, one, config)
+        assert step is not None
         stepped = step.state
         applied += step.outcome == APPLIED
     positions = list(range(len(events)))

@@ -2,9 +2,11 @@
 
 Histories under the production defaults (days of 24 h, 7/14/30-day tiers,
 per-user thresholds from 5 active days, 10 min lateness, 15 min stall guard,
-the declining rule's sensitivity; activation off, and on in a second test):
-a few users with many event types (the negative ones too), tenants and
-segments with threshold versions, duplicates by id, re-delivered offsets,
+the declining rule's sensitivity, the default activity classes, a one-day
+churn-intent grace; activation off, and on in a second test): a few users with
+many event types (negative, churn-intent and passive ones too), anonymous
+users, tenants and segments with threshold versions (some with their own
+activity classes), duplicates by id, re-delivered offsets,
 late events, erasures (some stale), and signed ticks over idle stretches,
 some with a stalled ``events_seen``. Compared: every record's outcome, the
 clock, every field of every user's final state, and per user every signal
@@ -30,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reference.partition import run_reference
-from reference.records import Config, Erase, Event, Outcome, Record, Tick
+from reference.records import Activity, Config, Erase, Event, Outcome, Record, Tick
 from support.engine_outcome import rules_for, run_engine
 
 from streams.settings import Settings
@@ -53,6 +55,15 @@ TYPES = (
     "refund_requested",
     "unsubscribe",
     "order_cancelled",
+    "subscription_cancelled",
+    "push_received",
+)
+ACTIVITY_CHOICES = (  # a config version's activity classes (None: it gives none)
+    None,
+    None,
+    Activity(passive=frozenset({"push_received"}), tier_min_active_days=2),
+    Activity(active=frozenset({"page_view", "login", "purchase"})),
+    Activity(negative=frozenset(), churn_intent=frozenset({"refund_requested"})),
 )
 # A tenant longer than the 255 bytes the state keeps is left out here while
 # tests/unit/test_state_labels.py fails (the engine's records disagree then).
@@ -102,6 +113,7 @@ event_steps = st.tuples(
     st.sampled_from(TENANTS),
     st.sampled_from(SEGMENTS),
     st.sampled_from(("fresh", "fresh", "fresh", "recent", "old")),  # event id
+    st.sampled_from((None, None, None, True, False)),  # anonymous
 )
 STEPS = {
     "event": event_steps,
@@ -130,6 +142,7 @@ STEPS = {
         st.sampled_from(SCOPES),
         st.integers(-10 * DAY_MS, 10 * DAY_MS),  # effective_from - R
         st.sampled_from(TIER_CHOICES),
+        st.sampled_from(ACTIVITY_CHOICES),
     ),
     # a version that starts to apply exactly when a user's default at_risk falls due
     "config_at_due": st.tuples(
@@ -169,7 +182,7 @@ class Log:
         offset = len(self.records)
         at = self.append_ms
         if kind == "event":
-            _, user, type_, ts_offset_ms, tenant, segment, id_kind = step
+            _, user, type_, ts_offset_ms, tenant, segment, id_kind, anonymous = step
             ids = self.ids.setdefault(user, [])
             if id_kind == "recent" and ids:
                 event_id = ids[-1]
@@ -178,7 +191,9 @@ class Log:
             else:
                 event_id = f"{user}-{offset}"
             ids.append(event_id)
-            event = Event(offset, at, event_id, user, type_, at + ts_offset_ms, tenant, segment)
+            event = Event(
+                offset, at, event_id, user, type_, at + ts_offset_ms, tenant, segment, anonymous
+            )
             self.last_ts[user] = max(event.ts_ms, self.last_ts.get(user, event.ts_ms))
             self.records.append(event)
             self.delivered.append(event)
@@ -189,7 +204,7 @@ class Log:
             _, user, days, gap_days = step
             for day in range(days):
                 self.add(("wait", gap_days * DAY_MS - 2 * HOUR_MS + day * 977_000 % (4 * HOUR_MS)))
-                self.add(("event", user, TYPES[day % 3], -MINUTE_MS, None, None, "fresh"))
+                self.add(("event", user, TYPES[day % 3], -MINUTE_MS, None, None, "fresh", None))
         elif kind == "fade":
             _, user, days, gap_days = step
             self.add(("routine", user, days, 1))
@@ -206,8 +221,8 @@ class Log:
                 at = self.append_ms
                 self.records.append(Tick(len(self.records), at, at, at))
         elif kind == "config":
-            _, scope, effective_ms, tiers = step
-            self.records.append(Config(offset, at, scope, at + effective_ms, *tiers))
+            _, scope, effective_ms, tiers, activity = step
+            self.records.append(Config(offset, at, scope, at + effective_ms, *tiers, activity))
             self.configs.append(self.records[-1])
         elif kind == "config_at_due" and step[1] in self.last_ts:
             _, user, scope, tiers = step
@@ -314,6 +329,26 @@ def test_engine_agrees_with_the_reference(records: list[Record]) -> None:
 @given(histories())
 def test_engine_agrees_with_the_reference_with_activation_on(records: list[Record]) -> None:
     check(records, ACTIVATION)
+
+
+# activity settings besides the defaults: passive types, a minimum of active days
+# before tiers, tiers for anonymous users, a two-day grace
+ACTIVITY_SETTINGS = SETTINGS.model_copy(
+    update={
+        "passive_types": ("push_received", "page_view"),
+        "tier_min_active_days": 2,
+        "anonymous_tiers": True,
+        "intent_grace_days": 2,
+    }
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories())
+def test_engine_agrees_with_the_reference_under_other_activity_settings(
+    records: list[Record],
+) -> None:
+    check(records, ACTIVITY_SETTINGS)
 
 
 @pytest.mark.full

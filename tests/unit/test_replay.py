@@ -330,3 +330,40 @@ def test_a_bad_config_file_is_refused_with_the_line(
     args += ["--scores", str(tmp_path / "s.csv"), "--config", str(config)]
     result = CliRunner().invoke(main, args, env={"ENGAGEMENT_HOLDOUT_SALT": "salt"})
     assert result.exit_code == 2 and "--config" in result.output
+
+
+def test_replay_applies_a_versions_activity_classes(tmp_path: Path) -> None:
+    """A version's passive and churn-intent types hold for its tenant only; a
+    passive-only user of the tenant has no state; the summary counts passive events."""
+    day_ms = 86_400_000
+    base = 1_750_000_000_000
+    events = tmp_path / "events.jsonl"
+    rows = [
+        ("ana", 0, "acme", "visit"),
+        ("ana", 1, "acme", "plan_cancelled"),
+        ("pat", 1, "acme", "push_received"),
+        ("bo", 0, "zed", "visit"),
+        ("bo", 1, "zed", "plan_cancelled"),
+        ("bo", 2, "zed", "push_received"),
+    ]
+    events.write_text(
+        "\n".join(
+            line(f"e{n}", user, base + day * day_ms, tenant=tenant, type=kind)
+            for n, (user, day, tenant, kind) in enumerate(rows)
+        )
+        + "\n"
+    )
+    config = tmp_path / "config.jsonl"
+    version = json.loads(_config_line("acme", base - day_ms, "7d"))
+    version |= {"passive_types": ["push_received"], "churn_intent_types": ["plan_cancelled"]}
+    config.write_text(json.dumps(version) + "\n")
+    scores, signals = tmp_path / "scores.csv", tmp_path / "signals.jsonl"
+    args = ["replay", str(events), "--as-of", str(base + 3 * day_ms), "--horizon", "30d"]
+    args += ["--scores", str(scores), "--signals", str(signals), "--config", str(config)]
+    result = CliRunner().invoke(main, args, env={"ENGAGEMENT_HOLDOUT_SALT": "salt"})
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["passive"] == 1 and summary["users"] == 2
+    sent = [json.loads(raw) for raw in signals.read_text().splitlines()]
+    assert [(s["user_id"], s["kind"]) for s in sent] == [("ana", "churn_intent")]
+    assert {row["user_id"] for row in csv.DictReader(scores.open())} == {"ana", "bo"}

@@ -255,11 +255,25 @@ def test_activation_rate_per_cohort_is_reported_from_the_lifecycle_file(tmp_path
     signals = tmp_path / "signals.jsonl"
     signals.write_bytes(encode(tier("a", "treatment", "at_risk")) + b"\n")
     report = write_report(
-        signals, tmp_path / "out", 30 * DAY_MS, start + 20 * DAY_MS, lifecycle, DAY_MS, 7 * DAY_MS
+        signals,
+        tmp_path / "out",
+        30 * DAY_MS,
+        start + 20 * DAY_MS,
+        lifecycle,
+        DAY_MS,
+        activation_deadline_ms=7 * DAY_MS,
     )
     (cohort,) = report["activation"]
     assert (cohort["users"], cohort["past_deadline"], cohort["activated"]) == (2, 2, 1)
     assert "Activation per weekly cohort" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_a_churn_intent_is_no_tier_of_an_episode() -> None:
+    """A cancellation's signal opens no tier episode; the tier of the same silence does."""
+    intent = tier("u", "treatment", "churn_intent", after_days=1)
+    (episode,) = episodes_of([intent, tier("u", "treatment", "at_risk")])
+    assert episode.tiers == [(T0 + 7 * DAY_MS, "at_risk")]
+    assert episodes_of([intent]) == []
 
 
 def test_lifecycle_counts_follow_the_transitions() -> None:

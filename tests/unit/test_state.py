@@ -3,6 +3,8 @@ version, refuses newer versions and foreign blobs."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 import pytest
 from hypothesis import given, settings
@@ -35,7 +37,19 @@ def names(max_bytes: int) -> st.SearchStrategy[str]:
     return st.text(max_size=max_bytes).filter(lambda text: len(text.encode()) <= max_bytes)
 
 
-def user_states(name_bytes: int = 255) -> st.SearchStrategy[UserState]:
+def user_states(
+    name_bytes: int = 255, version: int = STATE_VERSION
+) -> st.SearchStrategy[UserState]:
+    """States whose fields fit the packed form; the fields added after ``version``
+    at their defaults."""
+    added = {}
+    if version >= 3:
+        added = {
+            "baseline": U16,
+            "growth_flags": st.integers(0, 255),
+            "intent_ms": I64,
+            "activity_flags": st.integers(0, 255),
+        }
     return st.builds(
         UserState,
         first_seen_ms=I64,
@@ -56,8 +70,24 @@ def user_states(name_bytes: int = 255) -> st.SearchStrategy[UserState]:
         negative_flags=st.integers(0, 255),
         tenant=names(name_bytes),
         segment=names(name_bytes),
-        baseline=U16,
-        growth_flags=st.integers(0, 255),
+        **added,
+    )
+
+
+def v1_fields(state: UserState) -> StateV1:
+    """The fields a version-1 state has."""
+    fields = msgspec.structs.asdict(state)
+    return StateV1(**{field.name: fields[field.name] for field in dataclasses.fields(StateV1)})
+
+
+def v3_extension(state: UserState) -> bytes:
+    """Version 3's extension, written out: the baseline (u16), the growth flags (u8),
+    the churn intent (i64), the activity flags (u8)."""
+    return (
+        state.baseline.to_bytes(2, "little")
+        + bytes([state.growth_flags])
+        + state.intent_ms.to_bytes(8, "little", signed=True)
+        + bytes([state.activity_flags])
     )
 
 
@@ -68,19 +98,15 @@ def test_packed_state_round_trips(state: UserState) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(state=user_states(name_bytes=8), data=st.data())
-def test_packed_state_fits_131_bytes_when_tenant_and_segment_share_8_bytes(
-    state: UserState, data: st.DataObject
-) -> None:
-    # 128 bytes through version 2, and the 3 bytes of version 3's extension
-    tenant_bytes = len(state.tenant.encode())
-    segment = data.draw(names(8 - tenant_bytes))
-    assert len(pack_state(msgspec.structs.replace(state, segment=segment))) <= 131
+@given(state=user_states())
+def test_packed_state_costs_132_bytes_and_its_labels(state: UserState) -> None:
+    # docs/CONTRACTS.md: version 3 is 132 bytes plus the UTF-8 of tenant and segment
+    labels = len(state.tenant.encode()) + len(state.segment.encode())
+    assert len(pack_state(state)) == 132 + labels
 
 
 def test_tenant_and_segment_of_8_characters_each_cost_exactly_their_bytes() -> None:
-    # The 128-byte budget of docs/CONTRACTS.md holds while tenant + segment total 8 bytes;
-    # longer labels cost exactly their UTF-8 bytes (documented in tables/state.py).
+    # labels cost exactly their UTF-8 bytes (documented in tables/state.py)
     bare = UserState(first_seen_ms=1, last_seen_ms=2, recent_ids=(1, 2, 3, 4))
     labelled = msgspec.structs.replace(bare, tenant="tenant01", segment="segment1")
     assert len(pack_state(labelled)) == len(pack_state(bare)) + 16
@@ -108,8 +134,10 @@ def test_default_state_without_tenant_fits_the_budget() -> None:
         streak_days=3,
         usual_gap_centidays=250,
         events_total=5_000,
+        intent_ms=1_700_000_000_000,
+        activity_flags=1,
     )
-    assert len(pack_state(state)) <= 131
+    assert len(pack_state(state)) <= 160
 
 
 # A user state as a version-1 worker stored it, field by field (tests/support/state_v1.py).
@@ -162,9 +190,12 @@ V1_STATE = UserState(
 # The same state as version 2 wrote it: the version byte, then version 1's bytes
 # and an empty extension.
 V2_BLOB = bytes.fromhex("02") + V1_BLOB[1:]
-# Version 3: version 2's layout and its extension (baseline 0.6543, flags 0b011).
-V3_BLOB = bytes.fromhex("03") + V1_BLOB[1:] + bytes.fromhex("8f1903")
-V3_STATE = msgspec.structs.replace(V1_STATE, baseline=6_543, growth_flags=0b011)
+# As version 3 wrote it: version 2's bytes and the extension (baseline 0.6543,
+# growth flags 0b011, a churn intent at 1_700_200_000_000, the anonymous flag).
+V3_BLOB = bytes.fromhex("03") + V1_BLOB[1:] + bytes.fromhex("8f1903002ad1db8b01000001")
+V3_STATE = msgspec.structs.replace(
+    V1_STATE, baseline=6_543, growth_flags=0b011, intent_ms=1_700_200_000_000, activity_flags=1
+)
 
 
 @pytest.mark.parametrize(
@@ -181,28 +212,20 @@ def test_an_older_state_is_written_back_in_the_current_version(blob: bytes) -> N
     upgraded = pack_state(unpack_state(blob))
     assert upgraded[0] == STATE_VERSION == 3
     assert unpack_state(upgraded) == V1_STATE
-    assert upgraded == V3_BLOB[:-3] + bytes(3)  # the version-3 fields start at zero
+    assert upgraded == V3_BLOB[:-12] + bytes(12)  # the version-3 fields start at zero
 
 
 @settings(max_examples=300, deadline=None)
-@given(state=user_states())
+@given(state=user_states(version=1))
 def test_any_state_an_independent_version_1_packer_wrote_reads_the_same(state: UserState) -> None:
-    older = {k: v for k, v in msgspec.structs.asdict(state).items() if k not in _V3_FIELDS}
-    assert unpack_state(pack_v1(StateV1(**older))) == msgspec.structs.replace(
-        state, baseline=0, growth_flags=0
-    )
+    assert unpack_state(pack_v1(v1_fields(state))) == state
 
 
 @settings(max_examples=100, deadline=None)
 @given(state=user_states())
-def test_version_3_is_the_version_1_layout_with_its_extension_appended(state: UserState) -> None:
+def test_version_3_is_the_version_1_layout_with_its_extension(state: UserState) -> None:
     # the fixed part keeps its offsets, so a later version only appends
-    older = {k: v for k, v in msgspec.structs.asdict(state).items() if k not in _V3_FIELDS}
-    extension = state.baseline.to_bytes(2, "little") + bytes([state.growth_flags])
-    assert pack_state(state) == pack_v1(StateV1(**older), version=3) + extension
-
-
-_V3_FIELDS = ("baseline", "growth_flags")
+    assert pack_state(state) == pack_v1(v1_fields(state), version=3) + v3_extension(state)
 
 
 @pytest.mark.parametrize("version", [STATE_VERSION + 1, 255])
@@ -214,9 +237,9 @@ def test_a_newer_version_is_refused_naming_its_version(version: int) -> None:
     assert isinstance(caught.value, StateFormatError)
 
 
-@pytest.mark.parametrize("version", [1, STATE_VERSION])
+@pytest.mark.parametrize("version", [1, 2, STATE_VERSION])
 def test_bytes_beyond_a_versions_extension_are_refused(version: int) -> None:
-    blob = V1_BLOB if version == 1 else V3_BLOB
+    blob = V3_BLOB if version == 3 else bytes([version]) + V1_BLOB[1:]
     unpack_state(blob)
     with pytest.raises(StateFormatError, match="bad length"):
         unpack_state(blob + b"\x00")
@@ -279,6 +302,8 @@ def test_field_order_that_the_hot_path_builds_positionally() -> None:
         "segment",
         "baseline",
         "growth_flags",
+        "intent_ms",
+        "activity_flags",
     )
     assert ModelEvent.__struct_fields__ == (
         "user_id",
@@ -290,4 +315,5 @@ def test_field_order_that_the_hot_path_builds_positionally() -> None:
         "offset",
         "tenant",
         "segment",
+        "anonymous",
     )
