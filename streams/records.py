@@ -139,6 +139,7 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     horizon_ms: int
     reasons: tuple[Reason, ...]
     group: str
+    risk_model: str
     schema_version: int = SCHEMA_VERSION
     tier_reached: str | None = None
     gap_ms: int | None = None

@@ -206,24 +206,60 @@ def bench(as_json: bool, quick: bool, broker: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("risk-params.json"),
     show_default=True,
-    help="Parameters file for ENGAGEMENT_RISK_PARAMS.",
+    help="Model file for ENGAGEMENT_RISK_PARAMS.",
 )
-def fit(events: Path, cutoff: str, out: Path) -> None:
-    """Fit the risk model's population parameters (MBG/NBD) from a history."""
+@click.option(
+    "--horizon",
+    "horizons",
+    multiple=True,
+    help="A horizon to fit (repeatable; default: ENGAGEMENT_HORIZON).",
+)
+@click.option(
+    "--model",
+    type=click.Choice(["learned_logistic", "mbg_nbd"]),
+    default="learned_logistic",
+    show_default=True,
+    help="learned_logistic: backtested per horizon; mbg_nbd: the population parameters only.",
+)
+def fit(events: Path, cutoff: str, out: Path, horizons: tuple[str, ...], model: str) -> None:
+    """Fit the risk model from a history up to the cutoff (docs/MODEL.md)."""
     from agents.offline.fit import fit_history, params_document, write_params
+    from agents.offline.learn import learn, write_model
     from streams.model_settings import model_config
 
     try:
         cutoff_ms = parse_instant_ms(cutoff)
+        horizons_ms = [parse_duration_ms(horizon) for horizon in horizons]
     except EngagementError as exc:
-        raise click.BadParameter(str(exc), param_hint="--cutoff") from exc
+        raise click.BadParameter(str(exc)) from exc
     try:
-        settings = _settings()
-        result = fit_history(events, cutoff_ms, model_config(settings), settings.event_rules())
+        settings = _settings().model_copy(update={"risk_params": None})
+        config = model_config(settings)
+        if model == "mbg_nbd":
+            result = fit_history(events, cutoff_ms, config, settings.event_rules())
+            write_params(out, result)
+            click.echo(json.dumps({"params": str(out), **params_document(result)}))
+            return
+        document = learn(
+            events, cutoff_ms, horizons_ms or [settings.horizon_ms], config, settings.event_rules()
+        )
     except EngagementError as exc:
         raise click.ClickException(str(exc)) from exc
-    write_params(out, result)
-    click.echo(json.dumps({"params": str(out), **params_document(result)}))
+    write_model(out, document)
+    summary = {
+        "params": str(out),
+        "version": document["version"],
+        "users": document["users"],
+        "horizons": [
+            {
+                "horizon_ms": h["horizon_ms"],
+                "l2": h["l2"],
+                "held_out": {k: v for k, v in h["held_out"].items() if k != "reliability"},
+            }
+            for h in document["horizons"]
+        ],
+    }
+    click.echo(json.dumps(summary))
 
 
 @main.command()
