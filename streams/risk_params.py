@@ -64,7 +64,13 @@ def load_risk_model(path: Path | str, day_ms: int, horizon_ms: int | None) -> Ri
     A learned file needs ``horizon_ms`` among its fitted horizons and the
     day length it was fitted with (its features count days); ``None`` takes
     only its MBG/NBD parameters."""
-    document = _read(path)
+    return risk_model_of(_read(path), day_ms, horizon_ms, str(path))
+
+
+def risk_model_of(
+    document: dict[str, Any], day_ms: int, horizon_ms: int | None, path: str = "the risk model"
+) -> RiskModel:
+    """``load_risk_model`` on a document already read (``engagement evaluate`` fits one)."""
     model = document.get("model", MODEL)
     try:
         if model == MODEL:

@@ -264,14 +264,21 @@ def fit(events: Path, cutoff: str, out: Path, horizons: tuple[str, ...], model: 
 
 @main.command()
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--cutoff", required=True, help="Split time (RFC 3339 or epoch ms).")
+@click.option(
+    "--cutoff",
+    "cutoffs",
+    required=True,
+    multiple=True,
+    help="A split time (RFC 3339 or epoch ms); repeat it for a backtest.",
+)
 @click.option("--horizon", required=True, help="Inactive means no event within this, e.g. 30d.")
 @click.option(
     "--params",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Risk parameters (default: fitted on the events before the cutoff).",
+    help="Risk model file (default: learned on the events before each cutoff).",
 )
+@click.option("--bootstrap", default=500, show_default=True, help="Resamples per interval.")
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -280,32 +287,37 @@ def fit(events: Path, cutoff: str, out: Path, horizons: tuple[str, ...], model: 
 )
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def evaluate(
-    events: Path, cutoff: str, horizon: str, params: Path | None, plot: Path, json_out: Path | None
+    events: Path,
+    cutoffs: tuple[str, ...],
+    horizon: str,
+    params: Path | None,
+    bootstrap: int,
+    plot: Path,
+    json_out: Path | None,
 ) -> None:
-    """Score users as of the cutoff and compare with who was really inactive afterwards."""
-    from agents.offline.evaluate import evaluate as run_evaluate
-    from agents.offline.evaluate import plot_reliability, summary_lines
+    """Backtest the risk score against independent baselines (docs/MODEL.md)."""
+    from agents.offline.backtest import evaluate as run_evaluate
+    from agents.offline.backtest import plot_reliability, summary_lines
     from streams.model_settings import model_config
-    from streams.risk_params import load_params
 
     try:
-        cutoff_ms = parse_instant_ms(cutoff)
+        cutoffs_ms = [parse_instant_ms(cutoff) for cutoff in cutoffs]
         horizon_ms = parse_duration_ms(horizon)
     except EngagementError as exc:
         raise click.BadParameter(str(exc)) from exc
     settings = _settings()
     try:
-        risk = None if params is None else load_params(params, settings.day_ms)
-        result = run_evaluate(
-            events, cutoff_ms, horizon_ms, model_config(settings), risk, settings.event_rules()
+        config = model_config(settings.model_copy(update={"risk_params": None}))
+        report, scored = run_evaluate(
+            events, cutoffs_ms, horizon_ms, config, params, settings.event_rules(), bootstrap
         )
     except EngagementError as exc:
         raise click.ClickException(str(exc)) from exc
-    plot_reliability(result, plot)
-    document = json.dumps(result.report, indent=2, sort_keys=True)
+    plot_reliability(scored, plot, f"{events.name}, horizon {horizon}")
+    document = json.dumps(report, indent=2, sort_keys=True)
     if json_out is not None:
         json_out.write_text(document + "\n")
-    for line in summary_lines(result.report):
+    for line in summary_lines(report):
         click.echo(line, err=True)
     click.echo(f"reliability plot: {plot}", err=True)
     click.echo(document)

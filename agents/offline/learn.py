@@ -34,7 +34,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize  # type: ignore[import-untyped]
 
-from agents.offline.evaluate import event_times, reliability, roc_auc
+from agents.offline.evaluate import event_times, log_loss, reliability, roc_auc
 from agents.offline.fit import fit, summarise
 from agents.offline.replay import run_history
 from streams.risk_params import LEARNED, version_of
@@ -45,8 +45,8 @@ from tables.model import ModelConfig
 from tables.risk import RiskParams
 from tables.state import UserState
 
-STEP_DAYS: Final = 7
-INSTANTS: Final = 8  # training instants per horizon, the held-out one included
+STEP_DAYS: Final = 2
+INSTANTS: Final = 10  # training instants per horizon, the held-out one included
 L2_GRID: Final = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 Floats = NDArray[np.float64]
 Labels = NDArray[np.int64]
@@ -83,11 +83,6 @@ def fit_weights(x: Floats, y: Labels, l2: float) -> Floats:
 def predict(weights: Floats, x: Floats) -> Floats:
     out: Floats = 1.0 / (1.0 + np.exp(-np.clip(x @ weights, -700, 700)))
     return out
-
-
-def log_loss(y: Labels, p: Floats) -> float:
-    clipped = np.clip(p, 1e-9, 1 - 1e-9)
-    return float(-np.mean(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)))
 
 
 def expected_calibration_error(bins: list[dict[str, float]]) -> float:
