@@ -84,6 +84,12 @@ def demo(duration: float | None, broker: str, users: int) -> None:
     help="Tenant/segment threshold versions (JSON Lines of config values with "
     "scope and effective_from).",
 )
+@click.option(
+    "--params",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Risk model file (default: ENGAGEMENT_RISK_PARAMS); a learned one must have --horizon.",
+)
 def replay(
     events: Path,
     as_of: str,
@@ -92,6 +98,7 @@ def replay(
     signals: Path | None,
     lifecycle: Path | None,
     config_path: Path | None,
+    params: Path | None,
 ) -> None:
     """Replay a JSON Lines history through the model; write scores (and signals)."""
     from agents.offline.replay import read_config
@@ -108,8 +115,13 @@ def replay(
     except EngagementError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from exc
     settings = _settings()
-    config = model_config(settings)
-    config = msgspec.structs.replace(config, horizon_ms=horizon_ms)
+    update: dict[str, object] = {"horizon_ms": horizon_ms}
+    if params is not None:
+        update["risk_params"] = str(params)
+    try:
+        config = model_config(settings.model_copy(update=update))
+    except EngagementError as exc:
+        raise click.ClickException(str(exc)) from exc
     with contextlib.ExitStack() as files:
         scores_out = files.enter_context(scores.open("w", newline=""))
         signals_out = None if signals is None else files.enter_context(signals.open("wb"))

@@ -172,3 +172,21 @@ def test_fit_cli_writes_the_model_and_refuses_a_short_history(
     assert short.exit_code != 0
     assert "too short to backtest" in short.output
     assert not (tmp_path / "short.json").exists()
+
+
+def test_replay_scores_with_the_learned_model_only_for_its_horizons(
+    history: Path, artifact: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    path, _document = artifact
+    scores = tmp_path / "scores.csv"
+    runner = CliRunner()
+    args = ["replay", str(history), "--as-of", str(CUTOFF_MS), "--scores", str(scores)]
+    refused = runner.invoke(main, [*args, "--horizon", "7d", "--params", str(path)])
+    assert refused.exit_code != 0
+    assert "not for 604800000 ms" in refused.output
+    done = runner.invoke(main, [*args, "--horizon", "14d", "--params", str(path)])
+    assert done.exit_code == 0, done.output
+    learned = scores.read_text()
+    plain = runner.invoke(main, [*args, "--horizon", "14d"])
+    assert plain.exit_code == 0, plain.output
+    assert scores.read_text() != learned  # the file changed the scores
