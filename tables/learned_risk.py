@@ -23,7 +23,7 @@ from typing import Final
 
 import msgspec
 
-from tables.risk import RiskParams, risk_not_active
+from tables.risk import RiskParams
 from tables.state import DAY_WINDOW, NO_DAY, UserState
 
 FEATURES: Final = (
@@ -68,39 +68,24 @@ def active_days_within(state: UserState, now_day: int, days: int) -> int:
     return len(counts) - counts.count(0)
 
 
-def features(
-    state: UserState, at_ms: int, day_ms: int, horizon_ms: int, mbg: RiskParams
-) -> list[float]:
-    """The feature vector of ``state`` as of ``at_ms`` (``FEATURES`` order)."""
+def features(state: UserState, at_ms: int, day_ms: int, mbg_risk: float) -> list[float]:
+    """The feature vector of ``state`` as of ``at_ms`` (``FEATURES`` order); ``mbg_risk``
+    is the MBG/NBD risk of the same state, instant and horizon (``tables.model``)."""
     last_ms = state.last_seen_ms
     at_ms = at_ms if at_ms > last_ms else last_ms
-    first_ms = state.first_seen_ms
     recency = (at_ms - last_ms) / day_ms
-    tenure = (at_ms - first_ms) / day_ms
     active_days = state.active_days if state.active_days > 1 else 1
     now_day = at_ms // day_ms
-    within_7 = active_days_within(state, now_day, 7)
-    within_28 = active_days_within(state, now_day, DAY_WINDOW)
     usual_gap = state.usual_gap_centidays / 100
-    recent_repeat = within_28 - (1 if first_ms // day_ms > now_day - DAY_WINDOW else 0)
-    mbg_risk = risk_not_active(
-        mbg,
-        active_days,
-        (last_ms - first_ms) / day_ms,
-        tenure,
-        horizon_ms / day_ms,
-        recent_repeat if recent_repeat > 0 else 0,
-        float(DAY_WINDOW),
-    )
-    mbg_risk = min(max(mbg_risk, _CLIP), 1.0 - _CLIP)
+    mbg_risk = _CLIP if mbg_risk < _CLIP else 1.0 - _CLIP if mbg_risk > 1.0 - _CLIP else mbg_risk
     events = state.events_total if state.events_total > active_days else active_days
     return [
         1.0,
         math.log1p(recency),
-        math.log1p(tenure),
+        math.log1p((at_ms - state.first_seen_ms) / day_ms),
         math.log(active_days),
-        within_7 / 7,
-        within_28 / DAY_WINDOW,
+        active_days_within(state, now_day, 7) / 7,
+        active_days_within(state, now_day, DAY_WINDOW) / DAY_WINDOW,
         math.log1p(recency / usual_gap) if usual_gap > 0 else 0.0,
         1.0 if active_days == 1 else 0.0,
         math.log(events / active_days),
@@ -109,16 +94,13 @@ def features(
     ]
 
 
-def learned_risk(model: LearnedRisk, state: UserState, at_ms: int) -> float:
+def learned_risk(model: LearnedRisk, state: UserState, at_ms: int, mbg_risk: float) -> float:
     """P(no event within the model's horizon after ``at_ms``), rounded to 6 decimals."""
-    z = sum(
-        weight * value
-        for weight, value in zip(
-            model.weights,
-            features(state, at_ms, model.day_ms, model.horizon_ms, model.mbg),
-            strict=True,
-        )
-    )
+    z = 0.0
+    for weight, value in zip(
+        model.weights, features(state, at_ms, model.day_ms, mbg_risk), strict=True
+    ):
+        z += weight * value
     z = z if z < _MAX_Z else _MAX_Z
     z = z if z > -_MAX_Z else -_MAX_Z
     return round(1.0 / (1.0 + math.exp(-z)), 6)

@@ -40,8 +40,8 @@ from agents.offline.replay import run_history
 from streams.risk_params import LEARNED, version_of
 from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.errors import ConfigurationError
-from tables.learned_risk import FEATURES, features
-from tables.model import ModelConfig
+from tables.learned_risk import FEATURES, LearnedRisk
+from tables.model import ModelConfig, learned_features
 from tables.risk import RiskParams
 from tables.state import UserState
 
@@ -118,9 +118,11 @@ def quiet_after(times: list[int], start_ms: int, end_ms: int) -> int:
 def rows_at(
     backtest: Backtest, at_ms: int, horizon_ms: int, day_ms: int, mbg: RiskParams
 ) -> tuple[Floats, Labels]:
+    """Features (as the worker computes them) and labels of every user at ``at_ms``."""
+    template = LearnedRisk("", horizon_ms, day_ms, (0.0,) * len(FEATURES), mbg)
     users = sorted(backtest.states[at_ms])
     x = np.array(
-        [features(backtest.states[at_ms][u], at_ms, day_ms, horizon_ms, mbg) for u in users],
+        [learned_features(backtest.states[at_ms][u], at_ms, template) for u in users],
         dtype=np.float64,
     ).reshape(len(users), len(FEATURES))
     y = np.array(
