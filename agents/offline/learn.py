@@ -48,12 +48,26 @@ from tables.state import UserState
 STEP_DAYS: Final = 2
 INSTANTS: Final = 10  # training instants per horizon, the held-out one included
 L2_GRID: Final = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+# Signs fixed before any fit: a longer silence (absolute, or against the user's
+# usual gap) never lowers the risk, recent activity never raises it, and the
+# MBG/NBD log-odds count in its own direction. Without them a history's quirk
+# (users who come in a burst of days and leave) can turn recent activity into
+# a risk factor that does not carry over to later users.
+SIGNS: Final[dict[str, tuple[float | None, float | None]]] = {
+    "log_recency_days": (0.0, None),
+    "log_recency_vs_usual_gap": (0.0, None),
+    "active_share_7d": (None, 0.0),
+    "active_share_28d": (None, 0.0),
+    "log_streak_days": (None, 0.0),
+    "mbg_nbd_log_odds": (0.0, None),
+}
 Floats = NDArray[np.float64]
 Labels = NDArray[np.int64]
 
 
 def fit_weights(x: Floats, y: Labels, l2: float) -> Floats:
-    """Logistic regression weights (column 0 the bias, not penalised), by L-BFGS."""
+    """Logistic regression weights (column 0 the bias, not penalised), by L-BFGS-B with
+    the signs of ``SIGNS`` (standardising keeps a weight's sign)."""
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0
     scale[0] = 1.0
@@ -73,7 +87,9 @@ def fit_weights(x: Floats, y: Labels, l2: float) -> Floats:
         grad: Floats = z_x.T @ (p - y) / rows + penalty * weights
         return value, grad
 
-    result = optimize.minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B")
+    bounds = [SIGNS.get(name, (None, None)) for name in FEATURES]
+    start = np.zeros(x.shape[1])
+    result = optimize.minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
     standard: Floats = result.x
     raw: Floats = standard / scale
     raw[0] = standard[0] - float(np.sum(standard[1:] * centre[1:] / scale[1:]))
