@@ -8,8 +8,9 @@ horizon ends after the cutoff are not used). Per horizon asked:
 
 1. the newest usable instant is held out; a logistic regression with an L2
    penalty is fitted on the older instants for each strength in
-   ``L2_GRID`` and the one with the lowest log loss on the held-out instant
-   is kept (the tuning split);
+   ``L2_GRID``, with free weights and with the signs of ``SIGNS``, and the
+   choice with the lowest log loss on the held-out instant is kept (the
+   tuning split);
 2. its reliability on the held-out instant (predicted against observed per
    tenth of probability, and the expected calibration error) is written to
    the artifact, so the calibration of each horizon is measured on data
@@ -48,11 +49,12 @@ from tables.state import UserState
 STEP_DAYS: Final = 2
 INSTANTS: Final = 10  # training instants per horizon, the held-out one included
 L2_GRID: Final = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-# Signs fixed before any fit: a longer silence (absolute, or against the user's
+# Signs a fit may be held to: a longer silence (absolute, or against the user's
 # usual gap) never lowers the risk, recent activity never raises it, and the
-# MBG/NBD log-odds count in its own direction. Without them a history's quirk
-# (users who come in a burst of days and leave) can turn recent activity into
-# a risk factor that does not carry over to later users.
+# MBG/NBD log-odds count in their own direction. Free weights can turn a
+# history's quirk (users who come in a burst of days and leave) into a risk
+# factor that does not carry over to later users; signed ones cannot follow a
+# purchase cycle (just bought: quiet for a while). The held-out instant decides.
 SIGNS: Final[dict[str, tuple[float | None, float | None]]] = {
     "log_recency_days": (0.0, None),
     "log_recency_vs_usual_gap": (0.0, None),
@@ -65,7 +67,7 @@ Floats = NDArray[np.float64]
 Labels = NDArray[np.int64]
 
 
-def fit_weights(x: Floats, y: Labels, l2: float) -> Floats:
+def fit_weights(x: Floats, y: Labels, l2: float, signed: bool = False) -> Floats:
     """Logistic regression weights (column 0 the bias, not penalised), by L-BFGS-B with
     the signs of ``SIGNS`` (standardising keeps a weight's sign)."""
     scale = x.std(axis=0)
@@ -87,7 +89,8 @@ def fit_weights(x: Floats, y: Labels, l2: float) -> Floats:
         grad: Floats = z_x.T @ (p - y) / rows + penalty * weights
         return value, grad
 
-    bounds = [SIGNS.get(name, (None, None)) for name in FEATURES]
+    free = (None, None)
+    bounds = [SIGNS.get(name, free) if signed else free for name in FEATURES]
     start = np.zeros(x.shape[1])
     result = optimize.minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
     standard: Floats = result.x
@@ -163,16 +166,20 @@ def fit_horizon(
     if len(set(y_train.tolist())) < 2:
         raise ConfigurationError(f"horizon {horizon_ms} ms: every backtest label is the same")
     losses = {
-        l2: log_loss(y_valid, predict(fit_weights(x_train, y_train, l2), x_valid)) for l2 in L2_GRID
+        (l2, signed): log_loss(y_valid, predict(fit_weights(x_train, y_train, l2, signed), x_valid))
+        for l2 in L2_GRID
+        for signed in (False, True)
     }
-    l2 = min(losses, key=lambda strength: losses[strength])
-    valid_p = predict(fit_weights(x_train, y_train, l2), x_valid)
+    l2, signed = min(losses, key=lambda choice: losses[choice])
+    valid_p = predict(fit_weights(x_train, y_train, l2, signed), x_valid)
     bins = reliability(y_valid, valid_p)
-    weights = fit_weights(np.vstack([x_train, x_valid]), np.concatenate([y_train, y_valid]), l2)
+    x_all = np.vstack([x_train, x_valid])
+    weights = fit_weights(x_all, np.concatenate([y_train, y_valid]), l2, signed)
     return {
         "horizon_ms": horizon_ms,
         "weights": [float(w) for w in weights],
         "l2": l2,
+        "signed": signed,
         "instants_ms": instants,
         "rows": int(len(y_train) + len(y_valid)),
         "held_out": {
@@ -180,7 +187,7 @@ def fit_horizon(
             "users": len(y_valid),
             "roc_auc": roc_auc(y_valid, valid_p),
             "brier": float(np.mean((valid_p - y_valid) ** 2)),
-            "log_loss": losses[l2],
+            "log_loss": losses[(l2, signed)],
             "expected_calibration_error": expected_calibration_error(bins),
             "reliability": bins,
         },
