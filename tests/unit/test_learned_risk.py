@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from agents.cli.main import main
 from agents.offline.evaluate import stress_history
-from agents.offline.learn import learn, write_model
+from agents.offline.learn import SIGNS, fit_weights, learn, predict, write_model
 from agents.offline.replay import run_history
 from streams.model_settings import model_config
 from streams.records import Signal
@@ -190,3 +191,36 @@ def test_replay_scores_with_the_learned_model_only_for_its_horizons(
     plain = runner.invoke(main, [*args, "--horizon", "14d"])
     assert plain.exit_code == 0, plain.output
     assert scores.read_text() != learned  # the file changed the scores
+
+
+def synthetic_rows(seed: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Random features; the label leans on recent activity (+) and silence (-), against
+    the signs the fit may be held to."""
+    rng = np.random.default_rng(seed)
+    rows = 3_000
+    x = np.column_stack([np.ones(rows), *(rng.normal(size=rows) for _ in FEATURES[1:])])
+    share, silence = FEATURES.index("active_share_7d"), FEATURES.index("log_recency_days")
+    p = 1.0 / (1.0 + np.exp(-(0.3 + 1.5 * x[:, share] - 1.5 * x[:, silence])))
+    return x, (rng.random(rows) < p).astype(np.int64)
+
+
+def test_the_free_fit_matches_scikit_learns_logistic_regression() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = synthetic_rows(1)
+    ours = predict(fit_weights(x, y, 1e-8), x)
+    reference = LogisticRegression(C=1e8, max_iter=10_000, tol=1e-10).fit(x[:, 1:], y)
+    theirs = reference.predict_proba(x[:, 1:])[:, 1]
+    assert float(np.max(np.abs(ours - theirs))) < 1e-4
+
+
+def test_signed_weights_keep_the_signs_the_data_would_break() -> None:
+    x, y = synthetic_rows(2)
+    share, silence = FEATURES.index("active_share_7d"), FEATURES.index("log_recency_days")
+    free = fit_weights(x, y, 1e-3)
+    signed = fit_weights(x, y, 1e-3, signed=True)
+    assert free[share] > 0.5 and free[silence] < -0.5
+    assert signed[share] <= 1e-9 and signed[silence] >= -1e-9
+    for name, (low, high) in SIGNS.items():
+        weight = signed[FEATURES.index(name)]
+        assert (low is None or weight >= low - 1e-9) and (high is None or weight <= high + 1e-9)
