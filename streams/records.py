@@ -139,7 +139,9 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     horizon_ms: int
     reasons: tuple[Reason, ...]
     group: str
-    risk_model: str
+    # optional in the schema (a reader of signals from before the field must still
+    # decode them); the engine always writes it
+    risk_model: str | None = None
     schema_version: int = SCHEMA_VERSION
     tier_reached: str | None = None
     gap_ms: int | None = None
