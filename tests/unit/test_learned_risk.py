@@ -224,3 +224,16 @@ def test_signed_weights_keep_the_signs_the_data_would_break() -> None:
     for name, (low, high) in SIGNS.items():
         weight = signed[FEATURES.index(name)]
         assert (low is None or weight >= low - 1e-9) and (high is None or weight <= high + 1e-9)
+
+
+def test_a_worker_with_a_file_for_other_horizons_stops_before_the_broker(
+    artifact: tuple[Path, dict[str, Any]],
+) -> None:
+    from agents.worker.run import run_worker
+
+    path, _document = artifact
+    settings = load_settings(
+        risk_params=str(path), horizon_ms="7d", broker="kafka://127.0.0.1:9"
+    ).with_generated_secrets()
+    with pytest.raises(ConfigurationError, match="not for 604800000 ms"):
+        run_worker(settings)
