@@ -83,6 +83,8 @@ class Rules:
     risk_alpha: float = 3.0
     risk_a: float = 0.5
     risk_b: float = 3.0
+    # the version signals name (docs/CONTRACTS.md, risk_model): no model file
+    risk_model: str = "mbg_nbd-default"
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ class PackedStore:
 
 def rules_for(settings: Settings, partition: int = 0) -> Rules:
     """The reference's settings from the worker's."""
-    risk = model_config(settings).risk
+    config = model_config(settings)
+    risk = config.risk
     return Rules(
         partition=partition,
         day_ms=settings.day_ms,
@@ -72,6 +73,7 @@ def rules_for(settings: Settings, partition: int = 0) -> Rules:
         risk_alpha=risk.alpha,
         risk_a=risk.a,
         risk_b=risk.b,
+        risk_model=config.risk_model,
     )
 
 
