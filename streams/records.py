@@ -175,6 +175,9 @@ class Signal(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     horizon_ms: int
     reasons: tuple[Reason, ...]
     group: str
+    # optional in the schema (a reader of signals from before the field must still
+    # decode them); the engine always writes it
+    risk_model: str | None = None
     # UNSET only in a record decoded from an older producer: encoded signals
     # always carry it (omit_defaults drops a field equal to its default).
     schema_version: int | msgspec.UnsetType = msgspec.UNSET

@@ -26,7 +26,6 @@ import msgspec
 
 from tables.activity import ACTIVE, CHURN_INTENT, PASSIVE
 from tables.cadence import NEGATIVE_TYPES, WEEK_DAYS, recent_negative_kinds
-from tables.groups import group_of
 from tables.lifecycle import stage_after_return, stage_of_tier
 from tables.model import (
     APPLIED,
@@ -41,6 +40,7 @@ from tables.model import (
     fold_events,
     is_duplicate,
     risk_at,
+    signal_group,
 )
 from tables.state import (
     ANONYMOUS,
@@ -156,6 +156,7 @@ def _intent_signal(state: UserState, event: ModelEvent, config: ModelConfig) -> 
     reasons.extend(
         Reason(f"recent_{kind}", 1.0, None) for kind in recent_negative_kinds(state.negative_flags)
     )
+    group, arm = signal_group(event.user_id, state, config)
     return Emission(
         kind=CHURN_INTENT_KIND,
         user_id=event.user_id,
@@ -170,7 +171,9 @@ def _intent_signal(state: UserState, event: ModelEvent, config: ModelConfig) -> 
         risk=risk_at(state, ts_ms, config),
         horizon_ms=config.horizon_ms,
         reasons=tuple(reasons),
-        group=group_of(event.user_id, config.holdout_salt, config.holdout_share),
+        group=group,
+        arm=arm,
+        risk_model=config.risk_model,
     )
 
 
@@ -192,6 +195,7 @@ def _return_after_intent(state: UserState, event: ModelEvent, config: ModelConfi
         Reason("returned_after_days", round(gap_ms / day_ms, 3), None),
         Reason("after_churn_intent", round((event.ts_ms - state.intent_ms) / day_ms, 3), None),
     )
+    group, arm = signal_group(event.user_id, state, config)
     back = Emission(
         kind=REACTIVATED,
         user_id=event.user_id,
@@ -206,7 +210,9 @@ def _return_after_intent(state: UserState, event: ModelEvent, config: ModelConfi
         risk=risk_at(state, event.ts_ms, config),
         horizon_ms=config.horizon_ms,
         reasons=reasons,
-        group=group_of(event.user_id, config.holdout_salt, config.holdout_share),
+        group=group,
+        arm=arm,
+        risk_model=config.risk_model,
         tier_reached=TIER_NAMES[tier] if tier else None,
         gap_ms=gap_ms,
         time_to_return_ms=event.ts_ms - first_as_of,

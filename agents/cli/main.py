@@ -90,6 +90,12 @@ def demo(duration: float | None, broker: str, users: int, record: Path | None) -
     help="Tenant/segment threshold versions (JSON Lines of config values with "
     "scope and effective_from).",
 )
+@click.option(
+    "--params",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Risk model file (default: ENGAGEMENT_RISK_PARAMS); a learned one must have --horizon.",
+)
 def replay(
     events: Path,
     as_of: str,
@@ -98,6 +104,7 @@ def replay(
     signals: Path | None,
     lifecycle: Path | None,
     config_path: Path | None,
+    params: Path | None,
 ) -> None:
     """Replay a JSON Lines history through the model; write scores (and signals)."""
     from agents.offline.replay import read_config
@@ -114,8 +121,13 @@ def replay(
     except EngagementError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from exc
     settings = _settings()
-    config = model_config(settings)
-    config = msgspec.structs.replace(config, horizon_ms=horizon_ms)
+    update: dict[str, object] = {"horizon_ms": horizon_ms}
+    if params is not None:
+        update["risk_params"] = str(params)
+    try:
+        config = model_config(settings.model_copy(update=update))
+    except EngagementError as exc:
+        raise click.ClickException(str(exc)) from exc
     with contextlib.ExitStack() as files:
         scores_out = files.enter_context(scores.open("w", newline=""))
         signals_out = None if signals is None else files.enter_context(signals.open("wb"))
@@ -213,36 +225,79 @@ def bench(as_json: bool, quick: bool, broker: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("risk-params.json"),
     show_default=True,
-    help="Parameters file for ENGAGEMENT_RISK_PARAMS.",
+    help="Model file for ENGAGEMENT_RISK_PARAMS.",
 )
-def fit(events: Path, cutoff: str, out: Path) -> None:
-    """Fit the risk model's population parameters (MBG/NBD) from a history."""
+@click.option(
+    "--horizon",
+    "horizons",
+    multiple=True,
+    help="A horizon to fit (repeatable; default: ENGAGEMENT_HORIZON).",
+)
+@click.option(
+    "--model",
+    type=click.Choice(["learned_logistic", "mbg_nbd"]),
+    default="learned_logistic",
+    show_default=True,
+    help="learned_logistic: backtested per horizon; mbg_nbd: the population parameters only.",
+)
+def fit(events: Path, cutoff: str, out: Path, horizons: tuple[str, ...], model: str) -> None:
+    """Fit the risk model from a history up to the cutoff (docs/MODEL.md)."""
     from agents.offline.fit import fit_history, params_document, write_params
+    from agents.offline.learn import learn, write_model
     from streams.model_settings import model_config
 
     try:
         cutoff_ms = parse_instant_ms(cutoff)
+        horizons_ms = [parse_duration_ms(horizon) for horizon in horizons]
     except EngagementError as exc:
-        raise click.BadParameter(str(exc), param_hint="--cutoff") from exc
+        raise click.BadParameter(str(exc)) from exc
     try:
-        settings = _settings()
-        result = fit_history(events, cutoff_ms, model_config(settings), settings.event_rules())
+        settings = _settings().model_copy(update={"risk_params": None})
+        config = model_config(settings)
+        if model == "mbg_nbd":
+            result = fit_history(events, cutoff_ms, config, settings.event_rules())
+            write_params(out, result)
+            click.echo(json.dumps({"params": str(out), **params_document(result)}))
+            return
+        document = learn(
+            events, cutoff_ms, horizons_ms or [settings.horizon_ms], config, settings.event_rules()
+        )
     except EngagementError as exc:
         raise click.ClickException(str(exc)) from exc
-    write_params(out, result)
-    click.echo(json.dumps({"params": str(out), **params_document(result)}))
+    write_model(out, document)
+    summary = {
+        "params": str(out),
+        "version": document["version"],
+        "users": document["users"],
+        "horizons": [
+            {
+                "horizon_ms": h["horizon_ms"],
+                "l2": h["l2"],
+                "held_out": {k: v for k, v in h["held_out"].items() if k != "reliability"},
+            }
+            for h in document["horizons"]
+        ],
+    }
+    click.echo(json.dumps(summary))
 
 
 @main.command()
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--cutoff", required=True, help="Split time (RFC 3339 or epoch ms).")
+@click.option(
+    "--cutoff",
+    "cutoffs",
+    required=True,
+    multiple=True,
+    help="A split time (RFC 3339 or epoch ms); repeat it for a backtest.",
+)
 @click.option("--horizon", required=True, help="Inactive means no event within this, e.g. 30d.")
 @click.option(
     "--params",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="Risk parameters (default: fitted on the events before the cutoff).",
+    help="Risk model file (default: learned on the events before each cutoff).",
 )
+@click.option("--bootstrap", default=500, show_default=True, help="Resamples per interval.")
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -251,32 +306,37 @@ def fit(events: Path, cutoff: str, out: Path) -> None:
 )
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def evaluate(
-    events: Path, cutoff: str, horizon: str, params: Path | None, plot: Path, json_out: Path | None
+    events: Path,
+    cutoffs: tuple[str, ...],
+    horizon: str,
+    params: Path | None,
+    bootstrap: int,
+    plot: Path,
+    json_out: Path | None,
 ) -> None:
-    """Score users as of the cutoff and compare with who was really inactive afterwards."""
-    from agents.offline.evaluate import evaluate as run_evaluate
-    from agents.offline.evaluate import plot_reliability, summary_lines
+    """Backtest the risk score against independent baselines (docs/MODEL.md)."""
+    from agents.offline.backtest import evaluate as run_evaluate
+    from agents.offline.backtest import plot_reliability, summary_lines
     from streams.model_settings import model_config
-    from streams.risk_params import load_params
 
     try:
-        cutoff_ms = parse_instant_ms(cutoff)
+        cutoffs_ms = [parse_instant_ms(cutoff) for cutoff in cutoffs]
         horizon_ms = parse_duration_ms(horizon)
     except EngagementError as exc:
         raise click.BadParameter(str(exc)) from exc
     settings = _settings()
     try:
-        risk = None if params is None else load_params(params, settings.day_ms)
-        result = run_evaluate(
-            events, cutoff_ms, horizon_ms, model_config(settings), risk, settings.event_rules()
+        config = model_config(settings.model_copy(update={"risk_params": None}))
+        report, scored = run_evaluate(
+            events, cutoffs_ms, horizon_ms, config, params, settings.event_rules(), bootstrap
         )
     except EngagementError as exc:
         raise click.ClickException(str(exc)) from exc
-    plot_reliability(result, plot)
-    document = json.dumps(result.report, indent=2, sort_keys=True)
+    plot_reliability(scored, plot, f"{events.name}, horizon {horizon}")
+    document = json.dumps(report, indent=2, sort_keys=True)
     if json_out is not None:
         json_out.write_text(document + "\n")
-    for line in summary_lines(result.report):
+    for line in summary_lines(report):
         click.echo(line, err=True)
     click.echo(f"reliability plot: {plot}", err=True)
     click.echo(document)

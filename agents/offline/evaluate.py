@@ -1,26 +1,8 @@
-"""``engagement evaluate``: how well ``risk`` predicts real inactivity, against baselines.
+"""Metrics of the risk evaluation, and a generated history that breaks the model's assumptions.
 
-Splits a history at ``--cutoff``: the model (and the risk parameters, fitted
-with ``agents.offline.fit`` on the data before the cutoff unless a file is given)
-sees only events up to the cutoff; a user's label is 1 when the user has no
-event in ``(cutoff, cutoff + horizon]``. Every user seen before the cutoff is
-scored. Reported for the engine and for baselines:
-
-- ``risk``: the engine's probability (ROC AUC, Brier, log loss, reliability);
-- ``days_since_last_event``: recency as a score (ROC AUC only);
-- ``recency_logistic``: a logistic fit on recency alone (``log1p(d)``, so
-  it stays monotone when it extrapolates), trained on the split one horizon earlier (features at
-  ``cutoff - horizon``, labels in ``(cutoff - horizon, cutoff]``);
-- ``base_rate``: the share of inactive users among the scored ones, as a
-  constant forecast (the best constant there is, so a strict bar);
-- precision/recall of the engine's at-risk flag (tier reached at the
-  cutoff, with per-user thresholds) and of a fixed at-risk threshold;
-- over the whole history (``agents.offline.early_warning``): the
-  ``declining`` signal's precision and lead time over ``at_risk`` against
-  the plain halved-28-day rule, and, with activation types set, the
-  activation rate per weekly cohort.
-
-A reliability plot (PNG) shows predicted against observed inactivity.
+The metrics (ROC AUC, Brier, log loss, reliability bins) serve ``engagement
+fit`` (``agents.offline.learn``) and ``engagement evaluate``
+(``agents.offline.backtest``).
 
 ``stress_history`` writes a history whose generating process breaks the
 model's assumptions on purpose (users keep joining, many one-time users,
@@ -38,22 +20,14 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-import msgspec
 import numpy as np
 from numpy.typing import NDArray
-from scipy import optimize, stats  # type: ignore[import-untyped]
+from scipy import stats  # type: ignore[import-untyped]
 
-from agents.offline.early_warning import activation_cohorts, activation_marks, warning_report
-from agents.offline.fit import fit, summarise
 from agents.offline.history_lines import read_lines
-from agents.offline.replay import run_history
-from streams.validate import DEFAULT_EVENT_RULES, EventRules
-from tables.errors import ConfigurationError
-from tables.model import Emission, ModelConfig, Transition, risk_at
-from tables.risk import RiskParams
-from tables.state import TIER_NONE, UserState
+from streams.validate import EventRules
 
 Floats = NDArray[np.float64]
 RELIABILITY_BINS: Final = 10
@@ -90,17 +64,6 @@ def log_loss(labels: NDArray[np.int64], probabilities: Floats) -> float:
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
-def precision_recall(labels: NDArray[np.int64], flags: NDArray[np.bool_]) -> dict[str, float]:
-    flagged = int(flags.sum())
-    hits = int((flags & (labels == 1)).sum())
-    positives = int(labels.sum())
-    return {
-        "flagged": flagged,
-        "precision": hits / flagged if flagged else float("nan"),
-        "recall": hits / positives if positives else float("nan"),
-    }
-
-
 def reliability(labels: NDArray[np.int64], probabilities: Floats) -> list[dict[str, float]]:
     """Per bin of predicted probability: mean prediction, observed rate, count."""
     edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
@@ -120,255 +83,6 @@ def reliability(labels: NDArray[np.int64], probabilities: Floats) -> list[dict[s
                 }
             )
     return out
-
-
-# -- the recency-only logistic baseline --------------------------------------
-
-
-def _recency_features(days: Floats) -> Floats:
-    out: Floats = np.column_stack([np.ones_like(days), np.log1p(days)])
-    return out
-
-
-def fit_logistic(days: Floats, labels: NDArray[np.int64]) -> Floats:
-    """Coefficients of ``P(inactive) = sigmoid(w · [1, log1p(d)])``, lightly regularised."""
-    features = _recency_features(days)
-    scale = np.maximum(features.std(axis=0), 1.0)
-
-    def loss(weights: Floats) -> tuple[float, Floats]:
-        z = (features / scale) @ weights
-        p = 1.0 / (1.0 + np.exp(-z))
-        nll = float(np.sum(np.logaddexp(0.0, z) - labels * z)) + 1e-4 * float(weights @ weights)
-        grad = (features / scale).T @ (p - labels) + 2e-4 * weights
-        return nll, grad
-
-    result = optimize.minimize(loss, np.zeros(features.shape[1]), jac=True, method="L-BFGS-B")
-    weights: Floats = result.x / scale
-    return weights
-
-
-def predict_logistic(weights: Floats, days: Floats) -> Floats:
-    out: Floats = 1.0 / (1.0 + np.exp(-(_recency_features(days) @ weights)))
-    return out
-
-
-# -- the evaluation ------------------------------------------------------------
-
-
-class Evaluation(msgspec.Struct):
-    """What ``engagement evaluate`` reports (``report`` is the JSON document)."""
-
-    report: dict[str, Any]
-    labels: NDArray[np.int64]
-    risk: Floats
-    logistic: Floats
-
-
-def _states_at(
-    events: Path, at_ms: int, config: ModelConfig, rules: EventRules
-) -> dict[str, UserState]:
-    return dict(run_history(events, at_ms, config, progress=False, rules=rules).store.states)
-
-
-def _active_between(times: list[tuple[str, int]], start_ms: int, end_ms: int) -> set[str]:
-    return {user for user, ts in times if start_ms < ts <= end_ms}
-
-
-def _recency_days(states: list[UserState], at_ms: int, day_ms: int) -> Floats:
-    return np.array([max(0, at_ms - s.last_seen_ms) / day_ms for s in states], dtype=np.float64)
-
-
-def evaluate(
-    events: Path,
-    cutoff_ms: int,
-    horizon_ms: int,
-    config: ModelConfig,
-    params: RiskParams | None = None,
-    rules: EventRules = DEFAULT_EVENT_RULES,
-) -> Evaluation:
-    """Score every user seen before the cutoff and compare with what happened next."""
-    config = msgspec.structs.replace(config, horizon_ms=horizon_ms)
-    day_ms = config.day_ms
-    times = list(event_times(events, rules))
-    # Tiers and stages do not depend on the risk parameters: one replay serves both.
-    states_by_user = _states_at(events, cutoff_ms, config, rules)
-    if not states_by_user:
-        raise ConfigurationError("no users before the cutoff: nothing to evaluate")
-    users = sorted(states_by_user)
-    states = [states_by_user[u] for u in users]
-    fitted = None
-    if params is None:
-        fitted = fit(summarise(states, cutoff_ms, day_ms), day_ms, cutoff_ms)
-        params = fitted.params
-    config = msgspec.structs.replace(config, risk=params)
-    returned = _active_between(times, cutoff_ms, cutoff_ms + horizon_ms)
-    labels = np.array([0 if u in returned else 1 for u in users], dtype=np.int64)
-    risk = np.array([risk_at(s, cutoff_ms, config) for s in states], dtype=np.float64)
-    recency = _recency_days(states, cutoff_ms, day_ms)
-    engine_flag = np.array([s.tier > TIER_NONE for s in states], dtype=np.bool_)
-    fixed_days = config.policy.defaults_ms[0] / day_ms
-    fixed_flag = recency >= fixed_days
-
-    # The logistic baseline learns on the split one horizon earlier.
-    earlier_ms = cutoff_ms - horizon_ms
-    earlier = _states_at(events, earlier_ms, config, rules)
-    earlier_users = sorted(earlier)
-    if earlier_users:
-        back = _active_between(times, earlier_ms, cutoff_ms)
-        train_labels = np.array([0 if u in back else 1 for u in earlier_users], dtype=np.int64)
-        train_days = _recency_days([earlier[u] for u in earlier_users], earlier_ms, day_ms)
-        weights = fit_logistic(train_days, train_labels)
-        logistic = predict_logistic(weights, recency)
-    else:
-        train_labels = np.zeros(0, dtype=np.int64)
-        logistic = np.full(len(users), float(labels.mean()))
-    base = float(labels.mean())
-    last_ts = max((ts for _user, ts in times), default=cutoff_ms)
-    single = np.array([s.active_days == 1 for s in states], dtype=np.bool_)
-
-    def scores(mask: NDArray[np.bool_]) -> dict[str, Any]:
-        y = labels[mask]
-        if len(y) == 0:
-            return {"users": 0}
-        rate = float(y.mean())
-        return {
-            "users": len(y),
-            "inactive_share": rate,
-            "risk": {
-                "roc_auc": roc_auc(y, risk[mask]),
-                "brier": brier(y, risk[mask]),
-                "log_loss": log_loss(y, risk[mask]),
-                "mean": float(risk[mask].mean()),
-            },
-            "days_since_last_event": {"roc_auc": roc_auc(y, recency[mask])},
-            "recency_logistic": {
-                "roc_auc": roc_auc(y, logistic[mask]),
-                "brier": brier(y, logistic[mask]),
-                "log_loss": log_loss(y, logistic[mask]),
-            },
-            "base_rate": {"brier": rate * (1 - rate)},
-        }
-
-    everyone = np.ones(len(users), dtype=np.bool_)
-    emissions: list[Emission] = []
-    transitions: list[Transition] = []
-    run_history(
-        events,
-        last_ts,
-        config,
-        on_signals=emissions.extend,
-        on_transitions=transitions.extend,
-        progress=False,
-        rules=rules,
-    )
-    report: dict[str, Any] = {
-        "cutoff_ms": cutoff_ms,
-        "horizon_ms": horizon_ms,
-        "horizon_complete": last_ts >= cutoff_ms + horizon_ms,
-        "params": msgspec.to_builtins(params),
-        "params_fitted": fitted is not None,
-        "base_rate": base,
-        "all": scores(everyone),
-        "single_active_day": scores(single),
-        "repeat_users": scores(~single),
-        "at_risk_flag": {
-            "engine": precision_recall(labels, engine_flag),
-            f"fixed_{fixed_days:g}_days": precision_recall(labels, fixed_flag),
-        },
-        "reliability": reliability(labels, risk),
-        "logistic_trained_on": len(train_labels),
-        "early_warning": warning_report(
-            times, emissions, day_ms, horizon_ms, config.policy.defaults_ms[2]
-        ),
-    }
-    if config.activation_types:
-        deadline_ms = config.activation_days * day_ms
-        report["activation"] = activation_cohorts(
-            activation_marks(transitions), day_ms, deadline_ms, last_ts
-        )
-    return Evaluation(report=report, labels=labels, risk=risk, logistic=logistic)
-
-
-def plot_reliability(evaluation: Evaluation, path: Path) -> Path:
-    """A reliability diagram (PNG) of the engine's risk and the logistic baseline."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (top, bottom) = plt.subplots(
-        2, 1, figsize=(6, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True
-    )
-    top.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
-    for name, values, marker in (
-        ("engine risk", evaluation.risk, "o"),
-        ("recency logistic", evaluation.logistic, "s"),
-    ):
-        bins = reliability(evaluation.labels, values)
-        top.plot(
-            [b["predicted"] for b in bins],
-            [b["observed"] for b in bins],
-            marker=marker,
-            label=name,
-        )
-    top.set_ylabel("observed share inactive in the horizon")
-    top.set_title("Reliability of P(no activity within the horizon)")
-    top.legend(loc="upper left")
-    top.grid(alpha=0.3)
-    bottom.hist(evaluation.risk, bins=RELIABILITY_BINS, range=(0, 1), color="C0")
-    bottom.set_xlabel("predicted probability")
-    bottom.set_ylabel("users")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def summary_lines(report: dict[str, Any]) -> list[str]:
-    """A short human-readable table of the main figures."""
-    lines = []
-    for subset in ("all", "single_active_day", "repeat_users"):
-        part = report[subset]
-        if not part.get("users"):
-            continue
-        lines.append(
-            f"{subset}: users={part['users']} inactive={part['inactive_share']:.3f} "
-            f"AUC risk={part['risk']['roc_auc']:.3f} "
-            f"recency={part['days_since_last_event']['roc_auc']:.3f} "
-            f"logistic={part['recency_logistic']['roc_auc']:.3f} | "
-            f"Brier risk={part['risk']['brier']:.4f} "
-            f"logistic={part['recency_logistic']['brier']:.4f} "
-            f"base={part['base_rate']['brier']:.4f}"
-        )
-    for name, figures in report["early_warning"].items():
-        if isinstance(figures, dict) and "warnings" in figures:
-            lines.append(
-                f"early warning {name}: warnings={figures['warnings']} "
-                f"scored={figures['scored']} precision={figures['precision']:.3f} "
-                f"lead days median={figures['lead_days_median']:.1f} "
-                f"churn episodes warned={figures['churn_episodes_warned']}"
-                f"/{figures['churn_episodes']}"
-            )
-    paired = report["early_warning"]["paired"]
-    lines.append(
-        f"early warning, both warned: churn episodes={paired['churn_episodes']} lead days median "
-        f"declining={paired['declining_lead_days_median']:.1f} "
-        f"rule={paired['halved_28_day_rule_lead_days_median']:.1f}"
-    )
-    for cohort in report.get("activation", []):
-        lines.append(
-            f"activation cohort {cohort['cohort_start_ms']}: users={cohort['users']} "
-            f"activated={cohort['activated']}/{cohort['past_deadline']}"
-        )
-    for name, figures in report["at_risk_flag"].items():
-        precision, recall = figures["precision"], figures["recall"]
-        lines.append(
-            f"at-risk flag {name}: flagged={figures['flagged']} "
-            f"precision={precision:.3f} recall={recall:.3f}"
-            if not (math.isnan(precision) or math.isnan(recall))
-            else f"at-risk flag {name}: flagged={figures['flagged']}"
-        )
-    return lines
 
 
 # -- a history that breaks the model's assumptions ---------------------------

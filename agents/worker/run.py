@@ -9,6 +9,7 @@ import faust
 
 from agents.common.collection import tune_for_worker
 from agents.worker.wiring import build_worker
+from streams.model_settings import model_config
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -20,6 +21,7 @@ def run_worker(settings: Settings) -> None:
     before it touches the broker."""
     settings.require_secrets()
     settings.require_guarded_api()
+    model_config(settings)  # a risk model file that does not fit these settings stops here
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))

@@ -47,6 +47,7 @@ def reactivation(
         "horizon_ms": rules.horizon_ms,
         "reasons": reasons,
         "group": group_of(user_id, rules),
+        "risk_model": rules.risk_model,
         "schema_version": 1,
         "tier_reached": user.tier,
         "gap_ms": gap_ms,
@@ -189,6 +190,7 @@ def tier_signal(
         "horizon_ms": rules.horizon_ms,
         "reasons": tier_reasons(user, due_ms - user.last_seen_ms, threshold_ms, rules),
         "group": group_of(user_id, rules),
+        "risk_model": rules.risk_model,
         "schema_version": 1,
     }
 

@@ -120,6 +120,8 @@ class Rules:
     decline_sensitivity: float = 0.65
     activation_types: tuple[str, ...] = ()  # none: activation off
     activation_days: int = 7
+    # the version signals name (docs/CONTRACTS.md, risk_model): no model file
+    risk_model: str = "mbg_nbd-default"
 
 
 @dataclass(frozen=True)

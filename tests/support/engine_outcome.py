@@ -62,7 +62,8 @@ class PackedStore:
 
 def rules_for(settings: Settings, partition: int = 0) -> Rules:
     """The reference's settings from the worker's."""
-    risk = model_config(settings).risk
+    config = model_config(settings)
+    risk = config.risk
     return Rules(
         partition=partition,
         day_ms=settings.day_ms,
@@ -92,6 +93,7 @@ def rules_for(settings: Settings, partition: int = 0) -> Rules:
         activity=_reference_activity(settings),
         intent_grace_ms=settings.intent_grace_days * settings.day_ms,
         anonymous_tiers=settings.anonymous_tiers,
+        risk_model=config.risk_model,
     )
 
 
