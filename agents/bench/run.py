@@ -1,7 +1,10 @@
 """``engagement bench``: every figure of the event path in ONE run, same broker, same data.
 
-Figures: the raw aiokafka ceiling, the worker end to end and its ratio to the
-ceiling, a naive Faust agent (one table write per event), offline replay,
+Figures, for each of two traffic shapes (``agents.bench.shapes``: uniform and
+sessions), each on its own topic: the raw aiokafka ceiling, the worker end to
+end on ``memory://`` and on ``rocksdb://`` and their ratios to the ceiling.
+On the uniform shape also: stream ingest, two workers, a naive Faust agent
+(one table write per event); and offline replay,
 state bytes per user (serialised and resident), the cost of a clock tick with
 none and with 10k users due among 1M, signal latency after due + lateness,
 and pipelined Redis writes. It measures; it asserts nothing.
@@ -31,6 +34,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from agents.bench.shapes import shape_events, uniform_events
 from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer
 from agents.stack.worker_process import WorkerProcess
 from streams.decode import id_hash, partition_for
@@ -96,18 +100,8 @@ def _say(text: str) -> None:
 
 
 def make_events(size: BenchSize, start_ms: int) -> list[tuple[bytes, bytes, int]]:
-    """``(key, value, partition)`` of ~150-byte events spread over the users."""
-    out = []
-    step_ms = max(1, (60_000 * 60) // size.events)
-    for n in range(size.events):
-        user = f"u{(n * 7919) % size.users:07d}"
-        key = user.encode()
-        value = (
-            f'{{"event_id":"e{n:09d}","user_id":"{user}","type":"view",'
-            f'"ts":{start_ms + n * step_ms},"tenant":"acme","props":{{"page":"p{n % 50}"}}}}'
-        ).encode()
-        out.append((key, value, partition_for(key, PARTITIONS)))
-    return out
+    """``(key, value, partition)`` of the uniform shape (``agents.bench.shapes``)."""
+    return uniform_events(size.events, size.users, start_ms, PARTITIONS)
 
 
 async def produce_fast(
@@ -498,6 +492,72 @@ async def redis_rate(server: RedisServer, store: DictStore, config: ModelConfig)
     return rate
 
 
+ROCKSDB: Final = {"ENGAGEMENT_STORE": "rocksdb://", "ENGAGEMENT_INGEST": "batch"}
+MEMORY: Final = {"ENGAGEMENT_STORE": "memory://", "ENGAGEMENT_INGEST": "batch"}
+
+
+class ShapeRates(msgspec.Struct, frozen=True):
+    """One traffic shape's figures, events/s."""
+
+    ceiling_before: float
+    ceiling_after: float
+    memory: float
+    rocksdb: float
+
+    @property
+    def ceiling(self) -> float:
+        return (self.ceiling_before + self.ceiling_after) / 2
+
+    def figures(self, prefix: str) -> dict[str, Any]:
+        return {
+            f"{prefix}ceiling_events_per_s": round(self.ceiling),
+            f"{prefix}ceiling_after_vs_before": round(self.ceiling_after / self.ceiling_before, 3),
+            f"{prefix}worker_events_per_s": round(self.memory),
+            f"{prefix}worker_vs_ceiling": round(self.memory / self.ceiling, 4),
+            f"{prefix}worker_rocksdb_events_per_s": round(self.rocksdb),
+            f"{prefix}worker_rocksdb_vs_ceiling": round(self.rocksdb / self.ceiling, 4),
+            f"{prefix}rocksdb_vs_memory": round(self.rocksdb / self.memory, 3),
+        }
+
+
+async def shape_rates(
+    broker: EmbeddedBroker | KafkaBroker, run_dir: Path, topics: dict[str, str], events: int
+) -> ShapeRates:
+    """The raw ceiling, one worker (batch ingest) on ``memory://``, one on
+    ``rocksdb://``, and the ceiling again, on one pre-filled topic. Ratios use
+    the mean of the two ceilings: on a shared machine whose speed drifts, the
+    worker is compared with the ceiling around it."""
+    topic = topics["ENGAGEMENT_TOPIC_EVENTS"]
+    before = await ceiling(broker.bootstrap, topic, events)
+    rates = []
+    for store in (MEMORY, ROCKSDB):
+        _say(f"measuring a worker on {store['ENGAGEMENT_STORE']}")
+        rate, process = await worker_rate(
+            broker.url, run_dir, topics, events, {**FAR_THRESHOLDS, **store}
+        )
+        process.stop()
+        rates.append(rate)
+    after = await ceiling(broker.bootstrap, topic, events)
+    return ShapeRates(before, after, rates[0], rates[1])
+
+
+async def session_shape(
+    broker: EmbeddedBroker | KafkaBroker, redis_url: str, run_dir: Path, size: BenchSize
+) -> dict[str, Any]:
+    """The session shape (``agents.bench.shapes``) on its own topics."""
+    topics = fresh_topics(redis_url)
+    settings = load_settings(broker=broker.url, partitions=PARTITIONS, **topics)
+    await ensure_topics(settings)
+    records = shape_events("session", size.events, size.users, int(time.time() * 1000), PARTITIONS)
+    await produce_fast(broker.bootstrap, settings.topic_events, records)
+    _say("measuring the session shape")
+    rates = await shape_rates(broker, run_dir, topics, len(records))
+    return {
+        "session_users": len({key for key, _value, _partition in records}),
+        **rates.figures("session_"),
+    }
+
+
 async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
     size = QUICK if quick else FULL
     broker: EmbeddedBroker | KafkaBroker = (
@@ -529,25 +589,17 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         result["produce_events_per_s"] = round(
             await produce_fast(broker.bootstrap, settings.topic_events, records)
         )
-        _say("measuring ceiling")
-        result["ceiling_events_per_s"] = round(
-            await ceiling(broker.bootstrap, settings.topic_events, size.events)
-        )
-        # both ingest paths on the same data; the headline figure is the default's
-        default_ingest = settings.ingest_path  # the memory store's path with the default
-        rates: dict[str, float] = {}
-        for ingest in ("batch", "stream"):
-            mode = {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": ingest}
-            rates[ingest], process = await worker_rate(
-                broker.url, run_dir, topics, size.events, mode
-            )
-            process.stop()
-            _say(f"measuring worker ({ingest} ingest)")
-            result[f"worker_{ingest}_events_per_s"] = round(rates[ingest])
-        rate = rates[default_ingest]
-        result["ingest_default"] = default_ingest
-        result["worker_events_per_s"] = round(rate)
-        result["worker_vs_ceiling"] = round(rate / result["ceiling_events_per_s"], 4)
+        _say("measuring the uniform shape")
+        uniform = await shape_rates(broker, run_dir, topics, size.events)
+        result.update(uniform.figures(""))
+        rate = uniform.memory
+        _say("measuring a worker with stream ingest")
+        stream = {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": "stream"}
+        stream_rate, process = await worker_rate(broker.url, run_dir, topics, size.events, stream)
+        process.stop()
+        result["worker_stream_events_per_s"] = round(stream_rate)
+        result.update(await session_shape(broker, redis.url, run_dir, size))
+        default_ingest = settings.ingest_path
         default_mode = {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": default_ingest}
         _say("measuring two workers")
         rate_two, pair = await workers_rate(
@@ -562,9 +614,7 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
             broker.url, settings.topic_events, size.events, run_dir / "naive-faust.log"
         )
         result["naive_faust_events_per_s"] = None if naive is None else round(naive)
-        result["naive_vs_ceiling"] = (
-            None if naive is None else round(naive / result["ceiling_events_per_s"], 4)
-        )
+        result["naive_vs_ceiling"] = None if naive is None else round(naive / uniform.ceiling, 4)
         serialised, resident = state_sizes(store)
         result["bytes_per_user"] = round(serialised, 1)
         result["rss_bytes_per_user"] = round(resident, 1)
