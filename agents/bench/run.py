@@ -131,7 +131,13 @@ async def produce_fast(
 
 
 async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
-    """Raw aiokafka getmany + msgspec decode + a trivial per-user update."""
+    """Raw aiokafka getmany + msgspec decode + a trivial per-user update: events/s."""
+    rate, _cpu_s = await ceiling_cost(bootstrap, topic, expected)
+    return rate
+
+
+async def ceiling_cost(bootstrap: str, topic: str, expected: int) -> tuple[float, float]:
+    """``ceiling``'s events/s and the CPU seconds this process spent meanwhile."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -145,7 +151,7 @@ async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
     decoder = msgspec.json.Decoder()
     last_seen: dict[str, int] = {}
     seen = 0
-    started = 0.0
+    started = cpu_started = 0.0
     idle_since = time.monotonic()
     try:
         while seen < expected:
@@ -156,6 +162,7 @@ async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
                 raise RuntimeError(f"ceiling: only {seen} of {expected} events arrived")
             if not started and batches:
                 started = time.perf_counter()
+                cpu_started = time.process_time()
             for records in batches.values():
                 for record in records:
                     event = decoder.decode(record.value)
@@ -165,7 +172,7 @@ async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
                     if event["ts"] > last_seen.get(user, 0):
                         last_seen[user] = event["ts"]
                     seen += 1
-        return seen / (time.perf_counter() - started)
+        return seen / (time.perf_counter() - started), time.process_time() - cpu_started
     finally:
         await consumer.stop()
 
@@ -182,8 +189,18 @@ async def worker_rate(
     broker_url: str, run_dir: Path, topics: dict[str, str], expected: int, extra_env: dict[str, str]
 ) -> tuple[float, WorkerProcess]:
     """Start a worker on a pre-filled topic; events/s from first to last event applied."""
-    rate, processes = await workers_rate(broker_url, run_dir, topics, expected, extra_env, 1)
+    rate, processes, _cpu_s = await workers_rate(
+        broker_url, run_dir, topics, expected, extra_env, 1
+    )
     return rate, processes[0]
+
+
+def _cpu_s(process: WorkerProcess) -> float:
+    """CPU seconds (user + system) the process has used, from /proc."""
+    if process.proc is None:
+        return 0.0
+    fields = Path(f"/proc/{process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def workers_rate(
@@ -193,9 +210,11 @@ async def workers_rate(
     expected: int,
     extra_env: dict[str, str],
     count: int,
-) -> tuple[float, list[WorkerProcess]]:
+) -> tuple[float, list[WorkerProcess], float]:
     """``count`` workers of one new group on a pre-filled topic: events/s from the
-    first to the last event applied by any of them (a rebalance included)."""
+    first to the last event applied by any of them (a rebalance included), and
+    the CPU seconds the workers used meanwhile (which a busy machine does not
+    stretch as it stretches the wall time)."""
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     shared = {
         "ENGAGEMENT_BROKER": broker_url,
@@ -223,7 +242,7 @@ async def workers_rate(
     try:
         for process in processes:
             await process.wait_ready(180)
-        first = last = 0.0
+        first = last = cpu_first = cpu_last = 0.0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
             count_now = 0.0
@@ -234,8 +253,10 @@ async def workers_rate(
             now = time.monotonic()
             if count_now > 0 and not first:
                 first = now
+                cpu_first = sum(_cpu_s(process) for process in processes)
             if count_now >= expected:
                 last = now
+                cpu_last = sum(_cpu_s(process) for process in processes)
                 break
             await asyncio.sleep(0.1)
         if not last:
@@ -246,7 +267,7 @@ async def workers_rate(
         for process in processes:
             process.stop()
         raise
-    return expected / max(last - first, 1e-6), processes
+    return expected / max(last - first, 1e-6), processes, cpu_last - cpu_first
 
 
 async def naive_faust_rate(
@@ -499,12 +520,16 @@ MEMORY: Final = {"ENGAGEMENT_STORE": "memory://", "ENGAGEMENT_INGEST": "batch"}
 
 
 class ShapeRates(msgspec.Struct, frozen=True):
-    """One traffic shape's figures, events/s."""
+    """One traffic shape's figures: events/s, and CPU µs per event."""
 
+    events: int
     ceiling_before: float
     ceiling_after: float
     memory: float
     rocksdb: float
+    ceiling_cpu_s: float  # both ceiling reads
+    memory_cpu_s: float
+    rocksdb_cpu_s: float
 
     @property
     def ceiling(self) -> float:
@@ -519,7 +544,15 @@ class ShapeRates(msgspec.Struct, frozen=True):
             f"{prefix}worker_rocksdb_events_per_s": round(self.rocksdb),
             f"{prefix}worker_rocksdb_vs_ceiling": round(self.rocksdb / self.ceiling, 4),
             f"{prefix}rocksdb_vs_memory": round(self.rocksdb / self.memory, 3),
+            f"{prefix}ceiling_cpu_us_per_event": self._us(self.ceiling_cpu_s / 2),
+            f"{prefix}worker_cpu_us_per_event": self._us(self.memory_cpu_s),
+            f"{prefix}worker_rocksdb_cpu_us_per_event": self._us(self.rocksdb_cpu_s),
+            f"{prefix}worker_cpu_vs_ceiling": round(self.ceiling_cpu_s / 2 / self.memory_cpu_s, 4),
+            f"{prefix}rocksdb_cpu_vs_memory": round(self.memory_cpu_s / self.rocksdb_cpu_s, 3),
         }
+
+    def _us(self, cpu_s: float) -> float:
+        return round(cpu_s / self.events * 1e6, 2)
 
 
 async def shape_rates(
@@ -530,17 +563,20 @@ async def shape_rates(
     the mean of the two ceilings: on a shared machine whose speed drifts, the
     worker is compared with the ceiling around it."""
     topic = topics["ENGAGEMENT_TOPIC_EVENTS"]
-    before = await ceiling(broker.bootstrap, topic, events)
-    rates = []
+    before, cpu_before = await ceiling_cost(broker.bootstrap, topic, events)
+    rates, cpu = [], []
     for store in (MEMORY, ROCKSDB):
         _say(f"measuring a worker on {store['ENGAGEMENT_STORE']}")
-        rate, process = await worker_rate(
-            broker.url, run_dir, topics, events, {**FAR_THRESHOLDS, **store}
+        rate, processes, cpu_s = await workers_rate(
+            broker.url, run_dir, topics, events, {**FAR_THRESHOLDS, **store}, 1
         )
-        process.stop()
+        processes[0].stop()
         rates.append(rate)
-    after = await ceiling(broker.bootstrap, topic, events)
-    return ShapeRates(before, after, rates[0], rates[1])
+        cpu.append(cpu_s)
+    after, cpu_after = await ceiling_cost(broker.bootstrap, topic, events)
+    return ShapeRates(
+        events, before, after, rates[0], rates[1], cpu_before + cpu_after, cpu[0], cpu[1]
+    )
 
 
 async def session_shape(
@@ -604,7 +640,7 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         default_ingest = settings.ingest_path
         default_mode = {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": default_ingest}
         _say("measuring two workers")
-        rate_two, pair = await workers_rate(
+        rate_two, pair, _cpu_s = await workers_rate(
             broker.url, run_dir, topics, size.events, default_mode, 2
         )
         for process in pair:
