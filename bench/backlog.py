@@ -1,7 +1,7 @@
 """A broker and Redis with a produced backlog, for the worker scripts in bench/.
 
 ``backlog(size)`` starts the embedded broker and redis-server, creates fresh
-topics, produces the bench's events and measures the raw aiokafka ceiling on
+topics, produces the bench's events of one traffic shape and measures the raw aiokafka ceiling on
 them; it yields what a worker needs to consume them (``worker_env`` keeps the
 thresholds far away, so nothing falls due while it runs).
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.bench import run as b
+from agents.bench.shapes import shape_events
 from streams.settings import load_settings
 
 
@@ -26,12 +27,12 @@ class Backlog:
     events: int
     ceiling_per_s: float
 
-    def worker_env(self, ingest: str) -> dict[str, str]:
-        return {**b.FAR_THRESHOLDS, "ENGAGEMENT_INGEST": ingest}
+    def worker_env(self, ingest: str, store: str = "memory://") -> dict[str, str]:
+        return {**b.FAR_THRESHOLDS, "ENGAGEMENT_INGEST": ingest, "ENGAGEMENT_STORE": store}
 
 
 @contextlib.asynccontextmanager
-async def backlog(size: b.BenchSize, prefix: str) -> AsyncIterator[Backlog]:
+async def backlog(size: b.BenchSize, prefix: str, shape: str = "uniform") -> AsyncIterator[Backlog]:
     broker = b.EmbeddedBroker()
     redis = b.RedisServer()
     await asyncio.to_thread(broker.start)
@@ -41,7 +42,9 @@ async def backlog(size: b.BenchSize, prefix: str) -> AsyncIterator[Backlog]:
         topics = b.fresh_topics(redis.url)
         settings = load_settings(broker=broker.url, partitions=b.PARTITIONS, **topics)
         await b.ensure_topics(settings)
-        records = b.make_events(size, int(time.time() * 1000) - 3_600_000)
+        records = shape_events(
+            shape, size.events, size.users, int(time.time() * 1000), b.PARTITIONS
+        )
         await b.produce_fast(broker.bootstrap, settings.topic_events, records)
         ceiling = await b.ceiling(broker.bootstrap, settings.topic_events, size.events)
         yield Backlog(broker.url, run_dir, topics, size.events, ceiling)

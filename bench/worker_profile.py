@@ -1,8 +1,10 @@
 """py-spy profile of one worker applying a backlog (a profiling aid, not a test).
 
-Usage: .venv/bin/python bench/worker_profile.py EVENTS USERS SECONDS OUT.txt [ENGAGEMENT_INGEST]
-Writes py-spy's collapsed stacks (raw format) to OUT.txt; summarise with
-bench/collapsed.py.
+Usage: .venv/bin/python bench/worker_profile.py EVENTS USERS SECONDS OUT.txt \
+    [INGEST [SHAPE [STORE]]]
+(defaults: batch, uniform, memory://). Writes py-spy's collapsed stacks (raw
+format, ``--nonblocking``: the worker is never paused) to OUT.txt; summarise
+with bench/collapsed.py.
 """
 
 import asyncio
@@ -15,15 +17,17 @@ from backlog import backlog
 
 from agents.bench import run as b
 
-PYSPY = os.environ.get("PYSPY", "/tmp/pyspy/bin/py-spy")
+PYSPY = os.environ.get("PYSPY", str(Path(sys.executable).with_name("py-spy")))
 
 
 async def main() -> None:
     events, users, seconds, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     mode = sys.argv[5] if len(sys.argv) > 5 else "batch"
+    shape = sys.argv[6] if len(sys.argv) > 6 else "uniform"
+    store = sys.argv[7] if len(sys.argv) > 7 else "memory://"
     size = b.BenchSize(events=events, users=users, tick_users=0, tick_due=0, latency_users=0)
-    async with backlog(size, "wp-") as data:
-        env = data.worker_env(mode)
+    async with backlog(size, "wp-", shape) as data:
+        env = data.worker_env(mode, store)
         task = asyncio.create_task(
             b.worker_rate(data.broker_url, data.run_dir, data.topics, data.events, env)
         )
@@ -48,9 +52,8 @@ async def main() -> None:
                 continue
             if b._metric(text, "engagement_events_total{") > 0:
                 break
-        spy = subprocess.Popen(
-            [PYSPY, "record", "-r", "200", "-d", seconds, "-f", "raw", "-o", out, "--pid", pid]
-        )
+        record = ["record", "--nonblocking", "-r", "200", "-d", seconds, "-f", "raw"]
+        spy = subprocess.Popen([PYSPY, *record, "-o", out, "--pid", pid])
         rate, process = await task
         spy.wait()
         process.stop()

@@ -1,6 +1,7 @@
 """Ceiling and one worker per ingest path only (a shorter loop than `engagement bench`).
 
-Usage: .venv/bin/python bench/worker_rates.py batch stream
+Usage: .venv/bin/python bench/worker_rates.py SHAPE INGEST[:STORE] ...
+e.g. ``session batch batch:rocksdb:// stream``.
 """
 
 import asyncio
@@ -12,10 +13,12 @@ from agents.bench import run as b
 
 
 async def main():
-    async with backlog(b.QUICK, "wb-") as data:
-        for mode in sys.argv[1:]:
+    async with backlog(b.QUICK, "wb-", sys.argv[1]) as data:
+        for mode in sys.argv[2:]:
+            ingest, _, store = mode.partition(":")
+            env = data.worker_env(ingest, store or "memory://")
             rate, process = await b.worker_rate(
-                data.broker_url, data.run_dir, data.topics, data.events, data.worker_env(mode)
+                data.broker_url, data.run_dir, data.topics, data.events, env
             )
             process.stop()
             print(

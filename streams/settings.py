@@ -224,6 +224,11 @@ class Settings(BaseSettings):
     redis_backlog_max: int = Field(
         100_000, ge=1, validation_alias=_env("REDIS_BACKLOG_MAX", "redis_backlog_max")
     )
+    # a user's Redis hash is written at most once per window, at once on a stage or tier
+    # change (agents/worker/mirror_window.py; docs/OPERATIONS.md: staleness per field)
+    redis_window_ms: DurationMs = Field(
+        1_000, ge=100, validation_alias=_env("REDIS_WINDOW", "redis_window_ms")
+    )
     web_host: str = Field("127.0.0.1", validation_alias=_env("WEB_HOST", "web_host"))
     web_advertised_host: str | None = Field(
         None, validation_alias=_env("WEB_ADVERTISED_HOST", "web_advertised_host")

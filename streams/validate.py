@@ -96,7 +96,7 @@ def _parse(value: bytes) -> Any:
         obj = _decoder.decode(value)
     except RecursionError:
         return _too_deep()
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # invalid UTF-8 in a string: the latter
         obj = _parse_non_finite(value)
     # fewer opening brackets than levels (counted in C) cannot nest too deep
     if (

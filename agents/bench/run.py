@@ -1,7 +1,10 @@
 """``engagement bench``: every figure of the event path in ONE run, same broker, same data.
 
-Figures: the raw aiokafka ceiling, the worker end to end and its ratio to the
-ceiling, a naive Faust agent (one table write per event), offline replay,
+Figures, for each of two traffic shapes (``agents.bench.shapes``: uniform and
+sessions), each on its own topic: the raw aiokafka ceiling, the worker end to
+end on ``memory://`` and on ``rocksdb://`` and their ratios to the ceiling.
+On the uniform shape also: stream ingest, two workers, a naive Faust agent
+(one table write per event); and offline replay,
 state bytes per user (serialised and resident), the cost of a clock tick with
 none and with 10k users due among 1M, signal latency after due + lateness,
 and pipelined Redis writes. It measures; it asserts nothing.
@@ -31,6 +34,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from agents.bench.shapes import shape_events, uniform_events
 from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer
 from agents.stack.worker_process import WorkerProcess
 from streams.decode import id_hash, partition_for
@@ -96,18 +100,8 @@ def _say(text: str) -> None:
 
 
 def make_events(size: BenchSize, start_ms: int) -> list[tuple[bytes, bytes, int]]:
-    """``(key, value, partition)`` of ~150-byte events spread over the users."""
-    out = []
-    step_ms = max(1, (60_000 * 60) // size.events)
-    for n in range(size.events):
-        user = f"u{(n * 7919) % size.users:07d}"
-        key = user.encode()
-        value = (
-            f'{{"event_id":"e{n:09d}","user_id":"{user}","type":"view",'
-            f'"ts":{start_ms + n * step_ms},"tenant":"acme","props":{{"page":"p{n % 50}"}}}}'
-        ).encode()
-        out.append((key, value, partition_for(key, PARTITIONS)))
-    return out
+    """``(key, value, partition)`` of the uniform shape (``agents.bench.shapes``)."""
+    return uniform_events(size.events, size.users, start_ms, PARTITIONS)
 
 
 async def produce_fast(
@@ -137,7 +131,13 @@ async def produce_fast(
 
 
 async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
-    """Raw aiokafka getmany + msgspec decode + a trivial per-user update."""
+    """Raw aiokafka getmany + msgspec decode + a trivial per-user update: events/s."""
+    rate, _cpu_s = await ceiling_cost(bootstrap, topic, expected)
+    return rate
+
+
+async def ceiling_cost(bootstrap: str, topic: str, expected: int) -> tuple[float, float]:
+    """``ceiling``'s events/s and the CPU seconds this process spent meanwhile."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -151,7 +151,7 @@ async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
     decoder = msgspec.json.Decoder()
     last_seen: dict[str, int] = {}
     seen = 0
-    started = 0.0
+    started = cpu_started = 0.0
     idle_since = time.monotonic()
     try:
         while seen < expected:
@@ -162,14 +162,17 @@ async def ceiling(bootstrap: str, topic: str, expected: int) -> float:
                 raise RuntimeError(f"ceiling: only {seen} of {expected} events arrived")
             if not started and batches:
                 started = time.perf_counter()
+                cpu_started = time.process_time()
             for records in batches.values():
                 for record in records:
                     event = decoder.decode(record.value)
-                    user = event["user_id"]
+                    user = event.get("user_id")
+                    if user is None:
+                        continue  # a worker's clock tick, once a worker has run
                     if event["ts"] > last_seen.get(user, 0):
                         last_seen[user] = event["ts"]
                     seen += 1
-        return seen / (time.perf_counter() - started)
+        return seen / (time.perf_counter() - started), time.process_time() - cpu_started
     finally:
         await consumer.stop()
 
@@ -186,8 +189,18 @@ async def worker_rate(
     broker_url: str, run_dir: Path, topics: dict[str, str], expected: int, extra_env: dict[str, str]
 ) -> tuple[float, WorkerProcess]:
     """Start a worker on a pre-filled topic; events/s from first to last event applied."""
-    rate, processes = await workers_rate(broker_url, run_dir, topics, expected, extra_env, 1)
+    rate, processes, _cpu_s = await workers_rate(
+        broker_url, run_dir, topics, expected, extra_env, 1
+    )
     return rate, processes[0]
+
+
+def _cpu_s(process: WorkerProcess) -> float:
+    """CPU seconds (user + system) the process has used, from /proc."""
+    if process.proc is None:
+        return 0.0
+    fields = Path(f"/proc/{process.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def workers_rate(
@@ -197,9 +210,11 @@ async def workers_rate(
     expected: int,
     extra_env: dict[str, str],
     count: int,
-) -> tuple[float, list[WorkerProcess]]:
+) -> tuple[float, list[WorkerProcess], float]:
     """``count`` workers of one new group on a pre-filled topic: events/s from the
-    first to the last event applied by any of them (a rebalance included)."""
+    first to the last event applied by any of them (a rebalance included), and
+    the CPU seconds the workers used meanwhile (which a busy machine does not
+    stretch as it stretches the wall time)."""
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     shared = {
         "ENGAGEMENT_BROKER": broker_url,
@@ -227,7 +242,7 @@ async def workers_rate(
     try:
         for process in processes:
             await process.wait_ready(180)
-        first = last = 0.0
+        first = last = cpu_first = cpu_last = 0.0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
             count_now = 0.0
@@ -238,8 +253,10 @@ async def workers_rate(
             now = time.monotonic()
             if count_now > 0 and not first:
                 first = now
+                cpu_first = sum(_cpu_s(process) for process in processes)
             if count_now >= expected:
                 last = now
+                cpu_last = sum(_cpu_s(process) for process in processes)
                 break
             await asyncio.sleep(0.1)
         if not last:
@@ -250,7 +267,7 @@ async def workers_rate(
         for process in processes:
             process.stop()
         raise
-    return expected / max(last - first, 1e-6), processes
+    return expected / max(last - first, 1e-6), processes, cpu_last - cpu_first
 
 
 async def naive_faust_rate(
@@ -498,6 +515,87 @@ async def redis_rate(server: RedisServer, store: DictStore, config: ModelConfig)
     return rate
 
 
+ROCKSDB: Final = {"ENGAGEMENT_STORE": "rocksdb://", "ENGAGEMENT_INGEST": "batch"}
+MEMORY: Final = {"ENGAGEMENT_STORE": "memory://", "ENGAGEMENT_INGEST": "batch"}
+
+
+class ShapeRates(msgspec.Struct, frozen=True):
+    """One traffic shape's figures: events/s, and CPU µs per event."""
+
+    events: int
+    ceiling_before: float
+    ceiling_after: float
+    memory: float
+    rocksdb: float
+    ceiling_cpu_s: float  # both ceiling reads
+    memory_cpu_s: float
+    rocksdb_cpu_s: float
+
+    @property
+    def ceiling(self) -> float:
+        return (self.ceiling_before + self.ceiling_after) / 2
+
+    def figures(self, prefix: str) -> dict[str, Any]:
+        return {
+            f"{prefix}ceiling_events_per_s": round(self.ceiling),
+            f"{prefix}ceiling_after_vs_before": round(self.ceiling_after / self.ceiling_before, 3),
+            f"{prefix}worker_events_per_s": round(self.memory),
+            f"{prefix}worker_vs_ceiling": round(self.memory / self.ceiling, 4),
+            f"{prefix}worker_rocksdb_events_per_s": round(self.rocksdb),
+            f"{prefix}worker_rocksdb_vs_ceiling": round(self.rocksdb / self.ceiling, 4),
+            f"{prefix}rocksdb_vs_memory": round(self.rocksdb / self.memory, 3),
+            f"{prefix}ceiling_cpu_us_per_event": self._us(self.ceiling_cpu_s / 2),
+            f"{prefix}worker_cpu_us_per_event": self._us(self.memory_cpu_s),
+            f"{prefix}worker_rocksdb_cpu_us_per_event": self._us(self.rocksdb_cpu_s),
+            f"{prefix}worker_cpu_vs_ceiling": round(self.ceiling_cpu_s / 2 / self.memory_cpu_s, 4),
+            f"{prefix}rocksdb_cpu_vs_memory": round(self.memory_cpu_s / self.rocksdb_cpu_s, 3),
+        }
+
+    def _us(self, cpu_s: float) -> float:
+        return round(cpu_s / self.events * 1e6, 2)
+
+
+async def shape_rates(
+    broker: EmbeddedBroker | KafkaBroker, run_dir: Path, topics: dict[str, str], events: int
+) -> ShapeRates:
+    """The raw ceiling, one worker (batch ingest) on ``memory://``, one on
+    ``rocksdb://``, and the ceiling again, on one pre-filled topic. Ratios use
+    the mean of the two ceilings: on a shared machine whose speed drifts, the
+    worker is compared with the ceiling around it."""
+    topic = topics["ENGAGEMENT_TOPIC_EVENTS"]
+    before, cpu_before = await ceiling_cost(broker.bootstrap, topic, events)
+    rates, cpu = [], []
+    for store in (MEMORY, ROCKSDB):
+        _say(f"measuring a worker on {store['ENGAGEMENT_STORE']}")
+        rate, processes, cpu_s = await workers_rate(
+            broker.url, run_dir, topics, events, {**FAR_THRESHOLDS, **store}, 1
+        )
+        processes[0].stop()
+        rates.append(rate)
+        cpu.append(cpu_s)
+    after, cpu_after = await ceiling_cost(broker.bootstrap, topic, events)
+    return ShapeRates(
+        events, before, after, rates[0], rates[1], cpu_before + cpu_after, cpu[0], cpu[1]
+    )
+
+
+async def session_shape(
+    broker: EmbeddedBroker | KafkaBroker, redis_url: str, run_dir: Path, size: BenchSize
+) -> dict[str, Any]:
+    """The session shape (``agents.bench.shapes``) on its own topics."""
+    topics = fresh_topics(redis_url)
+    settings = load_settings(broker=broker.url, partitions=PARTITIONS, **topics)
+    await ensure_topics(settings)
+    records = shape_events("session", size.events, size.users, int(time.time() * 1000), PARTITIONS)
+    await produce_fast(broker.bootstrap, settings.topic_events, records)
+    _say("measuring the session shape")
+    rates = await shape_rates(broker, run_dir, topics, len(records))
+    return {
+        "session_users": len({key for key, _value, _partition in records}),
+        **rates.figures("session_"),
+    }
+
+
 async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
     size = QUICK if quick else FULL
     broker: EmbeddedBroker | KafkaBroker = (
@@ -529,28 +627,20 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         result["produce_events_per_s"] = round(
             await produce_fast(broker.bootstrap, settings.topic_events, records)
         )
-        _say("measuring ceiling")
-        result["ceiling_events_per_s"] = round(
-            await ceiling(broker.bootstrap, settings.topic_events, size.events)
-        )
-        # both ingest paths on the same data; the headline figure is the default's
-        default_ingest = settings.ingest_path  # the memory store's path with the default
-        rates: dict[str, float] = {}
-        for ingest in ("batch", "stream"):
-            mode = {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": ingest}
-            rates[ingest], process = await worker_rate(
-                broker.url, run_dir, topics, size.events, mode
-            )
-            process.stop()
-            _say(f"measuring worker ({ingest} ingest)")
-            result[f"worker_{ingest}_events_per_s"] = round(rates[ingest])
-        rate = rates[default_ingest]
-        result["ingest_default"] = default_ingest
-        result["worker_events_per_s"] = round(rate)
-        result["worker_vs_ceiling"] = round(rate / result["ceiling_events_per_s"], 4)
+        _say("measuring the uniform shape")
+        uniform = await shape_rates(broker, run_dir, topics, size.events)
+        result.update(uniform.figures(""))
+        rate = uniform.memory
+        _say("measuring a worker with stream ingest")
+        stream = {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": "stream"}
+        stream_rate, process = await worker_rate(broker.url, run_dir, topics, size.events, stream)
+        process.stop()
+        result["worker_stream_events_per_s"] = round(stream_rate)
+        result.update(await session_shape(broker, redis.url, run_dir, size))
+        default_ingest = settings.ingest_path
         default_mode = {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": default_ingest}
         _say("measuring two workers")
-        rate_two, pair = await workers_rate(
+        rate_two, pair, _cpu_s = await workers_rate(
             broker.url, run_dir, topics, size.events, default_mode, 2
         )
         for process in pair:
@@ -562,9 +652,7 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
             broker.url, settings.topic_events, size.events, run_dir / "naive-faust.log"
         )
         result["naive_faust_events_per_s"] = None if naive is None else round(naive)
-        result["naive_vs_ceiling"] = (
-            None if naive is None else round(naive / result["ceiling_events_per_s"], 4)
-        )
+        result["naive_vs_ceiling"] = None if naive is None else round(naive / uniform.ceiling, 4)
         serialised, resident = state_sizes(store)
         result["bytes_per_user"] = round(serialised, 1)
         result["rss_bytes_per_user"] = round(resident, 1)

@@ -178,6 +178,10 @@ class BatchIngest:
         self.outbox = Outbox(lambda: app.producer, status_topic)
         self._lock = asyncio.Lock()
         runtime.send_output = self.send_output
+        runtime.store.write_partition = self._write_partition
+
+    def _write_partition(self, partition: int) -> None:
+        self.writes.partition = partition
 
     async def send_output(
         self,
@@ -263,6 +267,7 @@ class BatchIngest:
             contiguity = self.contiguity
             committed = committed_offsets(self.app.consumer)
             writes.applying = True
+            runtime.store.hold()  # a user's state packed once per batch
             try:
                 for message in messages:
                     if self._stale(message):
@@ -283,6 +288,7 @@ class BatchIngest:
                     applied.append(message)
                     contiguity.applied(tp, generation, message.offset)
             finally:
+                runtime.store.release()
                 runtime.outputs = None
                 writes.applying = False
             # the checkpoint's order (agents.worker.checkpoint): outputs, changelog, store, acks

@@ -18,7 +18,9 @@ Redis never touch each other's keys. Nothing but the user id and the tenant
 is in a key.
 
 The ingest path only records the change (``observe``: a dict assignment,
-coalesced per user, no I/O). One background task writes pipelined batches
+coalesced per user, no I/O). When a change is written is the window's
+choice (``agents.worker.mirror_window``: a stage or tier change at once, the
+rest once per ``REDIS_WINDOW``). One background task writes pipelined batches
 (``transaction=False``) of whole hashes and ZADD/ZREM: idempotent (set, never
 increment), and in change order per user because there is one writer. A
 failed batch goes back to the backlog (a newer change of the same user wins)
@@ -50,7 +52,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from itertools import islice
 from typing import Any, Final, Protocol, TypeVar, cast
 from urllib.parse import quote
 
@@ -62,6 +63,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agents.worker.metrics import Metrics
+from agents.worker.mirror_window import FLUSH_LINGER_S, MirrorWindow
 from agents.worker.user_view import UserFields, is_at_risk, mirror_fields
 from streams.decode import partition_for
 from tables.errors import StateFormatError
@@ -80,9 +82,6 @@ ROUND_TRIP_TIMEOUT_S = 5.0
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 5.0
 IDLE_PING_S = 5.0
-# After a partial batch, let changes gather this long: one round trip per
-# event would cost the shared event loop more than the events themselves.
-FLUSH_LINGER_S = 0.2
 SCAN_COUNT = 1000
 # A Redis outage shows up as any of these; anything else is a bug and stops the task.
 _FIELD_NAMES = {
@@ -467,6 +466,7 @@ class RedisMirror:
         *,
         max_backlog: int,
         batch_users: int = BATCH_USERS,
+        window_s: float = 1.0,
     ) -> None:
         self.source = source
         self.keys = keys
@@ -476,6 +476,7 @@ class RedisMirror:
         self.max_backlog = max_backlog
         self.batch_users = batch_users
         self._pending: dict[str, UserState | None] = {}
+        self.window = MirrorWindow(window_s, max_backlog)
         # At-risk membership as written: ``_members`` holds every user this
         # mirror may have left in an at-risk set, with those sets (a superset);
         # it is exact for the users of ``_known`` partitions (rewritten by a
@@ -507,8 +508,9 @@ class RedisMirror:
         if user_id not in pending and len(pending) >= self.max_backlog:
             self._overflow()
             return
+        was_idle = not pending
         pending[user_id] = state
-        if not self._wake.is_set():
+        if (self.window.note(user_id, state) or was_idle) and not self._wake.is_set():
             self._wake.set()
 
     def request_resync(self, partitions: Iterable[int] | None, cause: str = RECOVERY) -> None:
@@ -552,6 +554,7 @@ class RedisMirror:
                 self.max_backlog,
             )
         self._pending.clear()
+        self.window.urgent.clear()
         self.request_resync(None, self.OVERFLOW)
         self._needs_resync = True
 
@@ -564,29 +567,38 @@ class RedisMirror:
 
     async def run(self) -> None:
         """Write until cancelled; never raises on Redis errors."""
+        window = self.window
         try:
             while True:
+                in_pass = window.in_pass(len(self._pending))
                 try:
-                    busy = await self.step()
+                    busy = await self.step(everything=in_pass)
                 except REDIS_FAILURES as exc:
                     self._failed(exc)
                     await asyncio.sleep(backoff_s(self.failures))
                     continue
-                if not busy:
-                    await self._idle()
-                elif len(self._pending) < self.batch_users and not self.resync_pending:
-                    await asyncio.sleep(FLUSH_LINGER_S)
+                if self.resync_pending or window.in_pass(len(self._pending)):
+                    # a step that needed no I/O did not yield: let the loop run
+                    await asyncio.sleep(0)
+                    continue
+                if busy and not in_pass:
+                    if len(window.urgent) < self.batch_users:
+                        await asyncio.sleep(FLUSH_LINGER_S)  # let more urgent users gather
+                    continue
+                await self._idle(window.wait_s() if self._pending else IDLE_PING_S)
         finally:
             await self.aclose()
 
-    async def step(self) -> bool:
-        """One unit of work: a resync, a batch, or an idle ping. True if there was work."""
+    async def step(self, everything: bool = True) -> bool:
+        """One unit of work: a resync, a batch, or an idle ping. True if there was work.
+
+        ``everything=False``: only users whose stage or tier changed are written."""
         if self._check_run_id:
             await self._notice_restart()
         if self.resync_pending:
             await self.resync()
-        elif self._pending:
-            await self.flush_batch()
+        elif self._pending and (everything or self.window.urgent):
+            await self.flush_batch(everything)
         else:
             if time.monotonic() - self._last_ok >= IDLE_PING_S:
                 # the idle round trip: Redis answers, and a redis-sync is noticed
@@ -601,12 +613,13 @@ class RedisMirror:
         while self.resync_pending or self._pending:
             await self.step()
 
-    async def _idle(self) -> None:
+    async def _idle(self, wait_s: float) -> None:
+        """Wait ``wait_s`` or until woken (a change to write at once, a resync)."""
         self._wake.clear()
-        if self._pending or self.resync_pending:
+        if (self.window.urgent and self._pending) or self.resync_pending or wait_s <= 0:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), IDLE_PING_S)
+            await asyncio.wait_for(self._wake.wait(), min(wait_s, IDLE_PING_S))
 
     async def _notice_restart(self) -> None:
         info = await round_trip(self.client.info("server"))
@@ -655,12 +668,10 @@ class RedisMirror:
             backoff_s(self.failures),
         )
 
-    async def flush_batch(self) -> int:
-        """Write up to ``batch_users`` pending users; on failure they go back."""
-        batch: list[tuple[str, UserState | None]] = []
-        pending = self._pending
-        for user_id in list(islice(pending, self.batch_users)):
-            batch.append((user_id, pending.pop(user_id)))
+    async def flush_batch(self, everything: bool = True) -> int:
+        """Write up to ``batch_users`` pending users (``everything=False``: of those
+        whose stage or tier changed); on failure they go back."""
+        batch = self.window.choose(self._pending, self.batch_users, everything)
         owned = self.source.owned()
         settled: list[tuple[str, bytes | None]] = []  # membership once this batch is written
         pipe = self.client.pipeline(transaction=False)
@@ -719,6 +730,7 @@ class RedisMirror:
                 self._overflow()
                 return
             self._pending.setdefault(user_id, state)  # a newer change wins
+            self.window.urgent[user_id] = None  # retried with the next batch, not a window later
 
     def _count(self, **outcomes: int) -> None:
         for outcome, count in outcomes.items():

@@ -75,18 +75,32 @@ class TableStore:
     ``observer(user_id, state)`` with ``state=None`` for a deletion. They hear
     it *before* the table is written: what they send at once goes into the
     producer's queue ahead of the changelog record, so after a crash a saved
-    state never lacks the output derived from it.
+    state never lacks the output derived from it. While a batch of events is
+    applied (``hold``) they hear once per changed user, of its newest state.
     """
 
     def __init__(self, table: Any) -> None:
         self.table = table
         self.observers: list[StateObserver] = []
+        # While a batch is applied (``hold``): the newest state of each user it
+        # changed, unpacked; observed, packed and written once (``write_held``).
+        self._held: dict[str, UserState] | None = None
+        # tells the batch's table writer the changelog partition of the next write
+        self.write_partition: Callable[[int], None] | None = None
 
     def get(self, user_id: str) -> UserState | None:
+        held = self._held
+        if held is not None:
+            state = held.get(user_id)
+            if state is not None:
+                return state
         blob = self.table.get(user_id.encode())
         return None if blob is None else unpack_state(blob)
 
     def put(self, user_id: str, state: UserState) -> None:
+        if self._held is not None:
+            self._held[user_id] = state  # observed when written (``write_held``)
+            return
         for observer in self.observers:
             observer(user_id, state)
         self.table[user_id.encode()] = pack_state(state)
@@ -94,7 +108,38 @@ class TableStore:
     def delete(self, user_id: str) -> None:
         for observer in self.observers:
             observer(user_id, None)
+        if self._held is not None:
+            self._held.pop(user_id, None)
         self.table.pop(user_id.encode(), None)
+
+    def hold(self) -> None:
+        """Keep states changed from now on until ``release`` (a batch of events):
+        a user's state is observed, packed and written once per batch, not per
+        event, and the observers see the newest state only."""
+        if self._held is None:
+            self._held = {}
+
+    def write_held(self, restore_partition: int | None = None) -> None:
+        """Write the held states to the table, each in its user's partition;
+        then the write partition is ``restore_partition`` again."""
+        held = self._held
+        if not held:
+            return
+        at, table, observers = self.write_partition, self.table, self.observers
+        for user_id, state in held.items():
+            for observer in observers:
+                observer(user_id, state)
+            if at is not None:
+                at(state.partition)
+            table[user_id.encode()] = pack_state(state)
+        held.clear()
+        if at is not None and restore_partition is not None:
+            at(restore_partition)
+
+    def release(self) -> None:
+        """Write the held states to the table and stop holding."""
+        self.write_held()
+        self._held = None
 
     def announce(self, user_id: str, state: UserState) -> None:
         """Tell the observers about a state already stored (nothing is written)."""
@@ -286,6 +331,8 @@ class Runtime:
             self.metrics.latency.observe(time.perf_counter() - started)
             return
         processor = self.processor(partition)
+        if not isinstance(decoded, ModelEvent):
+            self.store.write_held(partition)  # control records may list the table's users
         if isinstance(decoded, ModelEvent):
             result = processor.on_event(decoded)  # process() without the type dispatch
             self._event_done(decoded, result, processor)

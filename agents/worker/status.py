@@ -14,7 +14,9 @@ the worker owning that partition writes a user's status):
 - an erasure drops the user's pending write and sends a tombstone.
 
 Immediate writes and tombstones are queued from the observer, which runs
-while a record is applied: on the batch path into the checkpoint's outbox,
+before the state is written: on the batch path once per changed user per
+batch, with its newest state (a stage held only within one batch is not
+written), into the checkpoint's outbox,
 delivered with the batch's outputs before its changelog
 (``agents.worker.checkpoint``); on the stream path into Faust's producer buffer,
 ahead of the state's changelog record. Either way a crash cannot keep a

@@ -194,6 +194,7 @@ def observing_mirror(
         metrics,
         client_factory,
         max_backlog=max_backlog,
+        window_s=engine_app.settings.redis_window_ms / 1000,
     )
     runtime.store.observers.append(mirror.observe)
     return mirror

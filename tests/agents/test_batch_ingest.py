@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from agents.worker.batch_ingest import BatchIngest, BatchTable, BatchWrites, Contiguity
 from agents.worker.checkpoint import mark_sought, run_to_end
+from agents.worker.runtime import TableStore
 from agents.worker.wiring import build_worker
 from streams.app import create_app
 from streams.settings import load_settings
@@ -243,6 +244,7 @@ class FakeRuntime:
     def __init__(self) -> None:
         self.outputs: list[Any] | None = None
         self.handled: list[int] = []
+        self.store = TableStore({})
 
     async def handle_message(self, message: Any) -> None:
         self.handled.append(message.offset)

@@ -29,6 +29,7 @@ from agents.worker.checkpoint import (
     mark_sought,
     sought_generation,
 )
+from agents.worker.runtime import TableStore
 from streams.app import create_app
 from streams.settings import load_settings
 from tables.errors import ConfigurationError
@@ -218,6 +219,7 @@ async def test_a_batch_delivers_its_status_writes_before_its_changelog_and_acks(
     class Runtime:
         outputs: list[Any] | None = None
         send_output: Any = None
+        store = TableStore({})
 
     ingest = BatchIngest(app, Runtime(), "status")  # type: ignore[arg-type]
     users = ingest.tables(engine_app.users)

@@ -340,6 +340,51 @@ async def test_changes_of_partitions_owned_elsewhere_are_left_to_their_owner(
     assert value(registry, "engagement_redis_writes_total", outcome="not_owned") == 1
 
 
+async def test_the_running_mirror_writes_stage_or_tier_changes_at_once_and_waits_with_the_rest(
+    redis_server: RedisServer, registry: CollectorRegistry
+) -> None:
+    """A window of an hour: only urgent changes reach Redis while the test runs."""
+    if not redis_server.running:
+        redis_server.start()
+    source = FakeSource()
+    mirror = RedisMirror(
+        source,
+        MirrorKeys(f"window-{uuid.uuid4().hex[:8]}"),
+        Metrics(registry),
+        lambda: redis_client(redis_server.url, read_timeout_s=None),
+        max_backlog=1000,
+        window_s=3600.0,
+    )
+    source.mirror = mirror
+
+    async def hash_of(user_id: str) -> dict[str, str]:
+        return (await snapshot(redis_server.url, mirror.keys.prefix)).users.get(user_id, {})
+
+    source.put("u", state(NOW_MS, events=1))  # never written: at once
+    task = asyncio.create_task(mirror.run())
+    try:
+        assert await wait_for(lambda: hash_of("u"), 30)
+        for events in range(2, 20):  # same stage and tier: they wait for the window
+            source.put("u", state(NOW_MS + events, events=events))
+        source.put("v", state(NOW_MS, tier=TIER_AT_RISK))
+        assert await wait_for(lambda: hash_of("v"), 30)
+        assert (await hash_of("u"))["events_total"] == "1"
+        source.put("u", state(NOW_MS + 30, tier=TIER_AT_RISK, events=30))
+
+        async def u_at_risk() -> bool:
+            return (await hash_of("u")).get("events_total") == "30"
+
+        assert await wait_for(u_at_risk, 30)
+        assert (await hash_of("u"))["tier"] == "at_risk"
+        assert value(registry, "engagement_redis_writes_total", outcome="written") == 3
+        assert mirror.backlog_users == 0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await mirror.aclose()
+
+
 async def test_outage_keeps_a_bounded_backlog_then_converges(
     redis_server: RedisServer,
     mirror_setup: tuple[RedisMirror, FakeSource],
