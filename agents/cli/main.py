@@ -39,7 +39,7 @@ def worker() -> None:
     from agents.worker.run import run_worker
 
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         run_worker(settings)
     except EngagementError as exc:
@@ -175,7 +175,7 @@ def redis_sync() -> None:
     from agents.worker.redis_mirror import REDIS_FAILURES
 
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         stats = asyncio.run(run_sync(settings, progress=lambda text: click.echo(text, err=True)))
     except EngagementError as exc:
