@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -49,6 +49,8 @@ class EventRules(msgspec.Struct, frozen=True):
     max_user_id_bytes: int = DEFAULT_MAX_USER_ID_BYTES
     max_event_id_bytes: int = DEFAULT_MAX_EVENT_ID_BYTES
     max_label_bytes: int = DEFAULT_MAX_LABEL_BYTES
+    # the shape of an event's value: the engine's, or a Segment call (streams/segment.py)
+    input_format: Literal["engagement", "segment"] = "engagement"
 
 
 DEFAULT_EVENT_RULES: Final = EventRules()
