@@ -93,7 +93,7 @@ def replay(
     lifecycle: Path | None,
     config_path: Path | None,
 ) -> None:
-    """Replay a JSON Lines history through the model; write scores (and signals)."""
+    """Replay a history (JSON Lines, CSV or Parquet) through the model; write scores."""
     from agents.offline.replay import read_config
     from agents.offline.replay import replay as run_replay
     from streams.model_settings import model_config
@@ -114,16 +114,19 @@ def replay(
         scores_out = files.enter_context(scores.open("w", newline=""))
         signals_out = None if signals is None else files.enter_context(signals.open("wb"))
         lifecycle_out = None if lifecycle is None else files.enter_context(lifecycle.open("wb"))
-        stats = run_replay(
-            events,
-            as_of_ms,
-            config,
-            scores_out,
-            signals_out,
-            lifecycle_out=lifecycle_out,
-            book=book,
-            rules=settings.event_rules(),
-        )
+        try:
+            stats = run_replay(
+                events,
+                as_of_ms,
+                config,
+                scores_out,
+                signals_out,
+                lifecycle_out=lifecycle_out,
+                book=book,
+                rules=settings.event_rules(),
+            )
+        except EngagementError as exc:  # an unreadable history
+            raise click.ClickException(str(exc)) from exc
     click.echo(
         json.dumps(
             {
