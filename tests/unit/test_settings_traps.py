@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from agents.cli.main import main
+from streams.config_record import BadConfigRecord, parse_config_record
 from streams.environment import secret_variables, variable_names
 from streams.settings import DurationMs, IntegerMs, Settings, load_settings
 from tables.errors import ConfigurationError
@@ -249,3 +252,20 @@ def test_a_complete_worker_configuration_from_files(
     settings.require_secrets()
     settings.require_guarded_api()
     assert settings.signing_kid == "k1"
+
+
+def test_a_threshold_config_value_without_a_unit_is_refused() -> None:
+    """The same rule in the config topic: a text duration carries its unit; a JSON
+    integer is milliseconds."""
+    with pytest.raises(BadConfigRecord, match="no unit"):
+        parse_config_record(b"acme@1", b'{"at_risk":"7","dormant":"14d","churned":"30d"}')
+    update = parse_config_record(b"acme@1", b'{"at_risk":7,"dormant":"14d","churned":"30d"}')
+    assert update is not None and update.at_risk_ms == 7
+
+
+def test_cli_durations_need_a_unit_too(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    args = ["replay", str(events), "--as-of", "0", "--horizon", "30"]
+    result = CliRunner().invoke(main, [*args, "--scores", str(tmp_path / "s.csv")])
+    assert result.exit_code == 2 and "no unit" in result.output
