@@ -45,7 +45,7 @@ from tables.durations import parse_duration_ms, parse_instant_ms, parse_integer_
 from tables.errors import ConfigurationError
 
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
-# a variable named *_MS: the name gives the unit, the value is a bare integer
+# a variable named *_MS: the name gives the unit of a bare integer
 IntegerMs = Annotated[int, BeforeValidator(parse_integer_ms)]
 InstantMs = Annotated[int, BeforeValidator(parse_instant_ms)]
 

@@ -2,9 +2,9 @@
 
 Durations: ``500ms``, ``10s``, ``15m``, ``36h``, ``7d``, ``2w``; ``d`` is always
 86,400,000 ms. Written as text a duration carries its unit (``7`` could be 7 ms
-or 7 days: refused), except ``0``; an ``int`` (JSON, code) is milliseconds, as
-are the values of variables whose names end in ``_MS``. Instants: RFC 3339 or
-epoch ms.
+or 7 days: refused), except ``0``; an ``int`` (JSON, code) is milliseconds, and
+so is a bare integer in a variable whose name ends in ``_MS``. Instants: RFC
+3339 or epoch ms.
 """
 
 from __future__ import annotations
@@ -49,18 +49,11 @@ def parse_duration_ms(text: str | int) -> int:
 
 
 def parse_integer_ms(text: str | int) -> int:
-    """Milliseconds as a bare integer: the values of variables named ``*_MS``."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
-    elif isinstance(text, str) and text.strip().isdigit():
-        value = int(text.strip())
-    else:
-        raise BadDurationError(
-            f"not an integer of milliseconds: {text!r} (the name ends in _MS: write e.g. 1000)"
-        )
-    if value < 0:
-        raise BadDurationError(f"duration must not be negative: {value}")
-    return value
+    """The value of a variable named ``*_MS``: a bare integer is milliseconds (the
+    name gives the unit); a duration with its unit is read as one."""
+    if isinstance(text, str) and text.strip().isdigit():
+        return int(text.strip())
+    return parse_duration_ms(text)
 
 
 def format_duration_ms(duration_ms: int) -> str:
