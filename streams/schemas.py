@@ -6,6 +6,7 @@ them in memory and fails if the committed files drift from the code.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,28 @@ def render_schemas() -> dict[str, str]:
     """File name -> JSON text for every schema document."""
     docs: dict[str, str] = {}
     for name, record_type in SCHEMA_TYPES.items():
-        schema: dict[str, Any] = msgspec.json.schema(record_type)
+        schema: dict[str, Any] = _clean_descriptions(msgspec.json.schema(record_type))
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"urn:engagement-streams:{name}:v{SCHEMA_VERSION}"
         docs[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     docs["asyncapi.json"] = json.dumps(_asyncapi(), indent=2, sort_keys=True) + "\n"
     return docs
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Descriptions taken from docstrings, dedented: Python 3.13 strips a
+    docstring's indentation itself and 3.11 does not, and the files must not
+    depend on the interpreter that wrote them."""
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
 
 
 def _asyncapi() -> dict[str, Any]:
