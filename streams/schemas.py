@@ -11,6 +11,7 @@ AsyncAPI document embeds the same definitions under ``components.schemas``
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any, Final
@@ -54,7 +55,7 @@ def _annotate(defs: dict[str, Any]) -> None:
 
 def record_schema(name: str) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one record type of ``SCHEMA_TYPES``."""
-    schema: dict[str, Any] = msgspec.json.schema(SCHEMA_TYPES[name])
+    schema: dict[str, Any] = _clean_descriptions(msgspec.json.schema(SCHEMA_TYPES[name]))
     _annotate(schema["$defs"])
     schema["$schema"] = DRAFT
     schema["$id"] = f"urn:engagement-streams:{name}:v{SCHEMA_VERSION}"
@@ -70,6 +71,22 @@ def render_schemas() -> dict[str, str]:
 
 def _dump(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Descriptions taken from docstrings, dedented: Python 3.13 strips a
+    docstring's indentation itself and 3.11 does not, and the files must not
+    depend on the interpreter that wrote them."""
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _clean_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(item) for item in node]
+    return node
 
 
 # channel id -> (topic attribute of Settings, messages, the engine's action, key, text)

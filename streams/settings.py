@@ -1,19 +1,19 @@
 """The one settings object, read from ``ENGAGEMENT_*`` environment variables.
 
-Durations accept ``500ms``/``10s``/``15m``/``36h``/``7d``/``2w`` or integer ms
-and are held as int milliseconds in fields whose names end in ``_ms``. Nothing
-else in the project reads ``os.environ`` for configuration.
+Durations are written with their unit (``500ms``/``10s``/``15m``/``36h``/``7d``/``2w``)
+and held as int milliseconds in fields whose names end in ``_ms``; a variable
+whose own name ends in ``_MS`` takes a bare integer of milliseconds. Names,
+enums and secrets from files: ``streams/environment.py``. Nothing else in the
+project reads ``os.environ`` for configuration.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -21,6 +21,16 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from streams.environment import (
+    PREFIX,
+    STORES,
+    LogLevel,
+    PrefixedEnvironment,
+    SaslMechanism,
+    SecurityProtocol,
+    lower_case,
+    resolve_variables,
+)
 from streams.validate import (
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENT_ID_BYTES,
@@ -31,10 +41,12 @@ from streams.validate import (
     MAX_LABEL_BYTES_LIMIT,
     EventRules,
 )
-from tables.durations import parse_duration_ms, parse_instant_ms
+from tables.durations import parse_duration_ms, parse_instant_ms, parse_integer_ms
 from tables.errors import ConfigurationError
 
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms)]
+# a variable named *_MS: the name gives the unit of a bare integer
+IntegerMs = Annotated[int, BeforeValidator(parse_integer_ms)]
 InstantMs = Annotated[int, BeforeValidator(parse_instant_ms)]
 
 
@@ -45,7 +57,6 @@ def _env(name: str, field: str) -> str:
     return f"ENGAGEMENT_{name}"
 
 
-PREFIX = "ENGAGEMENT_"
 # RFC 2104: HMAC keys shorter than the hash output (32 bytes for SHA-256) are
 # "strongly discouraged"; they make the key the weakest part of the MAC.
 MIN_CLOCK_KEY_BYTES: Final = 32
@@ -68,20 +79,10 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-class _PrefixedEnvironment(PydanticBaseSettingsSource):
-    """Only ``ENGAGEMENT_*`` variables, keyed by their names (the field aliases)."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return {name: value for name, value in os.environ.items() if name.startswith(PREFIX)}
-
-
 class Settings(BaseSettings):
     """Frozen settings; change them only with ``model_copy(update=...)``."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     broker: str = Field("kafka://127.0.0.1:9092", validation_alias=_env("BROKER", "broker"))
     topic_events: str = Field(
@@ -132,7 +133,7 @@ class Settings(BaseSettings):
     # events before it go to the DLQ as ts_out_of_range (RFC 3339 or epoch ms)
     min_ts_ms: InstantMs = Field(DEFAULT_MIN_TS_MS, validation_alias=_env("MIN_TS", "min_ts_ms"))
     horizon_ms: DurationMs = Field(30 * 86_400_000, validation_alias=_env("HORIZON", "horizon_ms"))
-    day_ms: DurationMs = Field(86_400_000, validation_alias=_env("DAY_MS", "day_ms"))
+    day_ms: IntegerMs = Field(86_400_000, validation_alias=_env("DAY_MS", "day_ms"))
     new_days: int = Field(7, ge=0, validation_alias=_env("NEW_DAYS", "new_days"))
     resurrected_days: int = Field(
         14, ge=0, validation_alias=_env("RESURRECTED_DAYS", "resurrected_days")
@@ -251,7 +252,16 @@ class Settings(BaseSettings):
     commit_interval_ms: DurationMs = Field(
         1_000, validation_alias=_env("COMMIT_INTERVAL", "commit_interval_ms")
     )
-    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL", "log_level"))
+    log_level: LogLevel = Field("INFO", validation_alias=_env("LOG_LEVEL", "log_level"))
+    # "json": one JSON object per line (agents/common/logs.py)
+    log_format: Annotated[Literal["text", "json"], BeforeValidator(lower_case)] = Field(
+        "text", validation_alias=_env("LOG_FORMAT", "log_format")
+    )
+    # the shape of the input events: the engine's own, or Segment/RudderStack track
+    # calls (streams/segment.py); control records keep the engine's shape
+    input_format: Annotated[Literal["engagement", "segment"], BeforeValidator(lower_case)] = Field(
+        "engagement", validation_alias=_env("INPUT_FORMAT", "input_format")
+    )
     # cohorts and win-back (docs/MODEL.md): periods and windows count model days (DAY_MS)
     topic_cohorts: str = Field(
         "engagement.cohorts", validation_alias=_env("TOPIC_COHORTS", "topic_cohorts")
@@ -273,11 +283,11 @@ class Settings(BaseSettings):
         (), validation_alias=_env("EXPERIMENT_REASONS", "experiment_reasons")
     )
 
-    kafka_security_protocol: str = Field(
+    kafka_security_protocol: SecurityProtocol = Field(
         "PLAINTEXT",
         validation_alias=_env("KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol"),
     )
-    kafka_sasl_mechanism: str | None = Field(
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
         None, validation_alias=_env("KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism")
     )
     kafka_sasl_username: str | None = Field(
@@ -305,7 +315,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, _PrefixedEnvironment(settings_cls))
+        return (init_settings, PrefixedEnvironment(settings_cls))
 
     @field_validator(
         "event_types",
@@ -321,6 +331,13 @@ class Settings(BaseSettings):
     def _split_types(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value not in STORES:
+            raise ValueError(f"must be one of {', '.join(STORES)}")
         return value
 
     @field_validator("day_ms", "tick_interval_ms", "at_risk_ms", "dormant_ms", "churned_ms")
@@ -365,6 +382,7 @@ class Settings(BaseSettings):
             max_user_id_bytes=self.max_user_id_bytes,
             max_event_id_bytes=self.max_event_id_bytes,
             max_label_bytes=self.max_label_bytes,
+            input_format=self.input_format,
         )
 
     @property
@@ -466,9 +484,12 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with explicit overrides on top."""
+    """Settings from the environment, with explicit overrides on top (by field or
+    variable name; variable names are checked and resolved as the environment's)."""
     try:
-        return Settings(**overrides)
+        variables = {k: v for k, v in overrides.items() if k.startswith(PREFIX)}
+        fields = {k: v for k, v in overrides.items() if not k.startswith(PREFIX)}
+        return Settings(**fields, **resolve_variables(variables, Settings))
     except ConfigurationError:
         raise
     except Exception as exc:  # pydantic's ValidationError, reworded for operators

@@ -1,7 +1,10 @@
 """Durations and instants as the contracts write them, parsed to int milliseconds.
 
-Durations: ``500ms``, ``10s``, ``15m``, ``36h``, ``7d``, ``2w`` or an integer
-of milliseconds; ``d`` is always 86,400,000 ms. Instants: RFC 3339 or epoch ms.
+Durations: ``500ms``, ``10s``, ``15m``, ``36h``, ``7d``, ``2w``; ``d`` is always
+86,400,000 ms. Written as text a duration carries its unit (``7`` could be 7 ms
+or 7 days: refused), except ``0``; an ``int`` (JSON, code) is milliseconds, and
+so is a bare integer in a variable whose name ends in ``_MS``. Instants: RFC
+3339 or epoch ms.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ MS_PER_UNIT = {
     "w": 7 * 86_400_000,
 }
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_EXAMPLES = "e.g. 500ms, 10s, 15m, 36h, 7d, 2w"
 
 
 def parse_duration_ms(text: str | int) -> int:
-    """Return the duration in ms; an integer (or a bare number) is already ms."""
+    """Return the duration in ms; an ``int`` is already ms, text needs its unit."""
     if isinstance(text, bool):
         raise BadDurationError(f"not a duration: {text!r}")
     if isinstance(text, int):
@@ -33,12 +37,23 @@ def parse_duration_ms(text: str | int) -> int:
         return text
     match = _DURATION.match(text)
     if match is None:
-        raise BadDurationError(
-            f"not a duration: {text!r} (use e.g. 500ms, 10s, 15m, 36h, 7d, 2w or integer ms)"
-        )
+        raise BadDurationError(f"not a duration: {text!r} (use {_EXAMPLES})")
     number, unit = match.groups()
+    if unit is None and float(number) != 0:
+        raise BadDurationError(
+            f"the duration {text.strip()!r} has no unit: write it with one ({_EXAMPLES}); "
+            f"{text.strip()} alone could mean milliseconds or days"
+        )
     value = float(number) * MS_PER_UNIT[unit or "ms"]
     return round(value)
+
+
+def parse_integer_ms(text: str | int) -> int:
+    """The value of a variable named ``*_MS``: a bare integer is milliseconds (the
+    name gives the unit); a duration with its unit is read as one."""
+    if isinstance(text, str) and text.strip().isdigit():
+        return int(text.strip())
+    return parse_duration_ms(text)
 
 
 def format_duration_ms(duration_ms: int) -> str:

@@ -39,7 +39,7 @@ def worker() -> None:
     from agents.worker.run import run_worker
 
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         run_worker(settings)
     except EngagementError as exc:
@@ -106,7 +106,7 @@ def replay(
     config_path: Path | None,
     params: Path | None,
 ) -> None:
-    """Replay a JSON Lines history through the model; write scores (and signals)."""
+    """Replay a history (JSON Lines, CSV or Parquet) through the model; write scores."""
     from agents.offline.replay import read_config
     from agents.offline.replay import replay as run_replay
     from streams.model_settings import model_config
@@ -132,16 +132,19 @@ def replay(
         scores_out = files.enter_context(scores.open("w", newline=""))
         signals_out = None if signals is None else files.enter_context(signals.open("wb"))
         lifecycle_out = None if lifecycle is None else files.enter_context(lifecycle.open("wb"))
-        stats = run_replay(
-            events,
-            as_of_ms,
-            config,
-            scores_out,
-            signals_out,
-            lifecycle_out=lifecycle_out,
-            book=book,
-            rules=settings.event_rules(),
-        )
+        try:
+            stats = run_replay(
+                events,
+                as_of_ms,
+                config,
+                scores_out,
+                signals_out,
+                lifecycle_out=lifecycle_out,
+                book=book,
+                rules=settings.event_rules(),
+            )
+        except EngagementError as exc:  # an unreadable history
+            raise click.ClickException(str(exc)) from exc
     click.echo(
         json.dumps(
             {
@@ -194,7 +197,7 @@ def redis_sync() -> None:
     from agents.worker.redis_mirror import REDIS_FAILURES
 
     settings = _settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         stats = asyncio.run(run_sync(settings, progress=lambda text: click.echo(text, err=True)))
     except EngagementError as exc:

@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import stats  # type: ignore[import-untyped]
 
+from agents.offline.history_formats import history_lines
 from agents.offline.history_lines import read_lines
 from streams.validate import EventRules
 
@@ -36,8 +37,8 @@ _EPS: Final = 1e-9
 
 def event_times(path: Path, rules: EventRules) -> Iterator[tuple[str, int]]:
     """``(user_id, ts_ms)`` of every event line a worker would accept."""
-    with path.open("rb") as handle:
-        for event in read_lines(handle, rules, Counter()):
+    with history_lines(path) as lines:
+        for event in read_lines(lines, rules, Counter()):
             yield event.user_id, event.ts
 
 

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from streams.segment import input_event
 from streams.validate import (
     EventRules,
     Rejected,
@@ -49,6 +50,9 @@ def judge_line(line: bytes, rules: EventRules) -> LineEvent | Rejected | None:
     if not value.strip():
         return None
     obj = parse_object(value, rules)
+    if isinstance(obj, Rejected):
+        return obj
+    obj = input_event(obj, rules)
     if isinstance(obj, Rejected):
         return obj
     ts_ms = check_event(obj, rules, None)
@@ -107,7 +111,8 @@ def read_lines(lines: Iterable[bytes], rules: EventRules, rejected: Counter[str]
 
     A refused line adds one to ``rejected[reason]``; blank lines are skipped."""
     plain = _plain_decoder(rules).decode
-    max_bytes = rules.max_event_bytes
+    # the fast path knows the engine's own shape only
+    max_bytes = rules.max_event_bytes if rules.input_format == "engagement" else -1
     for line in lines:
         # the line's own length bounds its value's (the newline is not part of
         # it); without a backslash (0x5C) it holds no escape, so with ASCII

@@ -25,6 +25,7 @@ from typing import IO, Any
 import msgspec
 
 from agents.common.collection import fewer_collections
+from agents.offline.history_formats import history_lines
 from agents.offline.history_lines import read_lines
 from streams.config_record import BadConfigRecord, parse_config_record
 from streams.decode import id_hash
@@ -194,8 +195,8 @@ def run_history(
     (``tables.history.run_history``): user by user, or record by record when
     threshold versions in ``book`` change the policy mid-history."""
     stats = ReplayStats()
-    with events_path.open("rb") as handle:
-        read = read_events(iter(handle), as_of_ms, stats, rules)
+    with history_lines(events_path) as lines:  # JSON Lines, CSV or Parquet
+        read = read_events(iter(lines), as_of_ms, stats, rules)
     ordered = read.events
     show = sys.stderr.isatty() if progress is None else progress
     bar = None

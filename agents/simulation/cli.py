@@ -78,7 +78,7 @@ def simulate(
     from agents.common.logs import configure_logging
 
     settings = _settings(broker)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         day_ms = settings.day_ms if day_length is None else parse_duration_ms(day_length)
         if day_ms <= 0:

@@ -59,7 +59,7 @@ def test_defaults_follow_the_contracts() -> None:
         ("ENGAGEMENT_AT_RISK", "5d", "at_risk_ms", 5 * DAY_MS),
         ("ENGAGEMENT_LATENESS", "15m", "lateness_ms", 15 * 60_000),
         ("ENGAGEMENT_TICK_INTERVAL", "500ms", "tick_interval_ms", 500),
-        ("ENGAGEMENT_STALL_GUARD", "90000", "stall_guard_ms", 90_000),
+        ("ENGAGEMENT_STALL_GUARD", "90s", "stall_guard_ms", 90_000),
         ("ENGAGEMENT_STALL_GUARD", "0", "stall_guard_ms", 0),
         ("ENGAGEMENT_MAX_FUTURE", "36h", "max_future_ms", 36 * 3_600_000),
         ("ENGAGEMENT_CHURNED", "6w", "churned_ms", 42 * DAY_MS),
@@ -100,7 +100,7 @@ def test_min_ts_is_an_instant_that_reaches_the_event_rules(
         ("500ms", 500),
         ("2w", 14 * DAY_MS),
         ("1.5s", 1_500),
-        ("42", 42),
+        ("0", 0),
         (42, 42),
         (" 10s ", 10_000),
     ],
@@ -109,7 +109,7 @@ def test_parse_duration(text: str | int, ms: int) -> None:
     assert parse_duration_ms(text) == ms
 
 
-@pytest.mark.parametrize("text", ["", "7x", "-5", "d", "7 days", "1e3", True, -1])
+@pytest.mark.parametrize("text", ["", "7x", "-5", "d", "7 days", "1e3", True, -1, "7", "1.5"])
 def test_parse_duration_refuses_nonsense(text: str | int) -> None:
     with pytest.raises(BadDurationError):
         parse_duration_ms(text)
