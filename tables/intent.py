@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import msgspec
 
+from tables.activation import stage_back_unactivated
 from tables.activity import ACTIVE, CHURN_INTENT, PASSIVE
 from tables.cadence import NEGATIVE_TYPES, WEEK_DAYS, recent_negative_kinds
+from tables.decline import DECLINE_OPEN
 from tables.lifecycle import stage_after_return, stage_of_tier
 from tables.model import (
     APPLIED,
@@ -186,6 +188,11 @@ def _return_after_intent(state: UserState, event: ModelEvent, config: ModelConfi
     """The first active event after the grace: ``reactivated`` after a churn intent."""
     cleared = msgspec.structs.replace(state, intent_ms=0, first_signal_as_of_ms=0)
     updated = fold_events(cleared, (event,), _ONE, 0, config)[0]
+    # the return is not judged for a decline (tables.decline): its episode flag stays
+    open_before = state.growth_flags & DECLINE_OPEN
+    updated = msgspec.structs.replace(
+        updated, growth_flags=(updated.growth_flags & ~DECLINE_OPEN) | open_before
+    )
     tier = state.tier
     tiers, source = config.policy.resolve(state)
     day_ms = config.day_ms
@@ -222,6 +229,8 @@ def _return_after_intent(state: UserState, event: ModelEvent, config: ModelConfi
     if not tier:
         return Step(APPLIED, updated, [back], [])
     stage = stage_after_return(tier)
+    if config.activation_types:
+        stage = stage_back_unactivated(state, stage)
     moved = _transition(
         state, event.user_id, STAGES[stage_of_tier(tier)], stage, event.ts_ms, reasons, config
     )

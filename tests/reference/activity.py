@@ -110,6 +110,7 @@ def intent_signal(
         "horizon_ms": rules.horizon_ms,
         "reasons": reasons,
         "group": group_of(user_id, rules),
+        "risk_model": rules.risk_model,
         "schema_version": 1,
     }
 
@@ -136,6 +137,7 @@ def return_after_intent(
         "horizon_ms": rules.horizon_ms,
         "reasons": reasons,
         "group": group_of(user_id, rules),
+        "risk_model": rules.risk_model,
         "schema_version": 1,
         "gap_ms": gap_ms,
         "time_to_return_ms": event.ts_ms - first_ms,
@@ -146,5 +148,7 @@ def return_after_intent(
         return signal, None
     signal["tier_reached"] = user.tier
     to_stage = "active" if user.tier == "at_risk" else "resurrected"
+    if rules.activation_types and not user.activated:  # as come_back: not yet activated
+        to_stage = "not_activated" if user.not_activated_signalled else "new"
     moved = transition(user, user_id, user.tier, to_stage, event.ts_ms, reasons, rules)
     return signal, moved

@@ -81,6 +81,7 @@ def judge_decline(
             "horizon_ms": rules.horizon_ms,
             "reasons": reasons,
             "group": group_of(user_id, rules),
+            "risk_model": rules.risk_model,
             "schema_version": 1,
         }
     ]

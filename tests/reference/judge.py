@@ -310,6 +310,7 @@ def not_activated(
         "horizon_ms": rules.horizon_ms,
         "reasons": reasons,
         "group": group_of(user_id, rules),
+        "risk_model": rules.risk_model,
         "schema_version": 1,
     }
     moves = []
