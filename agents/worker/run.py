@@ -27,10 +27,14 @@ def run_worker(settings: Settings) -> None:
     loop.run_until_complete(ensure_topics(settings))
     worker = build_worker(settings)
     tune_for_worker()
-    faust.Worker(
+    faust_worker = faust.Worker(
         worker.app,
         loop=loop,
         loglevel=settings.log_level,
         quiet=True,
         override_logging=False,
-    ).execute_from_commandline()
+    )
+    # no progress spinner: its end writes a terminal escape into the log, even when
+    # the output is not a terminal (a JSON log line would start with it)
+    faust_worker.spinner = None
+    faust_worker.execute_from_commandline()

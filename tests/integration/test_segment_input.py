@@ -21,6 +21,7 @@ from support.workers import Deployment, latest_states, produce, read_topic, sign
 
 from agents.cli.main import main
 from streams.records import DlqRecord
+from tables.state import ANONYMOUS
 
 KNOWN = "seg-user-1"
 VISITOR = "0b9a2c1e-5d7f-4a8e-9c3b-2f6d1e0a7b54"
@@ -72,6 +73,8 @@ async def test_segment_calls_live_and_in_replay(kafka_broker: Any, tmp_path: Pat
         ENGAGEMENT_INPUT_FORMAT="segment",
         ENGAGEMENT_LOG_FORMAT="json",
         ENGAGEMENT_LOG_LEVEL="DEBUG",
+        # anonymous visitors get tiers only when asked (docs/CONTRACTS.md, Activity)
+        ENGAGEMENT_ANONYMOUS_TIERS="true",
     )
     await deployment.create_topics()
     await deployment.start_worker()
@@ -98,6 +101,8 @@ async def test_segment_calls_live_and_in_replay(kafka_broker: Any, tmp_path: Pat
             timeout_s=60,
         )
         states = await latest_states(deployment)
+        assert states[VISITOR].activity_flags & ANONYMOUS  # marked by its anonymousId
+        assert not states[KNOWN].activity_flags & ANONYMOUS
     finally:
         deployment.stop_all()
 

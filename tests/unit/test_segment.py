@@ -186,7 +186,7 @@ def test_replay_reads_a_segment_history_as_the_same_events() -> None:
     rejected: Counter[str] = Counter()
     assert list(read_lines(lines, SEGMENT, rejected)) == [
         LineEvent("ajs-next-1d5c1f1e6f9c4b0e", "u00034", "Order Completed", TS_MS, None, None),
-        LineEvent("m-2", ANONYMOUS_ID, "Viewed", TS_MS, None, None),
+        LineEvent("m-2", ANONYMOUS_ID, "Viewed", TS_MS, None, None, anonymous=True),
         LineEvent("m-3", "u00034", "page", TS_MS, None, None),
     ]
     assert rejected == Counter({"wrong_type": 1})
