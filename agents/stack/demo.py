@@ -55,6 +55,8 @@ COMPRESSED_DAY = {
 }
 DEMO_ENV = {
     **COMPRESSED_DAY,
+    # the simulator's sign-ups activate by onboarding_completed (or never): not_activated shows
+    "ENGAGEMENT_ACTIVATION_TYPES": "onboarding_completed",
     "ENGAGEMENT_PARTITIONS": "4",
     "ENGAGEMENT_SESSION_TIMEOUT": "6s",
     "ENGAGEMENT_LOG_LEVEL": "WARNING",

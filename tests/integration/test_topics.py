@@ -25,6 +25,7 @@ async def test_topics_are_created_with_their_configs(any_broker: Any) -> None:
         topic_status=f"{tag}.status",
         topic_dlq=f"{tag}.dlq",
         topic_config=f"{tag}.config",
+        topic_cohorts=f"{tag}.cohorts",
     )
     await ensure_topics(settings)
     await ensure_topics(settings)  # idempotent
