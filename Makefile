@@ -41,7 +41,7 @@ $(STAMP_NEWEST): pyproject.toml
 	@test -n "$(PYTHON_NEWEST)" || { echo "python3.13 not found (set PYTHON_NEWEST=/path/to/python3.13)"; exit 1; }
 	$(PYTHON_NEWEST) -m venv $(VENV_NEWEST)
 	$(VENV_NEWEST)/bin/pip install -q --upgrade pip
-	$(VENV_NEWEST)/bin/pip install -q -e '.[dev]'
+	$(VENV_NEWEST)/bin/pip install -q -e '.[dev,eval]'
 	touch $(STAMP_NEWEST)
 
 # System packages the tests use: promtool and prometheus (Debian package
