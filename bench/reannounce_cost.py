@@ -25,7 +25,8 @@ from agents.worker.status import StatusWriter, users_of
 from streams.decode import partition_for
 from streams.model_settings import model_config
 from streams.settings import load_settings
-from tables.model import ModelEvent, new_state
+from tables.fold import new_state
+from tables.model import ModelEvent
 from tables.state import pack_state
 
 PARTITIONS = 8

@@ -39,7 +39,8 @@ from streams.app import create_app
 from streams.decode import id_hash, partition_for
 from streams.settings import load_settings
 from streams.topics import TopicSpec, ensure_topics, topic_specs
-from tables.model import ModelEvent, new_state
+from tables.fold import new_state
+from tables.model import ModelEvent
 from tables.state import pack_state
 
 DAY_MS = 86_400_000

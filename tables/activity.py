@@ -106,7 +106,7 @@ class ActivityPolicy(msgspec.Struct, frozen=True):
         return state.active_days < minimum
 
     def folds(self) -> frozenset[str] | None:
-        """The types a run of folded events stops before (``tables.model.fold_events``),
+        """The types a run of folded events stops before (``tables.fold.fold_events``),
         or ``None`` when no run may be folded (scoped classes, an explicit active list)."""
         if self.overrides or self.defaults.active is not None:
             return None

@@ -25,18 +25,10 @@ from tables.activity import ActivityTypes
 from tables.clock import NEVER, clock_ms
 from tables.due_index import DueIndex
 from tables.errors import ConfigurationError
-from tables.model import (
-    APPLIED,
-    PASSIVE,
-    Emission,
-    ModelConfig,
-    ModelEvent,
-    Transition,
-    advance_user,
-    next_change_ms,
-    step_event,
-)
+from tables.judgement import advance_user, next_change_ms
+from tables.model import APPLIED, PASSIVE, Emission, ModelConfig, ModelEvent, Transition
 from tables.state import UserState
+from tables.step import step_event
 from tables.thresholds import ThresholdBook, Tiers
 
 UsersOf = Callable[[], Iterable[tuple[str, UserState]]]

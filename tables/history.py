@@ -18,7 +18,7 @@ after it the late-event rule applies, and at the end the clock moves to
 ``--as-of``. Running user by user skips the per-event scheduling work (the
 due index, one of the two due-time computations), about a quarter of the
 per-event cost. A run of a user's events with nothing due at their clocks is
-folded (``tables.model.fold_events``): one state made per run, not per event
+folded (``tables.fold.fold_events``): one state made per run, not per event
 (not with tenant or segment thresholds, which an event may switch).
 
 The processor would have emitted a judged change at the first event whose
@@ -39,21 +39,12 @@ from typing import Final
 import msgspec
 
 from tables.engine import DictStore
-from tables.model import (
-    APPLIED,
-    PASSIVE,
-    Emission,
-    ModelConfig,
-    ModelEvent,
-    Transition,
-    advance_user,
-    fold_events,
-    folds_judging,
-    next_change_ms,
-    step_event,
-)
+from tables.fold import fold_events, folds_judging
+from tables.judgement import advance_user, next_change_ms
+from tables.model import APPLIED, PASSIVE, Emission, ModelConfig, ModelEvent, Transition
 from tables.processor import PartitionProcessor
 from tables.state import TIER_NONE, UserState
+from tables.step import step_event
 from tables.thresholds import ThresholdBook
 
 JUDGED: Final = 0  # a change judged when the clock moved (before that step's event)

@@ -1,6 +1,6 @@
 """Events that are not activity, and churn intent (docs/MODEL.md, "Activity").
 
-``tables.model.step_event`` hands here every event that is not an active
+``tables.step.step_event`` hands here every event that is not an active
 one, and every event of a user whose churn intent is pending:
 
 - a passive event, an active one within ``INTENT_GRACE`` of the user's
@@ -28,34 +28,13 @@ from tables.activation import stage_back_unactivated
 from tables.activity import ACTIVE, CHURN_INTENT, PASSIVE
 from tables.cadence import NEGATIVE_TYPES, WEEK_DAYS, recent_negative_kinds
 from tables.decline import DECLINE_OPEN
-from tables.lifecycle import stage_after_return, stage_of_tier
-from tables.model import (
-    APPLIED,
-    REACTIVATED,
-    STAGES,
-    Emission,
-    ModelConfig,
-    ModelEvent,
-    Reason,
-    Step,
-    _transition,
-    fold_events,
-    is_duplicate,
-    risk_at,
-    signal_group,
-)
-from tables.state import (
-    ANONYMOUS,
-    ID_SLOTS,
-    NO_OFFSET,
-    TIER_DORMANT,
-    TIER_NAMES,
-    UserState,
-    counts_by_age,
-)
+from tables.fold import ONE_EVENT, fold_events, is_duplicate
+from tables.lifecycle import STAGES, stage_after_return, stage_of_tier
+from tables.model import APPLIED, Emission, ModelConfig, ModelEvent, Reason, Step
+from tables.signals import emission, reactivated_signal, stage_transition
+from tables.state import ANONYMOUS, ID_SLOTS, NO_OFFSET, TIER_DORMANT, UserState, counts_by_age
 
 CHURN_INTENT_KIND = "churn_intent"
-_ONE = (0,)  # fold_events' positions of a run of one event
 
 
 def step_after_intent(
@@ -73,7 +52,7 @@ def step_after_intent(
             return Step(duplicate, state, [], [])
         if event.ts_ms <= state.last_seen_ms:  # never a return: counters only, intent kept
             cleared = msgspec.structs.replace(state, intent_ms=0)
-            updated = fold_events(cleared, (event,), _ONE, 0, config)[0]
+            updated = fold_events(cleared, (event,), ONE_EVENT, 0, config)[0]
             kept = msgspec.structs.replace(updated, intent_ms=state.intent_ms)
             return Step(APPLIED, kept, [], [])
         return _return_after_intent(state, event, config)
@@ -158,24 +137,17 @@ def _intent_signal(state: UserState, event: ModelEvent, config: ModelConfig) -> 
     reasons.extend(
         Reason(f"recent_{kind}", 1.0, None) for kind in recent_negative_kinds(state.negative_flags)
     )
-    group, arm = signal_group(event.user_id, state, config)
-    return Emission(
-        kind=CHURN_INTENT_KIND,
-        user_id=event.user_id,
-        tenant=state.tenant,
-        segment=state.segment,
+    return emission(
+        CHURN_INTENT_KIND,
+        state,
+        event.user_id,
+        ts_ms,
+        config,
         episode=state.last_seen_ms,
-        as_of=ts_ms,
-        last_seen=state.last_seen_ms,
         inactive_ms=inactive_ms,
-        threshold_ms=tiers[0],
-        threshold_source=source,
-        risk=risk_at(state, ts_ms, config),
-        horizon_ms=config.horizon_ms,
+        threshold=(tiers[0], source),
         reasons=tuple(reasons),
-        group=group,
-        arm=arm,
-        risk_model=config.risk_model,
+        arm_by_reasons=False,
     )
 
 
@@ -187,57 +159,27 @@ def _recent_active_days(state: UserState, at_ms: int, day_ms: int) -> int:
 def _return_after_intent(state: UserState, event: ModelEvent, config: ModelConfig) -> Step:
     """The first active event after the grace: ``reactivated`` after a churn intent."""
     cleared = msgspec.structs.replace(state, intent_ms=0, first_signal_as_of_ms=0)
-    updated = fold_events(cleared, (event,), _ONE, 0, config)[0]
+    updated = fold_events(cleared, (event,), ONE_EVENT, 0, config)[0]
     # the return is not judged for a decline (tables.decline): its episode flag stays
     open_before = state.growth_flags & DECLINE_OPEN
     updated = msgspec.structs.replace(
         updated, growth_flags=(updated.growth_flags & ~DECLINE_OPEN) | open_before
     )
     tier = state.tier
-    tiers, source = config.policy.resolve(state)
-    day_ms = config.day_ms
-    gap_ms = event.ts_ms - state.last_seen_ms
     first_as_of = state.first_signal_as_of_ms or state.intent_ms
-    reasons = (
-        Reason("returned_after_days", round(gap_ms / day_ms, 3), None),
-        Reason("after_churn_intent", round((event.ts_ms - state.intent_ms) / day_ms, 3), None),
-    )
-    group, arm = signal_group(event.user_id, state, config)
-    back = Emission(
-        kind=REACTIVATED,
-        user_id=event.user_id,
-        tenant=state.tenant,
-        segment=state.segment,
-        episode=state.last_seen_ms,
-        as_of=event.ts_ms,
-        last_seen=state.last_seen_ms,
-        inactive_ms=gap_ms,
-        threshold_ms=tiers[max(tier - 1, 0)],
-        threshold_source=source,
-        risk=risk_at(state, event.ts_ms, config),
-        horizon_ms=config.horizon_ms,
-        reasons=reasons,
-        group=group,
-        arm=arm,
-        risk_model=config.risk_model,
-        tier_reached=TIER_NAMES[tier] if tier else None,
-        gap_ms=gap_ms,
-        time_to_return_ms=event.ts_ms - first_as_of,
-        late=event.ts_ms < first_as_of,
-        churn_intent_as_of=state.intent_ms,
-    )
+    back = reactivated_signal(state, event, config, first_as_of, state.intent_ms)
     if not tier:
         return Step(APPLIED, updated, [back], [])
     stage = stage_after_return(tier)
     if config.activation_types:
         stage = stage_back_unactivated(state, stage)
-    moved = _transition(
-        state, event.user_id, STAGES[stage_of_tier(tier)], stage, event.ts_ms, reasons, config
+    moved = stage_transition(
+        state, event.user_id, STAGES[stage_of_tier(tier)], stage, event.ts_ms, back.reasons, config
     )
     returned = msgspec.structs.replace(
         updated,
         tier=0,
         stage=stage,
-        returned_day=event.ts_ms // day_ms if tier >= TIER_DORMANT else state.returned_day,
+        returned_day=event.ts_ms // config.day_ms if tier >= TIER_DORMANT else state.returned_day,
     )
     return Step(APPLIED, returned, [back], [moved])

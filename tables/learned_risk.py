@@ -5,7 +5,7 @@ backtesting a history: the state of every user at earlier instants, the
 label whether the user had no event in the horizon after each. Scoring here
 is plain Python over the ``UserState`` the worker keeps, so the worker,
 ``engagement replay`` and ``engagement evaluate`` compute the same number
-from the same state (``tables.model.risk_at`` calls ``learned_risk``).
+from the same state (``tables.user_risk.risk_at`` calls ``learned_risk``).
 
 The features (``FEATURES``), each from the state and the instant only:
 recency and tenure (log days), active days (log), the share of active days
@@ -70,7 +70,7 @@ def active_days_within(state: UserState, now_day: int, days: int) -> int:
 
 def features(state: UserState, at_ms: int, day_ms: int, mbg_risk: float) -> list[float]:
     """The feature vector of ``state`` as of ``at_ms`` (``FEATURES`` order); ``mbg_risk``
-    is the MBG/NBD risk of the same state, instant and horizon (``tables.model``)."""
+    is the MBG/NBD risk of the same state, instant and horizon (``tables.user_risk``)."""
     last_ms = state.last_seen_ms
     at_ms = at_ms if at_ms > last_ms else last_ms
     recency = (at_ms - last_ms) / day_ms

@@ -8,10 +8,10 @@ activation on (``tables.activation``) ``new`` ends by activating, or at the
 deadline in ``not_activated``, never by time alone.
 
 The state keeps the stage last announced, so every change becomes exactly
-one transition record. Events and tiers change it in ``tables.model``; the
-two changes that only the passing of time makes (new → active,
-resurrected → active) fall due at the instants computed here, which the
-engine's due index schedules alongside the tiers.
+one transition record. Events change it in ``tables.step``, tiers in
+``tables.judgement``; the two changes that only the passing of time makes
+(new → active, resurrected → active) fall due at the instants computed here,
+which the engine's due index schedules alongside the tiers.
 """
 
 from __future__ import annotations

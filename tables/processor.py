@@ -14,7 +14,7 @@ live), written while the record is processed, so the live store's observers
 - an event first moves the partition clock by ``min(ts, append)``; while an
   erased user of the partition is still suppressed, an event of that user is
   dropped (``suppressed``) after moving the clock; otherwise it is applied,
-  recognised as a duplicate (``tables.model``), or ``passive``: not activity
+  recognised as a duplicate (``tables.fold``), or ``passive``: not activity
   and changing no user (``tables.activity``, ``tables.intent``);
 - a tick moves the clock by ``min(wall, append, events_seen + stall_guard)``
   (``tables.clock``) and expires erasure entries the clock has passed;

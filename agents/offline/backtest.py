@@ -6,7 +6,7 @@ For each cutoff ``c`` of the backtest:
   before the earliest cutoff) or one learned from the events up to ``c``
   (``agents.offline.learn``, which tunes itself on instants before ``c``);
 - every user seen up to ``c`` is scored as the worker would score it
-  (``tables.model.risk_at`` on the engine's state at ``c``);
+  (``tables.user_risk.risk_at`` on the engine's state at ``c``);
 - the label is 1 when the user has no event in ``(c, c + horizon]``: data
   the model and the baselines never saw (the report split);
 - the baselines of ``agents.offline.baselines`` score the same users from
@@ -40,7 +40,8 @@ from agents.offline.replay import run_history
 from streams.risk_params import RiskModel, load_risk_model, risk_model_of
 from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.errors import ConfigurationError
-from tables.model import ModelConfig, risk_at
+from tables.model import ModelConfig
+from tables.user_risk import risk_at
 
 BOOTSTRAP: Final = 500
 PRODUCT: Final = "risk"

@@ -42,9 +42,10 @@ from streams.risk_params import LEARNED, version_of
 from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.errors import ConfigurationError
 from tables.learned_risk import FEATURES, LearnedRisk
-from tables.model import ModelConfig, learned_features
+from tables.model import ModelConfig
 from tables.risk import RiskParams
 from tables.state import UserState
+from tables.user_risk import learned_features
 
 STEP_DAYS: Final = 2
 INSTANTS: Final = 10  # training instants per horizon, the held-out one included

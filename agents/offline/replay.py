@@ -36,17 +36,11 @@ from tables.clock import NEVER
 from tables.engine import DictStore
 from tables.errors import ConfigurationError
 from tables.history import run_history as run_events
-from tables.model import (
-    Emission,
-    ModelConfig,
-    ModelEvent,
-    Transition,
-    risk_at,
-    stage_at,
-    thresholds_for,
-)
+from tables.judgement import stage_at, thresholds_for
+from tables.model import Emission, ModelConfig, ModelEvent, Transition
 from tables.state import NO_OFFSET, TIER_NAMES, TIER_NONE, UserState
 from tables.thresholds import ThresholdBook
+from tables.user_risk import risk_at
 
 
 class ReplayStats(msgspec.Struct):

@@ -48,8 +48,11 @@ from agents.worker.metrics import Metrics
 from streams.decode import partition_for
 from streams.records import UserStatus
 from tables.clock import NEVER
-from tables.model import STAGES, ModelConfig, risk_at, stage_at
+from tables.judgement import stage_at
+from tables.lifecycle import STAGES
+from tables.model import ModelConfig
 from tables.state import TIER_NAMES, UserState, unpack_state
+from tables.user_risk import risk_at
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Final
 
-from tables.model import ModelConfig, risk_at, signal_group, stage_at, thresholds_for
+from tables.judgement import stage_at, thresholds_for
+from tables.model import ModelConfig
+from tables.signals import signal_group
 from tables.state import TIER_CHURNED, TIER_NAMES, UserState
+from tables.user_risk import risk_at
 
 NO_TIER: Final = "none"
 AT_RISK_STAGE: Final = "at_risk"

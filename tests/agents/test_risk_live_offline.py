@@ -22,8 +22,8 @@ from streams.decode import partition_for
 from streams.model_settings import model_config
 from streams.records import Signal
 from streams.settings import load_settings
-from tables.model import risk_at
 from tables.state import unpack_state
+from tables.user_risk import risk_at
 
 PARTITIONS = 2
 DAY_MS = 1_000

@@ -11,7 +11,8 @@ from streams.model_settings import model_config
 from streams.settings import Settings
 from tables.engine import DictStore
 from tables.history import run_records, run_users
-from tables.model import Emission, ModelConfig, ModelEvent, Transition, stage_at
+from tables.judgement import stage_at
+from tables.model import Emission, ModelConfig, ModelEvent, Transition
 from tables.processor import PartitionProcessor
 
 DAY_MS = 86_400_000

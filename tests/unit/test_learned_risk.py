@@ -27,8 +27,8 @@ from streams.risk_params import load_risk_model
 from streams.settings import load_settings
 from tables.errors import ConfigurationError
 from tables.learned_risk import FEATURES, active_days_within
-from tables.model import risk_at
 from tables.state import counts_by_age
+from tables.user_risk import risk_at
 
 DAY_MS = 86_400_000
 START_MS = 1_735_689_600_000  # 2025-01-01

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from streams.decode import id_hash
 from streams.records import LifecycleTransition, encode
 from tables.engine import DictStore, PartitionEngine
+from tables.judgement import stage_at
 from tables.lifecycle import STAGE_ACTIVE, STAGES
-from tables.model import ModelConfig, ModelEvent, Transition, stage_at
+from tables.model import ModelConfig, ModelEvent, Transition
 from tables.thresholds import ThresholdPolicy
 
 DAY_MS = 1_000

@@ -17,22 +17,13 @@ from streams.records import Signal
 from tables.activity import ActivityPolicy, ActivityTypes
 from tables.due_index import DueIndex
 from tables.engine import DictStore, PartitionEngine
+from tables.fold import fold_events, folds_judging
 from tables.groups import HOLDOUT, TREATMENT, group_of
+from tables.judgement import stage_at
 from tables.lifecycle import STAGE_ACTIVE
-from tables.model import (
-    APPLIED,
-    DUPLICATE_ID,
-    DUPLICATE_OFFSET,
-    Emission,
-    ModelConfig,
-    ModelEvent,
-    apply_event,
-    fold_events,
-    folds_judging,
-    stage_at,
-    step_event,
-)
+from tables.model import APPLIED, DUPLICATE_ID, DUPLICATE_OFFSET, Emission, ModelConfig, ModelEvent
 from tables.state import ID_SLOTS, NO_OFFSET, UserState
+from tables.step import apply_event, step_event
 from tables.thresholds import ThresholdPolicy
 
 DAY_MS = 1_000

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from streams.decode import id_hash
 from tables.clock import clock_ms, tick_contribution_ms
 from tables.engine import DictStore, PartitionEngine
-from tables.model import REACTIVATED, Emission, ModelConfig, ModelEvent, judge
+from tables.judgement import judge
+from tables.model import REACTIVATED, Emission, ModelConfig, ModelEvent
 from tables.state import ID_SLOTS, TIER_NAMES, UserState
 from tables.thresholds import ThresholdPolicy
 

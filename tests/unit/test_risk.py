@@ -18,7 +18,7 @@ from streams.model_settings import model_config
 from streams.risk_params import load_params
 from streams.settings import load_settings
 from tables.errors import ConfigurationError
-from tables.model import ModelConfig, ModelEvent, recent_repeat_days, risk_at, step_event
+from tables.model import ModelConfig, ModelEvent
 from tables.risk import (
     DEFAULT_PARAMS,
     RATE_DISCOUNT,
@@ -28,7 +28,9 @@ from tables.risk import (
     risk_not_active,
 )
 from tables.state import DAY_WINDOW
+from tables.step import step_event
 from tables.thresholds import ThresholdPolicy
+from tables.user_risk import recent_repeat_days, risk_at
 
 PARAMS = RiskParams(r=0.8, alpha=4.0, a=0.6, b=5.0)
 

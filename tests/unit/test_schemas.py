@@ -205,19 +205,29 @@ def test_enums_are_the_constants_of_the_code() -> None:
 
 
 def _kinds_emitted_in_tables() -> set[str]:
-    """The ``kind`` of every ``Emission(...)`` made in tables/, resolved in its module:
-    a literal, a module constant, or an item of ``TIER_NAMES`` (a tier)."""
+    """The ``kind`` of every signal made in tables/ (an ``emission(...)`` call, or an
+    ``Emission(...)`` outside that helper), resolved in its module: a literal, a
+    module constant, or an item of ``TIER_NAMES`` (a tier)."""
     kinds: set[str] = set()
     for path in sorted(TABLES.glob("*.py")):
         module = importlib.import_module(f"tables.{path.stem}")
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        helpers = [
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.name == "emission"
+        ]
+        inside_helper = {id(node) for helper in helpers for node in ast.walk(helper)}
+        for node in ast.walk(tree):
             if not (
                 isinstance(node, ast.Call)
                 and isinstance(node.func, ast.Name)
-                and node.func.id == "Emission"
+                and node.func.id in ("Emission", "emission")
+                and id(node) not in inside_helper
             ):
                 continue
-            (kind,) = [k.value for k in node.keywords if k.arg == "kind"]
+            named = [k.value for k in node.keywords if k.arg == "kind"]
+            (kind,) = named or node.args[:1]
             if isinstance(kind, ast.Constant):
                 kinds.add(str(kind.value))
             elif isinstance(kind, ast.Name):
