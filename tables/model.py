@@ -108,6 +108,8 @@ class ModelConfig(msgspec.Struct, frozen=True):
     # a learned score (``tables.learned_risk``) replaces MBG/NBD when set
     learned: LearnedRisk | None = None
     risk_model: str = DEFAULT_RISK_MODEL  # the version each signal names
+    # per tier (at_risk, dormant, churned): a tier whose risk is below it is not a signal
+    min_risk: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 class ModelEvent(msgspec.Struct, frozen=True, gc=False):
@@ -296,11 +298,17 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
 def folds_judging(config: ModelConfig) -> bool:
     """Whether ``fold_events`` may judge runs under ``config``: no tenant or segment
     thresholds or activity classes (an event's tenant or segment would move them),
-    no explicit list of active types (``ActivityPolicy.folds``), and every at-risk
+    no explicit list of active types (``ActivityPolicy.folds``), no population
+    cadence (per tenant and segment too), and every at-risk
     threshold a user can get ends after an event's own clock (with the lateness,
     positive), so no folded event could trip the late-event rule by its tier."""
     policy = config.policy
-    if policy.overrides or config.activation_types or config.activity.folds() is None:
+    if (
+        policy.overrides
+        or policy.population
+        or config.activation_types
+        or config.activity.folds() is None
+    ):
         return False  # activation: an activation type changes the stage; activity classes
     lowest_ms = policy.defaults_ms[0]
     if policy.user_min_active_days:
@@ -526,7 +534,8 @@ def fold_events(
 def _back_from_tier(
     state: UserState, updated: UserState, event: ModelEvent, day: int, config: ModelConfig
 ) -> Step:
-    """A user with a tier is seen again: ``reactivated``, its stage change, the tier reset."""
+    """A user with a tier is seen again: ``reactivated`` (when the episode had a
+    signal), its stage change, the tier reset."""
     tier = state.tier
     back = _reactivated(state, event, config)
     stage = stage_after_return(tier)
@@ -542,13 +551,14 @@ def _back_from_tier(
         first_signal_as_of_ms=0,
         returned_day=day if tier >= TIER_DORMANT else state.returned_day,
     )
-    return Step(APPLIED, returned, [back], [moved])
+    return Step(APPLIED, returned, [back] if state.first_signal_as_of_ms else [], [moved])
 
 
 def judge(
     state: UserState, user_id: str, clock_ms: int, config: ModelConfig
 ) -> tuple[UserState, list[Emission]]:
-    """Emit every tier whose due time the clock has passed, in order, once per episode."""
+    """Emit every tier whose due time the clock has passed, in order, once per episode
+    (a tier whose risk is below ``config.min_risk`` changes the stage, unsignalled)."""
     step = advance_user(state, user_id, clock_ms, config)
     return step.state, step.emissions
 
@@ -557,7 +567,10 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
     """Everything the clock has passed for this user: tiers and stage changes, in time order.
 
     On a tie a tier goes first, so a user who falls silent exactly when the
-    ``new`` days end goes from new straight to at_risk.
+    ``new`` days end goes from new straight to at_risk. A tier whose risk (of
+    the model in force) is below its ``config.min_risk`` moves the tier and the
+    stage but is no signal; the episode's ``first_signal_as_of_ms`` is that of
+    its first signal.
     """
     tiers, source = config.policy.resolve(state)
     withheld = config.activity.tiers_withheld(state)
@@ -571,7 +584,9 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
         if tier < TIER_CHURNED and not withheld and state.last_seen_ms + tiers[tier] == due_ms:
             threshold = tiers[tier]
             emission = _tier_emission(state, user_id, tier + 1, due_ms, threshold, source, config)
-            emissions.append(emission)
+            signalled = emission.risk >= config.min_risk[tier]  # below: the stage alone
+            if signalled:
+                emissions.append(emission)
             to_stage = stage_of_tier(tier + 1)
             if to_stage != state.stage:
                 transitions.append(
@@ -589,7 +604,8 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
                 state,
                 tier=tier + 1,
                 stage=to_stage,
-                first_signal_as_of_ms=state.first_signal_as_of_ms or due_ms,
+                first_signal_as_of_ms=state.first_signal_as_of_ms
+                or (due_ms if signalled else 0),
             )
         elif due_ms == _activation_due_ms(state, config):
             emission = _not_activated(state, user_id, due_ms, config)

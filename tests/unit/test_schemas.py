@@ -27,6 +27,7 @@ from tables.thresholds import (
     SOURCE_DEFAULT,
     SOURCE_SEGMENT,
     SOURCE_TENANT,
+    SOURCE_POPULATION,
     SOURCE_USER,
     ThresholdPolicy,
 )
@@ -183,6 +184,7 @@ def test_enums_are_the_constants_of_the_code() -> None:
         SOURCE_USER,
         SOURCE_SEGMENT,
         SOURCE_TENANT,
+        SOURCE_POPULATION,
         SOURCE_DEFAULT,
         SOURCE_ACTIVATION,
     }
