@@ -604,8 +604,7 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
                 state,
                 tier=tier + 1,
                 stage=to_stage,
-                first_signal_as_of_ms=state.first_signal_as_of_ms
-                or (due_ms if signalled else 0),
+                first_signal_as_of_ms=state.first_signal_as_of_ms or (due_ms if signalled else 0),
             )
         elif due_ms == _activation_due_ms(state, config):
             emission = _not_activated(state, user_id, due_ms, config)

@@ -247,8 +247,8 @@ def fit(events: Path, cutoff: str, out: Path, horizons: tuple[str, ...], model: 
     """Fit the risk model from a history up to the cutoff (docs/MODEL.md)."""
     from agents.offline.fit import fit_history, history_cadence, params_document, write_params
     from agents.offline.learn import learn, write_model
-    from streams.risk_params import version_of
     from streams.model_settings import model_config
+    from streams.risk_params import version_of
 
     try:
         cutoff_ms = parse_instant_ms(cutoff)

@@ -166,7 +166,9 @@ def tier_signal_report(
         plain, policy=msgspec.structs.replace(plain.policy, population=cadence)
     )
     with_cadence: list[Emission] = []
-    run_history(events, end_ms, learned, on_signals=with_cadence.extend, progress=False, rules=rules)
+    run_history(
+        events, end_ms, learned, on_signals=with_cadence.extend, progress=False, rules=rules
+    )
     times = active_times(events, config, rules)
     runs = {TODAY: today, POPULATION: with_cadence}
     return {

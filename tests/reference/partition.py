@@ -19,6 +19,8 @@ only the record at which each is emitted differs. That makes a long log
 
 from __future__ import annotations
 
+from typing import Any
+
 from reference.activity import (
     ACTIVE,
     CHURN_INTENT,
@@ -133,9 +135,7 @@ class Partition:
             overrides = self.overrides_at(at_ms)
             withheld = tiers_withheld(user, self.activity_at(at_ms), self.rules)
             unsignalled: list[dict[str, object]] = []
-            self.emit(
-                *advance(user, user_id, at_ms, overrides, self.rules, withheld, unsignalled)
-            )
+            self.emit(*advance(user, user_id, at_ms, overrides, self.rules, withheld, unsignalled))
             self.out.unsignalled.extend((self.index, signal) for signal in unsignalled)
 
     def emit(self, signals: list[dict[str, object]], moves: list[dict[str, object]]) -> None:

@@ -25,9 +25,9 @@ from tables.model import REACTIVATED, Emission, ModelConfig, ModelEvent
 from tables.state import TIER_NAMES
 from tables.thresholds import (
     SOURCE_DEFAULT,
+    SOURCE_POPULATION,
     SOURCE_SEGMENT,
     SOURCE_TENANT,
-    SOURCE_POPULATION,
     SOURCE_USER,
     ThresholdPolicy,
 )

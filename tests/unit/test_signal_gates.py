@@ -84,7 +84,10 @@ def test_thresholds_take_the_population_cadence_after_the_users_own_and_the_vers
         overrides={"globex": (1_000, 2_000, 3_000)},
     )
     # segment cadence, else the tenant's: 3/6/12 gaps within 2..120 days
-    assert policy.resolve(state(1, 0, "acme", "vip")) == ((6_000, 12_000, 24_000), SOURCE_POPULATION)
+    assert policy.resolve(state(1, 0, "acme", "vip")) == (
+        (6_000, 12_000, 24_000),
+        SOURCE_POPULATION,
+    )
     assert policy.resolve(state(4, 100, "acme", "pro")) == (
         (30_000, 60_000, 120_000),
         SOURCE_POPULATION,
