@@ -11,7 +11,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from click.testing import CliRunner
 
+from agents.cli.main import main
 from agents.offline.fit import history_cadence
 from agents.offline.tier_signals import choose_min_risk, figures, judged_signals
 from streams.decode import id_hash
@@ -133,6 +135,12 @@ def test_fit_learns_the_cadence_of_a_history(tmp_path: Path) -> None:
     cadence = history_cadence(history, T0 + 40 * day, config)
     # gaps 2, 3, 4 days for 9, 8, 8 users: the lower median is 3 days
     assert cadence == {"": 300}
+    out = tmp_path / "risk-params.json"
+    args = ["fit", str(history), "--cutoff", str(T0 + 40 * day), "--model", "mbg_nbd"]
+    done = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(out.read_text())["cadence"] == {"": 300}
+    assert load_risk_model(out, day, None).cadence == {"": 300}
 
 
 def test_a_model_file_carries_the_cadence_and_a_bad_one_is_refused(tmp_path: Path) -> None:
