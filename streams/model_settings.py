@@ -19,9 +19,11 @@ def model_config(settings: Settings) -> ModelConfig:
     risk: RiskParams = DEFAULT_PARAMS
     learned: LearnedRisk | None = None
     version = DEFAULT_RISK_MODEL
+    cadence: dict[str, int] = {}
     if settings.risk_params is not None:
         loaded = load_risk_model(settings.risk_params, settings.day_ms, settings.horizon_ms)
         risk, learned, version = loaded.params, loaded.learned, loaded.version
+        cadence = loaded.cadence
     return ModelConfig(
         policy=ThresholdPolicy(
             defaults_ms=settings.tier_thresholds_ms,
@@ -29,7 +31,9 @@ def model_config(settings: Settings) -> ModelConfig:
             max_ms=settings.threshold_max_ms,
             user_min_active_days=settings.adaptive_min_days,
             day_ms=settings.day_ms,
+            population=cadence,
         ),
+        min_risk=settings.tier_min_risks,
         risk=risk,
         learned=learned,
         risk_model=version,

@@ -5,6 +5,9 @@ and ``learned_logistic`` (``tables.learned_risk``: weights per horizon and
 the MBG/NBD parameters one feature uses). A learned file holds the horizons
 it was fitted for; asking for another one is refused (``ConfigurationError``)
 rather than guessed. Each file names its version; signals carry it.
+Either kind may hold ``cadence``: the usual gap of each population in
+hundredths of a day (``tables.population``), keyed ``tenant/segment`` or
+``tenant``, which new users' thresholds start from (``tables.thresholds``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class RiskModel(msgspec.Struct, frozen=True):
     params: RiskParams
     learned: LearnedRisk | None
     version: str
+    cadence: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def _params(document: dict[str, Any], day_ms: int) -> RiskParams:
@@ -73,14 +77,15 @@ def risk_model_of(
     """``load_risk_model`` on a document already read (``engagement evaluate`` fits one)."""
     model = document.get("model", MODEL)
     try:
+        cadence = _cadence(document.get("cadence", {}))
         if model == MODEL:
             version = document.get("version") or f"{MODEL}-{_digest(document)}"
-            return RiskModel(_params(document, day_ms), None, str(version))
+            return RiskModel(_params(document, day_ms), None, str(version), cadence)
         if model != LEARNED:
             raise ConfigurationError(f"{path}: model {model!r} is neither {MODEL} nor {LEARNED}")
         params = _params(document["mbg_nbd"], day_ms)
         if horizon_ms is None:
-            return RiskModel(params, None, str(document["version"]))
+            return RiskModel(params, None, str(document["version"]), cadence)
         fitted_day_ms = int(document["day_ms"])
         if fitted_day_ms != day_ms:
             raise ConfigurationError(
@@ -105,9 +110,20 @@ def risk_model_of(
             weights=tuple(float(w) for w in chosen["weights"]),
             mbg=params,
         )
-        return RiskModel(params, learned, version)
+        return RiskModel(params, learned, version, cadence)
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigurationError(f"cannot load risk parameters from {path}: {exc}") from exc
+
+
+def _cadence(found: Any) -> dict[str, int]:
+    """The population cadence of a file: positive whole centidays by scope."""
+    if not isinstance(found, dict):
+        raise ValueError(f"cadence must be an object of scope: centidays, not {found!r}")
+    cadence = {str(scope): int(gap) for scope, gap in found.items()}
+    bad = sorted(scope for scope, gap in cadence.items() if not 0 < gap <= 0xFFFF)
+    if bad:
+        raise ValueError(f"cadence of {bad} is not within 1..65535 centidays")
+    return cadence
 
 
 def _digest(document: dict[str, Any]) -> str:

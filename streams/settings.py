@@ -143,6 +143,16 @@ class Settings(BaseSettings):
     decline_sensitivity: float = Field(
         0.65, ge=0.0, lt=1.0, validation_alias=_env("DECLINE_SENSITIVITY", "decline_sensitivity")
     )
+    # tables.model.advance_user: a tier whose risk is below its minimum is no signal
+    min_risk_at_risk: float = Field(
+        0.0, ge=0.0, le=1.0, validation_alias=_env("MIN_RISK_AT_RISK", "min_risk_at_risk")
+    )
+    min_risk_dormant: float = Field(
+        0.0, ge=0.0, le=1.0, validation_alias=_env("MIN_RISK_DORMANT", "min_risk_dormant")
+    )
+    min_risk_churned: float = Field(
+        0.0, ge=0.0, le=1.0, validation_alias=_env("MIN_RISK_CHURNED", "min_risk_churned")
+    )
     # tables.activation: event types that activate a user (none: activation off)
     activation_types: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("ACTIVATION_TYPES", "activation_types")
@@ -392,6 +402,10 @@ class Settings(BaseSettings):
     @property
     def tier_thresholds_ms(self) -> tuple[int, int, int]:
         return (self.at_risk_ms, self.dormant_ms, self.churned_ms)
+
+    @property
+    def tier_min_risks(self) -> tuple[float, float, float]:
+        return (self.min_risk_at_risk, self.min_risk_dormant, self.min_risk_churned)
 
     @property
     def broker_hosts(self) -> str:

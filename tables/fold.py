@@ -83,11 +83,17 @@ def _bump_day(newest: int, counts: bytes, day: int) -> tuple[int, bytes, bool]:
 def folds_judging(config: ModelConfig) -> bool:
     """Whether ``fold_events`` may judge runs under ``config``: no tenant or segment
     thresholds or activity classes (an event's tenant or segment would move them),
-    no explicit list of active types (``ActivityPolicy.folds``), and every at-risk
+    no explicit list of active types (``ActivityPolicy.folds``), no population
+    cadence (per tenant and segment too), and every at-risk
     threshold a user can get ends after an event's own clock (with the lateness,
     positive), so no folded event could trip the late-event rule by its tier."""
     policy = config.policy
-    if policy.overrides or config.activation_types or config.activity.folds() is None:
+    if (
+        policy.overrides
+        or policy.population
+        or config.activation_types
+        or config.activity.folds() is None
+    ):
         return False  # activation: an activation type changes the stage; activity classes
     lowest_ms = policy.defaults_ms[0]
     if policy.user_min_active_days:

@@ -25,7 +25,8 @@ from tables.thresholds import Tiers
 def judge(
     state: UserState, user_id: str, clock_ms: int, config: ModelConfig
 ) -> tuple[UserState, list[Emission]]:
-    """Emit every tier whose due time the clock has passed, in order, once per episode."""
+    """Emit every tier whose due time the clock has passed, in order, once per episode
+    (a tier whose risk is below ``config.min_risk`` changes the stage, unsignalled)."""
     step = advance_user(state, user_id, clock_ms, config)
     return step.state, step.emissions
 
@@ -34,7 +35,10 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
     """Everything the clock has passed for this user: tiers and stage changes, in time order.
 
     On a tie a tier goes first, so a user who falls silent exactly when the
-    ``new`` days end goes from new straight to at_risk.
+    ``new`` days end goes from new straight to at_risk. A tier whose risk (of
+    the model in force) is below its ``config.min_risk`` moves the tier and the
+    stage but is no signal; the episode's ``first_signal_as_of_ms`` is that of
+    its first signal.
     """
     tiers, source = config.policy.resolve(state)
     withheld = config.activity.tiers_withheld(state)
@@ -48,7 +52,9 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
         if tier < TIER_CHURNED and not withheld and state.last_seen_ms + tiers[tier] == due_ms:
             threshold = tiers[tier]
             emission = tier_signal(state, user_id, tier + 1, due_ms, (threshold, source), config)
-            emissions.append(emission)
+            signalled = emission.risk >= config.min_risk[tier]  # below: the stage alone
+            if signalled:
+                emissions.append(emission)
             to_stage = stage_of_tier(tier + 1)
             if to_stage != state.stage:
                 transitions.append(
@@ -66,7 +72,7 @@ def advance_user(state: UserState, user_id: str, clock_ms: int, config: ModelCon
                 state,
                 tier=tier + 1,
                 stage=to_stage,
-                first_signal_as_of_ms=state.first_signal_as_of_ms or due_ms,
+                first_signal_as_of_ms=state.first_signal_as_of_ms or (due_ms if signalled else 0),
             )
         elif due_ms == _activation_due_ms(state, config):
             emission = not_activated_signal(state, user_id, due_ms, config)

@@ -49,6 +49,8 @@ class ModelConfig(msgspec.Struct, frozen=True):
     # a learned score (``tables.learned_risk``) replaces MBG/NBD when set
     learned: LearnedRisk | None = None
     risk_model: str = DEFAULT_RISK_MODEL  # the version each signal names
+    # per tier (at_risk, dormant, churned): a tier whose risk is below it is not a signal
+    min_risk: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 class ModelEvent(msgspec.Struct, frozen=True, gc=False):

@@ -60,7 +60,8 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
 def _back_from_tier(
     state: UserState, updated: UserState, event: ModelEvent, day: int, config: ModelConfig
 ) -> Step:
-    """A user with a tier is seen again: ``reactivated``, its stage change, the tier reset."""
+    """A user with a tier is seen again: ``reactivated`` (when the episode had a
+    signal), its stage change, the tier reset."""
     tier = state.tier
     back = reactivated_signal(state, event, config, state.first_signal_as_of_ms)
     stage = stage_after_return(tier)
@@ -76,7 +77,7 @@ def _back_from_tier(
         first_signal_as_of_ms=0,
         returned_day=day if tier >= TIER_DORMANT else state.returned_day,
     )
-    return Step(APPLIED, returned, [back], [moved])
+    return Step(APPLIED, returned, [back] if state.first_signal_as_of_ms else [], [moved])
 
 
 def _activated(step: Step, event: ModelEvent, config: ModelConfig) -> Step:

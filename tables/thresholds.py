@@ -2,6 +2,7 @@
 
 Order (docs/CONTRACTS.md): the user's own cadence once there is enough history,
 then per segment, per tenant (versions from the config topic), then the
+cadence of the user's population (per segment, then per tenant), then the
 global defaults.
 
 - **Per user**: a user with at least ``user_min_active_days`` active days
@@ -15,6 +16,10 @@ global defaults.
   version with the greatest ``effective_from`` received so far wins (an older
   or re-sent one changes nothing) and applies from ``max(effective_from,
   clock on arrival)``, so a replay of the same log decides the same.
+- **Population cadence**: a user without their own cadence yet gets the
+  tiers of the usual gap of their population (``population``: centidays
+  keyed ``tenant/segment`` or ``tenant``, learned by ``engagement fit``,
+  ``tables.population``), by the same multiples and clamp as their own.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ SOURCE_DEFAULT: Final = "default"
 SOURCE_TENANT: Final = "tenant"
 SOURCE_SEGMENT: Final = "segment"
 SOURCE_USER: Final = "user"
+SOURCE_POPULATION: Final = "population"
 USER_GAP_MULTIPLES: Final = (3.0, 6.0, 12.0)
 
 Tiers = tuple[int, int, int]
@@ -39,7 +45,9 @@ Tiers = tuple[int, int, int]
 class ThresholdPolicy(msgspec.Struct, frozen=True):
     """Tier thresholds in ms: defaults plus overrides keyed ``tenant`` or ``tenant/segment``.
 
-    ``user_min_active_days`` 0 turns the per-user thresholds off.
+    ``user_min_active_days`` 0 turns the per-user thresholds off; ``population``
+    (usual gaps in centidays per ``tenant/segment`` or ``tenant``) stands in for
+    the defaults of a user without their own.
     """
 
     defaults_ms: Tiers
@@ -49,6 +57,7 @@ class ThresholdPolicy(msgspec.Struct, frozen=True):
     user_min_active_days: int = 0
     user_gap_multiples: tuple[float, float, float] = USER_GAP_MULTIPLES
     day_ms: int = 86_400_000
+    population: dict[str, int] = msgspec.field(default_factory=dict)
 
     def resolve(self, state: UserState) -> tuple[Tiers, str]:
         if (
@@ -65,7 +74,20 @@ class ThresholdPolicy(msgspec.Struct, frozen=True):
             tiers = self.overrides.get(state.tenant)
             if tiers is not None:
                 return tiers, SOURCE_TENANT
+        if self.population:
+            gap = self.population_gap(state.tenant, state.segment)
+            if gap:
+                return self.user_tiers(gap), SOURCE_POPULATION
         return self.defaults_ms, SOURCE_DEFAULT
+
+    def population_gap(self, tenant: str, segment: str) -> int:
+        """The usual gap (centidays) of a user's population, 0 when none is known."""
+        population = self.population
+        if segment:
+            gap = population.get(f"{tenant}/{segment}")
+            if gap:
+                return gap
+        return population.get(tenant, 0)
 
     def user_tiers(self, usual_gap_centidays: int) -> Tiers:
         return _user_tiers(

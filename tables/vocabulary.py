@@ -19,7 +19,13 @@ from tables.intent import CHURN_INTENT_KIND
 from tables.lifecycle import STAGES
 from tables.model import REACTIVATED
 from tables.state import TIER_NAMES
-from tables.thresholds import SOURCE_DEFAULT, SOURCE_SEGMENT, SOURCE_TENANT, SOURCE_USER
+from tables.thresholds import (
+    SOURCE_DEFAULT,
+    SOURCE_POPULATION,
+    SOURCE_SEGMENT,
+    SOURCE_TENANT,
+    SOURCE_USER,
+)
 
 TIERS: Final[tuple[str, ...]] = tuple(TIER_NAMES[1:])
 SIGNAL_KINDS: Final[tuple[str, ...]] = (
@@ -35,6 +41,7 @@ THRESHOLD_SOURCES: Final[tuple[str, ...]] = (
     SOURCE_USER,
     SOURCE_SEGMENT,
     SOURCE_TENANT,
+    SOURCE_POPULATION,
     SOURCE_DEFAULT,
     SOURCE_ACTIVATION,
 )

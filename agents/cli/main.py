@@ -245,9 +245,10 @@ def bench(as_json: bool, quick: bool, broker: str) -> None:
 )
 def fit(events: Path, cutoff: str, out: Path, horizons: tuple[str, ...], model: str) -> None:
     """Fit the risk model from a history up to the cutoff (docs/MODEL.md)."""
-    from agents.offline.fit import fit_history, params_document, write_params
+    from agents.offline.fit import fit_history, history_cadence, params_document, write_params
     from agents.offline.learn import learn, write_model
     from streams.model_settings import model_config
+    from streams.risk_params import version_of
 
     try:
         cutoff_ms = parse_instant_ms(cutoff)
@@ -265,6 +266,8 @@ def fit(events: Path, cutoff: str, out: Path, horizons: tuple[str, ...], model: 
         document = learn(
             events, cutoff_ms, horizons_ms or [settings.horizon_ms], config, settings.event_rules()
         )
+        document["cadence"] = history_cadence(events, cutoff_ms, config, settings.event_rules())
+        document["version"] = version_of(document)
     except EngagementError as exc:
         raise click.ClickException(str(exc)) from exc
     write_model(out, document)

@@ -1,7 +1,9 @@
 """The early-warning figures of ``engagement evaluate``: the whole history through
-the record processor, then ``declining`` against the halved-28-day rule and, with
-activation types set, the activation rate per weekly cohort
-(``agents.offline.early_warning``)."""
+the record processor, then ``declining`` against the halved-28-day rule, with
+activation types set the activation rate per weekly cohort
+(``agents.offline.early_warning``), and the per-tier figures of the tier signals
+(``agents.offline.tier_signals``). The run is today's behaviour: no population
+cadence, no minimum risk."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 from agents.offline.early_warning import activation_cohorts, activation_marks, warning_report
 from agents.offline.evaluate import event_times
 from agents.offline.replay import run_history
+from agents.offline.tier_signals import tier_lines, tier_signal_report, today_config
 from streams.validate import EventRules
 from tables.model import Emission, ModelConfig, Transition
 
@@ -18,15 +21,17 @@ from tables.model import Emission, ModelConfig, Transition
 def history_warnings(
     events: Path, config: ModelConfig, horizon_ms: int, rules: EventRules
 ) -> dict[str, Any]:
-    """``{"early_warning": ..., "activation": ...}`` over the whole history."""
+    """``{"early_warning": ..., "tier_signals": ..., "activation": ...}`` over the
+    whole history."""
     times = list(event_times(events, rules))
+    first_ts = min((ts for _user, ts in times), default=0)
     last_ts = max((ts for _user, ts in times), default=0)
     emissions: list[Emission] = []
     transitions: list[Transition] = []
     run_history(
         events,
         last_ts,
-        config,
+        today_config(config),
         on_signals=emissions.extend,
         on_transitions=transitions.extend,
         progress=False,
@@ -36,7 +41,10 @@ def history_warnings(
     out: dict[str, Any] = {
         "early_warning": warning_report(
             times, emissions, day_ms, horizon_ms, config.policy.defaults_ms[2]
-        )
+        ),
+        "tier_signals": tier_signal_report(
+            events, config, emissions, horizon_ms, rules, (first_ts, last_ts)
+        ),
     }
     if config.activation_types:
         deadline_ms = config.activation_days * day_ms
@@ -64,6 +72,8 @@ def warning_lines(report: dict[str, Any]) -> list[str]:
         f"declining={paired['declining_lead_days_median']:.1f} "
         f"rule={paired['halved_28_day_rule_lead_days_median']:.1f}"
     )
+    if "tier_signals" in report:
+        lines.extend(tier_lines(report["tier_signals"]))
     for cohort in report.get("activation", []):
         lines.append(
             f"activation cohort {cohort['cohort_start_ms']}: users={cohort['users']} "

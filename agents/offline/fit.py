@@ -18,7 +18,9 @@ best), so the search starts from a few points in both basins
 
 The parameters go to a JSON file that the worker loads from
 ``ENGAGEMENT_RISK_PARAMS``; ``alpha`` is stored in days of ``day_ms``, and
-rescaled when the worker's day is another length.
+rescaled when the worker's day is another length. The file also holds the
+population cadence (``cadence``, ``tables.population``) of the same states:
+the usual gap new users' thresholds start from.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from streams.risk_params import MODEL
 from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.errors import ConfigurationError
 from tables.model import ModelConfig
+from tables.population import population_cadence
 from tables.risk import DEFAULT_PARAMS, RiskParams
 from tables.state import UserState
 
@@ -73,6 +76,7 @@ class FitResult(msgspec.Struct, frozen=True):
     converged: bool
     day_ms: int
     cutoff_ms: int
+    cadence: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def summarise(states: list[UserState], at_ms: int, day_ms: int) -> Summary:
@@ -144,7 +148,17 @@ def fit_history(
     """Replay ``events`` up to the cutoff and fit the population parameters."""
     run = run_history(events, cutoff_ms, config, progress=False, rules=rules)
     states = list(run.store.states.values())
-    return fit(summarise(states, cutoff_ms, config.day_ms), config.day_ms, cutoff_ms)
+    result = fit(summarise(states, cutoff_ms, config.day_ms), config.day_ms, cutoff_ms)
+    cadence = population_cadence(states, config.policy.user_min_active_days)
+    return msgspec.structs.replace(result, cadence=cadence)
+
+
+def history_cadence(
+    events: Path, cutoff_ms: int, config: ModelConfig, rules: EventRules = DEFAULT_EVENT_RULES
+) -> dict[str, int]:
+    """The population cadence (``tables.population``) of the users up to the cutoff."""
+    run = run_history(events, cutoff_ms, config, progress=False, rules=rules)
+    return population_cadence(run.store.states.values(), config.policy.user_min_active_days)
 
 
 def params_document(result: FitResult) -> dict[str, Any]:
@@ -159,6 +173,7 @@ def params_document(result: FitResult) -> dict[str, Any]:
         "log_likelihood": result.log_likelihood,
         "converged": result.converged,
         "cutoff_ms": result.cutoff_ms,
+        "cadence": result.cadence,
     }
 
 

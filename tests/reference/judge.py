@@ -1,9 +1,11 @@
 """What the clock decides about a user, and the records the rules emit.
 
 Tiers fall due at ``last_seen + threshold`` (the user's own cadence, then
-segment, tenant, defaults); time alone ends the ``new`` and ``resurrected``
+segment, tenant, the population's cadence, defaults); a tier whose risk is
+below its minimum (``Rules.min_risk``) moves the tier and the stage but is no
+signal; time alone ends the ``new`` and ``resurrected``
 days (with activation on, ``new`` ends only by activating); a user with a
-tier seen again is ``reactivated``. With activation on, a user neither
+tier seen again is ``reactivated`` when the episode had a signal. With activation on, a user neither
 activated nor signalled gets ``not_activated`` at ``first_seen +
 activation_days`` days, and the ``not_activated`` stage when in ``new``; on
 a tie a tier goes first, then the deadline, then a stage change by time. Signals and
@@ -33,11 +35,18 @@ def group_of(user_id: str, rules: Rules) -> str:
 
 def reactivation(
     user: User, user_id: str, event: Event, tiers: tuple[int, int, int], source: str, rules: Rules
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The signal and transition of a user with a tier seen again (``user`` as before)."""
-    assert user.tier is not None and user.first_signal_as_of_ms is not None
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The signal (``None`` when no signal opened the episode) and transition of a
+    user with a tier seen again (``user`` as before)."""
+    assert user.tier is not None
     gap_ms = event.ts_ms - user.last_seen_ms
     reasons = [reason("returned_after_days", round(gap_ms / rules.day_ms, 3))]
+    to_stage = "active" if user.tier == "at_risk" else "resurrected"
+    if rules.activation_types and not user.activated:
+        to_stage = "not_activated" if user.not_activated_signalled else "new"
+    moved = transition(user, user_id, user.tier, to_stage, event.ts_ms, reasons, rules)
+    if user.first_signal_as_of_ms is None:
+        return None, moved
     signal = {
         **_signal_head(user, user_id, "reactivated", event.ts_ms, rules),
         "inactive_ms": gap_ms,
@@ -54,10 +63,6 @@ def reactivation(
         "time_to_return_ms": event.ts_ms - user.first_signal_as_of_ms,
         "late": event.ts_ms < user.first_signal_as_of_ms,
     }
-    to_stage = "active" if user.tier == "at_risk" else "resurrected"
-    if rules.activation_types and not user.activated:
-        to_stage = "not_activated" if user.not_activated_signalled else "new"
-    moved = transition(user, user_id, user.tier, to_stage, event.ts_ms, reasons, rules)
     return signal, moved
 
 
@@ -67,24 +72,34 @@ def reactivation(
 def thresholds(
     user: User, overrides: dict[str, tuple[int, int, int]], rules: Rules
 ) -> tuple[tuple[int, int, int], str]:
-    """The user's own cadence, then segment, tenant, defaults."""
+    """The user's own cadence, then segment, tenant, the population's cadence
+    (its segment's, else its tenant's), defaults."""
     if (
         rules.adaptive_min_days
         and user.active_days >= rules.adaptive_min_days
         and user.usual_gap_centidays > 0
     ):
-        gap_ms = user.usual_gap_centidays * rules.day_ms / 100
-        at_risk, dormant, churned = (
-            min(rules.threshold_max_ms, max(rules.threshold_min_ms, round(gap_ms * multiple)))
-            for multiple in USER_MULTIPLES
-        )
-        dormant = max(at_risk, dormant)
-        return (at_risk, dormant, max(dormant, churned)), "user"
+        return cadence_tiers(user.usual_gap_centidays, rules), "user"
     if user.segment and f"{user.tenant}/{user.segment}" in overrides:
         return overrides[f"{user.tenant}/{user.segment}"], "segment"
     if user.tenant in overrides:
         return overrides[user.tenant], "tenant"
+    population = rules.population.get(f"{user.tenant}/{user.segment}") if user.segment else None
+    population = population or rules.population.get(user.tenant)
+    if population:
+        return cadence_tiers(population, rules), "population"
     return (rules.at_risk_ms, rules.dormant_ms, rules.churned_ms), "default"
+
+
+def cadence_tiers(gap_centidays: int, rules: Rules) -> tuple[int, int, int]:
+    """Multiples of a usual gap, each within the minimum and maximum threshold."""
+    gap_ms = gap_centidays * rules.day_ms / 100
+    at_risk, dormant, churned = (
+        min(rules.threshold_max_ms, max(rules.threshold_min_ms, round(gap_ms * multiple)))
+        for multiple in USER_MULTIPLES
+    )
+    dormant = max(at_risk, dormant)
+    return at_risk, dormant, max(dormant, churned)
 
 
 def stage_ends_ms(user: User, rules: Rules) -> int | None:
@@ -107,9 +122,11 @@ def advance(
     overrides: dict[str, tuple[int, int, int]],
     rules: Rules,
     withheld: bool = False,
+    unsignalled: list[dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Everything due at or before ``clock_ms``, in time order (a tier first on a tie);
-    no tier when ``withheld`` (``reference.activity.tiers_withheld``)."""
+    no tier when ``withheld`` (``reference.activity.tiers_withheld``). A tier signal
+    whose risk is below the tier's minimum goes to ``unsignalled`` instead."""
     tiers, source = thresholds(user, overrides, rules)
     signals: list[dict[str, Any]] = []
     moves: list[dict[str, Any]] = []
@@ -126,13 +143,17 @@ def advance(
         ):
             kind = TIERS[level]
             signal = tier_signal(user, user_id, kind, tier_due, tiers[level], source, rules)
-            signals.append(signal)
+            published = signal["risk"] >= rules.min_risk[level]
+            if published:
+                signals.append(signal)
+            elif unsignalled is not None:
+                unsignalled.append(signal)
             if user.stage != kind:
                 moves.append(
                     transition(user, user_id, user.stage, kind, tier_due, signal["reasons"], rules)
                 )
             user.tier = user.stage = kind
-            if user.first_signal_as_of_ms is None:
+            if user.first_signal_as_of_ms is None and published:
                 user.first_signal_as_of_ms = tier_due
         elif (
             deadline is not None

@@ -19,6 +19,8 @@ only the record at which each is emitted differs. That makes a long log
 
 from __future__ import annotations
 
+from typing import Any
+
 from reference.activity import (
     ACTIVE,
     CHURN_INTENT,
@@ -132,7 +134,9 @@ class Partition:
         if user is not None:
             overrides = self.overrides_at(at_ms)
             withheld = tiers_withheld(user, self.activity_at(at_ms), self.rules)
-            self.emit(*advance(user, user_id, at_ms, overrides, self.rules, withheld))
+            unsignalled: list[dict[str, object]] = []
+            self.emit(*advance(user, user_id, at_ms, overrides, self.rules, withheld, unsignalled))
+            self.out.unsignalled.extend((self.index, signal) for signal in unsignalled)
 
     def emit(self, signals: list[dict[str, object]], moves: list[dict[str, object]]) -> None:
         self.out.signals.extend((self.index, signal) for signal in signals)
@@ -190,14 +194,15 @@ class Partition:
             user.tier is not None or user.intent_ms is not None
         ):
             tiers, source = thresholds(user, self.overrides_at(clock_ms), self.rules)
+            signal: dict[str, Any] | None
             if user.intent_ms is not None:
                 signal, moved = return_after_intent(
                     user, event.user_id, event, tiers, source, self.rules
                 )
                 user.intent_ms = None
-            else:
+            else:  # no signal when none opened the episode (each below its minimum risk)
                 signal, moved = reactivation(user, event.user_id, event, tiers, source, self.rules)
-            self.emit([signal], [] if moved is None else [moved])
+            self.emit([] if signal is None else [signal], [] if moved is None else [moved])
             if user.tier is not None:
                 come_back(user, event, self.rules)
             user.first_signal_as_of_ms = None

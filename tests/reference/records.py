@@ -122,6 +122,10 @@ class Rules:
     activation_days: int = 7
     # the version signals name (docs/CONTRACTS.md, risk_model): no model file
     risk_model: str = "mbg_nbd-default"
+    # a tier signal whose risk is below its tier's minimum is not published
+    min_risk: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # the population cadence of the risk model file: centidays by "tenant/segment" or "tenant"
+    population: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -172,7 +176,8 @@ class Outcome:
     handling emitted it; ``outcomes`` says per input record what happened to
     it (events: ``applied``, ``duplicate_offset``, ``duplicate_id``,
     ``suppressed``; ``tick``; configs: ``applied``, ``unchanged``,
-    ``rejected``; erasures: ``erased``, ``stale``).
+    ``rejected``; erasures: ``erased``, ``stale``). ``unsignalled`` holds the
+    tier signals whose risk was below the tier's minimum, as they would have read.
     """
 
     states: dict[str, UserView] = field(default_factory=dict)
@@ -180,3 +185,5 @@ class Outcome:
     transitions: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
     clock_ms: int | None = None
+    # tier signals the minimum risk kept off the topic (the tier and stage moved)
+    unsignalled: list[tuple[int, dict[str, Any]]] = field(default_factory=list)

@@ -94,6 +94,8 @@ def rules_for(settings: Settings, partition: int = 0) -> Rules:
         intent_grace_ms=settings.intent_grace_days * settings.day_ms,
         anonymous_tiers=settings.anonymous_tiers,
         risk_model=config.risk_model,
+        min_risk=config.min_risk,
+        population=dict(config.policy.population),
     )
 
 

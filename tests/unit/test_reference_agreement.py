@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import random
 import subprocess
 import sys
 from collections import defaultdict
@@ -29,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from reference.partition import run_reference
-from reference.records import Activity, Config, Erase, Event, Outcome, Record, Tick
+from reference.records import Activity, Config, Erase, Event, Outcome, Record, Rules, Tick
 from support.engine_outcome import rules_for, run_engine
 
 from streams.settings import Settings
@@ -349,6 +350,81 @@ def test_engine_agrees_with_the_reference_under_other_activity_settings(
     records: list[Record],
 ) -> None:
     check(records, ACTIVITY_SETTINGS)
+
+
+# signals worth acting on: a minimum risk per tier, and the population cadence of a
+# risk model file (users without their own cadence start from it)
+MIN_RISKS = {"min_risk_at_risk": 0.4, "min_risk_dormant": 0.55, "min_risk_churned": 0.7}
+CADENCE = {"": 250, "acme": 700, "acme/vip": 120, "globex/trial": 2_000}
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The production defaults with minimum risks and a model file with a cadence."""
+    params = tmp_path_factory.mktemp("model") / "risk-params.json"
+    document = {"model": "mbg_nbd", "r": 0.5, "alpha": 3.0, "a": 0.5, "b": 3.0, "day_ms": DAY_MS}
+    params.write_text(json.dumps({**document, "cadence": CADENCE}))
+    return SETTINGS.model_copy(update={**MIN_RISKS, "risk_params": str(params)})
+
+
+def near_a_minimum(reference: Outcome, rules: Rules) -> bool:
+    """Whether a tier's risk lies within the risk tolerance of its minimum (the two
+    models compute risk apart, so either side of the minimum is right there)."""
+    tiers = ("at_risk", "dormant", "churned")
+    tier_signals = [s for _, s in reference.signals if s["kind"] in tiers]
+    return any(
+        abs(signal["risk"] - rules.min_risk[tiers.index(signal["kind"])]) <= RISK_TOLERANCE
+        for signal in (*tier_signals, *(s for _, s in reference.unsignalled))
+    )
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=histories())
+def test_engine_agrees_with_the_reference_with_minimum_risks_and_a_cadence(
+    gated: Settings, records: list[Record]
+) -> None:
+    rules = rules_for(gated)
+    assert rules.population == CADENCE and rules.min_risk == (0.4, 0.55, 0.7)
+    assume(not near_a_minimum(run_reference(records, rules), rules))
+    check(records, gated)
+
+
+def _history(rng: random.Random) -> list[Record]:
+    """A history of routines, single events and silences, from ``rng``."""
+    log = Log()
+    for _ in range(30):
+        user = rng.choice(USERS)
+        roll = rng.random()
+        if roll < 0.3:
+            log.add(("routine", user, rng.randint(3, 8), rng.randint(1, 3)))
+        elif roll < 0.7:
+            tenant, segment = rng.choice(TENANTS), rng.choice(SEGMENTS)
+            log.add(("event", user, "login", -MINUTE_MS, tenant, segment, "fresh", None))
+        else:
+            log.add(("idle", rng.randint(1, 12), rng.randint(2 * HOUR_MS, 5 * DAY_MS)))
+    log.add(("idle", 8, 4 * DAY_MS))
+    return log.records
+
+
+def test_the_gated_histories_exercise_the_rules(gated: Settings) -> None:
+    """Generated histories do have tiers kept off the topic, returns without a
+    ``reactivated``, and thresholds from the population cadence."""
+    seen = {"unsignalled": 0, "population": 0, "silent_return": 0}
+    for seed in range(40):
+        records = _history(random.Random(seed))
+        reference = run_reference(records, rules_for(gated))
+        seen["unsignalled"] += len(reference.unsignalled)
+        seen["population"] += sum(
+            1 for _, s in reference.signals if s["threshold_source"] == "population"
+        )
+        returns = sum(
+            1
+            for _, t in reference.transitions
+            if t["from_stage"] in ("at_risk", "dormant", "churned")
+        )
+        back = sum(1 for _, s in reference.signals if s["kind"] == "reactivated")
+        seen["silent_return"] += returns - back
+    assert all(count > 0 for count in seen.values()), seen
 
 
 @pytest.mark.full

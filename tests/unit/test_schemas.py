@@ -25,6 +25,7 @@ from tables.model import REACTIVATED, Emission, ModelConfig, ModelEvent
 from tables.state import TIER_NAMES
 from tables.thresholds import (
     SOURCE_DEFAULT,
+    SOURCE_POPULATION,
     SOURCE_SEGMENT,
     SOURCE_TENANT,
     SOURCE_USER,
@@ -183,6 +184,7 @@ def test_enums_are_the_constants_of_the_code() -> None:
         SOURCE_USER,
         SOURCE_SEGMENT,
         SOURCE_TENANT,
+        SOURCE_POPULATION,
         SOURCE_DEFAULT,
         SOURCE_ACTIVATION,
     }
