@@ -22,7 +22,8 @@ from streams.risk_params import load_risk_model
 from streams.settings import Settings
 from tables.engine import DictStore, PartitionEngine
 from tables.errors import ConfigurationError
-from tables.model import Emission, ModelConfig, ModelEvent, folds_judging
+from tables.fold import folds_judging
+from tables.model import Emission, ModelConfig, ModelEvent
 from tables.population import population_cadence
 from tables.state import TIER_AT_RISK, TIER_NONE, UserState
 from tables.thresholds import (
