@@ -302,63 +302,6 @@ def before_commit(
     setattr(consumer, _HOOKED, True)
 
 
-# ------------------------------------------------------------ outputs
-
-
-class Outbox:
-    """Status writes decided while records are applied (step 1).
-
-    The status writer decides them in a synchronous observer; they are sent
-    in order by a task it starts (and by ``drain``), straight to the producer.
-    ``take`` hands the batch the futures of what was queued since the last
-    call, so the batch delivers them before its changelog."""
-
-    def __init__(self, producer: Callable[[], Any], topic: str) -> None:
-        self._producer = producer
-        self._topic = topic
-        self._queue: list[tuple[bytes, bytes | None, int, asyncio.Future[Any]]] = []
-        self._futures: list[asyncio.Future[Any]] = []
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Future[None] | None = None
-
-    def enqueue(self, key: bytes, value: bytes | None, partition: int) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((key, value, partition, future))
-        self._futures.append(future)
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.drain())
-        return future
-
-    async def drain(self) -> None:
-        """Hand every queued write to the producer, in order."""
-        async with self._lock:
-            while self._queue:
-                key, value, partition, future = self._queue.pop(0)
-                try:
-                    sent = await self._producer().send(
-                        self._topic, key, value, partition, None, None
-                    )
-                except Exception as exc:  # the status writer retries it
-                    future.set_exception(exc)
-                    continue
-                sent.add_done_callback(lambda done, f=future: _settle(f, done))
-
-    def take(self) -> list[asyncio.Future[Any]]:
-        futures, self._futures = self._futures, []
-        return futures
-
-
-def _settle(target: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
-    if target.done():
-        return
-    if done.cancelled():
-        target.cancel()
-    elif done.exception() is not None:
-        target.set_exception(done.exception())  # type: ignore[arg-type]
-    else:
-        target.set_result(done.result())
-
-
 # ------------------------------------------------------------ the stores
 
 Change = tuple[bytes, int, bytes | None]  # key, partition, value (None: deleted)
@@ -389,6 +332,8 @@ class LocalStore:
             self._key_partition: MutableMapping[bytes, int] = store._key_partition
         else:
             raise ConfigurationError(f"no batch writer for the store {type(store).__name__}")
+        # memory store: what each key written since ``keep`` held before (``undo``)
+        self._before: dict[bytes, tuple[int | None, bytes | None]] = {}
 
     def reader(self) -> Callable[[bytes, int | None], bytes | None]:
         """``read(key, partition)``; ``partition=None``: not known, every partition is looked in."""
@@ -415,7 +360,10 @@ class LocalStore:
         return read_rocks
 
     def put_now(self, key: bytes, partition: int, value: bytes | None) -> None:
-        """Write the memory store at once (not ``deferred``)."""
+        """Write the memory store at once (not ``deferred``); ``undo`` can take it back."""
+        before = self._before
+        if key not in before:
+            before[key] = (self._key_partition.get(key), self._data.get(key))
         if value is None:
             self._data.pop(key, None)
             self._key_partition.pop(key, None)
@@ -423,6 +371,26 @@ class LocalStore:
             self._data[key] = value
             # so a partition given away drops this key after the next recovery
             self._key_partition[key] = partition
+
+    def keep(self) -> None:
+        """The writes so far are delivered to the changelog: ``undo`` no longer takes them back."""
+        self._before.clear()
+
+    def undo(self) -> int:
+        """Restore the memory store as it was at ``keep`` (an abandoned batch); returns
+        how many keys."""
+        restored = len(self._before)
+        for key, (partition, value) in self._before.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
+            if value is None or partition is None:
+                self._key_partition.pop(key, None)
+            else:
+                self._key_partition[key] = partition
+        self._before.clear()
+        return restored
 
     def write(self, changes: Iterable[Change], offsets: dict[int, int]) -> None:
         """Step 3 for a ``deferred`` store: the changes and, per partition, the last
@@ -444,21 +412,3 @@ class LocalStore:
         for partition, batch in batches.items():
             batch.put(offset_key, str(offsets[partition]).encode())
             self._store._db_for_partition(partition).write(batch)
-
-
-async def publish_changelog(
-    producer: Any, changes: list[tuple[LocalStore, Change]]
-) -> dict[LocalStore, dict[int, int]]:
-    """Step 2: one changelog record per change, all delivered; returns the last
-    offset written per store and partition. A failed write raises."""
-    futures = []
-    for local, (key, partition, value) in changes:
-        sent = await producer.send(local.topic, key, value, partition, None, None)
-        futures.append((local, partition, sent))
-    offsets: dict[LocalStore, dict[int, int]] = {}
-    for local, partition, sent in futures:
-        metadata = await sent
-        last = offsets.setdefault(local, {})
-        offset = int(metadata.offset) if metadata is not None else -1
-        last[partition] = max(offset, last.get(partition, -1))
-    return offsets

@@ -252,17 +252,22 @@ class Runtime:
             self._tenants = None
         return processor
 
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the processors of ``partitions`` (given away, or ahead of their
+        tables after an abandoned batch): made again from the tables when needed."""
+        for partition in partitions:
+            if self.processors.pop(partition, None) is None:
+                continue
+            del self.engines[partition]
+            self._tenants = None
+            self.stages.forget(partition)
+            self.stickiness.forget(partition)
+            self.cohorts.forget(partition)
+
     def rebuild(self, partitions: Iterable[int]) -> dict[int, int]:
         """Fresh processors for ``partitions``, indexes rebuilt from the user table."""
         wanted = set(partitions)
-        for partition in list(self.processors):
-            if partition not in wanted:
-                del self.processors[partition]
-                del self.engines[partition]
-                self._tenants = None
-                self.stages.forget(partition)
-                self.stickiness.forget(partition)
-                self.cohorts.forget(partition)
+        self.forget(p for p in list(self.processors) if p not in wanted)
         started = time.perf_counter()
         fresh = {p: self.processor(p).engine for p in wanted}
         for partition, engine in fresh.items():
