@@ -5,9 +5,11 @@ For every batch the batch ingest applies (``agents.worker.batch_ingest``), on bo
 stores (``memory://`` and ``rocksdb://``):
 
 1. outputs delivered: signals, lifecycle transitions, DLQ records, and the
-   status writes decided while the batch was applied (``Outbox``);
+   status writes decided while the batch was applied
+   (``agents.worker.delivery.Outbox``);
 2. the state's changelog delivered: one record per changed key, in the input
-   partition of the record that changed it (``publish_changelog``);
+   partition of the record that changed it
+   (``agents.worker.delivery.publish_changelog``);
 3. the local store written (``LocalStore.write``): the memory store holds the
    batch's writes already (it dies with the process); RocksDB is written only
    now, together with the changelog offset Faust's recovery starts from,
@@ -16,6 +18,11 @@ stores (``memory://`` and ``rocksdb://``):
 4. the records acknowledged in offset order (``acknowledge``); before every
    offset commit the status writer's coalesced writes are delivered
    (``before_commit``).
+
+Every send of steps 1 and 2 goes through the fence (``agents.worker.fence``):
+after a revoke nothing more is sent for the revoked partitions, and a batch
+in flight is abandoned before step 3 (the memory store's writes undone with
+``LocalStore.undo``).
 
 A crash at any point leaves the committed offsets at or behind what is
 durable: the records after them are read again, their outputs sent again with
@@ -50,6 +57,7 @@ from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksStore
 from faust.transport.consumer import Consumer
 
+from agents.worker.delivery import Change, run_to_end
 from tables.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -183,36 +191,6 @@ def install(consumer: Any, topic: str, on_batch: OnBatch) -> None:
     log.info("batch ingest: records of %s are applied per fetch", topic)
 
 
-FINISH_ON_CANCEL_S = 15.0  # how long a cancelled fetcher lets its batch in flight finish
-
-
-async def run_to_end(batch: Awaitable[None], bound_s: float = FINISH_ON_CANCEL_S) -> None:
-    """Await ``batch``; when the caller is cancelled, let the batch finish first.
-
-    Faust cancels the fetcher on stop and on some rebalances (and cancels it
-    again every second while it waits). The batch runs on; the cancellation
-    is re-raised once it has ended, or after ``bound_s``, when the batch is
-    cancelled too (nothing of it is acknowledged, so it is read again)."""
-    task = asyncio.ensure_future(batch)
-    loop = asyncio.get_running_loop()
-    deadline_s: float | None = None
-    while not task.done():
-        remaining_s = None if deadline_s is None else deadline_s - loop.time()
-        if remaining_s is not None and remaining_s <= 0:
-            log.warning("batch ingest: a batch did not finish %.0f s after a cancel", bound_s)
-            task.cancel()
-            break
-        try:
-            await asyncio.wait({task}, timeout=remaining_s)
-        except asyncio.CancelledError:
-            if deadline_s is None:
-                deadline_s = loop.time() + bound_s
-    if task.done() and not task.cancelled():
-        task.result()  # a failed batch raises, cancelled or not
-    if deadline_s is not None or task.cancelled():
-        raise asyncio.CancelledError
-
-
 async def _uncommitted_to_beginning(consumer: Any, topic: str) -> None:
     """An assigned input partition without a committed offset (or one at 0) is read
     from its first record, the ``earliest`` policy, not from wherever the consumer
@@ -303,8 +281,6 @@ def before_commit(
 
 
 # ------------------------------------------------------------ the stores
-
-Change = tuple[bytes, int, bytes | None]  # key, partition, value (None: deleted)
 
 
 class LocalStore:

@@ -1,15 +1,22 @@
 """Delivery of a batch's outputs and state changelog (steps 1 and 2 of the
 checkpoint, ``agents.worker.checkpoint``): the outbox of status writes decided
-while records are applied, and the changelog records of the batch's changes.
-On the batch path both send through the fence (``agents.worker.fence``)."""
+while records are applied, the changelog records of the batch's changes, and
+a batch that runs to its end when its fetcher is cancelled. On the batch path
+every send goes through the fence (``agents.worker.fence``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from agents.worker.checkpoint import Change, LocalStore
+if TYPE_CHECKING:
+    from agents.worker.checkpoint import LocalStore
+
+log = logging.getLogger(__name__)
+
+Change = tuple[bytes, int, bytes | None]  # key, partition, value (None: deleted)
 
 
 class Outbox:
@@ -93,3 +100,33 @@ async def publish_changelog(
         offset = int(metadata.offset) if metadata is not None else -1
         last[partition] = max(offset, last.get(partition, -1))
     return offsets
+
+
+FINISH_ON_CANCEL_S = 15.0  # how long a cancelled fetcher lets its batch in flight finish
+
+
+async def run_to_end(batch: Awaitable[None], bound_s: float = FINISH_ON_CANCEL_S) -> None:
+    """Await ``batch``; when the caller is cancelled, let the batch finish first.
+
+    Faust cancels the fetcher on stop and on some rebalances (and cancels it
+    again every second while it waits). The batch runs on; the cancellation
+    is re-raised once it has ended, or after ``bound_s``, when the batch is
+    cancelled too (nothing of it is acknowledged, so it is read again)."""
+    task = asyncio.ensure_future(batch)
+    loop = asyncio.get_running_loop()
+    deadline_s: float | None = None
+    while not task.done():
+        remaining_s = None if deadline_s is None else deadline_s - loop.time()
+        if remaining_s is not None and remaining_s <= 0:
+            log.warning("batch ingest: a batch did not finish %.0f s after a cancel", bound_s)
+            task.cancel()
+            break
+        try:
+            await asyncio.wait({task}, timeout=remaining_s)
+        except asyncio.CancelledError:
+            if deadline_s is None:
+                deadline_s = loop.time() + bound_s
+    if task.done() and not task.cancelled():
+        task.result()  # a failed batch raises, cancelled or not
+    if deadline_s is not None or task.cancelled():
+        raise asyncio.CancelledError

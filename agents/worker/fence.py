@@ -12,8 +12,8 @@ worker lets the partitions go):
 
 - a send not yet handed to the producer is refused from then on;
 - a send the producer has not accepted yet (waiting for buffer space or
-  metadata: a slow or paused broker) is cancelled, so its record never
-  reaches the producer's buffer;
+  metadata: a slow or paused broker) is cancelled where it waits, so its
+  record never reaches the producer's buffer, and the sender gets ``Fenced``;
 - records already in the producer's buffer are awaited, bounded by the
   revoke budget, so they are on the broker before the next owner starts.
 
@@ -54,7 +54,8 @@ class Fence:
         self._producer = producer
         self._refused = refused
         self._owned: dict[int, int] = {}  # input partition -> generation it was assigned in
-        self._accepting: dict[int, set[asyncio.Future[Any]]] = {}  # not yet in the buffer
+        self._accepting: dict[int, set[asyncio.Task[Any]]] = {}  # sending, not yet buffered
+        self._fencing: set[asyncio.Task[Any]] = set()  # cancelled by a revoke while sending
         self._delivering: dict[int, set[asyncio.Future[Any]]] = {}  # buffered, not yet written
 
     def assign(self, partitions: Iterable[int], generation: int) -> None:
@@ -84,21 +85,26 @@ class Fence:
         if not self.owns(owner, generation):
             self._refuse()
             raise Fenced(owner, generation)
-        accepting = asyncio.ensure_future(
-            self._producer().send(topic, key, value, partition, None, headers)
-        )
+        # The send runs in the caller's task (no task per record): a revoke while
+        # the producer has not accepted the record yet cancels that task here, and
+        # the cancellation becomes ``Fenced``.
+        task = asyncio.current_task()
+        assert task is not None
         pending = self._accepting.setdefault(owner, set())
-        pending.add(accepting)
+        pending.add(task)
         try:
-            delivery: asyncio.Future[Any] = await accepting
+            delivery: asyncio.Future[Any] = await self._producer().send(
+                topic, key, value, partition, None, headers
+            )
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling() == 0 and not self.owns(owner, generation):
-                self._refuse()  # cancelled by the revoke, not by our caller
-                raise Fenced(owner, generation) from None
+            if task in self._fencing:
+                self._fencing.discard(task)
+                if task.uncancel() == 0:  # cancelled by the revoke only
+                    self._refuse()
+                    raise Fenced(owner, generation) from None
             raise
         finally:
-            pending.discard(accepting)
+            pending.discard(task)
         delivering = self._delivering.setdefault(owner, set())
         delivering.add(delivery)
         delivery.add_done_callback(delivering.discard)
@@ -114,8 +120,9 @@ class Fence:
             self._owned.pop(partition, None)
         buffered: set[asyncio.Future[Any]] = set()
         for partition in closed:
-            for accepting in self._accepting.pop(partition, set()):
-                accepting.cancel()
+            for sending in self._accepting.pop(partition, set()):
+                if sending not in self._fencing and sending.cancel():
+                    self._fencing.add(sending)
             buffered |= self._delivering.pop(partition, set())
         if not buffered:
             return 0

@@ -15,9 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agents.worker.batch_ingest import BatchIngest, BatchTable, BatchWrites, Contiguity
-from agents.worker.checkpoint import mark_sought, run_to_end
+from agents.worker.checkpoint import mark_sought
+from agents.worker.delivery import run_to_end
 from agents.worker.metrics import Metrics
-from agents.worker.runtime import TableStore
+from agents.worker.table_store import TableStore
 from agents.worker.wiring import build_worker
 from streams.app import create_app
 from streams.settings import load_settings

@@ -31,7 +31,7 @@ from agents.worker.checkpoint import (
 )
 from agents.worker.delivery import Outbox
 from agents.worker.metrics import Metrics
-from agents.worker.runtime import TableStore
+from agents.worker.table_store import TableStore
 from streams.app import create_app
 from streams.settings import load_settings
 from tables.errors import ConfigurationError
