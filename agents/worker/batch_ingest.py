@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import ItemsView
+from collections.abc import Awaitable, ItemsView
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
@@ -208,19 +208,19 @@ class BatchIngest:
     def _write_partition(self, partition: int) -> None:
         self.writes.partition = partition
 
-    async def send_output(
+    def send_output(
         self,
         topic: Any,
         key: bytes | None,
         value: bytes,
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """An output record straight to the producer, fenced by the input partition
         of the record being applied: the batch awaits its future before
         acknowledging (Faust's ``Topic.send`` layers cost more than the event)."""
         name = topic.get_topic_name()
-        return await self.fence.send(
+        return self.fence.send(
             self.writes.partition, self._generation, name, key, value, partition, headers
         )
 

@@ -14,8 +14,9 @@ worker lets the partitions go):
 - a send the producer has not accepted yet (waiting for buffer space or
   metadata: a slow or paused broker) is cancelled where it waits, so its
   record never reaches the producer's buffer, and the sender gets ``Fenced``;
-- records already in the producer's buffer are awaited, bounded by the
-  revoke budget, so they are on the broker before the next owner starts.
+- the records already in the producer's buffer are delivered (its flush,
+  bounded by the revoke budget), so they are on the broker before the next
+  owner starts.
 
 So nothing this worker sends for a partition lands after the revoke, and a
 new owner's writes are never overwritten by a zombie batch. The batch that
@@ -28,14 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final
 
 from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
-DELIVERY_WAIT_MIN_S: Final = 0.1  # records already buffered are awaited at least this long
+FLUSH_MIN_S: Final = 0.1  # the producer's flush on revoke is given at least this long
 
 
 class Fenced(Exception):
@@ -48,15 +49,15 @@ class Fenced(Exception):
 
 class Fence:
     """Which input partitions this worker may publish for, in which generation,
-    and the sends in flight for each (see the module docstring)."""
+    and the sends under way for each (see the module docstring)."""
 
     def __init__(self, producer: Callable[[], Any], refused: Counter | None = None) -> None:
         self._producer = producer
         self._refused = refused
         self._owned: dict[int, int] = {}  # input partition -> generation it was assigned in
-        self._accepting: dict[int, set[asyncio.Task[Any]]] = {}  # sending, not yet buffered
+        # task -> input partition of the record it is handing to the producer (one at a time)
+        self._sending: dict[asyncio.Task[Any], int] = {}
         self._fencing: set[asyncio.Task[Any]] = set()  # cancelled by a revoke while sending
-        self._delivering: dict[int, set[asyncio.Future[Any]]] = {}  # buffered, not yet written
 
     def assign(self, partitions: Iterable[int], generation: int) -> None:
         """``partitions`` are this worker's from ``generation`` on (the assignment)."""
@@ -82,7 +83,8 @@ class Fence:
         returns its delivery future. Raises ``Fenced`` when ``owner`` is not
         this worker's (in ``generation``), also when a revoke comes while the
         producer is still accepting the record."""
-        if not self.owns(owner, generation):
+        owned = self._owned.get(owner)
+        if owned is None or (generation is not None and owned != generation):
             self._refuse()
             raise Fenced(owner, generation)
         # The send runs in the caller's task (no task per record): a revoke while
@@ -90,12 +92,13 @@ class Fence:
         # the cancellation becomes ``Fenced``.
         task = asyncio.current_task()
         assert task is not None
-        pending = self._accepting.setdefault(owner, set())
-        pending.add(task)
+        sending = self._sending
+        sending[task] = owner
         try:
             delivery: asyncio.Future[Any] = await self._producer().send(
                 topic, key, value, partition, None, headers
             )
+            return delivery
         except asyncio.CancelledError:
             if task in self._fencing:
                 self._fencing.discard(task)
@@ -104,36 +107,29 @@ class Fence:
                     raise Fenced(owner, generation) from None
             raise
         finally:
-            pending.discard(task)
-        delivering = self._delivering.setdefault(owner, set())
-        delivering.add(delivery)
-        delivery.add_done_callback(delivering.discard)
-        return delivery
+            sending.pop(task, None)
 
-    async def revoke(self, partitions: Iterable[int], timeout_s: float) -> int:
+    async def revoke(self, partitions: Iterable[int], timeout_s: float) -> bool:
         """Close the fence for ``partitions``: no send for them passes from now
-        on, sends not yet accepted by the producer are cancelled, and records
-        already buffered are awaited (at most ``timeout_s``). Returns how many
-        buffered records were still not delivered then."""
+        on, sends not yet accepted by the producer are cancelled, and the
+        records in the producer's buffer are delivered (the producer's flush,
+        at most ``timeout_s``). False if they were not all delivered by then."""
         closed = set(partitions)
         for partition in closed:
             self._owned.pop(partition, None)
-        buffered: set[asyncio.Future[Any]] = set()
-        for partition in closed:
-            for sending in self._accepting.pop(partition, set()):
-                if sending not in self._fencing and sending.cancel():
-                    self._fencing.add(sending)
-            buffered |= self._delivering.pop(partition, set())
-        if not buffered:
-            return 0
-        _, late = await asyncio.wait(buffered, timeout=max(timeout_s, DELIVERY_WAIT_MIN_S))
-        if late:
+        for task, owner in list(self._sending.items()):
+            if owner in closed and task not in self._fencing and task.cancel():
+                self._fencing.add(task)
+        try:
+            await asyncio.wait_for(self._producer().flush(), max(timeout_s, FLUSH_MIN_S))
+        except TimeoutError:
             log.error(
-                "fence: %d records of revoked partitions %s still not delivered",
-                len(late),
+                "fence: records of revoked partitions %s not delivered within %.1f s",
                 sorted(closed),
+                timeout_s,
             )
-        return len(late)
+            return False
+        return True
 
     def _refuse(self) -> None:
         if self._refused is not None:
@@ -149,7 +145,7 @@ class PartitionSender:
         self._fence = fence
         self._generation = generation
 
-    async def send(
+    def send(
         self,
         topic: str,
         key: bytes | None,
@@ -157,7 +153,8 @@ class PartitionSender:
         partition: int,
         timestamp: float | None = None,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> asyncio.Future[Any]:
-        return await self._fence.send(
+    ) -> Coroutine[Any, Any, asyncio.Future[Any]]:
+        """As the producer's ``send`` (awaited: the delivery future)."""
+        return self._fence.send(
             partition, self._generation(), topic, key, value, partition, headers
         )

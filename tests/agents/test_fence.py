@@ -57,6 +57,9 @@ class DelayedProducer:
         future.set_result(types.SimpleNamespace(offset=offset - 1, partition=partition))
         return future
 
+    async def flush(self) -> None:
+        """Every record taken is delivered at once."""
+
 
 def _settings(store: str, tmp_path: Path) -> Any:
     overrides: dict[str, Any] = {"partitions": PARTITIONS, "store": store}
@@ -208,26 +211,40 @@ async def test_a_stale_generation_is_refused_even_when_the_partition_came_back()
 
 async def test_records_already_buffered_are_delivered_before_the_revoke_returns() -> None:
     """A record the producer took before the revoke may still be in its buffer:
-    the revoke waits for its delivery, so it cannot land after the next owner's."""
+    the revoke flushes the producer, so it cannot land after the next owner's."""
 
     class BufferingProducer:
         def __init__(self) -> None:
+            self.buffered: list[bytes | None] = []
             self.delivered: list[bytes | None] = []
 
         async def send(self, topic: str, key: bytes | None, value: bytes | None, *_: Any) -> Any:
-            async def delivery() -> None:
-                await asyncio.sleep(DELAY_S)
-                self.delivered.append(value)
+            self.buffered.append(value)
+            return asyncio.get_running_loop().create_future()
 
-            return asyncio.ensure_future(delivery())
+        async def flush(self) -> None:
+            await asyncio.sleep(DELAY_S)  # the broker takes its time
+            self.delivered += self.buffered
+            self.buffered = []
 
     producer = BufferingProducer()
     fence = Fence(lambda: producer)
     fence.assign({2}, GENERATION)
     await fence.send(2, GENERATION, "signals", b"ann", b"taken before the revoke")
     assert producer.delivered == []
-    assert await fence.revoke({2}, timeout_s=5.0) == 0
+    assert await fence.revoke({2}, timeout_s=5.0)
     assert producer.delivered == [b"taken before the revoke"]
+
+
+async def test_a_revoke_reports_records_the_producer_could_not_deliver_in_time() -> None:
+    class StuckProducer(DelayedProducer):
+        async def flush(self) -> None:
+            await asyncio.Event().wait()  # a broker that never answers
+
+    fence = Fence(lambda: StuckProducer(delayed="none"))
+    fence.assign({2}, GENERATION)
+    assert not await fence.revoke({2}, timeout_s=0.05)  # bounded: the group waits for it
+    assert not fence.owns(2)
 
 
 async def test_a_revoke_whose_batch_never_ends_does_not_crash_the_worker() -> None:
