@@ -284,73 +284,73 @@ class BatchIngest:
             log.info("batch ingest: %s was revoked before it was read again", tp)
 
     async def on_batch(self, messages: list[Any]) -> None:
+        try:
+            await self._apply(messages)
+        except Fenced:
+            self._abandon(messages)
+        finally:
+            self._in_flight = None
+
+    async def _apply(self, messages: list[Any]) -> None:
+        """Apply a batch, then the checkpoint's order (raises ``Fenced`` on a revoke)."""
         await self._await_sought(messages[0])
         async with self._lock:
             self._generation = messages[0].generation_id
             self._in_flight = messages
             self.writes.fenced = False
+            runtime = self.runtime
+            writes = self.writes
+            outputs: list[Any] = []
+            runtime.outputs = outputs
+            applied = []
+            held: dict[Any, int] = {}  # tp -> offset to read it again from
+            holes: list[tuple[Any, int, int]] = []  # real holes: (tp, first, last)
+            contiguity = self.contiguity
+            committed = committed_offsets(self.app.consumer)
+            writes.applying = True
+            runtime.store.hold()  # a user's state packed once per batch
             try:
-                await self._apply(messages)
-            except Fenced:
-                self._abandon(messages)
+                for message in messages:
+                    if self._stale(message):
+                        break  # a rebalance began: the rest is read again by the owner
+                    tp = message.tp
+                    if tp in held:
+                        continue
+                    generation = message.generation_id
+                    expected = contiguity.expected(tp, generation, committed.get(tp))
+                    again = contiguity.check(tp, message.offset, expected)
+                    if again is not None:
+                        held[tp] = again
+                        continue
+                    if expected is not None and message.offset > expected:
+                        holes.append((tp, expected, message.offset - 1))
+                    writes.partition = message.partition
+                    await runtime.handle_message(message)
+                    applied.append(message)
+                    contiguity.applied(tp, generation, message.offset)
             finally:
-                self._in_flight = None
-
-    async def _apply(self, messages: list[Any]) -> None:
-        """Apply a batch, then the checkpoint's order (raises ``Fenced`` on a revoke)."""
-        runtime = self.runtime
-        writes = self.writes
-        outputs: list[Any] = []
-        runtime.outputs = outputs
-        applied = []
-        held: dict[Any, int] = {}  # tp -> offset to read it again from
-        holes: list[tuple[Any, int, int]] = []  # real holes: (tp, first, last)
-        contiguity = self.contiguity
-        committed = committed_offsets(self.app.consumer)
-        writes.applying = True
-        runtime.store.hold()  # a user's state packed once per batch
-        try:
-            for message in messages:
-                if self._stale(message):
-                    break  # a rebalance began: the rest is read again by the owner
-                tp = message.tp
-                if tp in held:
-                    continue
-                generation = message.generation_id
-                expected = contiguity.expected(tp, generation, committed.get(tp))
-                again = contiguity.check(tp, message.offset, expected)
-                if again is not None:
-                    held[tp] = again
-                    continue
-                if expected is not None and message.offset > expected:
-                    holes.append((tp, expected, message.offset - 1))
-                writes.partition = message.partition
-                await runtime.handle_message(message)
-                applied.append(message)
-                contiguity.applied(tp, generation, message.offset)
-        finally:
-            runtime.store.release()
-            runtime.outputs = None
-            writes.applying = False
-        # the checkpoint's order (agents.worker.checkpoint): outputs, changelog, store, acks
-        await self.outbox.drain()
-        outputs.extend(self.outbox.take())
-        for future in outputs:
-            await future  # signals, transitions, DLQ and status records on the broker first
-        await writes.publish(self._by_partition)
-        if self._stale(messages[0]):
-            log.info(
-                "batch ingest: batch not current (a rebalance, or not yet sought): %d of %d "
-                "records applied and published, none acknowledged (read again)",
-                len(applied),
-                len(messages),
-            )
-            await self._read_again(messages, applied)
-            return
-        await acknowledge(self.app, applied, holes)
-        for tp, offset in held.items():
-            log.info("batch ingest: a hole in %s before offset %d: read again", tp, offset)
-            await self._seek(tp, offset)
+                runtime.store.release()
+                runtime.outputs = None
+                writes.applying = False
+            # the checkpoint's order (agents.worker.checkpoint): outputs, changelog, store, acks
+            await self.outbox.drain()
+            outputs.extend(self.outbox.take())
+            for future in outputs:
+                await future  # signals, transitions, DLQ and status records on the broker first
+            await writes.publish(self._by_partition)
+            if self._stale(messages[0]):
+                log.info(
+                    "batch ingest: batch not current (a rebalance, or not yet sought): %d of %d "
+                    "records applied and published, none acknowledged (read again)",
+                    len(applied),
+                    len(messages),
+                )
+                await self._read_again(messages, applied)
+                return
+            await acknowledge(self.app, applied, holes)
+            for tp, offset in held.items():
+                log.info("batch ingest: a hole in %s before offset %d: read again", tp, offset)
+                await self._seek(tp, offset)
 
     def _abandon(self, messages: list[Any]) -> None:
         """The batch met the fence: nothing of it is kept or acknowledged."""
