@@ -196,6 +196,60 @@ async def test_the_next_batch_after_a_regained_partition_applies_from_the_tables
     assert sent(producer.log) == sent(clean.app.producer.log)  # every output once
 
 
+class UndeliveredProducer(DelayedProducer):
+    """Takes every record at once, but delivers none until ``release`` (a broker
+    that stopped answering): the producer's flush never ends by itself."""
+
+    def __init__(self) -> None:
+        super().__init__(delayed="none")
+        self.release = asyncio.Event()
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None, *_: Any
+    ) -> asyncio.Future[Any]:
+        taken = await super().send(topic, key, value, partition)
+        self.started.set()
+        release = self.release
+
+        async def delivered() -> Any:
+            await release.wait()
+            return taken.result()
+
+        return asyncio.ensure_future(delivered())
+
+    async def flush(self) -> None:
+        await self.release.wait()
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_a_revoke_that_times_out_abandons_the_batch_waiting_for_its_outputs(
+    store: str, tmp_path: Path
+) -> None:
+    """The batch waits for its outputs' delivery when the revoke comes, and the
+    producer's flush does not end within the budget: the revoke returns anyway
+    (no crash), the batch is abandoned at once, and once the broker answers
+    again the batch sends no changelog and acknowledges nothing."""
+    producer = UndeliveredProducer()
+    ingest, engine_app = _ingest(store, tmp_path, producer)
+    records = _records("ann")
+    partition = records[0].partition
+    batch = asyncio.ensure_future(ingest.on_batch(records))
+    await producer.started.wait()
+    for _ in range(20):  # the batch reaches the wait for its outputs
+        await asyncio.sleep(0)
+    await ingest.revoke({partition}, timeout_s=0.05)
+    assert _stored(engine_app, b"ann", partition) is None  # undone at the revoke
+    assert ingest.runtime.metrics.batches_abandoned._value.get() == 1
+    taken_at_revoke = list(producer.log)
+    producer.release.set()  # the broker answers again
+    await batch
+    assert producer.log == taken_at_revoke  # no changelog, nothing else after the revoke
+    changelog = engine_app.users.changelog_topic.get_topic_name()
+    assert changelog not in {record[0] for record in producer.log}
+    assert ingest.app.consumer.acked == []
+    assert _stored(engine_app, b"ann", partition) is None
+
+
 async def test_a_stale_generation_is_refused_even_when_the_partition_came_back() -> None:
     producer = DelayedProducer(delayed="none")
     fence = Fence(lambda: producer)
