@@ -26,8 +26,13 @@ commit jumped over the records before it.
 
 A rebalance stops a batch between records: the rest is neither applied nor
 acknowledged, and the next owner reads it again from the committed offset.
-The revoke handler waits (``idle``) for a batch in flight to publish, so
-the next owner's changelog never lacks a state this worker holds. A stop or
+The revoke handler waits (``idle``, bounded) for a batch in flight to
+publish, so the next owner's changelog usually holds every state this worker
+holds; then it closes the fence (``revoke``, ``agents.worker.fence``): a
+batch still in flight sends nothing more for the revoked partitions and is
+abandoned, its writes to the memory store undone, its pending changelog
+dropped, its processors rebuilt from the tables after the rebalance, and
+none of its records acknowledged. A stop or
 a cancelled fetcher does not cut a batch short either (``run_to_end``): the
 observers (status writer, Redis mirror) act while records are applied, so a
 batch cut before its changelog went out would leave them ahead of the table.
@@ -37,19 +42,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import ItemsView
+from collections.abc import Awaitable, ItemsView
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
 
 from agents.worker.checkpoint import (
     LocalStore,
-    Outbox,
     acknowledge,
     committed_offsets,
-    publish_changelog,
     sought_generation,
 )
+from agents.worker.delivery import Outbox, publish_changelog
+from agents.worker.fence import Fence, Fenced, PartitionSender
 from agents.worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,7 @@ class BatchWrites:
     def __init__(self) -> None:
         self.partition = 0
         self.applying = False  # reads may use ``partition`` (RocksDB: one db per partition)
+        self.fenced = False  # the batch was abandoned: its writes are dropped
         self.tables: list[BatchTable] = []
 
     def pending(self) -> int:
@@ -84,8 +90,20 @@ class BatchWrites:
             if table.pending:
                 rows = ((key, p, value) for key, (p, value) in table.pending.items())
                 table.local.write(rows, offsets.get(table.local, {}))
+                table.local.keep()
                 table.pending = {}
         return len(changes)
+
+    def abandon(self) -> int:
+        """Drop the batch's writes (it met the fence): the memory store as it was
+        before the batch, the pending changelog gone, later writes of the batch
+        ignored; returns how many keys were changed."""
+        self.fenced = True
+        dropped = 0
+        for table in self.tables:
+            dropped += max(len(table.pending), table.local.undo())
+            table.pending = {}
+        return dropped
 
 
 class BatchTable:
@@ -125,6 +143,8 @@ class BatchTable:
         return value
 
     def _change(self, key: bytes, value: bytes | None) -> None:
+        if self._writes.fenced:
+            return
         partition = self._writes.partition
         self.pending[key] = (partition, value)
         if not self.local.deferred:
@@ -174,8 +194,13 @@ class BatchIngest:
         self.runtime = runtime
         self.writes = BatchWrites()
         self.contiguity = Contiguity()
+        self.fence = Fence(lambda: app.producer, runtime.metrics.fenced_sends)
+        self._generation: int | None = None  # of the batch being applied
+        self._in_flight: list[Any] | None = None  # its records
+        # changelog and status records: fenced by the input partition they are written to
+        self._by_partition = PartitionSender(self.fence, lambda: self._generation)
         # status writes decided while applying: delivered with the batch's outputs
-        self.outbox = Outbox(lambda: app.producer, status_topic)
+        self.outbox = Outbox(lambda: self._by_partition, status_topic)
         self._lock = asyncio.Lock()
         runtime.send_output = self.send_output
         runtime.store.write_partition = self._write_partition
@@ -183,18 +208,21 @@ class BatchIngest:
     def _write_partition(self, partition: int) -> None:
         self.writes.partition = partition
 
-    async def send_output(
+    def send_output(
         self,
         topic: Any,
         key: bytes | None,
         value: bytes,
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
-    ) -> Any:
-        """An output record straight to the producer: the batch awaits its future
-        before acknowledging (Faust's ``Topic.send`` layers cost more than the event)."""
+    ) -> Awaitable[Any]:
+        """An output record straight to the producer, fenced by the input partition
+        of the record being applied: the batch awaits its future before
+        acknowledging (Faust's ``Topic.send`` layers cost more than the event)."""
         name = topic.get_topic_name()
-        return await self.app.producer.send(name, key, value, partition, None, headers)
+        return self.fence.send(
+            self.writes.partition, self._generation, name, key, value, partition, headers
+        )
 
     def tables(self, table: Any) -> BatchTable:
         return BatchTable(table, self.writes)
@@ -212,6 +240,7 @@ class BatchIngest:
             or generation != sought_generation(consumer)
             or not consumer.flow_active
             or not app.flow_control.is_active()
+            or not self.fence.owns(message.partition, generation)
         )
 
     async def _await_sought(self, message: Any) -> None:
@@ -255,8 +284,20 @@ class BatchIngest:
             log.info("batch ingest: %s was revoked before it was read again", tp)
 
     async def on_batch(self, messages: list[Any]) -> None:
+        try:
+            await self._apply(messages)
+        except Fenced:
+            self._abandon(messages)
+        finally:
+            self._in_flight = None
+
+    async def _apply(self, messages: list[Any]) -> None:
+        """Apply a batch, then the checkpoint's order (raises ``Fenced`` on a revoke)."""
         await self._await_sought(messages[0])
         async with self._lock:
+            self._generation = messages[0].generation_id
+            self._in_flight = messages
+            self.writes.fenced = False
             runtime = self.runtime
             writes = self.writes
             outputs: list[Any] = []
@@ -296,7 +337,7 @@ class BatchIngest:
             outputs.extend(self.outbox.take())
             for future in outputs:
                 await future  # signals, transitions, DLQ and status records on the broker first
-            await writes.publish(self.app.producer)
+            await writes.publish(self._by_partition)
             if self._stale(messages[0]):
                 log.info(
                     "batch ingest: batch not current (a rebalance, or not yet sought): %d of %d "
@@ -310,6 +351,35 @@ class BatchIngest:
             for tp, offset in held.items():
                 log.info("batch ingest: a hole in %s before offset %d: read again", tp, offset)
                 await self._seek(tp, offset)
+
+    def _abandon(self, messages: list[Any]) -> None:
+        """The batch met the fence: nothing of it is kept or acknowledged."""
+        if self.writes.fenced:
+            return  # abandoned by ``revoke`` already
+        partitions = sorted({message.partition for message in messages})
+        keys = self.writes.abandon()
+        self.outbox.discard()
+        self.runtime.forget(partitions)  # rebuilt from the tables on the next recovery
+        self.runtime.metrics.batches_abandoned.inc()
+        log.warning(
+            "batch ingest: a batch met the fence (partitions %s revoked): %d records and "
+            "%d changed keys abandoned, none acknowledged (the next owner reads them again)",
+            partitions,
+            len(messages),
+            keys,
+        )
+
+    def assign(self, partitions: set[int], generation: int) -> None:
+        """The input partitions assigned in ``generation`` (their sends may pass)."""
+        self.fence.assign(partitions, generation)
+
+    async def revoke(self, partitions: set[int], timeout_s: float) -> None:
+        """Close the fence for ``partitions`` before they are let go; a batch still
+        in flight is abandoned at once (never a crash: the group waits for this)."""
+        await self.fence.revoke(partitions, timeout_s)
+        messages = self._in_flight
+        if messages is not None:
+            self._abandon(messages)
 
     async def idle(self, timeout_s: float) -> bool:
         """Wait until no batch is being applied or published (on revoke)."""

@@ -5,9 +5,11 @@ For every batch the batch ingest applies (``agents.worker.batch_ingest``), on bo
 stores (``memory://`` and ``rocksdb://``):
 
 1. outputs delivered: signals, lifecycle transitions, DLQ records, and the
-   status writes decided while the batch was applied (``Outbox``);
+   status writes decided while the batch was applied
+   (``agents.worker.delivery.Outbox``);
 2. the state's changelog delivered: one record per changed key, in the input
-   partition of the record that changed it (``publish_changelog``);
+   partition of the record that changed it
+   (``agents.worker.delivery.publish_changelog``);
 3. the local store written (``LocalStore.write``): the memory store holds the
    batch's writes already (it dies with the process); RocksDB is written only
    now, together with the changelog offset Faust's recovery starts from,
@@ -16,6 +18,11 @@ stores (``memory://`` and ``rocksdb://``):
 4. the records acknowledged in offset order (``acknowledge``); before every
    offset commit the status writer's coalesced writes are delivered
    (``before_commit``).
+
+Every send of steps 1 and 2 goes through the fence (``agents.worker.fence``):
+after a revoke nothing more is sent for the revoked partitions, and a batch
+in flight is abandoned before step 3 (the memory store's writes undone with
+``LocalStore.undo``).
 
 A crash at any point leaves the committed offsets at or behind what is
 durable: the records after them are read again, their outputs sent again with
@@ -50,6 +57,7 @@ from faust.stores.memory import Store as MemoryStore
 from faust.stores.rocksdb import Store as RocksStore
 from faust.transport.consumer import Consumer
 
+from agents.worker.delivery import Change, run_to_end
 from tables.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -183,36 +191,6 @@ def install(consumer: Any, topic: str, on_batch: OnBatch) -> None:
     log.info("batch ingest: records of %s are applied per fetch", topic)
 
 
-FINISH_ON_CANCEL_S = 15.0  # how long a cancelled fetcher lets its batch in flight finish
-
-
-async def run_to_end(batch: Awaitable[None], bound_s: float = FINISH_ON_CANCEL_S) -> None:
-    """Await ``batch``; when the caller is cancelled, let the batch finish first.
-
-    Faust cancels the fetcher on stop and on some rebalances (and cancels it
-    again every second while it waits). The batch runs on; the cancellation
-    is re-raised once it has ended, or after ``bound_s``, when the batch is
-    cancelled too (nothing of it is acknowledged, so it is read again)."""
-    task = asyncio.ensure_future(batch)
-    loop = asyncio.get_running_loop()
-    deadline_s: float | None = None
-    while not task.done():
-        remaining_s = None if deadline_s is None else deadline_s - loop.time()
-        if remaining_s is not None and remaining_s <= 0:
-            log.warning("batch ingest: a batch did not finish %.0f s after a cancel", bound_s)
-            task.cancel()
-            break
-        try:
-            await asyncio.wait({task}, timeout=remaining_s)
-        except asyncio.CancelledError:
-            if deadline_s is None:
-                deadline_s = loop.time() + bound_s
-    if task.done() and not task.cancelled():
-        task.result()  # a failed batch raises, cancelled or not
-    if deadline_s is not None or task.cancelled():
-        raise asyncio.CancelledError
-
-
 async def _uncommitted_to_beginning(consumer: Any, topic: str) -> None:
     """An assigned input partition without a committed offset (or one at 0) is read
     from its first record, the ``earliest`` policy, not from wherever the consumer
@@ -302,66 +280,7 @@ def before_commit(
     setattr(consumer, _HOOKED, True)
 
 
-# ------------------------------------------------------------ outputs
-
-
-class Outbox:
-    """Status writes decided while records are applied (step 1).
-
-    The status writer decides them in a synchronous observer; they are sent
-    in order by a task it starts (and by ``drain``), straight to the producer.
-    ``take`` hands the batch the futures of what was queued since the last
-    call, so the batch delivers them before its changelog."""
-
-    def __init__(self, producer: Callable[[], Any], topic: str) -> None:
-        self._producer = producer
-        self._topic = topic
-        self._queue: list[tuple[bytes, bytes | None, int, asyncio.Future[Any]]] = []
-        self._futures: list[asyncio.Future[Any]] = []
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Future[None] | None = None
-
-    def enqueue(self, key: bytes, value: bytes | None, partition: int) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((key, value, partition, future))
-        self._futures.append(future)
-        if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self.drain())
-        return future
-
-    async def drain(self) -> None:
-        """Hand every queued write to the producer, in order."""
-        async with self._lock:
-            while self._queue:
-                key, value, partition, future = self._queue.pop(0)
-                try:
-                    sent = await self._producer().send(
-                        self._topic, key, value, partition, None, None
-                    )
-                except Exception as exc:  # the status writer retries it
-                    future.set_exception(exc)
-                    continue
-                sent.add_done_callback(lambda done, f=future: _settle(f, done))
-
-    def take(self) -> list[asyncio.Future[Any]]:
-        futures, self._futures = self._futures, []
-        return futures
-
-
-def _settle(target: asyncio.Future[Any], done: asyncio.Future[Any]) -> None:
-    if target.done():
-        return
-    if done.cancelled():
-        target.cancel()
-    elif done.exception() is not None:
-        target.set_exception(done.exception())  # type: ignore[arg-type]
-    else:
-        target.set_result(done.result())
-
-
 # ------------------------------------------------------------ the stores
-
-Change = tuple[bytes, int, bytes | None]  # key, partition, value (None: deleted)
 
 
 class LocalStore:
@@ -389,6 +308,8 @@ class LocalStore:
             self._key_partition: MutableMapping[bytes, int] = store._key_partition
         else:
             raise ConfigurationError(f"no batch writer for the store {type(store).__name__}")
+        # memory store: what each key written since ``keep`` held before (``undo``)
+        self._before: dict[bytes, tuple[int | None, bytes | None]] = {}
 
     def reader(self) -> Callable[[bytes, int | None], bytes | None]:
         """``read(key, partition)``; ``partition=None``: not known, every partition is looked in."""
@@ -415,7 +336,10 @@ class LocalStore:
         return read_rocks
 
     def put_now(self, key: bytes, partition: int, value: bytes | None) -> None:
-        """Write the memory store at once (not ``deferred``)."""
+        """Write the memory store at once (not ``deferred``); ``undo`` can take it back."""
+        before = self._before
+        if key not in before:
+            before[key] = (self._key_partition.get(key), self._data.get(key))
         if value is None:
             self._data.pop(key, None)
             self._key_partition.pop(key, None)
@@ -423,6 +347,26 @@ class LocalStore:
             self._data[key] = value
             # so a partition given away drops this key after the next recovery
             self._key_partition[key] = partition
+
+    def keep(self) -> None:
+        """The writes so far are delivered to the changelog: ``undo`` no longer takes them back."""
+        self._before.clear()
+
+    def undo(self) -> int:
+        """Restore the memory store as it was at ``keep`` (an abandoned batch); returns
+        how many keys."""
+        restored = len(self._before)
+        for key, (partition, value) in self._before.items():
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                self._data[key] = value
+            if value is None or partition is None:
+                self._key_partition.pop(key, None)
+            else:
+                self._key_partition[key] = partition
+        self._before.clear()
+        return restored
 
     def write(self, changes: Iterable[Change], offsets: dict[int, int]) -> None:
         """Step 3 for a ``deferred`` store: the changes and, per partition, the last
@@ -444,21 +388,3 @@ class LocalStore:
         for partition, batch in batches.items():
             batch.put(offset_key, str(offsets[partition]).encode())
             self._store._db_for_partition(partition).write(batch)
-
-
-async def publish_changelog(
-    producer: Any, changes: list[tuple[LocalStore, Change]]
-) -> dict[LocalStore, dict[int, int]]:
-    """Step 2: one changelog record per change, all delivered; returns the last
-    offset written per store and partition. A failed write raises."""
-    futures = []
-    for local, (key, partition, value) in changes:
-        sent = await producer.send(local.topic, key, value, partition, None, None)
-        futures.append((local, partition, sent))
-    offsets: dict[LocalStore, dict[int, int]] = {}
-    for local, partition, sent in futures:
-        metadata = await sent
-        last = offsets.setdefault(local, {})
-        offset = int(metadata.offset) if metadata is not None else -1
-        last[partition] = max(offset, last.get(partition, -1))
-    return offsets

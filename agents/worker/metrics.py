@@ -33,6 +33,16 @@ class Metrics:
         self.dlq = Counter(
             "engagement_dlq", "Records sent to the DLQ by reason", ["reason"], registry=registry
         )
+        self.fenced_sends = Counter(
+            "engagement_fenced_sends",
+            "Sends refused for an input partition revoked from this worker (the fence)",
+            registry=registry,
+        )
+        self.batches_abandoned = Counter(
+            "engagement_batches_abandoned",
+            "Batches abandoned at a revoke, none of their records acknowledged",
+            registry=registry,
+        )
         self.repartitioned = Counter(
             "engagement_repartitioned",
             "Events sent on to the partition murmur2 of their key picks (ENGAGEMENT_REPARTITION)",

@@ -3,7 +3,8 @@
 Holds one ``tables.processor.PartitionProcessor`` per owned input partition
 (the record rules), backed by the Faust tables of ``streams.app``; this shell
 decodes each record, hands it to the processor, persists the partition
-values it returns, publishes its outputs and keeps the metrics. The Faust
+values it returns, publishes its outputs (``agents.worker.emit``) and keeps the
+metrics; its users table is a ``agents.worker.table_store.TableStore``. The Faust
 agent only feeds records in.
 """
 
@@ -11,162 +12,35 @@ from __future__ import annotations
 
 import logging
 import time
-from base64 import b64encode
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from agents.worker.activation_cohorts import ActivationCohorts
-from agents.worker.cohorts import CohortGauges, LiveCohorts, key_prefix, record_key
+from agents.worker.cohorts import CohortGauges, LiveCohorts, key_prefix
+from agents.worker.emit import RecordOutputs, SendOutput, send_through_topic
 from agents.worker.erasure import Erasures
 from agents.worker.metrics import Metrics
 from agents.worker.stickiness import StageCounts, Stickiness
+from agents.worker.table_store import TableStore, config_key, pack_clock, unpack_clock
 from streams.app import EngineApp
 from streams.control import signer_for
 from streams.decode import DecodeRules, Misrouted, decode_record, partition_for
 from streams.inputs import control_input
 from streams.model_settings import model_config, record_rules
-from streams.records import DlqRecord, LifecycleTransition, Signal, Tick, encode
+from streams.records import Tick
 from streams.validate import Rejected
-from tables.clock import NEVER
 from tables.engine import PartitionEngine
 from tables.inputs import ClockTick, EraseRequest, ThresholdUpdate
 from tables.lifecycle import STAGES
 from tables.model import APPLIED, DUPLICATE_OFFSET, PASSIVE, ModelEvent
-from tables.processor import SUPPRESSED, ClockMark, EventsSeen, PartitionProcessor, RecordResult
-from tables.state import UserState, pack_state, unpack_state
+from tables.processor import SUPPRESSED, EventsSeen, PartitionProcessor, RecordResult
+from tables.state import UserState, unpack_state
 from tables.thresholds import decode_book, encode_book
 
 log = logging.getLogger(__name__)
-StateObserver = Callable[[str, UserState | None], None]
 
 
-class SendOutput(Protocol):
-    """Sends one output record to a Faust topic; returns the delivery future
-    (``partition`` None: the producer's partitioner)."""
-
-    def __call__(
-        self,
-        topic: Any,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> Awaitable[Any]: ...
-
-
-FORWARDED_HEADER = "engagement-forwarded-from"  # "partition:offset" of a repartitioned event
-
-
-async def send_through_topic(
-    topic: Any,
-    key: bytes | None,
-    value: bytes,
-    partition: int | None = None,
-    headers: list[tuple[str, bytes]] | None = None,
-) -> Any:
-    """Faust's ``Topic.send`` (the stream path)."""
-    return await topic.send(key=key, value=value, partition=partition, headers=headers)
-
-
-class TableStore:
-    """``StateStore`` over the Faust users table (packed bytes, UTF-8 keys).
-
-    Observers (the Redis mirror, the status topic) hear of every change:
-    ``observer(user_id, state)`` with ``state=None`` for a deletion. They hear
-    it *before* the table is written: what they send at once goes into the
-    producer's queue ahead of the changelog record, so after a crash a saved
-    state never lacks the output derived from it. While a batch of events is
-    applied (``hold``) they hear once per changed user, of its newest state.
-    """
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-        self.observers: list[StateObserver] = []
-        # While a batch is applied (``hold``): the newest state of each user it
-        # changed, unpacked; observed, packed and written once (``write_held``).
-        self._held: dict[str, UserState] | None = None
-        # tells the batch's table writer the changelog partition of the next write
-        self.write_partition: Callable[[int], None] | None = None
-
-    def get(self, user_id: str) -> UserState | None:
-        held = self._held
-        if held is not None:
-            state = held.get(user_id)
-            if state is not None:
-                return state
-        blob = self.table.get(user_id.encode())
-        return None if blob is None else unpack_state(blob)
-
-    def put(self, user_id: str, state: UserState) -> None:
-        if self._held is not None:
-            self._held[user_id] = state  # observed when written (``write_held``)
-            return
-        for observer in self.observers:
-            observer(user_id, state)
-        self.table[user_id.encode()] = pack_state(state)
-
-    def delete(self, user_id: str) -> None:
-        for observer in self.observers:
-            observer(user_id, None)
-        if self._held is not None:
-            self._held.pop(user_id, None)
-        self.table.pop(user_id.encode(), None)
-
-    def hold(self) -> None:
-        """Keep states changed from now on until ``release`` (a batch of events):
-        a user's state is observed, packed and written once per batch, not per
-        event, and the observers see the newest state only."""
-        if self._held is None:
-            self._held = {}
-
-    def write_held(self, restore_partition: int | None = None) -> None:
-        """Write the held states to the table, each in its user's partition;
-        then the write partition is ``restore_partition`` again."""
-        held = self._held
-        if not held:
-            return
-        at, table, observers = self.write_partition, self.table, self.observers
-        for user_id, state in held.items():
-            for observer in observers:
-                observer(user_id, state)
-            if at is not None:
-                at(state.partition)
-            table[user_id.encode()] = pack_state(state)
-        held.clear()
-        if at is not None and restore_partition is not None:
-            at(restore_partition)
-
-    def release(self) -> None:
-        """Write the held states to the table and stop holding."""
-        self.write_held()
-        self._held = None
-
-    def announce(self, user_id: str, state: UserState) -> None:
-        """Tell the observers about a state already stored (nothing is written)."""
-        for observer in self.observers:
-            observer(user_id, state)
-
-
-def _config_key(partition: int) -> bytes:
-    """Key of a partition's threshold versions in the clocks table (written in P)."""
-    return f"{partition}:config".encode()
-
-
-def _pack_clock(mark: ClockMark) -> bytes:
-    return mark.high_ms.to_bytes(8, "big", signed=True) + mark.events_seen_append_ms.to_bytes(
-        8, "big", signed=True
-    )
-
-
-def _unpack_clock(blob: bytes | None) -> tuple[int, int]:
-    if not blob or len(blob) != 16:
-        return NEVER, 0
-    return int.from_bytes(blob[:8], "big", signed=True), int.from_bytes(
-        blob[8:], "big", signed=True
-    )
-
-
-class Runtime:
+class Runtime(RecordOutputs):
     """Everything a worker keeps between records."""
 
     def __init__(self, engine_app: EngineApp, metrics: Metrics) -> None:
@@ -233,7 +107,7 @@ class Runtime:
     def processor(self, partition: int) -> PartitionProcessor:
         processor = self.processors.get(partition)
         if processor is None:
-            high_ms, seen_ms = _unpack_clock(self.engine_app.clocks.get(str(partition).encode()))
+            high_ms, seen_ms = unpack_clock(self.engine_app.clocks.get(str(partition).encode()))
             processor = PartitionProcessor(
                 partition,
                 self.config,
@@ -242,7 +116,7 @@ class Runtime:
                 seen=self._seen,
                 high_ms=high_ms,
                 users=lambda: self._partition_users(partition),
-                book=decode_book(self.engine_app.clocks.get(_config_key(partition))),
+                book=decode_book(self.engine_app.clocks.get(config_key(partition))),
                 suppressions=self.erasures.entries([partition])[partition],
             )
             self._seen.append_ms = max(self._seen.append_ms, seen_ms)
@@ -252,17 +126,22 @@ class Runtime:
             self._tenants = None
         return processor
 
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the processors of ``partitions`` (given away, or ahead of their
+        tables after an abandoned batch): made again from the tables when needed."""
+        for partition in partitions:
+            if self.processors.pop(partition, None) is None:
+                continue
+            del self.engines[partition]
+            self._tenants = None
+            self.stages.forget(partition)
+            self.stickiness.forget(partition)
+            self.cohorts.forget(partition)
+
     def rebuild(self, partitions: Iterable[int]) -> dict[int, int]:
         """Fresh processors for ``partitions``, indexes rebuilt from the user table."""
         wanted = set(partitions)
-        for partition in list(self.processors):
-            if partition not in wanted:
-                del self.processors[partition]
-                del self.engines[partition]
-                self._tenants = None
-                self.stages.forget(partition)
-                self.stickiness.forget(partition)
-                self.cohorts.forget(partition)
+        self.forget(p for p in list(self.processors) if p not in wanted)
         started = time.perf_counter()
         fresh = {p: self.processor(p).engine for p in wanted}
         for partition, engine in fresh.items():
@@ -388,13 +267,6 @@ class Runtime:
         self.stickiness.publish(partition, engine.high_ms)
         self.cohorts.publish(partition, engine.high_ms)
 
-    async def _publish_cohorts(self, partition: int) -> None:
-        """The partition's cohort cells changed since its last tick, to the cohorts topic."""
-        for record in self.cohorts.take_records(partition):
-            self._keep(
-                await self.send_output(self.engine_app.cohorts, record_key(record), encode(record))
-            )
-
     def _erase_done(self, result: RecordResult, processor: PartitionProcessor) -> None:
         self.erasures.count(result.outcome)
         if result.outcome != APPLIED:
@@ -424,9 +296,9 @@ class Runtime:
         """Write the partition values a record changed (inside stream iteration: they
         land in changelog partition P and recover with it)."""
         if result.clock is not None:
-            self._clocks[str(partition).encode()] = _pack_clock(result.clock)
+            self._clocks[str(partition).encode()] = pack_clock(result.clock)
         if result.book is not None:
-            self._clocks[_config_key(partition)] = encode_book(result.book)
+            self._clocks[config_key(partition)] = encode_book(result.book)
         if result.ledger is not None:
             self.erasures.persist(result.ledger)
             self.erasures.gauge(partition, len(self.processors[partition].ledger))
@@ -449,72 +321,6 @@ class Runtime:
         for key, blob in self.store.table.items():  # the batch's writes included
             if blob is not None and partition_for(key, n) == partition:
                 yield key.decode(), unpack_state(blob)
-
-    def _keep(self, sent: Any) -> None:
-        """Keep a sent record's future while a batch collects them (batch ingest)."""
-        if self.outputs is not None:
-            self.outputs.append(sent)
-
-    async def _emit(self, result: RecordResult, partition: int) -> None:
-        """Publish a record's signals, then its lifecycle transitions (their own topic)."""
-        for emission in result.emissions:
-            signal = Signal.from_emission(emission)
-            self._keep(
-                await self.send_output(
-                    self.engine_app.signals, emission.user_id.encode(), encode(signal)
-                )
-            )
-            self.metrics.signals.labels(kind=emission.kind).inc()
-            self.signals_sent += 1
-        for transition in result.transitions:
-            record = LifecycleTransition.from_transition(transition)
-            self._keep(
-                await self.send_output(
-                    self.engine_app.lifecycle, transition.user_id.encode(), encode(record)
-                )
-            )
-            self.stages.move(partition, transition.from_stage, transition.to_stage)
-            self.metrics.transitions.labels(stage=transition.to_stage).inc()
-            self.transitions_sent += 1
-
-    async def _forward(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
-        home: int,
-        partition: int,
-        offset: int,
-    ) -> None:
-        """Send a misrouted event on to its home partition, as it came plus where
-        from; delivered before its offset is committed, like every output."""
-        assert value is not None  # decoded as a valid event
-        forwarded = [*(headers or ()), (FORWARDED_HEADER, f"{partition}:{offset}".encode())]
-        self._keep(await self.send_output(self.engine_app.events, key, value, home, forwarded))
-        self.metrics.repartitioned.inc()
-
-    async def _dead_letter(
-        self,
-        rejected: Rejected,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int,
-        offset: int,
-        append_ms: int,
-    ) -> None:
-        record = DlqRecord(
-            reason=rejected.reason,
-            detail=rejected.detail,
-            topic=self.settings.topic_events,
-            partition=partition,
-            offset=offset,
-            record_ts=append_ms,
-            key_b64=None if key is None else b64encode(key).decode(),
-            value_b64=None if value is None else b64encode(value).decode(),
-            seen_at=int(time.time() * 1000),
-        )
-        self._keep(await self.send_output(self.engine_app.dlq, key, encode(record)))
-        self.metrics.dlq.labels(reason=rejected.reason).inc()
 
     # -- ticks ---------------------------------------------------------
     def tick_record(self, partition: int, wall_ms: int) -> tuple[bytes, list[tuple[str, bytes]]]:

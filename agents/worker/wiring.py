@@ -229,8 +229,9 @@ def _wire_status(
         return await engine_app.status.send(key=key, value=value, partition=partition, force=True)
 
     async def send_direct(key: bytes, value: bytes | None, partition: int) -> Any:
-        # batch ingest: straight to the producer, as the batch's outputs go
-        return await app.producer.send(settings.topic_status, key, value, partition, None, None)
+        # batch ingest: straight to the producer, fenced as the batch's outputs are
+        assert batch is not None
+        return await batch.fence.send(partition, None, settings.topic_status, key, value, partition)
 
     status = StatusWriter(
         enqueue,
@@ -248,17 +249,20 @@ def _wire_status(
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         # Before any record of the new assignment is processed, so before any commit.
         before_commit(app.consumer, status.flush)
+        if batch is not None:
+            partitions = {tp.partition for tp in assigned if tp.topic == settings.topic_events}
+            batch.assign(partitions, app.consumer_generation_id)
 
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         partitions = {tp.partition for tp in revoked if tp.topic == settings.topic_events}
         status.forget_announced(partitions)  # the next owner announces them
-        if batch is not None and not await batch.idle(settings.session_timeout_ms / 2000):
-            # state in memory ahead of its changelog must not outlive the partition
-            await app.crash(RuntimeError("a batch did not finish publishing before revoke"))
-            return
-        # bounded: the whole group waits for this callback
-        if not await status.flush(partitions, timeout_s=settings.session_timeout_ms / 2000):
+        budget_s = settings.session_timeout_ms / 2000  # bounded: the whole group waits for this
+        if batch is not None and not await batch.idle(budget_s):
+            log.warning("a batch in flight did not end within %.1f s of a revoke", budget_s)
+        if not await status.flush(partitions, timeout_s=budget_s):
             status.discard(partitions)  # never write for a partition given away
+        if batch is not None:  # nothing more is sent for them; a batch in flight is abandoned
+            await batch.revoke(partitions, budget_s)
 
     app.on_partitions_assigned.connect(on_assigned)
     app.on_partitions_revoked.connect(on_revoked)

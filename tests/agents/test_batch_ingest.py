@@ -15,8 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from agents.worker.batch_ingest import BatchIngest, BatchTable, BatchWrites, Contiguity
-from agents.worker.checkpoint import mark_sought, run_to_end
-from agents.worker.runtime import TableStore
+from agents.worker.checkpoint import mark_sought
+from agents.worker.delivery import run_to_end
+from agents.worker.metrics import Metrics
+from agents.worker.table_store import TableStore
 from agents.worker.wiring import build_worker
 from streams.app import create_app
 from streams.settings import load_settings
@@ -185,7 +187,8 @@ def test_a_fetch_after_recovery_resumed_is_applied_while_faust_still_rebalances(
     worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
     app, batch = worker.app, worker.batch
     assert batch is not None
-    message = types.SimpleNamespace(generation_id=app.consumer_generation_id)
+    message = types.SimpleNamespace(generation_id=app.consumer_generation_id, partition=1)
+    batch.assign({1}, app.consumer_generation_id)
     app.rebalancing = True
     app.flow_control.resume()
     app.consumer.resume_flow()
@@ -195,8 +198,10 @@ def test_a_fetch_after_recovery_resumed_is_applied_while_faust_still_rebalances(
     app.consumer.stop_flow()  # a revoke begins
     assert batch._stale(message)
     app.consumer.resume_flow()
-    old = types.SimpleNamespace(generation_id=app.consumer_generation_id - 1)
+    old = types.SimpleNamespace(generation_id=app.consumer_generation_id - 1, partition=1)
     assert batch._stale(old)
+    asyncio.run(batch.revoke({1}, timeout_s=0.1))
+    assert batch._stale(message)  # revoked: not this worker's to apply
 
 
 def test_contiguity_holds_a_record_after_a_hole_until_the_hole_is_seen_twice() -> None:
@@ -245,6 +250,7 @@ class FakeRuntime:
         self.outputs: list[Any] | None = None
         self.handled: list[int] = []
         self.store = TableStore({})
+        self.metrics = Metrics(CollectorRegistry())
 
     async def handle_message(self, message: Any) -> None:
         self.handled.append(message.offset)
@@ -260,7 +266,9 @@ def _fake_ingest() -> tuple[BatchIngest, FakeConsumer, FakeRuntime]:
         monitor=types.SimpleNamespace(stream_inbound_time={}),
     )
     runtime = FakeRuntime()
-    return BatchIngest(app, runtime, "status"), consumer, runtime  # type: ignore[arg-type]
+    ingest = BatchIngest(app, runtime, "status")  # type: ignore[arg-type]
+    ingest.assign({0}, 3)
+    return ingest, consumer, runtime
 
 
 def _records(*offsets: int) -> list[Any]:

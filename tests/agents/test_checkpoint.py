@@ -18,18 +18,20 @@ from typing import Any
 import pytest
 from faust.transport.consumer import Consumer
 from faust.types import TP
+from prometheus_client import CollectorRegistry
 
 from agents.worker.batch_ingest import BatchIngest, BatchTable, BatchWrites
 from agents.worker.checkpoint import (
     PINNED_FAUST,
     LocalStore,
-    Outbox,
     check_faust,
     install,
     mark_sought,
     sought_generation,
 )
-from agents.worker.runtime import TableStore
+from agents.worker.delivery import Outbox
+from agents.worker.metrics import Metrics
+from agents.worker.table_store import TableStore
 from streams.app import create_app
 from streams.settings import load_settings
 from tables.errors import ConfigurationError
@@ -220,8 +222,10 @@ async def test_a_batch_delivers_its_status_writes_before_its_changelog_and_acks(
         outputs: list[Any] | None = None
         send_output: Any = None
         store = TableStore({})
+        metrics = Metrics(CollectorRegistry())
 
     ingest = BatchIngest(app, Runtime(), "status")  # type: ignore[arg-type]
+    ingest.assign({2}, 1)
     users = ingest.tables(engine_app.users)
 
     async def handle_message(message: Any) -> None:  # a stage change: state and status

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.worker.runtime import TableStore
+from agents.worker.table_store import TableStore
 from streams.decode import id_hash
 from streams.model_settings import model_config
 from streams.settings import load_settings

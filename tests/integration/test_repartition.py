@@ -14,7 +14,7 @@ from aiokafka.partitioner import murmur2
 from support.metrics import sample
 from support.workers import Deployment, event, latest_states, now_ms, produce, read_topic, wait_for
 
-from agents.worker.runtime import FORWARDED_HEADER
+from agents.worker.emit import FORWARDED_HEADER
 
 EVENTS_PER_USER = 4
 

@@ -394,3 +394,41 @@ async def test_a_worker_stops_exporting_the_partitions_it_hands_over(
         assert await wait_for(handed_over, 90, interval_s=1.0), deployment.log_tail()
     finally:
         deployment.stop_all()
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+async def test_a_worker_joining_mid_backlog_leaves_every_event_applied_once(
+    kafka_broker: Any, tmp_path: Any, store: str
+) -> None:
+    """A second worker joins while the first applies a backlog: the revoke may
+    cut a batch in flight (the fence abandons it, the new owner reads it
+    again). Neither worker crashes, and the changelog ends with every user's
+    state counting each event once: no zombie write of the first worker
+    lands after the new owner's."""
+    deployment = Deployment(
+        kafka_broker.url, tmp_path, ENGAGEMENT_STORE=store, ENGAGEMENT_INGEST="batch"
+    )
+    await deployment.create_topics()
+    users = [f"join{i}" for i in range(200)]
+    per_user = 20
+    first = await deployment.start_worker("w0")
+    try:
+        base = now_ms() - per_user
+        backlog = [event(u, f"{u}-{n}", base + n) for n in range(per_user) for u in users]
+        await produce(deployment.bootstrap, deployment.settings.topic_events, backlog)
+        second = await deployment.start_worker("w1")
+        workers = (first, second)
+
+        async def settled() -> bool:
+            states = await latest_states(deployment)
+            return all(u in states and states[u].events_total >= per_user for u in users)
+
+        assert await wait_for(settled, 240, interval_s=2.0), deployment.log_tail()
+        await asyncio.sleep(3.0)  # a late write would land by now
+        states = await latest_states(deployment)
+        assert {u: states[u].events_total for u in users} == dict.fromkeys(users, per_user)
+        for worker in workers:
+            assert worker.proc is not None and worker.proc.poll() is None, deployment.log_tail()
+        assert "did not finish publishing" not in deployment.log_tail(400)
+    finally:
+        deployment.stop_all()

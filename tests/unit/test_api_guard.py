@@ -6,9 +6,11 @@ test_security.py."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
-from agents.worker.web import bearer_ok, needs_token, openapi_document
+from agents.worker.web import bearer_ok, guarded, needs_token, openapi_document
 
 
 def test_only_the_probes_are_open() -> None:
@@ -53,3 +55,26 @@ def test_the_bearer_token_must_match_exactly(header: str | None, allowed: bool) 
 @pytest.mark.parametrize("token", [None, ""])
 def test_without_a_token_every_caller_is_allowed(token: str | None) -> None:
     assert bearer_ok(None, token) and bearer_ok("Bearer anything", token)
+
+
+class _View:
+    def json(self, body: object, status: int = 200, headers: object = None) -> tuple[int, object]:
+        return status, body
+
+
+async def test_a_guarded_view_never_runs_without_the_token() -> None:
+    ran: list[str] = []
+
+    async def view(_view: object, _request: object) -> tuple[int, object]:
+        ran.append("view")
+        return 200, "metrics"
+
+    checked = guarded(view, "s3cret-token")
+    for header in ({}, {"Authorization": "Bearer nope"}):
+        request = types.SimpleNamespace(headers=header)
+        status, _ = await checked(_View(), request)
+        assert status == 401
+    assert ran == []
+    request = types.SimpleNamespace(headers={"Authorization": "Bearer s3cret-token"})
+    assert await checked(_View(), request) == (200, "metrics")
+    assert ran == ["view"]

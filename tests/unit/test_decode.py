@@ -216,6 +216,32 @@ def test_nesting_up_to_the_limit_is_accepted_and_brackets_in_strings_do_not_coun
     assert isinstance(decode(raw(body(props={"s": "[{" * 40}))), ModelEvent)
 
 
+DEFAULT_SIZED = msgspec.structs.replace(
+    RULES, event=msgspec.structs.replace(RULES.event, max_event_bytes=EventRules().max_event_bytes)
+)
+
+
+def test_a_large_flat_record_is_accepted_however_many_containers_it_holds() -> None:
+    """Thousands of sibling containers (each bracket counts towards the quick
+    bound) at two levels: the level-by-level check finds no nesting past two."""
+    props = {"items": [[] for _ in range(6_000)], "tags": [{"k": i} for i in range(2_000)]}
+    value = raw(body(props=props))
+    assert EventRules().max_event_bytes // 2 < len(value) <= EventRules().max_event_bytes
+    result = decode(value, rules=DEFAULT_SIZED)
+    assert isinstance(result, ModelEvent), result
+
+
+def test_a_deeply_nested_record_of_the_full_size_is_too_deep() -> None:
+    """One deep path among many flat siblings, at the default size bound:
+    refused with the DLQ reason ``too_deep`` whatever the parser's limit."""
+    flat = {f"f{i}": [i] for i in range(1_000)}
+    head = raw(body(props=flat))[:-1]
+    value = head + b', "deep": ' + b'{"a":' * 5_000 + b"1" + b"}" * 5_001
+    assert len(value) <= EventRules().max_event_bytes
+    result = decode(value, rules=DEFAULT_SIZED)
+    assert isinstance(result, Rejected) and result.reason == "too_deep", result
+
+
 def test_event_at_the_size_limit_is_accepted() -> None:
     value = raw(body(props={"pad": ""}))
     value = raw(body(props={"pad": "x" * (MAX_EVENT_BYTES - len(value))}))
