@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from agents.bench import run as bench
 from agents.worker.batch_ingest import BatchIngest
 from agents.worker.metrics import Metrics
-from agents.worker.redis_mirror import write_user
+from agents.worker.redis_keys import write_user
 from agents.worker.runtime import Runtime
 from agents.worker.status import StatusWriter, clock_reader
 from agents.worker.wiring import observing_mirror

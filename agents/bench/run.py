@@ -490,13 +490,8 @@ async def signal_latency(
 async def redis_rate(server: RedisServer, store: DictStore, config: ModelConfig) -> float:
     """Users/s the Redis mirror writes: its own client, fields and pipelines, over
     the replay's user states (steady state: no ZREM for users not at risk)."""
-    from agents.worker.redis_mirror import (
-        BATCH_USERS,
-        MirrorKeys,
-        redis_client,
-        round_trip,
-        write_user,
-    )
+    from agents.worker.redis_client import BATCH_USERS, redis_client, round_trip
+    from agents.worker.redis_keys import MirrorKeys, write_user
     from agents.worker.user_view import mirror_fields
 
     client = redis_client(server.url, read_timeout_s=None)

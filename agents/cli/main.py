@@ -194,7 +194,7 @@ def redis_sync() -> None:
     from aiokafka.errors import KafkaError
 
     from agents.ops.redis_sync import redis_sync as run_sync
-    from agents.worker.redis_mirror import REDIS_FAILURES
+    from agents.worker.redis_client import REDIS_FAILURES
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
