@@ -371,7 +371,7 @@ def report(
 ) -> None:
     """Win-back per group and first tier, uplift with intervals, cohorts, charts (PNG + HTML)."""
     from agents.offline.history_facts import history_facts
-    from agents.offline.report import write_report
+    from agents.offline.report_files import write_report
     from streams.model_settings import model_config
 
     try:
