@@ -40,7 +40,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.bench.run import FAR_THRESHOLDS, PARTITIONS, produce_fast
 from agents.ops.redis_sync import read_compacted
-from agents.stack.services import KafkaBroker, free_port
+from agents.stack.kafka_broker import KafkaBroker
+from agents.stack.processes import free_port
 from agents.stack.worker_process import WorkerProcess
 from streams.decode import partition_for
 from streams.settings import load_settings

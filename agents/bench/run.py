@@ -35,7 +35,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from agents.bench.shapes import shape_events, uniform_events
-from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer
+from agents.stack.kafka_broker import KafkaBroker
+from agents.stack.services import EmbeddedBroker, RedisServer
 from agents.stack.worker_process import WorkerProcess
 from streams.decode import id_hash, partition_for
 from streams.records import Signal
@@ -677,7 +678,7 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
 
 
 def _free_port() -> int:
-    from agents.stack.services import free_port
+    from agents.stack.processes import free_port
 
     return free_port()
 
