@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agents.bench.run import PARTITIONS, produce_fast
+from agents.bench.broker import PARTITIONS, produce_fast
 from agents.stack.kafka_broker import KafkaBroker
 from agents.stack.processes import free_port
 from agents.stack.worker_process import WorkerProcess
