@@ -14,9 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.bench import run as b
+from agents.bench.broker import PARTITIONS, ceiling, produce_fast
+from agents.bench.run import FAR_THRESHOLDS, BenchSize, fresh_topics
 from agents.bench.shapes import shape_events
+from agents.stack.services import EmbeddedBroker, RedisServer
 from streams.settings import load_settings
+from streams.topics import ensure_topics
 
 
 @dataclass
@@ -28,26 +31,24 @@ class Backlog:
     ceiling_per_s: float
 
     def worker_env(self, ingest: str, store: str = "memory://") -> dict[str, str]:
-        return {**b.FAR_THRESHOLDS, "ENGAGEMENT_INGEST": ingest, "ENGAGEMENT_STORE": store}
+        return {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": ingest, "ENGAGEMENT_STORE": store}
 
 
 @contextlib.asynccontextmanager
-async def backlog(size: b.BenchSize, prefix: str, shape: str = "uniform") -> AsyncIterator[Backlog]:
-    broker = b.EmbeddedBroker()
-    redis = b.RedisServer()
+async def backlog(size: BenchSize, prefix: str, shape: str = "uniform") -> AsyncIterator[Backlog]:
+    broker = EmbeddedBroker()
+    redis = RedisServer()
     await asyncio.to_thread(broker.start)
     await asyncio.to_thread(redis.start)
     run_dir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        topics = b.fresh_topics(redis.url)
-        settings = load_settings(broker=broker.url, partitions=b.PARTITIONS, **topics)
-        await b.ensure_topics(settings)
-        records = shape_events(
-            shape, size.events, size.users, int(time.time() * 1000), b.PARTITIONS
-        )
-        await b.produce_fast(broker.bootstrap, settings.topic_events, records)
-        ceiling = await b.ceiling(broker.bootstrap, settings.topic_events, size.events)
-        yield Backlog(broker.url, run_dir, topics, size.events, ceiling)
+        topics = fresh_topics(redis.url)
+        settings = load_settings(broker=broker.url, partitions=PARTITIONS, **topics)
+        await ensure_topics(settings)
+        records = shape_events(shape, size.events, size.users, int(time.time() * 1000), PARTITIONS)
+        await produce_fast(broker.bootstrap, settings.topic_events, records)
+        rate = await ceiling(broker.bootstrap, settings.topic_events, size.events)
+        yield Backlog(broker.url, run_dir, topics, size.events, rate)
     finally:
         broker.stop()
         redis.stop()

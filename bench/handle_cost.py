@@ -23,10 +23,11 @@ import msgspec
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from agents.bench import run as bench
+from agents.bench.broker import PARTITIONS
+from agents.bench.run import BenchSize, make_events
 from agents.worker.batch_ingest import BatchIngest
 from agents.worker.metrics import Metrics
-from agents.worker.redis_mirror import write_user
+from agents.worker.redis_keys import write_user
 from agents.worker.runtime import Runtime
 from agents.worker.status import StatusWriter, clock_reader
 from agents.worker.wiring import observing_mirror
@@ -57,7 +58,7 @@ def done(*args: Any) -> asyncio.Future[Any]:
 
 
 async def main(events: int, users: int, profile: bool) -> None:
-    settings = load_settings(broker="kafka://localhost:1", partitions=bench.PARTITIONS)
+    settings = load_settings(broker="kafka://localhost:1", partitions=PARTITIONS)
     engine_app = create_app(settings)
     engine_app = msgspec.structs.replace(
         engine_app, signals=Sent(), lifecycle=Sent(), dlq=Sent(), status=Sent()
@@ -91,9 +92,9 @@ async def main(events: int, users: int, profile: bool) -> None:
     )
     source = mirror.source
 
-    size = bench.BenchSize(events=events, users=users, tick_users=0, tick_due=0, latency_users=0)
+    size = BenchSize(events=events, users=users, tick_users=0, tick_due=0, latency_users=0)
     start_ms = int(time.time() * 1000) - 3_600_000
-    records = bench.make_events(size, start_ms)
+    records = make_events(size, start_ms)
     offsets: dict[int, int] = {}
     prepared = []
     for key, value, partition in records:

@@ -32,8 +32,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from agents.bench.run import PARTITIONS, produce_fast
-from agents.stack.services import KafkaBroker, free_port
+from agents.bench.broker import PARTITIONS, produce_fast
+from agents.stack.kafka_broker import KafkaBroker
+from agents.stack.processes import free_port
 from agents.stack.worker_process import WorkerProcess
 from streams.app import create_app
 from streams.decode import id_hash, partition_for

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from backlog import backlog
 
-from agents.bench import run as b
+from agents.bench.run import BenchSize
+from agents.bench.workers import metric_sum, worker_rate
 
 PYSPY = os.environ.get("PYSPY", str(Path(sys.executable).with_name("py-spy")))
 
@@ -25,11 +26,11 @@ async def main() -> None:
     mode = sys.argv[5] if len(sys.argv) > 5 else "batch"
     shape = sys.argv[6] if len(sys.argv) > 6 else "uniform"
     store = sys.argv[7] if len(sys.argv) > 7 else "memory://"
-    size = b.BenchSize(events=events, users=users, tick_users=0, tick_due=0, latency_users=0)
+    size = BenchSize(events=events, users=users, tick_users=0, tick_due=0, latency_users=0)
     async with backlog(size, "wp-", shape) as data:
         env = data.worker_env(mode, store)
         task = asyncio.create_task(
-            b.worker_rate(data.broker_url, data.run_dir, data.topics, data.events, env)
+            worker_rate(data.broker_url, data.run_dir, data.topics, data.events, env)
         )
         pid = None
         while pid is None:
@@ -50,7 +51,7 @@ async def main() -> None:
                 ).stdout
             except Exception:
                 continue
-            if b._metric(text, "engagement_events_total{") > 0:
+            if metric_sum(text, "engagement_events_total{") > 0:
                 break
         record = ["record", "--nonblocking", "-r", "200", "-d", seconds, "-f", "raw"]
         spy = subprocess.Popen([PYSPY, *record, "-o", out, "--pid", pid])

@@ -9,15 +9,16 @@ import sys
 
 from backlog import backlog
 
-from agents.bench import run as b
+from agents.bench.run import QUICK
+from agents.bench.workers import worker_rate
 
 
 async def main():
-    async with backlog(b.QUICK, "wb-", sys.argv[1]) as data:
+    async with backlog(QUICK, "wb-", sys.argv[1]) as data:
         for mode in sys.argv[2:]:
             ingest, _, store = mode.partition(":")
             env = data.worker_env(ingest, store or "memory://")
-            rate, process = await b.worker_rate(
+            rate, process = await worker_rate(
                 data.broker_url, data.run_dir, data.topics, data.events, env
             )
             process.stop()

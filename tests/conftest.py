@@ -13,7 +13,8 @@ from typing import TypeVar
 
 import pytest
 
-from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer, Service
+from agents.stack.kafka_broker import KafkaBroker
+from agents.stack.services import EmbeddedBroker, RedisServer, Service
 
 S = TypeVar("S", bound=Service)
 

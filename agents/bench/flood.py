@@ -38,9 +38,11 @@ from typing import Any, Final
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.bench.run import FAR_THRESHOLDS, PARTITIONS, produce_fast
+from agents.bench.broker import PARTITIONS, produce_fast
+from agents.bench.run import FAR_THRESHOLDS
 from agents.ops.redis_sync import read_compacted
-from agents.stack.services import KafkaBroker, free_port
+from agents.stack.kafka_broker import KafkaBroker
+from agents.stack.processes import free_port
 from agents.stack.worker_process import WorkerProcess
 from streams.decode import partition_for
 from streams.settings import load_settings
@@ -69,7 +71,7 @@ class FloodResult(msgspec.Struct):
     flood_s: float
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
     print(f"[flood] {text}", file=sys.stderr, flush=True)
 
 
@@ -151,7 +153,7 @@ async def flood(
             raise RuntimeError("the worker process did not start")
         pid = worker.proc.pid
         before = rss_kib(pid)["VmRSS"]
-        _say(f"worker ready at {before * 1024:,} bytes resident; sending {users:,} users")
+        say(f"worker ready at {before * 1024:,} bytes resident; sending {users:,} users")
         started = time.perf_counter()
         start_ms = int(time.time() * 1000) - 3_600_000
         half = users // 2
@@ -167,7 +169,7 @@ async def flood(
         text = await _metrics(worker) or text
     finally:
         worker.stop()
-    _say(f"reading the users changelog ({users:,} users)")
+    say(f"reading the users changelog ({users:,} users)")
     blobs = await read_compacted(settings, f"{settings.app_id}-users-changelog")
     sizes = [len(blob) for blob in blobs.values()]
     return FloodResult(

@@ -4,7 +4,7 @@ Reads ``{app_id}-users-changelog`` and ``{app_id}-clocks-changelog`` from the
 beginning to their end offsets at the start (last value per key wins, a
 tombstone deletes), writes every user's hash and at-risk membership, then
 removes the mirror keys of users that are not in the table. The same key
-layout and field derivation as the workers' mirror (``agents.worker.redis_mirror``,
+layout and field derivation as the workers' mirror (``agents.worker.redis_keys``,
 ``agents.worker.user_view``), so the result is what the workers would have written.
 
 The changelogs trail the tables by up to a commit interval, so a user
@@ -30,15 +30,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from agents.worker.redis_mirror import (
-    BATCH_USERS,
-    REDIS_FAILURES,
-    MirrorKeys,
-    mark_rebuilt,
-    redis_client,
-    remove_stale,
-    write_user,
-)
+from agents.worker.redis_client import BATCH_USERS, REDIS_FAILURES, redis_client
+from agents.worker.redis_keys import MirrorKeys, write_user
+from agents.worker.redis_sweep import mark_rebuilt, remove_stale
 from agents.worker.user_view import is_at_risk, mirror_fields
 from streams.decode import partition_for
 from streams.kafka import client_options

@@ -7,43 +7,9 @@ population does not exist before ``start_ms``.
 
 Every user-day is derived from a hash of (seed, user, day), never from a
 shared random stream, so any window of time gives the same events however the
-timeline is cut, and ``event_id`` is stable for the same seed.
+timeline is cut, and ``event_id`` is stable for the same seed. Who the users
+are and what each habit does on a day: ``agents.simulation.habits``.
 
-Habits (a fixed mix in every block of 25 consecutive users, so even a small
-population holds each one):
-
-- ``daily`` (4/25): most days, fewer at weekends; segment ``checkin``.
-- ``several_weekly`` (4/25): two or three days a week, more at weekends.
-- ``weekly_shopper`` (3/25): one preferred weekday (often Saturday or
-  Sunday); segment ``shopper``, buys often.
-- ``monthly`` (2/25): one visit every 26-33 days; crosses the default 7/14
-  day tiers on every cycle, which is what per-user cadence is for.
-- ``fading`` (3/25): rate decays from ``fade_start_day``, no event from
-  ``stop_day`` (at most day 17) on, so each reaches at_risk, dormant and
-  churned; more checkout failures and support tickets before leaving.
-- ``returning`` (2/25): active, silent from ``pause_start_day`` to
-  ``pause_end_day``, back on ``pause_end_day``. The silences (10-12, 17-22,
-  33-38 days) return from at_risk, dormant and churned with the default
-  7/14/30 day tiers.
-- ``one_time`` (2/25): one visit, never again.
-- ``gradual`` (2/25): a daily user who fades slowly, the way the declining
-  signal is for: from ``fade_start_day`` (day 30-45) about every other day,
-  from half-way to ``stop_day`` about every third or fourth day, then gone
-  for good (``stop_day`` 35-55 days after the fade began).
-- ``cancelling`` (2/25): a regular user who sends ``subscription_cancelled``
-  in the last session of ``cancel_day`` (day 15-60) and is never seen again.
-- ``unactivated`` (1/25): signs up, looks around on a few days of the first
-  week without ever completing onboarding, and leaves.
-
-Every user but ``one_time`` and ``unactivated`` completes onboarding
-(``onboarding_completed``, the simulator's activation type,
-``ACTIVATION_TYPES``) in the first session of the first day.
-
-About 15 % of the regular users join later (``first_day`` 1-21), so ``new``
-users keep appearing. A user's first day always has a visit. Tenants are
-``acme`` and ``globex``; segments ``checkin``, ``shopper`` and ``casual``.
-
-``poison_records`` builds records a producer can get wrong, each tagged with
 the DLQ reason the worker must give. ``wrong_partition`` and
 ``bad_signature`` depend on the topic (partition count, signing keys), so the
 sender makes them: see ``agents.simulation.producer.misrouted_event`` and
@@ -53,7 +19,6 @@ sender makes them: see ``agents.simulation.producer.misrouted_event`` and
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
 import random
 from collections.abc import Iterator
@@ -61,49 +26,21 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
+from agents.simulation.habits import (
+    ACTIVATION_TYPES,
+    EVENT_TYPES,
+    NEVER_ACTIVATE,
+    TENANTS,
+    UserProfile,
+    activity_p,
+    hash64,
+    make_profile,
+    session_actions,
+    unit,
+    user_id_of,
+)
 from tables.errors import ConfigurationError
 
-EVENT_TYPES: Final = (
-    "login",
-    "view",
-    "add_to_cart",
-    "purchase",
-    "checkout_failed",
-    "support_ticket",
-    "onboarding_completed",
-    "subscription_cancelled",
-)
-ACTIVATION_TYPES: Final = ("onboarding_completed",)  # ENGAGEMENT_ACTIVATION_TYPES for a run
-TENANTS: Final = ("acme", "globex")
-SEGMENTS: Final = ("checkin", "shopper", "casual")
-HABITS: Final = (
-    "daily",
-    "several_weekly",
-    "weekly_shopper",
-    "monthly",
-    "fading",
-    "returning",
-    "one_time",
-    "gradual",
-    "cancelling",
-    "unactivated",
-)
-# One block of 20 users; each block is shuffled by the seed.
-_BLOCK: Final = (
-    ("daily",) * 4
-    + ("several_weekly",) * 4
-    + ("weekly_shopper",) * 3
-    + ("monthly",) * 2
-    + ("fading",) * 3
-    + ("returning",) * 2
-    + ("one_time",) * 2
-    + ("gradual",) * 2
-    + ("cancelling",) * 2
-    + ("unactivated",)
-)
-RETURN_GAP_DAYS: Final = ((10, 12), (17, 22), (33, 38))
-MAX_STOP_DAY: Final = 17
-LATE_JOIN_SHARE: Final = 0.15
 HISTORY_DUPLICATE_SHARE: Final = 0.01
 HISTORY_LATE_SHARE: Final = 0.02
 
@@ -134,33 +71,8 @@ _TOO_DEEP_LEVELS: Final = 24
 # _LABEL_BYTES 64), in bytes: "é" is two bytes of UTF-8
 _TOO_LONG_BYTES: Final = {"user_id": 257, "event_id": 129, "tenant": 65, "segment": 65}
 
-_PAGES: Final = ("home", "product", "search", "feed", "category")
-_FAILURE_CODES: Final = ("card_declined", "timeout", "out_of_stock")
-_TICKET_TOPICS: Final = ("delivery", "refund", "bug", "account")
 _SESSION_PEAK_HOURS: Final = (8.0, 12.5, 20.0)
 _SESSION_PEAK_WEIGHTS: Final = (0.3, 0.2, 0.5)
-
-
-class UserProfile(msgspec.Struct, frozen=True):
-    """The habit of one user; days are counted from the population's day 0."""
-
-    user_id: str
-    index: int
-    habit: str
-    tenant: str
-    segment: str
-    first_day: int
-    active_p: float
-    weekend_factor: float
-    sessions_max: int
-    trouble: float
-    preferred_weekday: int | None = None
-    period_days: int | None = None
-    fade_start_day: int | None = None
-    stop_day: int | None = None
-    pause_start_day: int | None = None
-    pause_end_day: int | None = None
-    cancel_day: int | None = None
 
 
 class PoisonRecord(NamedTuple):
@@ -194,20 +106,6 @@ class _Event(NamedTuple):
         return out
 
 
-def _hash64(*parts: object) -> int:
-    text = "|".join(str(part) for part in parts).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
-
-
-def _unit(*parts: object) -> float:
-    """A number in [0, 1) fixed by ``parts``."""
-    return _hash64(*parts) / 2**64
-
-
-def user_id_of(index: int) -> str:
-    return f"u{index:05d}"
-
-
 class Population:
     """``users`` simulated users from ``seed``; day 0 holds ``start_ms``."""
 
@@ -222,7 +120,7 @@ class Population:
         self.day_ms = day_ms
         self.start_ms = start_ms
         self._day0 = start_ms // day_ms
-        self.users: tuple[UserProfile, ...] = tuple(self._profile(i) for i in range(users))
+        self.users: tuple[UserProfile, ...] = tuple(make_profile(seed, i) for i in range(users))
         self._by_id = {profile.user_id: profile for profile in self.users}
         self._cache: dict[int, tuple[list[int], list[_Event]]] = {}
 
@@ -230,135 +128,6 @@ class Population:
 
     def profile(self, user_id: str) -> UserProfile:
         return self._by_id[user_id]
-
-    def _profile(self, index: int) -> UserProfile:
-        block, slot = divmod(index, len(_BLOCK))
-        order = list(_BLOCK)
-        random.Random(_hash64(self.seed, "block", block)).shuffle(order)
-        habit = order[slot]
-        rng = random.Random(_hash64(self.seed, "profile", index))
-        tenant = TENANTS[0] if rng.random() < 0.6 else TENANTS[1]
-        late_join = rng.random() < LATE_JOIN_SHARE
-        first_day = 1 + rng.randrange(21) if late_join else 0
-        common: dict[str, Any] = {
-            "user_id": user_id_of(index),
-            "index": index,
-            "habit": habit,
-            "tenant": tenant,
-            "trouble": 0.02,
-        }
-        if habit == "daily":
-            return UserProfile(
-                **common,
-                segment="checkin",
-                first_day=first_day,
-                active_p=0.8 + 0.15 * rng.random(),
-                weekend_factor=0.6 + 0.3 * rng.random(),
-                sessions_max=3,
-            )
-        if habit == "several_weekly":
-            return UserProfile(
-                **common,
-                segment="checkin" if rng.random() < 0.5 else "casual",
-                first_day=first_day,
-                active_p=0.3 + 0.2 * rng.random(),
-                weekend_factor=1.2 + 0.4 * rng.random(),
-                sessions_max=2,
-            )
-        if habit == "weekly_shopper":
-            weekday = rng.choice((5, 6)) if rng.random() < 0.5 else rng.randrange(5)
-            return UserProfile(
-                **common,
-                segment="shopper",
-                first_day=first_day,
-                active_p=0.85,
-                weekend_factor=1.0,
-                sessions_max=2,
-                preferred_weekday=weekday,
-            )
-        if habit == "monthly":
-            return UserProfile(
-                **common,
-                segment="shopper",
-                first_day=first_day,
-                active_p=0.9,
-                weekend_factor=1.0,
-                sessions_max=1,
-                period_days=26 + rng.randrange(8),
-            )
-        if habit == "fading":
-            daily_like = rng.random() < 0.5
-            fade_start = 1 + rng.randrange(5)
-            stop_day = min(fade_start + 3 + rng.randrange(10), MAX_STOP_DAY)
-            return UserProfile(
-                **{**common, "trouble": 0.25},
-                segment="checkin" if daily_like else "shopper",
-                first_day=rng.randrange(2),
-                active_p=(0.85 if daily_like else 0.5) + 0.1 * rng.random(),
-                weekend_factor=0.8,
-                sessions_max=2,
-                fade_start_day=fade_start,
-                stop_day=stop_day,
-            )
-        if habit == "returning":
-            low, high = RETURN_GAP_DAYS[index % len(RETURN_GAP_DAYS)]
-            pause_start = 3 + rng.randrange(6)
-            return UserProfile(
-                **common,
-                segment="checkin" if rng.random() < 0.6 else "shopper",
-                first_day=rng.randrange(2),
-                active_p=0.65 + 0.2 * rng.random(),
-                weekend_factor=0.9,
-                sessions_max=2,
-                pause_start_day=pause_start,
-                pause_end_day=pause_start + low + rng.randrange(high - low + 1),
-            )
-        if habit == "gradual":
-            fade_start = 30 + rng.randrange(16)
-            return UserProfile(
-                **common,
-                segment="checkin",
-                first_day=rng.randrange(2),
-                active_p=0.85 + 0.1 * rng.random(),
-                weekend_factor=0.9,
-                sessions_max=2,
-                fade_start_day=fade_start,
-                stop_day=fade_start + 35 + rng.randrange(21),
-            )
-        if habit == "cancelling":
-            cancel_day = 15 + rng.randrange(46)
-            return UserProfile(
-                **common,
-                segment="checkin" if rng.random() < 0.5 else "casual",
-                first_day=first_day,
-                active_p=0.5 + 0.35 * rng.random(),
-                weekend_factor=1.0,
-                sessions_max=2,
-                stop_day=max(cancel_day, first_day) + 1,
-                cancel_day=max(cancel_day, first_day),
-            )
-        if habit == "unactivated":
-            first = rng.randrange(11)
-            return UserProfile(
-                **common,
-                segment="casual",
-                first_day=first,
-                active_p=0.4,
-                weekend_factor=1.0,
-                sessions_max=1,
-                stop_day=first + 5 + rng.randrange(4),
-            )
-        # one_time
-        first = rng.randrange(11)
-        return UserProfile(
-            **{**common, "trouble": 0.15},
-            segment="casual",
-            first_day=first,
-            active_p=1.0,
-            weekend_factor=1.0,
-            sessions_max=1,
-            stop_day=first + 1,
-        )
 
     # -- time --------------------------------------------------------------
 
@@ -400,9 +169,9 @@ class Population:
             pending: list[tuple[int, int, _Event]] = []  # (release position, order, event)
             held_count = 0
             for position, event in enumerate(events):
-                late = _unit(self.seed, "late", event.event_id) < HISTORY_LATE_SHARE
-                duplicate = _unit(self.seed, "dup", event.event_id) < HISTORY_DUPLICATE_SHARE
-                delay = 1 + _hash64(self.seed, "delay", event.event_id) % 8
+                late = unit(self.seed, "late", event.event_id) < HISTORY_LATE_SHARE
+                duplicate = unit(self.seed, "dup", event.event_id) < HISTORY_DUPLICATE_SHARE
+                delay = 1 + hash64(self.seed, "delay", event.event_id) % 8
                 if late:
                     held_count += 1
                     pending.append((position + delay, held_count, event))
@@ -437,22 +206,6 @@ class Population:
         events.sort(key=lambda event: (event.ts, event.event_id))
         return [event.ts for event in events], events
 
-    def _activity_p(self, profile: UserProfile, day: int) -> float:
-        weekday = self.weekday(day)
-        if profile.preferred_weekday is not None:
-            return profile.active_p if weekday == profile.preferred_weekday else 0.04
-        if profile.period_days is not None:
-            phase = (day - profile.first_day) % profile.period_days
-            return profile.active_p if phase == 0 else 0.35 if phase == 1 else 0.01
-        p = profile.active_p * (profile.weekend_factor if weekday >= 5 else 1.0)
-        if profile.habit == "gradual":
-            return p * _gradual_factor(profile, day)
-        if profile.fade_start_day is not None and day >= profile.fade_start_day:
-            p *= 0.55 ** (day - profile.fade_start_day + 1)
-        if profile.pause_end_day is not None and day > profile.pause_end_day:
-            p *= 0.8
-        return min(p, 1.0)
-
     def _user_day(self, profile: UserProfile, day: int) -> list[_Event]:
         if day < profile.first_day:
             return []
@@ -464,9 +217,9 @@ class Population:
             and profile.pause_start_day <= day < profile.pause_end_day
         ):
             return []
-        rng = random.Random(_hash64(self.seed, "day", profile.index, day))
+        rng = random.Random(hash64(self.seed, "day", profile.index, day))
         forced = day in (profile.first_day, profile.pause_end_day, profile.cancel_day)
-        if rng.random() >= self._activity_p(profile, day) and not forced:
+        if rng.random() >= activity_p(profile, day, self.weekday(day)) and not forced:
             return []
         day_start = self.day_start_ms(day)
         low = max(day_start, self.start_ms)
@@ -481,8 +234,8 @@ class Population:
             at = day_start + hour / 24.0 * self.day_ms
             if at < low:
                 at = low + rng.random() * (high - low)
-            actions = _session_actions(rng, profile)
-            if session == 0 and day == profile.first_day and profile.habit not in _NEVER_ACTIVATE:
+            actions = session_actions(rng, profile)
+            if session == 0 and day == profile.first_day and profile.habit not in NEVER_ACTIVATE:
                 actions.append((ACTIVATION_TYPES[0], ()))
             for event_type, props in actions:
                 ts = min(max(math.floor(at), low), high - 1)
@@ -514,43 +267,6 @@ class Population:
         return events
 
 
-_NEVER_ACTIVATE: Final = frozenset({"one_time", "unactivated"})
-
-
-def _gradual_factor(profile: UserProfile, day: int) -> float:
-    """A gradual fader's share of its old rate: 1 before the fade, about a half
-    in its first half, about a quarter in the second."""
-    start = profile.fade_start_day
-    stop = profile.stop_day
-    if start is None or stop is None or day < start:
-        return 1.0
-    return 0.5 if day < (start + stop) // 2 else 0.28
-
-
-def _session_actions(
-    rng: random.Random, profile: UserProfile
-) -> list[tuple[str, tuple[tuple[str, int | str], ...]]]:
-    """What one visit does: log in, look around, maybe buy, maybe complain."""
-    actions: list[tuple[str, tuple[tuple[str, int | str], ...]]] = []
-    if rng.random() < 0.7:
-        actions.append(("login", ()))
-    for _view in range(1 + min(int(rng.expovariate(0.5)), 7)):
-        actions.append(("view", (("page", rng.choice(_PAGES)),)))
-    if profile.habit == "unactivated":
-        return [*actions, ("view", (("page", "onboarding"),))]
-    cart_p = 0.45 if profile.segment == "shopper" else 0.12
-    if rng.random() < cart_p:
-        actions.append(("add_to_cart", (("items", 1 + rng.randrange(3)),)))
-        if rng.random() < profile.trouble:
-            actions.append(("checkout_failed", (("code", rng.choice(_FAILURE_CODES)),)))
-        elif rng.random() < 0.6:
-            amount = 500 + rng.randrange(19_500)
-            actions.append(("purchase", (("amount_cents", amount), ("currency", "EUR"))))
-    if rng.random() < profile.trouble * 0.3:
-        actions.append(("support_ticket", (("topic", rng.choice(_TICKET_TOPICS)),)))
-    return actions
-
-
 # -- poison --------------------------------------------------------------
 
 
@@ -569,7 +285,7 @@ def poison_record(index: int, seed: int, *, now_ms: int | None = None) -> Poison
     parts that are valid; without it they carry an old, still valid, time.
     """
     reason = POISON_REASONS[index % len(POISON_REASONS)]
-    rng = random.Random(_hash64(seed, "poison", index))
+    rng = random.Random(hash64(seed, "poison", index))
     ts_ms = POISON_DEFAULT_TS_MS if now_ms is None else now_ms
     user = user_id_of(rng.randrange(1000))
     key = user.encode()

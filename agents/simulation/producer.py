@@ -27,13 +27,13 @@ from typing import Any, Final
 import msgspec
 from aiokafka import AIOKafkaProducer
 
+from agents.simulation.habits import user_id_of
 from agents.simulation.population import (
     CALLER_POISON_REASONS,
     POISON_REASONS,
     PoisonRecord,
     Population,
     poison_record,
-    user_id_of,
 )
 from streams.decode import partition_for
 from streams.records import CONTROL_HEADER

@@ -30,7 +30,9 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.simulation.producer import run_simulator
-from agents.stack.services import EmbeddedBroker, KafkaBroker, RedisServer, free_port
+from agents.stack.kafka_broker import KafkaBroker
+from agents.stack.processes import free_port
+from agents.stack.services import EmbeddedBroker, RedisServer
 from agents.stack.worker_process import WorkerProcess
 from streams.records import LifecycleTransition, Signal
 from streams.settings import Settings, load_settings

@@ -26,7 +26,9 @@ from typing import Any, Final
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.worker.metrics import Metrics
-from agents.worker.redis_mirror import REDIS_FAILURES, RedisMirror, top_at_risk
+from agents.worker.redis_client import REDIS_FAILURES
+from agents.worker.redis_keys import top_at_risk
+from agents.worker.redis_mirror import RedisMirror
 from agents.worker.runtime import Runtime
 from agents.worker.user_view import user_fields
 from streams.decode import partition_for

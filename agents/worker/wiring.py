@@ -16,7 +16,10 @@ from agents.worker.checkpoint import before_commit, check_faust, replace_drain_l
 from agents.worker.config_forwarder import ConfigForwarder
 from agents.worker.lag import sample_clock_lag, sample_consumer_lag
 from agents.worker.metrics import Metrics
-from agents.worker.redis_mirror import MirrorKeys, RedisMirror, TableSource, redis_client
+from agents.worker.mirror_source import TableSource
+from agents.worker.redis_client import redis_client
+from agents.worker.redis_keys import MirrorKeys
+from agents.worker.redis_mirror import RedisMirror
 from agents.worker.runtime import Runtime
 from agents.worker.status import StatusWriter, clock_reader, users_of
 from agents.worker.web import register_web

@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from agents.bench.run import BenchSize, make_events, naive_faust_rate, produce_fast
+from agents.bench.broker import produce_fast
+from agents.bench.run import BenchSize, make_events
+from agents.bench.workers import naive_faust_rate
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 
@@ -39,7 +41,8 @@ async def test_the_naive_faust_reference_reports_a_figure(
 def test_the_replay_figure_comes_from_its_own_process_over_every_event() -> None:
     """The child replays with the bench's model configuration (sent as JSON) and
     reports every event it read; the states for the size figures come back too."""
-    from agents.bench.run import BENCH_MODEL, replay_rate
+    from agents.bench.in_process import replay_rate
+    from agents.bench.run import BENCH_MODEL
 
     size = BenchSize(events=3_000, users=300, tick_users=0, tick_due=0, latency_users=0)
     start_ms = 1_760_000_000_000
@@ -51,7 +54,7 @@ def test_the_replay_figure_comes_from_its_own_process_over_every_event() -> None
 
 
 def test_a_failed_replay_process_says_why(tmp_path: Path) -> None:
-    from agents.bench.run import replay_in_own_process
+    from agents.bench.in_process import replay_in_own_process
     from streams.model_settings import model_config
 
     with pytest.raises(RuntimeError, match="No such file"):

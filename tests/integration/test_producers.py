@@ -25,7 +25,7 @@ import pytest
 from support.kafka_util import create_topics
 from support.workers import Deployment, read_topic
 
-from agents.stack.services import KafkaBroker
+from agents.stack.kafka_broker import KafkaBroker
 from streams.decode import DecodeRules, decode_record, partition_for
 from streams.validate import Rejected
 

@@ -32,7 +32,8 @@ from support.monitoring import (
 )
 from support.workers import Deployment, event, produce, read_topic, signals_of, wait_for
 
-from agents.stack.services import RedisServer, free_port
+from agents.stack.processes import free_port
+from agents.stack.services import RedisServer
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 

@@ -31,7 +31,10 @@ from agents.ops import redis_sync as redis_sync_module
 from agents.stack.services import RedisServer
 from agents.worker import redis_mirror
 from agents.worker.metrics import Metrics
-from agents.worker.redis_mirror import MirrorKeys, RedisMirror, mark_rebuilt, redis_client
+from agents.worker.redis_client import redis_client
+from agents.worker.redis_keys import MirrorKeys, top_at_risk
+from agents.worker.redis_mirror import RedisMirror
+from agents.worker.redis_sweep import mark_rebuilt
 from agents.worker.user_view import UserFields, mirror_fields
 from streams.decode import partition_for
 from streams.model_settings import model_config
@@ -770,15 +773,15 @@ async def test_hold_out_and_tenants_have_sets_of_their_own_and_at_risk_reads_one
     assert snap.placed[treated[1]] == [mirror.keys.at_risk("globex", "treatment")]
     client = redis_client(redis_server.url)
     try:
-        acme = await redis_mirror.top_at_risk(client, mirror.keys, 10, "acme")
+        acme = await top_at_risk(client, mirror.keys, 10, "acme")
         assert [u["user_id"] for u in acme] == [treated[0]]  # the hold-out is left out
-        both = await redis_mirror.top_at_risk(client, mirror.keys, 10, "acme", True)
+        both = await top_at_risk(client, mirror.keys, 10, "acme", True)
         assert {u["user_id"] for u in both} == {treated[0], held[0]}
         risks = [u["risk"] for u in both]
         assert risks == sorted(risks, reverse=True)
         assert all(u["tenant"] == "acme" for u in both)
-        assert await redis_mirror.top_at_risk(client, mirror.keys, 10, "initech") == []
-        assert await redis_mirror.top_at_risk(client, mirror.keys, 10) == []  # no tenant
+        assert await top_at_risk(client, mirror.keys, 10, "initech") == []
+        assert await top_at_risk(client, mirror.keys, 10) == []  # no tenant
     finally:
         await client.aclose()
 

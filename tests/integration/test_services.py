@@ -13,14 +13,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from support.kafka_util import consume_all, create_topics
 
-from agents.stack.services import (
-    EmbeddedBroker,
-    KafkaBroker,
-    RedisServer,
-    group_alive,
-    kafka_answers,
-    pid_alive,
-)
+from agents.stack.kafka_broker import KafkaBroker
+from agents.stack.processes import group_alive, pid_alive
+from agents.stack.services import EmbeddedBroker, RedisServer, kafka_answers
 from tables.errors import ServiceStartError
 
 pytestmark = pytest.mark.integration

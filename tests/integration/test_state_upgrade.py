@@ -25,7 +25,8 @@ from support.workers import Deployment, event, produce, read_topic, wait_for
 from agents.ops.redis_sync import redis_sync
 from agents.stack.services import RedisServer
 from agents.stack.worker_process import WorkerProcess
-from agents.worker.redis_mirror import MirrorKeys, redis_client
+from agents.worker.redis_client import redis_client
+from agents.worker.redis_keys import MirrorKeys
 from streams.decode import partition_for
 from streams.topics import TopicSpec, ensure_topics
 from tables.errors import NewerStateError, ServiceStartError

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.stack.services import free_port
+from agents.stack.processes import free_port
 from agents.stack.worker_process import WorkerProcess
 from streams.records import Signal
 from streams.settings import Settings, load_settings

@@ -10,16 +10,14 @@ from click.testing import CliRunner
 
 from agents.cli.main import main
 from agents.offline.history_facts import HistoryFacts
-from agents.offline.report import (
+from agents.offline.report import build_report, episodes_of, lifecycle_counts
+from agents.offline.report_files import write_report
+from agents.offline.report_stats import (
     bootstrap_difference,
-    build_report,
     by_user,
-    episodes_of,
     kaplan_meier,
-    lifecycle_counts,
     newcombe,
     wilson,
-    write_report,
 )
 from streams.records import LifecycleTransition, Signal, encode
 

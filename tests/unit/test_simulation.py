@@ -13,17 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.simulation.population import (
-    EVENT_TYPES,
-    HABITS,
-    MAX_STOP_DAY,
-    POISON_REASONS,
-    SEGMENTS,
-    TENANTS,
-    Population,
-    poison_record,
-    poison_records,
-)
+from agents.simulation.habits import EVENT_TYPES, HABITS, MAX_STOP_DAY, SEGMENTS, TENANTS
+from agents.simulation.population import POISON_REASONS, Population, poison_record, poison_records
 from agents.simulation.producer import forged_tick, misrouted_event, write_history
 from streams.control import ControlSigner
 from streams.decode import DecodeRules, decode_record, partition_for
