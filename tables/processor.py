@@ -95,9 +95,9 @@ class RecordResult(msgspec.Struct, gc=False):
     the event made the user. ``clock``, ``book`` and ``ledger`` are what the
     caller persists: the partition clock, the threshold book when it changed,
     the erasure entries written (``None``: deleted). The users whose stage or
-    tier changed are those of ``emissions`` (every tier change is a signal) and
-    ``transitions`` (every stage change), and the erased one; the store saw
-    each of their new states when it was written."""
+    tier changed are those of ``transitions`` (every stage change; a tier change
+    is one too, and a signal only when its risk reaches the tier's minimum) and
+    the erased one; the store saw each of their new states when it was written."""
 
     outcome: str
     emissions: list[Emission]

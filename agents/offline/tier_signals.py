@@ -174,7 +174,7 @@ def tier_signal_report(
     return {
         "split_ms": split,
         "keep_share": KEEP_SHARE,
-        "population_cadence": cadence,
+        "learned_cadence": cadence,
         **{
             name: tier_report(
                 judged_signals(emissions, times, horizon_ms, end_ms), split, config.min_risk

@@ -110,3 +110,17 @@ def test_cli_backtests_several_cutoffs_and_writes_a_reliability_plot(
         c["users"] for c in report["cutoffs"]
     )
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tiers = report["tier_signals"]
+    assert set(tiers) == {
+        "split_ms",
+        "keep_share",
+        "learned_cadence",
+        "today",
+        "population_cadence",
+    }
+    for run in ("today", "population_cadence"):
+        assert set(tiers[run]) == {"at_risk", "dormant", "churned"}
+    # the minimum chosen on the tune split never keeps more signals than none does
+    for parts in tiers["today"].values():
+        for split in ("tune", "report"):
+            assert parts[split]["chosen"]["signals"] <= parts[split]["no_minimum"]["signals"]
