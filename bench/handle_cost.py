@@ -113,6 +113,7 @@ async def main(events: int, users: int, shape: str, profile: bool) -> None:
                 ingest.writes.partition = partition
                 await handle(key, value, {}, partition, offset, append_ms)
             runtime.store.release()
+            runtime.metrics.flush_records()
             runtime.outputs = None
             for future in outputs:
                 await future

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from functools import lru_cache
 from hashlib import sha256
 from typing import Final
 
 HOLDOUT = "holdout"
 OTHER_ARM = "other"
 TREATMENT = "treatment"
+GROUPS_CACHED: Final = 65_536  # recent users' groups (a SHA-256 each; asked per transition)
 _FIRST_8_BYTES: Final = struct.Struct(">Q").unpack_from  # big-endian, as int.from_bytes(.., "big")
 
 
+@lru_cache(maxsize=GROUPS_CACHED)
 def group_of(user_id: str, salt: str, holdout_share: float) -> str:
     """``holdout`` for about ``holdout_share`` of users: the first 8 bytes of
     SHA-256(salt + user id), big-endian, as a fraction of 2**64 (stable across

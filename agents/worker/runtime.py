@@ -324,11 +324,11 @@ class Runtime:
         decoded = decode_record(key, value, header_list, partition, append_ms, offset, self.rules)
         if isinstance(decoded, Rejected):
             await self._dead_letter(decoded, key, value, partition, offset, append_ms)
-            self.metrics.latency.observe(time.perf_counter() - started)
+            self._record_done(started)
             return
         if isinstance(decoded, Misrouted):
             await self._forward(key, value, header_list, decoded.partition, partition, offset)
-            self.metrics.latency.observe(time.perf_counter() - started)
+            self._record_done(started)
             return
         processor = self.processor(partition)
         if not isinstance(decoded, ModelEvent):
@@ -351,7 +351,14 @@ class Runtime:
                     self._erase_done(result, processor)
         await self._emit(result, partition)
         self._persist(result, partition)
-        self.metrics.latency.observe(time.perf_counter() - started)
+        self._record_done(started)
+
+    def _record_done(self, started: float) -> None:
+        """The record's processing time observed; metrics flushed when records come
+        one at a time (a batch flushes once, at its end)."""
+        self.metrics.observe_latency(time.perf_counter() - started)
+        if self.outputs is None:
+            self.metrics.flush_records()
 
     def _event_done(
         self, event: ModelEvent, result: RecordResult, processor: PartitionProcessor
@@ -464,7 +471,7 @@ class Runtime:
                     self.engine_app.signals, emission.user_id.encode(), encode(signal)
                 )
             )
-            self.metrics.signals.labels(kind=emission.kind).inc()
+            self.metrics.count(self.metrics.signals, emission.kind)
             self.signals_sent += 1
         for transition in result.transitions:
             record = LifecycleTransition.from_transition(transition)
@@ -474,7 +481,7 @@ class Runtime:
                 )
             )
             self.stages.move(partition, transition.from_stage, transition.to_stage)
-            self.metrics.transitions.labels(stage=transition.to_stage).inc()
+            self.metrics.count(self.metrics.transitions, transition.to_stage)
             self.transitions_sent += 1
 
     async def _forward(

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from agents.worker.batch_ingest import BatchIngest, BatchTable, BatchWrites, Contiguity
 from agents.worker.checkpoint import mark_sought, run_to_end
+from agents.worker.metrics import Metrics
 from agents.worker.runtime import TableStore
 from agents.worker.wiring import build_worker
 from streams.app import create_app
@@ -245,6 +246,7 @@ class FakeRuntime:
         self.outputs: list[Any] | None = None
         self.handled: list[int] = []
         self.store = TableStore({})
+        self.metrics = Metrics(CollectorRegistry())
 
     async def handle_message(self, message: Any) -> None:
         self.handled.append(message.offset)
