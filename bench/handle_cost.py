@@ -2,11 +2,13 @@
 
 Drives the real ``Runtime`` (decode, model, tables through the batch ingest's
 ``BatchTable``, metrics, the status writer's and Redis mirror's observers) over
-the bench's quick data, in batches as the batch ingest applies them, and
-measures CPU time per record; then the Redis mirror's per-user preparation
+the bench's quick data of one shape, in batches as the batch ingest applies
+them (states held and packed once per batch), and measures CPU time per
+record; then the Redis mirror's per-user preparation
 (fields and pipeline commands, not sent). Outputs go to completed futures.
 
 Usage: .venv/bin/python bench/handle_cost.py [--profile] [--events N] [--users N]
+    [--shape uniform|session]
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from agents.bench.broker import PARTITIONS
-from agents.bench.run import BenchSize, make_events
+from agents.bench.shapes import shape_events
 from agents.worker.batch_ingest import BatchIngest
 from agents.worker.metrics import Metrics
 from agents.worker.redis_keys import write_user
@@ -57,7 +59,7 @@ def done(*args: Any) -> asyncio.Future[Any]:
     return future
 
 
-async def main(events: int, users: int, profile: bool) -> None:
+async def main(events: int, users: int, shape: str, profile: bool) -> None:
     settings = load_settings(broker="kafka://localhost:1", partitions=PARTITIONS)
     engine_app = create_app(settings)
     engine_app = msgspec.structs.replace(
@@ -65,7 +67,7 @@ async def main(events: int, users: int, profile: bool) -> None:
     )
     metrics = Metrics(CollectorRegistry(), settings.event_types)
     runtime = Runtime(engine_app, metrics)
-    ingest = BatchIngest(engine_app.app, runtime)
+    ingest = BatchIngest(engine_app.app, runtime, settings.topic_status)
     runtime.write_tables_through(ingest.tables)
     outputs = Sent()
 
@@ -92,28 +94,31 @@ async def main(events: int, users: int, profile: bool) -> None:
     )
     source = mirror.source
 
-    size = BenchSize(events=events, users=users, tick_users=0, tick_due=0, latency_users=0)
-    start_ms = int(time.time() * 1000) - 3_600_000
-    records = make_events(size, start_ms)
+    now_ms = int(time.time() * 1000)
+    records = shape_events(shape, events, users, now_ms, PARTITIONS)
     offsets: dict[int, int] = {}
     prepared = []
     for key, value, partition in records:
         offset = offsets.get(partition, 0)
         offsets[partition] = offset + 1
-        prepared.append((key, value, partition, offset, start_ms + len(prepared)))
+        prepared.append((key, value, partition, offset, now_ms - len(records) + len(prepared)))
 
     async def run() -> None:
         handle = runtime.handle
         for first in range(0, len(prepared), BATCH):
             outputs: list[Any] = []
             runtime.outputs = outputs
+            runtime.store.hold()
             for key, value, partition, offset, append_ms in prepared[first : first + BATCH]:
                 ingest.writes.partition = partition
                 await handle(key, value, {}, partition, offset, append_ms)
+            runtime.store.release()
+            runtime.metrics.flush_records()
             runtime.outputs = None
             for future in outputs:
                 await future
-            ingest.writes.pending.clear()
+            for table in ingest.writes.tables:
+                table.pending.clear()
             if first % FLUSH_EVERY == 0:  # the status writer's timer (1 s at ~20k/s)
                 await status.send_pending()
                 status._settle()
@@ -155,6 +160,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--shape", choices=("uniform", "session"), default="session")
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.events, args.users, args.profile))
+    asyncio.run(main(args.events, args.users, args.shape, args.profile))

@@ -148,13 +148,7 @@ _LABELS: Final[tuple[tuple[str, DlqReason], ...]] = (
 )
 
 
-def check_event(obj: dict[str, Any], rules: EventRules, append_ms: int | None) -> int | Rejected:
-    """The event's ``ts`` in epoch ms, or why the event is refused.
-
-    ``append_ms`` is the broker's append time; ``None`` offline, where
-    ``ts_in_future`` is not judged. The lengths are checked before anything
-    is derived from an id (the key comparison, the partition hash, the id
-    hash)."""
+def _first_missing_or_wrong(obj: dict[str, Any]) -> Rejected | None:
     for name in _REQUIRED:
         if name not in obj:
             return Rejected("missing_field", f"field {name!r} is required")
@@ -164,10 +158,35 @@ def check_event(obj: dict[str, Any], rules: EventRules, append_ms: int | None) -
             return Rejected("wrong_type", f"{name} must be a string, got {type(field).__name__}")
         if not field:
             return Rejected("wrong_type", f"{name} must not be empty")
-    user_bytes = utf8_length(obj["user_id"])
+    return None
+
+
+def check_event(obj: dict[str, Any], rules: EventRules, append_ms: int | None) -> int | Rejected:
+    """The event's ``ts`` in epoch ms, or why the event is refused.
+
+    ``append_ms`` is the broker's append time; ``None`` offline, where
+    ``ts_in_future`` is not judged. The lengths are checked before anything
+    is derived from an id (the key comparison, the partition hash, the id
+    hash)."""
+    event_id: Any = obj.get("event_id")
+    user_id: Any = obj.get("user_id")
+    event_type: Any = obj.get("type")
+    if not (
+        type(event_id) is str
+        and type(user_id) is str
+        and type(event_type) is str
+        and event_id
+        and user_id
+        and event_type
+        and "ts" in obj
+    ):  # the common case above in one look; any doubt: the first failure, in order
+        rejected = _first_missing_or_wrong(obj)
+        if rejected is not None:
+            return rejected
+    user_bytes = utf8_length(user_id)
     if user_bytes > rules.max_user_id_bytes:
         return Rejected("user_id_too_long", f"{user_bytes} bytes > {rules.max_user_id_bytes}")
-    event_id_bytes = utf8_length(obj["event_id"])
+    event_id_bytes = utf8_length(event_id)
     if event_id_bytes > rules.max_event_id_bytes:
         return Rejected("event_id_too_long", f"{event_id_bytes} bytes > {rules.max_event_id_bytes}")
     for name, too_long in _LABELS:
@@ -190,7 +209,6 @@ def check_event(obj: dict[str, Any], rules: EventRules, append_ms: int | None) -
         return ts_ms
     if ts_ms < rules.min_ts_ms:
         return Rejected("ts_out_of_range", f"ts {ts_ms} is before {rules.min_ts_ms} (epoch ms)")
-    event_type: str = obj["type"]
     if event_type.startswith("$"):
         return Rejected(
             "reserved_type", f"type {event_type[:40]!r} is reserved for control records"

@@ -6,7 +6,8 @@ end on ``memory://`` and on ``rocksdb://`` and their ratios to the ceiling.
 On the uniform shape also: stream ingest, two workers, a naive Faust agent
 (one table write per event); and offline replay,
 state bytes per user (serialised and resident), the cost of a clock tick with
-none and with 10k users due among 1M, signal latency after due + lateness,
+none and with 10k users due among 1M, signal latency after due + lateness
+(idle, and under the session shape fed live at 80 % of the worker's rate),
 and pipelined Redis writes. It measures; it asserts nothing.
 """
 
@@ -30,8 +31,9 @@ from aiokafka import AIOKafkaConsumer
 
 from agents.bench.broker import PARTITIONS, ceiling_cost, produce_fast, say
 from agents.bench.in_process import redis_rate, replay_rate, state_sizes, tick_costs
+from agents.bench.loaded_latency import loaded_signal_latency
 from agents.bench.shapes import shape_events, uniform_events
-from agents.bench.workers import naive_faust_rate, worker_rate, workers_rate
+from agents.bench.workers import metric_sum, naive_faust_rate, worker_rate, workers_rate
 from agents.stack.kafka_broker import KafkaBroker
 from agents.stack.services import EmbeddedBroker, RedisServer
 from streams.decode import partition_for
@@ -317,6 +319,20 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         say("measuring signal_latency_p99_ms")
         result["signal_latency_p99_ms"] = round(p99)
         result["signal_latency_target_ms"] = tick_ms + 1000
+        say("measuring signal latency under the session shape at 80 % of the worker's rate")
+        result.update(
+            await loaded_signal_latency(
+                broker.url,
+                broker.bootstrap,
+                run_dir,
+                redis.url,
+                size.events,
+                size.users,
+                result["session_worker_events_per_s"],
+                worker_rate,
+                lambda process: metric_sum(process.metrics_text(), "engagement_events_total{"),
+            )
+        )
         result["redis_writes_per_s"] = round(mirror_per_s)
         return result
     finally:

@@ -330,6 +330,7 @@ class BatchIngest:
                     contiguity.applied(tp, generation, message.offset)
             finally:
                 runtime.store.release()
+                runtime.metrics.flush_records()
                 runtime.outputs = None
                 writes.applying = False
             # the checkpoint's order (agents.worker.checkpoint): outputs, changelog, store, acks

@@ -82,7 +82,7 @@ class RecordOutputs:
                     self.engine_app.signals, emission.user_id.encode(), encode(signal)
                 )
             )
-            self.metrics.signals.labels(kind=emission.kind).inc()
+            self.metrics.count(self.metrics.signals, emission.kind)
             self.signals_sent += 1
         for transition in result.transitions:
             record = LifecycleTransition.from_transition(transition)
@@ -92,7 +92,7 @@ class RecordOutputs:
                 )
             )
             self.stages.move(partition, transition.from_stage, transition.to_stage)
-            self.metrics.transitions.labels(stage=transition.to_stage).inc()
+            self.metrics.count(self.metrics.transitions, transition.to_stage)
             self.transitions_sent += 1
 
     async def _forward(

@@ -7,6 +7,7 @@ of the config topic, else ``other``). Never a user id.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -24,6 +25,11 @@ class Metrics:
         self.registry = registry
         self._types = frozenset(event_types)
         self._event_children: dict[tuple[str, str], Any] = {}
+        self._label_children: dict[tuple[Any, str], Any] = {}
+        # counted per record, added to the metrics by ``flush_records`` (once per batch)
+        self._event_counts: dict[tuple[str, str], int] = {}
+        self._latency_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)  # the last: above them all
+        self._latency_sum_s = 0.0
         self.events = Counter(
             "engagement_events",
             "Input events by type (allow-listed) and outcome",
@@ -234,10 +240,43 @@ class Metrics:
         return event_type if event_type in self._types else OTHER_TYPE
 
     def count_event(self, event_type: str, outcome: str) -> None:
-        """``events{type, outcome}`` += 1, the labelled child looked up once per pair."""
-        child = self._event_children.get((event_type, outcome))
+        """``events{type, outcome}`` += 1, in the metric from the next ``flush_records``."""
+        key = (event_type, outcome)
+        counts = self._event_counts
+        counts[key] = counts.get(key, 0) + 1
+
+    def observe_latency(self, seconds: float) -> None:
+        """One record's processing time, in the histogram from the next ``flush_records``."""
+        self._latency_counts[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self._latency_sum_s += seconds
+
+    def flush_records(self) -> None:
+        """Add the events counted and latencies observed since the last call to the
+        metrics: each metric's lock is taken once per batch, not per record."""
+        counts, self._event_counts = self._event_counts, {}
+        for (event_type, outcome), n in counts.items():
+            child = self._event_children.get((event_type, outcome))
+            if child is None:
+                child = self.events.labels(type=self.type_label(event_type), outcome=outcome)
+                if len(self._event_children) < EVENT_CHILDREN_MAX:
+                    self._event_children[(event_type, outcome)] = child
+            child.inc(n)
+        latency = self._latency_counts
+        if any(latency):
+            # Histogram.observe's own steps (prometheus_client 0.26, pinned), n at once:
+            # the sum, and each bucket's own count (cumulated when exported)
+            self.latency._sum.inc(self._latency_sum_s)
+            for index, n in enumerate(latency):
+                if n:
+                    self.latency._buckets[index].inc(n)
+            self._latency_counts = [0] * len(latency)
+            self._latency_sum_s = 0.0
+
+    def count(self, counter: Counter, label: str) -> None:
+        """``counter{label}`` += 1 for a counter of one label, its child looked up once
+        (labels of bounded sets only: stages, signal kinds)."""
+        key = (counter, label)
+        child = self._label_children.get(key)
         if child is None:
-            child = self.events.labels(type=self.type_label(event_type), outcome=outcome)
-            if len(self._event_children) < EVENT_CHILDREN_MAX:
-                self._event_children[(event_type, outcome)] = child
+            child = self._label_children[key] = counter.labels(label)
         child.inc()

@@ -203,11 +203,11 @@ class Runtime(RecordOutputs):
         decoded = decode_record(key, value, header_list, partition, append_ms, offset, self.rules)
         if isinstance(decoded, Rejected):
             await self._dead_letter(decoded, key, value, partition, offset, append_ms)
-            self.metrics.latency.observe(time.perf_counter() - started)
+            self._record_done(started)
             return
         if isinstance(decoded, Misrouted):
             await self._forward(key, value, header_list, decoded.partition, partition, offset)
-            self.metrics.latency.observe(time.perf_counter() - started)
+            self._record_done(started)
             return
         processor = self.processor(partition)
         if not isinstance(decoded, ModelEvent):
@@ -230,7 +230,14 @@ class Runtime(RecordOutputs):
                     self._erase_done(result, processor)
         await self._emit(result, partition)
         self._persist(result, partition)
-        self.metrics.latency.observe(time.perf_counter() - started)
+        self._record_done(started)
+
+    def _record_done(self, started: float) -> None:
+        """The record's processing time observed; metrics flushed when records come
+        one at a time (a batch flushes once, at its end)."""
+        self.metrics.observe_latency(time.perf_counter() - started)
+        if self.outputs is None:
+            self.metrics.flush_records()
 
     def _event_done(
         self, event: ModelEvent, result: RecordResult, processor: PartitionProcessor
