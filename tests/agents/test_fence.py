@@ -62,7 +62,13 @@ class DelayedProducer:
 
 
 def _settings(store: str, tmp_path: Path) -> Any:
-    overrides: dict[str, Any] = {"partitions": PARTITIONS, "store": store}
+    # fixed salts: the runs a test compares put each user in the same group
+    overrides: dict[str, Any] = {
+        "partitions": PARTITIONS,
+        "store": store,
+        "holdout_salt": "fence-test-holdout-salt",
+        "erasure_salt": "fence-test-erasure-salt",
+    }
     if store.startswith("rocksdb"):
         overrides["data_dir"] = str(tmp_path)
     return load_settings(**overrides).with_generated_secrets()
