@@ -1,0 +1,102 @@
+"""The longest event-loop block during a recovery rebuild (``make bench-rebuild``).
+
+N users with packed states in the worker's users table (memory store); the
+recovery rebuild as the worker's recovery runs it (``Runtime.rebuild``: due
+index, stage and stickiness figures, every user announced to the status
+writer again; the worker's collector settings) runs while a probe task
+measures how long the loop went without running it. Heartbeats, web probes
+and the status and Redis tasks wait that long; the target is under 1 s (a
+session timeout is 10 s). The same rebuild never letting the loop run is
+measured in the same run for comparison.
+
+    .venv/bin/python bench/rebuild_block.py [users, default 2000000]
+
+Measures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from prometheus_client import CollectorRegistry
+
+from agents.common.collection import tune_for_worker
+from agents.worker import runtime as runtime_module
+from agents.worker.checkpoint import LocalStore
+from agents.worker.wiring import Worker, build_worker
+from streams.decode import partition_for
+from streams.settings import load_settings
+from tables.model import ModelEvent, new_state
+from tables.state import pack_state
+
+PARTITIONS = 8
+DAY_MS = 86_400_000
+PROBE_S = 0.005
+
+
+def _fill(worker: Worker, users: int, now_ms: int) -> None:
+    local = LocalStore(worker.engine_app.users)
+    for index in range(users):
+        user = f"user-{index}"
+        partition = partition_for(user.encode(), PARTITIONS)
+        event = ModelEvent(
+            user_id=user,
+            id_hash=index,
+            type="login",
+            ts_ms=now_ms - (index % 40) * DAY_MS,
+            append_ms=now_ms,
+            partition=partition,
+            offset=index,
+        )
+        local.put_now(user.encode(), partition, pack_state(new_state(event, DAY_MS)))
+
+
+async def _longest_block_s(worker: Worker, slice_s: float) -> tuple[float, float]:
+    """(longest block, whole rebuild) in seconds, the loop let run every ``slice_s``."""
+    runtime_module.REBUILD_SLICE_S = slice_s
+    status = worker.status
+    assert status is not None
+    longest = 0.0
+    running = True
+
+    async def probe() -> None:
+        nonlocal longest
+        while running:
+            started = time.perf_counter()
+            await asyncio.sleep(PROBE_S)
+            longest = max(longest, time.perf_counter() - started - PROBE_S)
+
+    task = asyncio.create_task(probe())
+    await asyncio.sleep(PROBE_S * 2)
+    started = time.perf_counter()
+    await worker.runtime.rebuild(
+        set(range(PARTITIONS)), lambda _p, user, state: status.announce(user, state)
+    )
+    whole = time.perf_counter() - started
+    running = False
+    await task
+    return longest, whole
+
+
+async def measure(users: int) -> None:
+    settings = load_settings(partitions=PARTITIONS, ingest="stream").with_generated_secrets()
+    worker = build_worker(settings, CollectorRegistry(), web_enabled=False)
+    worker.app.finalize()
+    worker.app.conf.store = "memory://"
+    slice_s = runtime_module.REBUILD_SLICE_S
+    async with worker.ingest.test_context():
+        _fill(worker, users, int(time.time() * 1000))
+        tune_for_worker()  # as agents.worker.run does once set up
+        block_s, whole_s = await _longest_block_s(worker, slice_s)
+        one_block_s, one_whole_s = await _longest_block_s(worker, float("inf"))
+    print(
+        f"users={users} slice_ms={slice_s * 1000:.0f} longest_block_ms={block_s * 1000:.0f} "
+        f"rebuild_s={whole_s:.1f} | never yielding: longest_block_ms={one_block_s * 1000:.0f} "
+        f"rebuild_s={one_whole_s:.1f} | ratio={block_s / one_block_s:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000))
