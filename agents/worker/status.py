@@ -254,9 +254,14 @@ class StatusWriter:
         await self.send_pending()
         if self._announce:
             announce = self._announce
+            # a recovery may have announced a partition given away since: its new
+            # owner announces it
+            owned = None if self._owned is None else self._owned()
             chosen = []
             for user_id in list(islice(announce, ANNOUNCE_PER_TICK)):
-                chosen.append((user_id, announce.pop(user_id)))
+                item = announce.pop(user_id)
+                if owned is None or item.partition in owned:
+                    chosen.append((user_id, item))
             await self._send_chosen(chosen)
         self._settle()
 
