@@ -110,7 +110,7 @@ bench-rocksdb: setup kafka-jars
 bench-flood: setup kafka-jars
 	$(BIN)/python -m agents.bench.flood $(ARGS)
 
-# The longest event-loop block during a recovery rebuild of 2M users (ARGS: users).
+# The longest event-loop block during a recovery rebuild of 2M users (ARGS: users, --compare).
 bench-rebuild: setup
 	$(BIN)/python bench/rebuild_block.py $(ARGS)
 
