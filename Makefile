@@ -14,7 +14,7 @@ PYTHON_NEWEST ?= $(firstword $(foreach p,python3.13 $(wildcard $(PYENV_VERSIONS)
 VENV_NEWEST   := .cache/venv-py3.13
 STAMP_NEWEST  := $(VENV_NEWEST)/.installed
 
-.PHONY: setup eval-deps datasets deps demo test lint unit unit-newest integration faults faults-full bench bench-rocksdb bench-flood kafka-jars examples asyncapi clean
+.PHONY: setup eval-deps datasets deps demo test lint unit unit-newest integration faults faults-full bench bench-rocksdb bench-flood bench-rebuild kafka-jars examples asyncapi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,10 @@ bench-rocksdb: setup kafka-jars
 
 bench-flood: setup kafka-jars
 	$(BIN)/python -m agents.bench.flood $(ARGS)
+
+# The longest event-loop block during a recovery rebuild of 2M users (ARGS: users, --compare).
+bench-rebuild: setup
+	$(BIN)/python bench/rebuild_block.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache run .mypy_cache .ruff_cache .pytest_cache examples/java/target

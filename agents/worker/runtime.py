@@ -10,10 +10,11 @@ agent only feeds records in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from agents.worker.activation_cohorts import ActivationCohorts
 from agents.worker.cohorts import CohortGauges, LiveCohorts, key_prefix
@@ -38,6 +39,11 @@ from tables.state import UserState, unpack_state
 from tables.thresholds import decode_book, encode_book
 
 log = logging.getLogger(__name__)
+UserVisitor = Callable[[int, str, UserState], None]  # (partition, user id, state)
+# A rebuild lets the event loop run after this much of its own time, looked at
+# every REBUILD_CHECK_USERS users (bench/rebuild_block.py measures the longest block).
+REBUILD_SLICE_S: Final = 0.05
+REBUILD_CHECK_USERS: Final = 500
 
 
 class Runtime(RecordOutputs):
@@ -138,8 +144,18 @@ class Runtime(RecordOutputs):
             self.stickiness.forget(partition)
             self.cohorts.forget(partition)
 
-    def rebuild(self, partitions: Iterable[int]) -> dict[int, int]:
-        """Fresh processors for ``partitions``, indexes rebuilt from the user table."""
+    async def rebuild(
+        self, partitions: Iterable[int], visit: UserVisitor | None = None
+    ) -> dict[int, int]:
+        """Fresh processors for ``partitions``, indexes rebuilt from the user table.
+
+        The event loop runs every ``REBUILD_SLICE_S`` of it (heartbeats, web
+        probes, the status and Redis tasks): a rebuild of millions of users
+        must not hold them for longer than a session timeout. It runs in the
+        recovery callback, where the streams are paused, so no record writes
+        the table meanwhile. ``visit`` sees every user of ``partitions``
+        (``(partition, user id, state)``), read in the same pass.
+        """
         wanted = set(partitions)
         self.forget(p for p in list(self.processors) if p not in wanted)
         started = time.perf_counter()
@@ -150,16 +166,25 @@ class Runtime(RecordOutputs):
             self.stickiness.clear(partition)
         counts = dict.fromkeys(wanted, 0)
         n = self.settings.partitions
-        for key, blob in self.engine_app.users.items():
+        yielded_at = time.perf_counter()
+        for index, (key, blob) in enumerate(self.engine_app.users.items()):
+            if index % REBUILD_CHECK_USERS == 0 and (
+                time.perf_counter() - yielded_at >= REBUILD_SLICE_S
+            ):
+                await asyncio.sleep(0)  # let the loop run
+                yielded_at = time.perf_counter()
             partition = partition_for(key, n)
             target = fresh.get(partition)
             if target is None or blob is None:
                 continue
             state = unpack_state(blob)
-            target.index_user(key.decode(), state)
+            user_id = key.decode()
+            target.index_user(user_id, state)
             self.stages.add(partition, state)
             self.stickiness.add(partition, state, target.high_ms)
             counts[partition] += 1
+            if visit is not None:
+                visit(partition, user_id, state)
         cohort_cells = [(k, v) for k, v in self.engine_app.clocks.items() if b":cohort:" in k]
         for partition, engine in fresh.items():
             self.stages.publish(partition)
@@ -177,7 +202,6 @@ class Runtime(RecordOutputs):
         self.metrics.index_rebuild.observe(time.perf_counter() - started)
         return counts
 
-    # -- records -------------------------------------------------------
     async def handle_message(self, message: Any) -> None:
         """``handle`` for a Faust ``ConsumerMessage`` (both ingest paths)."""
         await self.handle(

@@ -25,9 +25,11 @@ directly from a task (the buffer throttles the agent when it grows), except
 for a user whose queued write is still undelivered: that one queues behind
 it, so per user the newest write is the last in the topic. A record
 re-delivered after a crash is announced again by the runtime, which
-rewrites a coalesced status the crash lost, and a worker that gains a
-partition announces all its users again (``reannounce``, a bounded number
-per flush interval, outside the commit's flush). To know whether stage or
+rewrites a coalesced status the crash lost, and every recovery announces
+all users of the recovered partitions again, kept partitions included (a
+rebalance during a recovery ends with another recovery, and only the last
+one reads the table complete): ``reannounce``, a bounded number per flush
+interval, outside the commit's flush. To know whether stage or
 tier changed, the writer remembers the last written pair of the most recently
 written users (bounded); a user it has forgotten is written at once, which
 is never wrong, only less coalesced.
@@ -190,16 +192,17 @@ class StatusWriter:
         Sent ``ANNOUNCE_PER_TICK`` a tick, outside the commit's flush: these
         statuses belong to states already committed, and a partition of a
         million users would hold the next commit for a minute."""
-        pending, announce = self._pending, self._announce
-        clock_of = self._clock_of
-        count = 0
-        for user_id, state in users:
-            if user_id not in pending:
-                announce[user_id] = _Pending(
-                    state.partition, state, clock_of(state.partition), self._changes
-                )
-                count += 1
-        return count
+        return sum(self.announce(user_id, state) for user_id, state in users)
+
+    def announce(self, user_id: str, state: UserState) -> bool:
+        """``reannounce`` of one user; False if a newer write of it is pending."""
+        if user_id in self._pending:
+            return False
+        partition = state.partition
+        self._announce[user_id] = _Pending(
+            partition, state, self._clock_of(partition), self._changes
+        )
+        return True
 
     def forget_announced(self, partitions: Iterable[int]) -> None:
         """Partitions given away: their new owner announces their users."""
@@ -254,9 +257,14 @@ class StatusWriter:
         await self.send_pending()
         if self._announce:
             announce = self._announce
+            # a recovery may have announced a partition given away since: its new
+            # owner announces it
+            owned = None if self._owned is None else self._owned()
             chosen = []
             for user_id in list(islice(announce, ANNOUNCE_PER_TICK)):
-                chosen.append((user_id, announce.pop(user_id)))
+                item = announce.pop(user_id)
+                if owned is None or item.partition in owned:
+                    chosen.append((user_id, item))
             await self._send_chosen(chosen)
         self._settle()
 

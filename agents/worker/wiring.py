@@ -21,11 +21,12 @@ from agents.worker.redis_client import redis_client
 from agents.worker.redis_keys import MirrorKeys
 from agents.worker.redis_mirror import RedisMirror
 from agents.worker.runtime import Runtime
-from agents.worker.status import StatusWriter, clock_reader, users_of
+from agents.worker.status import StatusWriter, clock_reader
 from agents.worker.web import register_web
 from streams.app import EngineApp, create_app
 from streams.settings import Settings
 from tables.errors import ConfigurationError, StateFormatError
+from tables.state import UserState
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,23 @@ def build_worker(
     batch = _wire_batch_ingest(engine_app, runtime) if settings.ingest_path == "batch" else None
 
     async def on_recovered() -> None:
+        # Every recovery callback reads its partitions' whole table again: a
+        # rebalance during a recovery ends with another callback, and only the
+        # last one sees the table complete (the first may have run on a part).
         partitions = owned_partitions(engine_app)
-        gained = partitions - set(runtime.engines)
+        announced = 0
+
+        def announce(_partition: int, user_id: str, state: UserState) -> None:
+            # The status topic may lack what a crashed or revoked owner decided in
+            # its last uncommitted window (a tick moving many users, say), and a
+            # partition kept across a rebalance may have been announced from a
+            # part of its table: every user of the recovered partitions is
+            # announced again (``StatusWriter.reannounce``).
+            nonlocal announced
+            announced += status.announce(user_id, state)
+
         try:
-            counts = runtime.rebuild(partitions)
+            counts = await runtime.rebuild(partitions, announce)
         except StateFormatError as exc:
             # Faust swallows a recovery callback's error and would go on feeding
             # events against state this release cannot read: stop instead.
@@ -85,10 +99,6 @@ def build_worker(
             return
         if mirror is not None:
             mirror.request_resync(partitions)
-        # The status topic may lack what a crashed or revoked owner decided in its
-        # last uncommitted window (a tick moving many users, say): announce every
-        # user of a gained partition again (``StatusWriter.reannounce``).
-        announced = status.reannounce(users_of(engine_app.users, gained, settings.partitions))
         ready["recovered"] = True
         log.info(
             "recovered %d partitions, %d users indexed, %d statuses announced again",

@@ -162,8 +162,8 @@ async def test_versions_survive_a_restart_of_the_partition_engine(harness: Harne
     await harness.event("dan", T0)
     await harness.control(tenant_update(1, effective_from=T0 + 500), partition, T0 + 10)
     runtime = harness.worker.runtime
-    runtime.rebuild(set())  # revoked ...
-    runtime.rebuild({partition})  # ... and assigned again: engine rebuilt from the tables
+    await runtime.rebuild(set())  # revoked ...
+    await runtime.rebuild({partition})  # ... and assigned again: engine rebuilt from the tables
     await harness.tick(partition, T0 + 1_600)
     assert [(s.kind, s.threshold_source) for s in harness.signals] == [("at_risk", "tenant")]
 

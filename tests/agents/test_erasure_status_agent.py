@@ -395,6 +395,7 @@ async def test_a_gained_partition_has_every_users_status_announced_again(
         await harness.event(user, f"{user}-1", t0 + index)
     status = harness.worker.status
     assert status is not None
+    status._owned = lambda: {0, 1}  # test_context assigns no partitions
     assert await status.flush()
     harness.status.clear()  # as if the status topic had lost them all
     table = harness.worker.engine_app.users
@@ -411,6 +412,34 @@ async def test_a_gained_partition_has_every_users_status_announced_again(
     for user in mine:
         announced = harness.statuses(user)[-1]
         assert announced is not None and announced.last_seen == harness.state(user).last_seen_ms
+
+
+async def test_an_announced_status_of_a_partition_given_away_is_not_sent(
+    harness: Harness,
+) -> None:
+    """A recovery that reads its table while the loop runs may announce users of
+    a partition revoked meanwhile (after ``forget_announced``): only the owner
+    of a partition writes its statuses."""
+    from agents.worker.status import users_of
+
+    t0 = now_ms()
+    users = [f"gone{i}" for i in range(6)]
+    for index, user in enumerate(users):
+        await harness.event(user, f"{user}-1", t0 + index)
+    status = harness.worker.status
+    assert status is not None
+    status._owned = lambda: {0, 1}  # test_context assigns no partitions
+    assert await status.flush()
+    harness.status.clear()
+    table = harness.worker.engine_app.users
+    assert status.reannounce(users_of(table, {0, 1}, PARTITIONS)) == len(users)
+    status._owned = lambda: {0}  # partition 1 revoked, its announcements already queued
+    await status.tick()
+    assert await status.flush()
+    mine = {u for u in users if partition_for(u.encode(), PARTITIONS) == 0}
+    assert mine and mine != set(users)
+    assert {key.decode() for key, _v, _p in harness.status} == mine
+    assert status.pending == 0
 
 
 async def test_a_write_chosen_before_a_newer_change_is_not_sent_after_it(
@@ -472,6 +501,7 @@ async def test_announced_statuses_go_out_a_bounded_number_a_tick(
     assert status is not None
     assert await status.flush()
     harness.status.clear()
+    status._owned = lambda: {0, 1}  # test_context assigns no partitions
     table = harness.worker.engine_app.users
     assert status.reannounce(users_of(table, {0, 1}, PARTITIONS)) == 5
     await harness.event(users[0], f"{users[0]}-2", t0 + 100)  # a newer write supersedes it

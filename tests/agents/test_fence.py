@@ -188,7 +188,7 @@ async def test_the_next_batch_after_a_regained_partition_applies_from_the_tables
     app.consumer_generation_id = GENERATION + 1
     mark_sought(app.consumer, GENERATION + 1)
     ingest.assign(set(range(PARTITIONS)), GENERATION + 1)
-    ingest.runtime.rebuild(range(PARTITIONS))  # Faust's recovery, then the worker's rebuild
+    await ingest.runtime.rebuild(range(PARTITIONS))  # Faust's recovery, then the worker's rebuild
     again = [types.SimpleNamespace(**{**vars(r), "generation_id": GENERATION + 1}) for r in records]
     await ingest.on_batch(again)
     assert app.consumer.acked == [0, 1]

@@ -212,7 +212,7 @@ async def test_a_lost_partition_stops_exporting_its_gauges(harness: Harness) -> 
     # an erasure on partition 1: its suppression gauge is labelled by partition too
     value, headers = signer.sign(topic, 1, Erase(user_id=users[1][1], issued_ms=now))
     await harness.raw(None, value, 1, now + 1000, headers)
-    worker.runtime.rebuild({0, 1})  # what recovery does: stage and stickiness gauges
+    await worker.runtime.rebuild({0, 1})  # what recovery does: stage and stickiness gauges
     before = {p: partition_samples(registry, p) for p in (0, 1)}
     for partition, tracked in ((0, 2), (1, 1)):
         labels = {"partition": str(partition)}
@@ -231,10 +231,10 @@ async def test_a_lost_partition_stops_exporting_its_gauges(harness: Harness) -> 
     await worker.app.on_partitions_assigned.send(assigned={TP(topic, 0), TP(changelog, 1)})
     assert partition_samples(registry, 1) == {}
     assert partition_samples(registry, 0) == before[0]
-    worker.runtime.rebuild({0})  # recovery of the new assignment
+    await worker.runtime.rebuild({0})  # recovery of the new assignment
     assert partition_samples(registry, 1) == {}
     assert registry.get_sample_value("engagement_users_tracked", {"partition": "0"}) == 2
 
     await worker.app.on_partitions_assigned.send(assigned={TP(topic, 0), TP(topic, 1)})
-    worker.runtime.rebuild({0, 1})
+    await worker.runtime.rebuild({0, 1})
     assert registry.get_sample_value("engagement_users_tracked", {"partition": "1"}) == 1
