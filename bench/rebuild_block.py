@@ -28,7 +28,8 @@ from agents.worker.checkpoint import LocalStore
 from agents.worker.wiring import Worker, build_worker
 from streams.decode import partition_for
 from streams.settings import load_settings
-from tables.model import ModelEvent, new_state
+from tables.fold import new_state
+from tables.model import ModelEvent
 from tables.state import pack_state
 
 PARTITIONS = 8

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import msgspec
 
-from tables.activation import stage_back_unactivated
 from tables.activity import ACTIVE, CHURN_INTENT, PASSIVE
 from tables.cadence import NEGATIVE_TYPES, WEEK_DAYS, recent_negative_kinds
 from tables.decline import DECLINE_OPEN
 from tables.fold import ONE_EVENT, fold_events, is_duplicate
-from tables.lifecycle import STAGES, stage_after_return, stage_of_tier
 from tables.model import APPLIED, Emission, ModelConfig, ModelEvent, Reason, Step
-from tables.signals import emission, reactivated_signal, stage_transition
-from tables.state import ANONYMOUS, ID_SLOTS, NO_OFFSET, TIER_DORMANT, UserState, counts_by_age
+from tables.returns import back_from_tier
+from tables.signals import emission, reactivated_signal
+from tables.state import ANONYMOUS, ID_SLOTS, NO_OFFSET, UserState, counts_by_age
 
 CHURN_INTENT_KIND = "churn_intent"
 
@@ -170,16 +169,4 @@ def _return_after_intent(state: UserState, event: ModelEvent, config: ModelConfi
     back = reactivated_signal(state, event, config, first_as_of, state.intent_ms)
     if not tier:
         return Step(APPLIED, updated, [back], [])
-    stage = stage_after_return(tier)
-    if config.activation_types:
-        stage = stage_back_unactivated(state, stage)
-    moved = stage_transition(
-        state, event.user_id, STAGES[stage_of_tier(tier)], stage, event.ts_ms, back.reasons, config
-    )
-    returned = msgspec.structs.replace(
-        updated,
-        tier=0,
-        stage=stage,
-        returned_day=event.ts_ms // config.day_ms if tier >= TIER_DORMANT else state.returned_day,
-    )
-    return Step(APPLIED, returned, [back], [moved])
+    return back_from_tier(state, updated, event, back, config)

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import msgspec
 
-from tables.activation import ACTIVATED, activates, stage_back_unactivated, stage_on_activation
+from tables.activation import ACTIVATED, activates, stage_on_activation
 from tables.activity import ACTIVE, scope_labels
 from tables.decline import DECLINE_OPEN
 from tables.fold import ONE_EVENT, fold_events, is_duplicate, new_state
 from tables.intent import step_after_intent
-from tables.lifecycle import STAGE_NEW, STAGES, stage_after_return, stage_of_tier
+from tables.lifecycle import STAGE_NEW, STAGES
 from tables.model import APPLIED, PASSIVE, Emission, ModelConfig, ModelEvent, Reason, Step
+from tables.returns import back_from_tier
 from tables.signals import declining_signal, reactivated_signal, stage_transition
-from tables.state import TIER_DORMANT, TIER_NONE, UserState
+from tables.state import TIER_NONE, UserState
 
 
 def apply_event(
@@ -47,7 +48,10 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
             return Step(duplicate, state, [], [])
         updated = fold_events(state, (event,), ONE_EVENT, 0, config)[0]
         if event.ts_ms > state.last_seen_ms and state.tier > TIER_NONE:
-            step = _back_from_tier(state, updated, event, event.ts_ms // config.day_ms, config)
+            back = reactivated_signal(state, event, config, state.first_signal_as_of_ms)
+            step = back_from_tier(state, updated, event, back, config)
+            if not state.first_signal_as_of_ms:  # an episode with no signal: no reactivated
+                step = msgspec.structs.replace(step, emissions=[])
         else:
             step = Step(APPLIED, updated, [], [])
         if updated.growth_flags & DECLINE_OPEN and not state.growth_flags & DECLINE_OPEN:
@@ -55,29 +59,6 @@ def step_event(state: UserState | None, event: ModelEvent, config: ModelConfig) 
     if config.activation_types and activates(step.state, event.type, config.activation_types):
         return _activated(step, event, config)
     return step
-
-
-def _back_from_tier(
-    state: UserState, updated: UserState, event: ModelEvent, day: int, config: ModelConfig
-) -> Step:
-    """A user with a tier is seen again: ``reactivated`` (when the episode had a
-    signal), its stage change, the tier reset."""
-    tier = state.tier
-    back = reactivated_signal(state, event, config, state.first_signal_as_of_ms)
-    stage = stage_after_return(tier)
-    if config.activation_types:
-        stage = stage_back_unactivated(state, stage)
-    moved = stage_transition(
-        state, event.user_id, STAGES[stage_of_tier(tier)], stage, event.ts_ms, back.reasons, config
-    )
-    returned = msgspec.structs.replace(
-        updated,
-        tier=TIER_NONE,
-        stage=stage,
-        first_signal_as_of_ms=0,
-        returned_day=day if tier >= TIER_DORMANT else state.returned_day,
-    )
-    return Step(APPLIED, returned, [back] if state.first_signal_as_of_ms else [], [moved])
 
 
 def _activated(step: Step, event: ModelEvent, config: ModelConfig) -> Step:

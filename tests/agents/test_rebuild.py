@@ -13,7 +13,8 @@ from agents.worker import runtime as runtime_module
 from agents.worker.checkpoint import LocalStore
 from streams.decode import partition_for
 from tables.engine import DictStore, PartitionEngine
-from tables.model import ModelEvent, new_state
+from tables.fold import new_state
+from tables.model import ModelEvent
 from tables.state import UserState, pack_state
 
 PARTITIONS = 4

@@ -15,15 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reference.judge import (
-    KIND_ORDER,
-    TIERS,
-    _signal_head,
-    group_of,
-    reason,
-    risk_at,
-    transition,
-)
+from reference.judge import KIND_ORDER, TIERS, reason, signal_fields, transition
 from reference.records import Activity, Event, Rules
 from reference.risk import WINDOW_DAYS
 from reference.user import User, negative_kinds
@@ -101,18 +93,10 @@ def intent_signal(
         reason("active_days", float(user.active_days)),
     ]
     reasons += [reason(f"recent_{k}", 1.0) for k in KIND_ORDER if k in newest or k in before]
-    return {
-        **_signal_head(user, user_id, CHURN_INTENT, event.ts_ms, rules),
-        "inactive_ms": inactive_ms,
-        "threshold_ms": tiers[0],
-        "threshold_source": source,
-        "risk": risk_at(user, event.ts_ms, rules),
-        "horizon_ms": rules.horizon_ms,
-        "reasons": reasons,
-        "group": group_of(user_id, rules),
-        "risk_model": rules.risk_model,
-        "schema_version": 1,
-    }
+    threshold = (tiers[0], source)
+    return signal_fields(
+        user, user_id, CHURN_INTENT, event.ts_ms, inactive_ms, threshold, reasons, rules
+    )
 
 
 def return_after_intent(
@@ -128,17 +112,11 @@ def return_after_intent(
         reason("after_churn_intent", round((event.ts_ms - user.intent_ms) / rules.day_ms, 3)),
     ]
     level = TIERS.index(user.tier) if user.tier is not None else 0
+    threshold = (tiers[level], source)
     signal = {
-        **_signal_head(user, user_id, "reactivated", event.ts_ms, rules),
-        "inactive_ms": gap_ms,
-        "threshold_ms": tiers[level],
-        "threshold_source": source,
-        "risk": risk_at(user, event.ts_ms, rules),
-        "horizon_ms": rules.horizon_ms,
-        "reasons": reasons,
-        "group": group_of(user_id, rules),
-        "risk_model": rules.risk_model,
-        "schema_version": 1,
+        **signal_fields(
+            user, user_id, "reactivated", event.ts_ms, gap_ms, threshold, reasons, rules
+        ),
         "gap_ms": gap_ms,
         "time_to_return_ms": event.ts_ms - first_ms,
         "late": event.ts_ms < first_ms,

@@ -47,17 +47,11 @@ def reactivation(
     moved = transition(user, user_id, user.tier, to_stage, event.ts_ms, reasons, rules)
     if user.first_signal_as_of_ms is None:
         return None, moved
+    threshold = (tiers[TIERS.index(user.tier)], source)
     signal = {
-        **_signal_head(user, user_id, "reactivated", event.ts_ms, rules),
-        "inactive_ms": gap_ms,
-        "threshold_ms": tiers[TIERS.index(user.tier)],
-        "threshold_source": source,
-        "risk": risk_at(user, event.ts_ms, rules),
-        "horizon_ms": rules.horizon_ms,
-        "reasons": reasons,
-        "group": group_of(user_id, rules),
-        "risk_model": rules.risk_model,
-        "schema_version": 1,
+        **signal_fields(
+            user, user_id, "reactivated", event.ts_ms, gap_ms, threshold, reasons, rules
+        ),
         "tier_reached": user.tier,
         "gap_ms": gap_ms,
         "time_to_return_ms": event.ts_ms - user.first_signal_as_of_ms,
@@ -178,18 +172,38 @@ def reason(code: str, value: float, baseline: float | None = None) -> dict[str, 
     return {"code": code, "value": value, "baseline": baseline}
 
 
-def _signal_head(
-    user: User, user_id: str, kind: str, as_of_ms: int, rules: Rules
+def signal_fields(
+    user: User,
+    user_id: str,
+    kind: str,
+    as_of_ms: int,
+    inactive_ms: int,
+    threshold: tuple[int, str],
+    reasons: list[dict[str, Any]],
+    rules: Rules,
+    episode_ms: int | None = None,
 ) -> dict[str, Any]:
+    """The fields every signal has (docs/CONTRACTS.md); ``threshold`` is
+    ``(threshold_ms, threshold_source)``, the episode ``last_seen`` unless given."""
+    episode = user.last_seen_ms if episode_ms is None else episode_ms
     return {
-        "signal_id": f"{user_id}:{user.last_seen_ms}:{kind}",
+        "signal_id": f"{user_id}:{episode}:{kind}",
         "kind": kind,
         "user_id": user_id,
         "tenant": user.tenant,
         "segment": user.segment,
-        "episode": user.last_seen_ms,
+        "episode": episode,
         "as_of": as_of_ms,
         "last_seen": user.last_seen_ms,
+        "inactive_ms": inactive_ms,
+        "threshold_ms": threshold[0],
+        "threshold_source": threshold[1],
+        "risk": risk_at(user, as_of_ms, rules),
+        "horizon_ms": rules.horizon_ms,
+        "reasons": reasons,
+        "group": group_of(user_id, rules),
+        "risk_model": rules.risk_model,
+        "schema_version": 1,
     }
 
 
@@ -202,18 +216,11 @@ def tier_signal(
     source: str,
     rules: Rules,
 ) -> dict[str, Any]:
-    return {
-        **_signal_head(user, user_id, kind, due_ms, rules),
-        "inactive_ms": due_ms - user.last_seen_ms,
-        "threshold_ms": threshold_ms,
-        "threshold_source": source,
-        "risk": risk_at(user, due_ms, rules),
-        "horizon_ms": rules.horizon_ms,
-        "reasons": tier_reasons(user, due_ms - user.last_seen_ms, threshold_ms, rules),
-        "group": group_of(user_id, rules),
-        "risk_model": rules.risk_model,
-        "schema_version": 1,
-    }
+    inactive_ms = due_ms - user.last_seen_ms
+    reasons = tier_reasons(user, inactive_ms, threshold_ms, rules)
+    return signal_fields(
+        user, user_id, kind, due_ms, inactive_ms, (threshold_ms, source), reasons, rules
+    )
 
 
 def transition(
@@ -315,28 +322,22 @@ def not_activated(
         reason("active_days", float(user.active_days)),
         reason("days_since_first_seen", round(deadline_ms / rules.day_ms, 3)),
     ]
-    signal = {
-        "signal_id": f"{user_id}:{user.first_seen_ms}:not_activated",
-        "kind": "not_activated",
-        "user_id": user_id,
-        "tenant": user.tenant,
-        "segment": user.segment,
-        "episode": user.first_seen_ms,
-        "as_of": due_ms,
-        "last_seen": user.last_seen_ms,
-        "inactive_ms": max(0, due_ms - user.last_seen_ms),
-        "threshold_ms": deadline_ms,
-        "threshold_source": "activation",
-        "risk": risk_at(user, due_ms, rules),
-        "horizon_ms": rules.horizon_ms,
-        "reasons": reasons,
-        "group": group_of(user_id, rules),
-        "risk_model": rules.risk_model,
-        "schema_version": 1,
-    }
+    inactive_ms = max(0, due_ms - user.last_seen_ms)
+    threshold = (deadline_ms, "activation")
+    unactivated = signal_fields(
+        user,
+        user_id,
+        "not_activated",
+        due_ms,
+        inactive_ms,
+        threshold,
+        reasons,
+        rules,
+        episode_ms=user.first_seen_ms,
+    )
     moves = []
     if user.stage == "new":
         moves.append(transition(user, user_id, "new", "not_activated", due_ms, reasons, rules))
         user.stage = "not_activated"
     user.not_activated_signalled = True
-    return signal, moves
+    return unactivated, moves
