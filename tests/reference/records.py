@@ -163,6 +163,17 @@ class UserView:
     anonymous: bool
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """What a partition holds and has emitted after its first ``records`` input
+    records, every user judged at the clock of that point."""
+
+    records: int
+    states: dict[str, UserView]
+    signals: int  # how many of ``Outcome.signals`` were emitted by then
+    transitions: int
+
+
 @dataclass
 class Outcome:
     """The result of one partition's records.
@@ -180,3 +191,4 @@ class Outcome:
     transitions: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     outcomes: list[str] = field(default_factory=list)
     clock_ms: int | None = None
+    prefixes: list[Prefix] = field(default_factory=list)  # when asked for (``Partition.run``)

@@ -1,0 +1,501 @@
+"""The fault suite's verdict: everything the workers wrote, judged against the
+independent reference model (``tests/reference``) run over the raw input log,
+and against the feed's own record of what it sent.
+
+The reference reads the input topic as the workers consumed it (partitions,
+offsets, append times, headers, bytes: ticks, threshold versions, erasures and
+poison included) with its own decoder and rules, importing nothing of the
+code under test. A worker stopped in the middle of the log's last records
+holds what some prefix of each partition produced: from the group's
+committed offset (everything before it must be in the outputs) to the end of
+the log. The reference keeps what each partition holds before each of those
+last records (``Outcome.prefixes``), and the verdict compares the table with
+the prefix that agrees best with it, so every difference left is a real one.
+
+The feed's record (``FeedLedger``) is where every record it got an
+acknowledgement for landed, with its event id and user, or the DLQ reason of
+the bad record it meant to send. "Every valid event applied exactly once" is
+proven from it: per user, the events the table counts are the ids the feed
+landed for that user, each as many times as the contract applies it (once;
+a producer duplicate arriving after ``DEDUP_IDS`` newer ids of its user twice,
+docs/CONTRACTS.md), and every bad record is in the DLQ at its source
+partition and offset with the reason the feed meant.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+from reference.log import LogOutcome
+from reference.records import UserView
+
+from streams.records import DlqRecord
+from streams.settings import Settings
+from support.engine_outcome import view_of
+from support.kafka_util import Record
+from support.reference_verdict import close, event_ids_of, field_differences, run_reference_log
+from tables.state import TIER_NAMES, UserState, unpack_state
+
+
+@dataclass
+class FeedLedger:
+    """What the feed sent and where it landed (acknowledged sends only).
+
+    A record's tag: ``n > 0`` is the feed's event ``n`` (``event_ids[n - 1]`` of
+    ``users[n - 1]``; a producer duplicate carries its original's tag),
+    ``-k - 1`` its bad record ``k`` (meant to earn ``poison_reasons[k]``), 0 a
+    record the feed does not know (not checked against the ledger)."""
+
+    event_ids: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
+    poison_reasons: list[str] = field(default_factory=list)
+    tags: array[int] = field(default_factory=lambda: array("q"))
+    partitions: array[int] = field(default_factory=lambda: array("i"))
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+
+    def event(self, event_id: str, user: str) -> int:
+        self.event_ids.append(event_id)
+        self.users.append(user)
+        return len(self.event_ids)
+
+    def poison(self, reason: str) -> int:
+        self.poison_reasons.append(reason)
+        return -len(self.poison_reasons)
+
+    def landed(self, tag: int, partition: int, offset: int) -> None:
+        self.tags.append(tag)
+        self.partitions.append(partition)
+        self.offsets.append(offset)
+
+    def entries(self) -> list[tuple[int, int, int]]:
+        """(partition, offset, tag) of every acknowledged record."""
+        return list(zip(self.partitions, self.offsets, self.tags, strict=True))
+
+
+@dataclass
+class RedisView:
+    """The mirror's keys of one deployment: user hashes, at-risk sets and members."""
+
+    hashes: dict[str, dict[str, str]]
+    at_risk: dict[str, set[str]]
+
+
+@dataclass
+class Outputs:
+    """Every topic the workers wrote, read back whole, and the mirror."""
+
+    signals: list[Record]
+    dlq: list[Record]
+    changelog: list[Record]
+    status: list[Record]
+    lifecycle: list[Record]
+    redis: RedisView | None
+
+
+@dataclass
+class Figures:
+    scenario: str
+    events_in: int
+    applied: int
+    dlq: int
+    deduplicated: int
+    suppressed: int
+    lost: int
+    double_applied: int
+    signals: int
+    signals_missing: int
+    signals_extra: int
+    duplicate_signal_ids: int
+    transitions_missing: int
+    transitions_extra: int
+    redis_mismatches: int | None
+    status_mismatches: int
+    recovery_s: float
+    dlq_reasons: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)  # of mismatches, for the failure message
+    notes: list[str] = field(default_factory=list)
+    store: str = "memory://"  # the workers' ENGAGEMENT_STORE
+    # RocksDB only: keys whose value in the most advanced local database of their
+    # partition differs from the changelog, plus partitions no database caught up with
+    local_mismatches: int | None = None
+    dlq_copies: int = 0  # DLQ records beyond one per source record (re-sent after a crash)
+    state_mismatches: int = 0  # users whose table state differs from the reference's
+    signals_different: int = 0  # signal ids on the topic with another payload
+    transitions_different: int = 0
+    transitions: int = 0
+
+    def line(self) -> str:
+        redis = "n/a" if self.redis_mismatches is None else str(self.redis_mismatches)
+        local = "n/a" if self.local_mismatches is None else str(self.local_mismatches)
+        return (
+            f"{self.scenario} [{self.store}]: events_in={self.events_in} applied={self.applied} "
+            f"dlq={self.dlq} dlq_copies={self.dlq_copies} deduplicated={self.deduplicated} "
+            f"suppressed={self.suppressed} lost={self.lost} "
+            f"double_applied={self.double_applied} state_mismatches={self.state_mismatches} "
+            f"signals={self.signals} missing={self.signals_missing} "
+            f"extra={self.signals_extra} different={self.signals_different} "
+            f"duplicate_signal_ids={self.duplicate_signal_ids} transitions={self.transitions} "
+            f"transitions_missing={self.transitions_missing} "
+            f"transitions_extra={self.transitions_extra} "
+            f"transitions_different={self.transitions_different} redis_mismatches={redis} "
+            f"local_mismatches={local} status_mismatches={self.status_mismatches} "
+            f"recovery_s={self.recovery_s:.1f}"
+        )
+
+    def assert_clean(self, details: str = "") -> None:
+        bad = {
+            "lost": self.lost,
+            "double_applied": self.double_applied,
+            "state_mismatches": self.state_mismatches,
+            "signals_missing": self.signals_missing,
+            "signals_extra": self.signals_extra,
+            "signals_different": self.signals_different,
+            "transitions_missing": self.transitions_missing,
+            "transitions_extra": self.transitions_extra,
+            "transitions_different": self.transitions_different,
+            "redis_mismatches": self.redis_mismatches or 0,
+            "local_mismatches": self.local_mismatches or 0,
+            "status_mismatches": self.status_mismatches,
+        }
+        notes = "\n".join(self.examples + self.notes)
+        assert not any(bad.values()), f"{self.line()}\n{notes}\n{details}"
+
+
+def last_per_key(records: list[Record]) -> dict[bytes, bytes | None]:
+    out: dict[bytes, bytes | None] = {}
+    for record in records:
+        if record.key is not None:
+            out[record.key] = record.value
+    return out
+
+
+class _Examples(list[str]):
+    LIMIT = 16
+
+    def add(self, what: str) -> None:
+        if len(self) < self.LIMIT:
+            self.append(what)
+
+
+@dataclass
+class _Chosen:
+    """Per partition, the reference prefix the table agrees with best."""
+
+    states: dict[str, UserView] = field(default_factory=dict)
+    signal_ids: set[str] = field(default_factory=set)
+    transition_ids: set[str] = field(default_factory=set)
+
+
+def judge(
+    name: str,
+    settings: Settings,
+    log: list[Record],
+    committed: dict[int, int],
+    outputs: Outputs,
+    ledger: FeedLedger,
+    recovery_s: float,
+) -> Figures:
+    """The figures of one scenario (see the module's docstring)."""
+    reference = run_reference_log(settings, log, marks=committed)
+    examples = _Examples()
+    table = {
+        key.decode(): unpack_state(value)
+        for key, value in last_per_key(outputs.changelog).items()
+        if value is not None
+    }
+    event_ids = event_ids_of(log)
+    views = {user: view_of(state, event_ids) for user, state in table.items()}
+    chosen = _choose_prefixes(reference, views)
+    state_bad = _compare_states(views, chosen.states, examples)
+    lost, double = _applied_once(log, reference, ledger, table, examples)
+    dlq = _DlqCheck(outputs.dlq, reference, committed, ledger, examples)
+    all_signals = _payloads(reference, "signals", "signal_id")
+    all_transitions = _payloads(reference, "transitions", "transition_id")
+    signals = _OutputCheck("signal", outputs.signals, "signal_id", all_signals, chosen.signal_ids)
+    transitions = _OutputCheck(
+        "transition", outputs.lifecycle, "transition_id", all_transitions, chosen.transition_ids
+    )
+    signals.report(examples)
+    transitions.report(examples)
+    counts = reference.counts()
+    return Figures(
+        scenario=name,
+        events_in=len(reference.outcome_at) + len(reference.dlq),
+        applied=sum(state.events_total for state in table.values()),
+        dlq=len(dlq.quarantined),
+        dlq_copies=dlq.copies,
+        deduplicated=counts["duplicate_id"] + counts["duplicate_offset"],
+        suppressed=counts["suppressed"],
+        lost=lost + dlq.missing,
+        double_applied=double + dlq.wrong,
+        state_mismatches=state_bad,
+        signals=len(outputs.signals),
+        signals_missing=signals.missing,
+        signals_extra=signals.extra,
+        signals_different=signals.different,
+        duplicate_signal_ids=signals.copies,
+        transitions=len(outputs.lifecycle),
+        transitions_missing=transitions.missing,
+        transitions_extra=transitions.extra,
+        transitions_different=transitions.different,
+        redis_mismatches=None
+        if outputs.redis is None
+        else _redis_mismatches(outputs.redis, chosen.states, examples),
+        status_mismatches=_status_mismatches(outputs.status, table, examples),
+        recovery_s=recovery_s,
+        dlq_reasons=dict(Counter(dlq.quarantined.values())),
+        examples=list(examples),
+    )
+
+
+def _choose_prefixes(reference: LogOutcome, views: dict[str, UserView]) -> _Chosen:
+    """Per partition, the prefix (committed offset .. end of the log) whose states
+    differ from the table's for the fewest users (the latest of equals)."""
+    chosen = _Chosen()
+    table_of: dict[int, dict[str, UserView]] = {}
+    for user, view in views.items():
+        table_of.setdefault(view.partition, {})[user] = view
+    for partition, out in reference.partitions.items():
+        mine = table_of.pop(partition, {})
+        candidates = out.prefixes or []
+        best = None
+        best_bad = -1
+        for prefix in candidates:
+            users = set(mine) | set(prefix.states)
+            bad = sum(1 for user in users if mine.get(user) != prefix.states.get(user))
+            if best is None or bad <= best_bad:
+                best, best_bad = prefix, bad
+        if best is None:  # no prefixes kept: the end
+            states, n_signals, n_transitions = out.states, len(out.signals), len(out.transitions)
+        else:
+            states, n_signals, n_transitions = best.states, best.signals, best.transitions
+        chosen.states.update(states)
+        chosen.signal_ids.update(s["signal_id"] for _, s in out.signals[:n_signals])
+        chosen.transition_ids.update(t["transition_id"] for _, t in out.transitions[:n_transitions])
+    for stray in table_of.values():  # users of a partition with no input: only in the table
+        for user in stray:
+            chosen.states.pop(user, None)
+    return chosen
+
+
+def _compare_states(
+    views: dict[str, UserView], expected: dict[str, UserView], examples: _Examples
+) -> int:
+    bad = 0
+    for user in sorted(set(views) | set(expected)):
+        mine, theirs = views.get(user), expected.get(user)
+        if mine == theirs:
+            continue
+        bad += 1
+        if mine is None or theirs is None:
+            examples.add(f"state of {user}: only in the {'reference' if mine is None else 'table'}")
+        else:
+            examples.add(f"state of {user}: " + "; ".join(field_differences(mine, theirs)))
+    return bad
+
+
+def _applied_once(
+    log: list[Record],
+    reference: LogOutcome,
+    ledger: FeedLedger,
+    table: dict[str, UserState],
+    examples: _Examples,
+) -> tuple[int, int]:
+    """Lost and double-applied events, per user, from the feed's record: the ids it
+    landed for the user, each applied as many times as the contract says."""
+    at = {(record.partition, record.offset): record for record in log}
+    expected: Counter[str] = Counter()
+    lost = 0
+    known: set[tuple[int, int]] = set()
+    for partition, offset, tag in ledger.entries():
+        if tag <= 0:
+            continue
+        where = (partition, offset)
+        known.add(where)
+        record = at.get(where)
+        event_id, user = ledger.event_ids[tag - 1], ledger.users[tag - 1]
+        if record is None or _event_id(record) != event_id:
+            lost += 1
+            examples.add(f"feed landed {event_id} at {where}; the log holds another record")
+            continue
+        if reference.outcome_at.get(where) == "applied":
+            expected[user] += 1
+    for where, outcome in reference.outcome_at.items():  # landed without an acknowledgement
+        if outcome == "applied" and where not in known:
+            expected[_user_id(at[where])] += 1
+    double = 0
+    for user in sorted(set(expected) | set(table)):
+        got = table[user].events_total if user in table else 0
+        if got != expected[user]:
+            examples.add(f"events of {user}: table {got}, the feed's ids {expected[user]}")
+        lost += max(0, expected[user] - got)
+        double += max(0, got - expected[user])
+    return lost, double
+
+
+def _event_id(record: Record) -> str | None:
+    try:
+        body = json.loads(record.value or b"")
+    except ValueError:
+        return None
+    return body.get("event_id") if isinstance(body, dict) else None
+
+
+def _user_id(record: Record) -> str:
+    body = json.loads(record.value or b"")
+    return str(body["user_id"])
+
+
+class _DlqCheck:
+    """Every bad record quarantined once per source (partition, offset), with the
+    reference's reason and the feed's; copies counted."""
+
+    def __init__(
+        self,
+        records: list[Record],
+        reference: LogOutcome,
+        committed: dict[int, int],
+        ledger: FeedLedger,
+        examples: _Examples,
+    ) -> None:
+        decoder = msgspec.json.Decoder(DlqRecord)
+        self.quarantined: dict[tuple[int, int], str] = {}
+        for record in records:
+            item = decoder.decode(record.value or b"")
+            self.quarantined[(item.partition, item.offset)] = item.reason
+        self.copies = len(records) - len(self.quarantined)
+        missing: set[tuple[int, int]] = set()
+        wrong: set[tuple[int, int]] = set()
+        for where, reason in reference.dlq.items():
+            if where not in self.quarantined and where[1] < committed.get(where[0], 0):
+                missing.add(where)
+                examples.add(f"DLQ lacks {where} ({reason})")
+        for where, reason in self.quarantined.items():
+            if reference.dlq.get(where) != reason:
+                wrong.add(where)
+                examples.add(f"DLQ {where} {reason}, reference {reference.dlq.get(where)}")
+        for partition, offset, tag in ledger.entries():
+            if tag >= 0:
+                continue
+            where, meant = (partition, offset), ledger.poison_reasons[-tag - 1]
+            got = self.quarantined.get(where)
+            if got is None and where not in missing:
+                missing.add(where)
+                examples.add(f"DLQ lacks the feed's {meant} at {where}")
+            elif got is not None and got != meant and where not in wrong:
+                wrong.add(where)
+                examples.add(f"DLQ {where} {got}, the feed meant {meant}")
+        self.missing, self.wrong = len(missing), len(wrong)
+
+
+def _payloads(reference: LogOutcome, kind: str, id_name: str) -> dict[str, dict[str, Any]]:
+    return {
+        payload[id_name]: payload
+        for out in reference.partitions.values()
+        for _, payload in getattr(out, kind)
+    }
+
+
+class _OutputCheck:
+    """A topic of outputs by id and payload: ids the reference emitted up to the
+    chosen prefixes missing, ids it never emitted, copies with another payload."""
+
+    def __init__(
+        self,
+        what: str,
+        records: list[Record],
+        id_name: str,
+        emitted: dict[str, dict[str, Any]],
+        required: set[str],
+    ) -> None:
+        self.what = what
+        seen: Counter[str] = Counter()
+        self.problems: dict[str, list[str]] = {}
+        for record in records:
+            payload = json.loads(record.value or b"{}")
+            payload.setdefault("schema_version", 1)
+            key = payload[id_name]
+            seen[key] += 1
+            want = emitted.get(key)
+            if want is not None and key not in self.problems:
+                problems: list[str] = []
+                close(payload, want, key, problems)
+                if problems:
+                    self.problems[key] = problems
+        self.missing_ids = sorted(required - set(seen))
+        self.extra_ids = sorted(set(seen) - set(emitted))
+        self.missing, self.extra = len(self.missing_ids), len(self.extra_ids)
+        self.different = len(self.problems)
+        self.copies = sum(count - 1 for count in seen.values())
+
+    def report(self, examples: _Examples) -> None:
+        for key in self.missing_ids[:3]:
+            examples.add(f"{self.what} missing: {key}")
+        for key in self.extra_ids[:3]:
+            examples.add(f"{self.what} invented: {key}")
+        for problems in list(self.problems.values())[:3]:
+            examples.add(f"{self.what} differs: " + "; ".join(problems[:4]))
+
+
+def _redis_mismatches(redis: RedisView, expected: dict[str, UserView], examples: _Examples) -> int:
+    """Users whose hash differs from the reference's state, hashes of no user, and
+    at-risk set members other than the users whose stage is ``at_risk``."""
+    bad: set[str] = set()
+    for user, view in expected.items():
+        fields = redis.hashes.get(user)
+        want = {
+            "events_total": str(view.events_total),
+            "last_seen": str(view.last_seen_ms),
+            "tier": view.tier or "none",
+            "stage": view.stage,
+            "tenant": view.tenant,
+            "segment": view.segment,
+        }
+        got = None if fields is None else {name: fields.get(name) for name in want}
+        if got != want:
+            bad.add(user)
+            examples.add(f"redis of {user}: {got} != reference {want}")
+    for user in set(redis.hashes) - set(expected):
+        bad.add(user)
+        examples.add(f"redis hash of {user}, who has no state")
+    member_of: dict[str, list[str]] = {}
+    for key, members in redis.at_risk.items():
+        for user in members:
+            member_of.setdefault(user, []).append(key)
+    for user in set(member_of) | {u for u, v in expected.items() if v.stage == "at_risk"}:
+        view = expected.get(user)
+        sets = member_of.get(user, [])
+        tenant = None if view is None else f":tenant:{quote(view.tenant, safe='')}:"
+        tenant_ok = tenant is not None and all(tenant in key for key in sets)
+        if view is None or view.stage != "at_risk" or len(sets) != 1 or not tenant_ok:
+            bad.add(user)
+            stage = None if view is None else view.stage
+            examples.add(f"at-risk sets of {user}: {sets}, reference stage {stage}")
+    return len(bad)
+
+
+def _status_mismatches(
+    records: list[Record], table: dict[str, UserState], examples: _Examples
+) -> int:
+    """Users whose latest status differs from the table, statuses of no user."""
+    bad = 0
+    latest = last_per_key(records)
+    for user, state in table.items():
+        raw = latest.get(user.encode())
+        doc = json.loads(raw) if raw is not None else None
+        want = (state.last_seen_ms, TIER_NAMES[state.tier] or None)
+        if doc is None or (doc["last_seen"], doc["tier"]) != want:
+            bad += 1
+            got = None if doc is None else (doc["last_seen"], doc["tier"])
+            examples.add(f"status of {user}: {got} != table {want}")
+    for key, value in latest.items():
+        if value is not None and key.decode() not in table:
+            bad += 1
+            examples.add(f"status of {key.decode()} but no state")
+    return bad
