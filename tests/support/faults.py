@@ -39,7 +39,8 @@ from agents.simulation.population import POISON_REASONS, poison_record
 from agents.simulation.producer import forged_tick, misrouted_event
 from agents.stack.services import KAFKA_SCRIPT, kafka_answers
 from agents.stack.worker_process import WorkerProcess
-from support.fault_verdict import FeedLedger, Figures, Outputs, RedisView, judge, last_per_key
+from support.fault_figures import FeedLedger, Figures, Outputs, RedisView, last_per_key
+from support.fault_verdict import judge
 from support.kafka_util import Record, _partitions
 from support.workers import Deployment
 

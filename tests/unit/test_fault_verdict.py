@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import msgspec
 from support.engine_outcome import PackedStore
-from support.fault_verdict import FeedLedger, Figures, Outputs, judge
+from support.fault_figures import FeedLedger, Figures, Outputs
+from support.fault_verdict import judge
 from support.kafka_util import Record
 
 from streams.control import signer_for
