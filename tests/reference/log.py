@@ -221,11 +221,12 @@ def decode(raw: RawRecord, rules: LogRules) -> Record | str:
 @dataclass
 class LogOutcome:
     """The whole log's results: outcomes per partition, DLQ codes by (partition, offset),
-    the outcome of every event by (partition, offset)."""
+    the outcome, event id and user id of every event by (partition, offset)."""
 
     partitions: dict[int, Outcome] = field(default_factory=dict)
     dlq: dict[tuple[int, int], str] = field(default_factory=dict)
     outcome_at: dict[tuple[int, int], str] = field(default_factory=dict)
+    event_at: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
 
     @property
     def signal_ids(self) -> set[str]:
@@ -278,6 +279,7 @@ def run_log(
         for item, outcome in zip(decoded, out.outcomes, strict=True):
             if isinstance(item, Event):
                 result.outcome_at[(partition, item.offset)] = outcome
+                result.event_at[(partition, item.offset)] = (item.event_id, item.user_id)
     return result
 
 

@@ -34,12 +34,13 @@ import msgspec
 from reference.log import LogOutcome
 from reference.records import UserView
 
+from streams.decode import id_hash
 from streams.records import DlqRecord
 from streams.settings import Settings
 from support.engine_outcome import view_of
 from support.fault_figures import FeedLedger, Figures, Outputs, RedisView, last_per_key
 from support.kafka_util import Record
-from support.reference_verdict import close, event_ids_of, field_differences, run_reference_log
+from support.reference_verdict import close, field_differences, run_reference_log
 from tables.state import TIER_NAMES, UserState, unpack_state
 
 
@@ -77,11 +78,11 @@ def judge(
         for key, value in last_per_key(outputs.changelog).items()
         if value is not None
     }
-    event_ids = event_ids_of(log)
+    event_ids = {id_hash(event_id): event_id for event_id, _ in reference.event_at.values()}
     views = {user: view_of(state, event_ids) for user, state in table.items()}
     chosen = _choose_prefixes(reference, views)
     state_bad = _compare_states(views, chosen.states, examples)
-    lost, double = _applied_once(log, reference, ledger, table, examples)
+    lost, double = _applied_once(reference, ledger, table, examples)
     dlq = _DlqCheck(outputs.dlq, reference, committed, ledger, examples)
     all_signals = _payloads(reference, "signals", "signal_id")
     all_transitions = _payloads(reference, "transitions", "transition_id")
@@ -169,7 +170,6 @@ def _compare_states(
 
 
 def _applied_once(
-    log: list[Record],
     reference: LogOutcome,
     ledger: FeedLedger,
     table: dict[str, UserState],
@@ -177,7 +177,6 @@ def _applied_once(
 ) -> tuple[int, int]:
     """Lost and double-applied events, per user, from the feed's record: the ids it
     landed for the user, each applied as many times as the contract says."""
-    at = {(record.partition, record.offset): record for record in log}
     expected: Counter[str] = Counter()
     lost = 0
     known: set[tuple[int, int]] = set()
@@ -186,17 +185,16 @@ def _applied_once(
             continue
         where = (partition, offset)
         known.add(where)
-        record = at.get(where)
         event_id, user = ledger.event_ids[tag - 1], ledger.users[tag - 1]
-        if record is None or _event_id(record) != event_id:
+        if reference.event_at.get(where) != (event_id, user):
             lost += 1
-            examples.add(f"feed landed {event_id} at {where}; the log holds another record")
+            examples.add(f"feed landed {event_id} at {where}; the log holds no such event")
             continue
-        if reference.outcome_at.get(where) == "applied":
+        if reference.outcome_at[where] == "applied":
             expected[user] += 1
     for where, outcome in reference.outcome_at.items():  # landed without an acknowledgement
         if outcome == "applied" and where not in known:
-            expected[_user_id(at[where])] += 1
+            expected[reference.event_at[where][1]] += 1
     double = 0
     for user in sorted(set(expected) | set(table)):
         got = table[user].events_total if user in table else 0
@@ -205,19 +203,6 @@ def _applied_once(
         lost += max(0, expected[user] - got)
         double += max(0, got - expected[user])
     return lost, double
-
-
-def _event_id(record: Record) -> str | None:
-    try:
-        body = json.loads(record.value or b"")
-    except ValueError:
-        return None
-    return body.get("event_id") if isinstance(body, dict) else None
-
-
-def _user_id(record: Record) -> str:
-    body = json.loads(record.value or b"")
-    return str(body["user_id"])
 
 
 class _DlqCheck:
