@@ -131,7 +131,7 @@ def _choose_prefixes(reference: LogOutcome, views: dict[str, UserView]) -> _Chos
     for user, view in views.items():
         table_of.setdefault(view.partition, {})[user] = view
     for partition, out in reference.partitions.items():
-        mine = table_of.pop(partition, {})
+        mine = table_of.get(partition, {})
         candidates = out.prefixes or []
         best = None
         best_bad = -1
@@ -147,9 +147,6 @@ def _choose_prefixes(reference: LogOutcome, views: dict[str, UserView]) -> _Chos
         chosen.states.update(states)
         chosen.signal_ids.update(s["signal_id"] for _, s in out.signals[:n_signals])
         chosen.transition_ids.update(t["transition_id"] for _, t in out.transitions[:n_transitions])
-    for stray in table_of.values():  # users of a partition with no input: only in the table
-        for user in stray:
-            chosen.states.pop(user, None)
     return chosen
 
 
