@@ -5,8 +5,8 @@ what remains is only ``HMAC-SHA256(ERASURE_SALT, user_id)`` (never the id)
 with the partition-clock time until which that user's events are dropped.
 Once the clock passes it the entry expires and the user would start as new.
 
-Storage is injected: a Faust table live, a dict in tests and in the fault
-oracle. Store keys carry the partition prefix ``"{P}:{hash}"`` so one store may
+Storage is injected: a Faust table live, a dict in tests.
+Store keys carry the partition prefix ``"{P}:{hash}"`` so one store may
 hold several partitions (the Faust memory store is one dict for all of them).
 Every decision here depends only on the log (the erasure's signed
 ``issued_ms``, the append time ``R`` and the partition clock), so replaying
@@ -78,7 +78,7 @@ class SuppressionStore(Protocol):
 
 
 class DictSuppressionStore:
-    """A plain in-memory store (tests, the fault oracle)."""
+    """A plain in-memory store (tests)."""
 
     def __init__(self) -> None:
         self.entries: dict[str, int] = {}

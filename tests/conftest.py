@@ -19,6 +19,7 @@ from agents.stack.services import EmbeddedBroker, RedisServer, Service
 S = TypeVar("S", bound=Service)
 
 Broker = EmbeddedBroker | KafkaBroker
+KAFKA_START_TIMEOUT_S = 180.0
 
 
 def _started(make: Callable[[], S], what: str) -> S:
@@ -41,8 +42,12 @@ def embedded_broker() -> Iterator[EmbeddedBroker]:
 
 @pytest.fixture(scope="session")
 def kafka_broker() -> Iterator[KafkaBroker]:
-    # The first run downloads the jars (about a minute); later runs start in seconds.
-    broker = _started(KafkaBroker, "Apache Kafka (deploy/kafka/kafka.sh)")
+    # The first run downloads the jars (about a minute); later runs start in seconds,
+    # or in over a minute on a 2-core machine shared with other test runs.
+    broker = _started(
+        lambda: KafkaBroker(start_timeout_s=KAFKA_START_TIMEOUT_S),
+        "Apache Kafka (deploy/kafka/kafka.sh)",
+    )
     yield broker
     broker.close()
 

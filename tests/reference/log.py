@@ -220,10 +220,13 @@ def decode(raw: RawRecord, rules: LogRules) -> Record | str:
 
 @dataclass
 class LogOutcome:
-    """The whole log's results: outcomes per partition, DLQ codes by (partition, offset)."""
+    """The whole log's results: outcomes per partition, DLQ codes by (partition, offset),
+    the outcome, event id and user id of every event by (partition, offset)."""
 
     partitions: dict[int, Outcome] = field(default_factory=dict)
     dlq: dict[tuple[int, int], str] = field(default_factory=dict)
+    outcome_at: dict[tuple[int, int], str] = field(default_factory=dict)
+    event_at: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
 
     @property
     def signal_ids(self) -> set[str]:
@@ -241,21 +244,42 @@ class LogOutcome:
 
 
 def run_log(
-    records: list[RawRecord], rules: Rules, log_rules: LogRules, every_record: bool = False
+    records: list[RawRecord],
+    rules: Rules,
+    log_rules: LogRules,
+    every_record: bool = False,
+    marks: dict[int, int] | None = None,
+    max_prefixes: int = 200,
 ) -> LogOutcome:
     """Decode and run every partition of ``records`` in offset order (judging
-    users only when needed by default: see ``reference.partition``)."""
+    users only when needed by default: see ``reference.partition``).
+
+    ``marks``: per partition, an offset from which on the outcome keeps what
+    the partition holds before each record (``Outcome.prefixes``, at most the
+    last ``max_prefixes`` and the end)."""
     result = LogOutcome()
-    for partition in sorted({record.partition for record in records}):
+    by_partition: dict[int, list[RawRecord]] = {}
+    for raw in records:
+        by_partition.setdefault(raw.partition, []).append(raw)
+    for partition in sorted(by_partition):
         decoded: list[Record] = []
-        for raw in sorted((r for r in records if r.partition == partition), key=_offset):
+        for raw in sorted(by_partition[partition], key=_offset):
             item = decode(raw, log_rules)
             if isinstance(item, str):
                 result.dlq[(partition, raw.offset)] = item
             else:
                 decoded.append(item)
+        prefixes_from = None
+        if marks is not None:
+            mark = marks.get(partition, 0)
+            prefixes_from = sum(1 for item in decoded if item.offset < mark)
+            prefixes_from = max(prefixes_from, len(decoded) - max_prefixes)
         run = Partition(replace(rules, partition=partition), every_record)
-        result.partitions[partition] = run.run(decoded)
+        out = result.partitions[partition] = run.run(decoded, prefixes_from)
+        for item, outcome in zip(decoded, out.outcomes, strict=True):
+            if isinstance(item, Event):
+                result.outcome_at[(partition, item.offset)] = outcome
+                result.event_at[(partition, item.offset)] = (item.event_id, item.user_id)
     return result
 
 

@@ -33,7 +33,17 @@ from reference.activity import (
 )
 from reference.growth import activate, judge_decline, move_baseline
 from reference.judge import advance, reactivation, thresholds, transition
-from reference.records import Activity, Config, Erase, Event, Outcome, Record, Rules, Tick
+from reference.records import (
+    Activity,
+    Config,
+    Erase,
+    Event,
+    Outcome,
+    Prefix,
+    Record,
+    Rules,
+    Tick,
+)
 from reference.user import (
     User,
     apply_event,
@@ -63,15 +73,34 @@ class Partition:
     def clock_ms(self) -> int | None:
         return None if self.high_ms is None else self.high_ms - self.rules.lateness_ms
 
-    def run(self, records: list[Record]) -> Outcome:
+    def run(self, records: list[Record], prefixes_from: int | None = None) -> Outcome:
+        """Every record in order; with ``prefixes_from``, also what the partition
+        holds before each record from that index on (``Outcome.prefixes``)."""
         for index, record in enumerate(records):
             self.index = index
+            if prefixes_from is not None and index >= prefixes_from:
+                self.prefix(index)
             self.out.outcomes.append(self.handle(record))
         if self.clock_ms is not None:
             self.judge_everyone(self.clock_ms)
         self.out.states = {uid: view(user, self.rules) for uid, user in self.users.items()}
         self.out.clock_ms = self.clock_ms
+        if prefixes_from is not None:
+            self.out.prefixes.append(
+                Prefix(
+                    len(records), self.out.states, len(self.out.signals), len(self.out.transitions)
+                )
+            )
         return self.out
+
+    def prefix(self, index: int) -> None:
+        """Keep what the first ``index`` records left, everyone judged at the clock."""
+        if self.clock_ms is not None:
+            self.judge_everyone(self.clock_ms)
+        states = {uid: view(user, self.rules) for uid, user in self.users.items()}
+        self.out.prefixes.append(
+            Prefix(index, states, len(self.out.signals), len(self.out.transitions))
+        )
 
     def handle(self, record: Record) -> str:
         if isinstance(record, Event):

@@ -167,6 +167,17 @@ class UserView:
     anonymous: bool
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """What a partition holds and has emitted after its first ``records`` input
+    records, every user judged at the clock of that point."""
+
+    records: int
+    states: dict[str, UserView]
+    signals: int  # how many of ``Outcome.signals`` were emitted by then
+    transitions: int
+
+
 @dataclass
 class Outcome:
     """The result of one partition's records.
@@ -187,3 +198,4 @@ class Outcome:
     clock_ms: int | None = None
     # tier signals the minimum risk kept off the topic (the tier and stage moved)
     unsignalled: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    prefixes: list[Prefix] = field(default_factory=list)  # when asked for (``Partition.run``)

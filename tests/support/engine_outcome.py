@@ -192,14 +192,15 @@ def _kinds(nibble: int) -> frozenset[str]:
 
 
 def view_of(state: UserState, event_ids: dict[int, str]) -> UserView:
-    """A user's state in the reference's terms (``event_ids``: id hash -> event id)."""
+    """A user's state in the reference's terms (``event_ids``: id hash -> event id;
+    a hash of no known id shows as ``#`` and the hash)."""
     newest_day = state.newest_day
     return UserView(
         first_seen_ms=state.first_seen_ms,
         last_seen_ms=state.last_seen_ms,
         partition=state.partition,
         offset=state.offset,
-        recent_event_ids=tuple(event_ids[h] for h in state.recent_ids),
+        recent_event_ids=tuple(event_ids.get(h, f"#{h:016x}") for h in state.recent_ids),
         newest_day=newest_day,
         day_counts={newest_day - age: n for age, n in enumerate(state.day_counts) if n},
         active_days=state.active_days,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import random
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from hypothesis import strategies as st
 from reference.partition import run_reference
 from reference.records import Activity, Config, Erase, Event, Outcome, Record, Rules, Tick
 from support.engine_outcome import rules_for, run_engine
+from support.reference_verdict import RISK_TOLERANCE, close
 
 from streams.settings import Settings
 
@@ -78,7 +78,6 @@ TIER_CHOICES = (
     (HOUR_MS, 12 * HOUR_MS, 2 * DAY_MS),
     (5 * DAY_MS, 4 * DAY_MS, 9 * DAY_MS),  # not ordered: rejected
 )
-RISK_TOLERANCE = 1e-5
 SETTINGS = Settings(holdout_salt="reference-salt", erasure_salt="erasure-salt", holdout_share=0.3)
 # activation on: a purchase or a checkout failure activates; a 3-day deadline
 ACTIVATION = SETTINGS.model_copy(
@@ -251,33 +250,6 @@ def histories(draw: st.DrawFn) -> list[Record]:
 # -- comparison --------------------------------------------------------------------
 
 
-def _close(engine: Any, reference: Any, path: str, problems: list[str]) -> None:
-    if isinstance(engine, dict) and isinstance(reference, dict):
-        for key in sorted(set(engine) | set(reference)):
-            if key not in engine or key not in reference:
-                side = "engine" if key not in engine else "reference"
-                problems.append(f"{path}.{key}: missing in the {side}")
-            else:
-                _close(engine[key], reference[key], f"{path}.{key}", problems)
-    elif isinstance(engine, list) and isinstance(reference, list):
-        for index, (mine, theirs) in enumerate(zip(engine, reference, strict=False)):
-            _close(mine, theirs, f"{path}[{index}]", problems)
-        if len(engine) != len(reference):
-            longer, side = (
-                (engine, "engine") if len(engine) > len(reference) else (reference, "reference")
-            )
-            extra = longer[min(len(engine), len(reference)) :]
-            problems.append(f"{path}: {len(extra)} more in the {side}, from {extra[0]!r}")
-    elif (
-        isinstance(engine, float)
-        and isinstance(reference, float)
-        and math.isclose(engine, reference, rel_tol=0, abs_tol=RISK_TOLERANCE)
-    ):
-        return
-    elif engine != reference:
-        problems.append(f"{path}: engine {engine!r} != reference {reference!r}")
-
-
 def _by_user(outputs: list[tuple[int, dict[str, Any]]], when: bool) -> dict[str, list[Any]]:
     """Per user, in order: the payloads, with the index of the record that emitted
     each when ``when``. The order across users is not part of the contract (each
@@ -297,11 +269,11 @@ def disagreements(engine: Outcome, reference: Outcome, when: bool = True) -> lis
         problems.append(f"clock: engine {engine.clock_ms} != reference {reference.clock_ms}")
     states_e = {user: asdict(view) for user, view in engine.states.items()}
     states_r = {user: asdict(view) for user, view in reference.states.items()}
-    _close(states_e, states_r, "states", problems)
+    close(states_e, states_r, "states", problems)
     for name in ("signals", "transitions"):
         mine = _by_user(getattr(engine, name), when)
         theirs = _by_user(getattr(reference, name), when)
-        _close(mine, theirs, name, problems)
+        close(mine, theirs, name, problems)
     return problems
 
 
