@@ -13,8 +13,8 @@ in the last 7 and 28 days, recency against the user's usual gap, one-day
 users, events per active day (log), the current streak (log), the MBG/NBD
 model's log-odds (``tables.risk``, with the population parameters fitted
 on the same history), the events of the last 7 and 28 days (log, from the
-day counters), interactions (recency × one-day user, recency × active
-days, active days × tenure), the active-day rate over the tenure (log),
+day counters), interactions (recency by one-day user, recency by active
+days, active days by tenure), the active-day rate over the tenure (log),
 recency as a share of the horizon (capped at 2), and recency against the
 usual gap falling back to log recency for a user without a gap yet. The
 learned model can keep, reweigh or drop what the probabilistic model says.

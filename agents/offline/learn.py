@@ -160,11 +160,17 @@ def fit_horizon(
     if len(set(y_train.tolist())) < 2:
         raise ConfigurationError(f"horizon {horizon_ms} ms: every backtest label is the same")
     w_train = np.concatenate(
-        [age_weights(older[0] - at, day_ms, len(y)) for at, (_x, y) in zip(older, parts, strict=True)]
+        [
+            age_weights(older[0] - at, day_ms, len(y))
+            for at, (_x, y) in zip(older, parts, strict=True)
+        ]
     )
     w_all = np.concatenate(
         [age_weights(0, day_ms, len(y_valid))]
-        + [age_weights(held_out - at, day_ms, len(y)) for at, (_x, y) in zip(older, parts, strict=True)]
+        + [
+            age_weights(held_out - at, day_ms, len(y))
+            for at, (_x, y) in zip(older, parts, strict=True)
+        ]
     )
     losses = {
         l2: log_loss(y_valid, predict(fit_weights(x_train, y_train, l2, w_train), x_valid))
