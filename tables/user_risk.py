@@ -33,7 +33,7 @@ def risk_at(state: UserState, at_ms: int, config: ModelConfig) -> float:
 def learned_features(state: UserState, at_ms: int, learned: LearnedRisk) -> list[float]:
     """The features the learned model scores (``engagement fit`` learns from these)."""
     mbg = mbg_nbd_risk(state, at_ms, learned.mbg, learned.day_ms, learned.horizon_ms)
-    return features(state, at_ms, learned.day_ms, mbg)
+    return features(state, at_ms, learned.day_ms, learned.horizon_ms, mbg)
 
 
 def mbg_nbd_risk(

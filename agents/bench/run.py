@@ -38,6 +38,7 @@ from agents.stack.kafka_broker import KafkaBroker
 from agents.stack.services import EmbeddedBroker, RedisServer
 from streams.decode import partition_for
 from streams.records import Signal
+from streams.risk_params import load_risk_model
 from streams.settings import load_settings
 from streams.topics import ensure_topics
 from tables.model import ModelConfig
@@ -241,8 +242,22 @@ async def session_shape(
     }
 
 
-async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
+def replay_model(risk_params: Path | None) -> ModelConfig:
+    """``BENCH_MODEL``, scoring with the risk file given (a learned model fitted for its
+    day and horizon), or with MBG/NBD's defaults without one."""
+    if risk_params is None:
+        return BENCH_MODEL
+    model = load_risk_model(risk_params, BENCH_MODEL.day_ms, BENCH_MODEL.horizon_ms)
+    return msgspec.structs.replace(
+        BENCH_MODEL, risk=model.params, learned=model.learned, risk_model=model.version
+    )
+
+
+async def run_bench(
+    broker_kind: str, quick: bool, risk_params: Path | None = None
+) -> dict[str, Any]:
     size = QUICK if quick else FULL
+    replayed = replay_model(risk_params)
     broker: EmbeddedBroker | KafkaBroker = (
         KafkaBroker() if broker_kind == "kafka" else EmbeddedBroker()
     )
@@ -265,7 +280,8 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         records = make_events(size, start_ms)
         # first: it needs no broker, and no worker process shares the two cores yet
         say("measuring replay")
-        timed, store = replay_rate(records, BENCH_MODEL, start_ms + 3_600_000)
+        timed, store = replay_rate(records, replayed, start_ms + 3_600_000)
+        result["replay_risk_model"] = replayed.risk_model
         result["replay_events_per_s"] = round(timed.events / timed.wall_s)
         result["replay_cpu_events_per_s"] = round(timed.events / timed.cpu_s)
         say("measuring produce")
@@ -275,6 +291,7 @@ async def run_bench(broker_kind: str, quick: bool) -> dict[str, Any]:
         say("measuring the uniform shape")
         uniform = await shape_rates(broker, run_dir, topics, size.events)
         result.update(uniform.figures(""))
+        result["replay_vs_ceiling"] = round(timed.events / timed.wall_s / uniform.ceiling, 4)
         rate = uniform.memory
         say("measuring a worker with stream ingest")
         stream = {**FAR_THRESHOLDS, "ENGAGEMENT_INGEST": "stream"}
@@ -358,9 +375,9 @@ def _exit_on_term(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds the finally blocks that stop what we started
 
 
-def main(broker: str, quick: bool, as_json: bool) -> int:
+def main(broker: str, quick: bool, as_json: bool, risk_params: Path | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_term)
-    result = asyncio.run(run_bench(broker, quick))
+    result = asyncio.run(run_bench(broker, quick, risk_params))
     print(json.dumps(result) if as_json else format_result(result), flush=True)
     return 0
 

@@ -108,12 +108,18 @@ def redis_sync() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.option("--quick", is_flag=True, help="About a minute: 100k events over 10k users.")
 @click.option("--broker", type=click.Choice(["embedded", "kafka"]), default="embedded")
-def bench(as_json: bool, quick: bool, broker: str) -> None:
+@click.option(
+    "--risk-params",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A risk file (engagement fit, horizon 30d) the offline replay scores with.",
+)
+def bench(as_json: bool, quick: bool, broker: str, risk_params: Path | None) -> None:
     """Measure the event path in one run (ceiling, worker, naive Faust, replay, ...)."""
     from agents.bench.run import main as run_bench
 
     configure_logging("ERROR")
-    sys.exit(run_bench(broker, quick, as_json))
+    sys.exit(run_bench(broker, quick, as_json, risk_params))
 
 
 for command in (replay, fit, evaluate, report):

@@ -8,14 +8,17 @@ horizon ends after the cutoff are not used). Per horizon asked:
 
 1. the newest usable instant is held out; a logistic regression with an L2
    penalty is fitted on the older instants for each strength in
-   ``L2_GRID``, with free weights and with the signs of ``SIGNS``, and the
-   choice with the lowest log loss on the held-out instant is kept (the
-   tuning split);
+   ``L2_GRID``, and the strength with the lowest log loss on the held-out
+   instant is kept (the tuning split). Rows count less the older their
+   instant (half as much every ``HALF_LIFE_DAYS``), so the fit leans on the
+   behaviour nearest the cutoff;
 2. its reliability on the held-out instant (predicted against observed per
    tenth of probability, and the expected calibration error) is written to
    the artifact, so the calibration of each horizon is measured on data
    the weights did not see;
-3. the weights are fitted again on every instant with that strength.
+3. the weights are fitted again on every instant with that strength (the
+   held-out instant the newest, at full weight). Each horizon has its own
+   labels and fit, so its probability is calibrated for that horizon.
 
 The MBG/NBD parameters behind one feature are fitted on the states at the
 cutoff (``agents.offline.fit``). The artifact is JSON; the worker loads it
@@ -49,28 +52,15 @@ from tables.user_risk import learned_features
 
 STEP_DAYS: Final = 2
 INSTANTS: Final = 10  # training instants per horizon, the held-out one included
-L2_GRID: Final = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-# Signs a fit may be held to: a longer silence (absolute, or against the user's
-# usual gap) never lowers the risk, recent activity never raises it, and the
-# MBG/NBD log-odds count in their own direction. Free weights can turn a
-# history's quirk (users who come in a burst of days and leave) into a risk
-# factor that does not carry over to later users; signed ones cannot follow a
-# purchase cycle (just bought: quiet for a while). The held-out instant decides.
-SIGNS: Final[dict[str, tuple[float | None, float | None]]] = {
-    "log_recency_days": (0.0, None),
-    "log_recency_vs_usual_gap": (0.0, None),
-    "active_share_7d": (None, 0.0),
-    "active_share_28d": (None, 0.0),
-    "log_streak_days": (None, 0.0),
-    "mbg_nbd_log_odds": (0.0, None),
-}
+L2_GRID: Final = (1e-3, 1e-2, 1e-1, 1.0)
+HALF_LIFE_DAYS: Final = 6.0  # the weight of an instant's rows halves with each 6 days of age
 Floats = NDArray[np.float64]
 Labels = NDArray[np.int64]
 
 
-def fit_weights(x: Floats, y: Labels, l2: float, signed: bool = False) -> Floats:
-    """Logistic regression weights (column 0 the bias, not penalised), by L-BFGS-B with
-    the signs of ``SIGNS`` (standardising keeps a weight's sign)."""
+def fit_weights(x: Floats, y: Labels, l2: float, row_weights: Floats | None = None) -> Floats:
+    """Logistic regression weights (column 0 the bias, not penalised), by L-BFGS-B on
+    standardised features; ``row_weights`` (default: all equal) weigh the rows' losses."""
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0
     scale[0] = 1.0
@@ -78,26 +68,30 @@ def fit_weights(x: Floats, y: Labels, l2: float, signed: bool = False) -> Floats
     centre[0] = 0.0
     z_x = (x - centre) / scale
     z_x[:, 0] = 1.0
-    rows = len(y)
+    share = np.ones(len(y)) if row_weights is None else row_weights
+    share = share / float(share.sum())
     penalty = np.full(x.shape[1], l2)
     penalty[0] = 0.0
 
     def loss(weights: Floats) -> tuple[float, Floats]:
         z = z_x @ weights
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
-        value = float(np.sum(np.logaddexp(0.0, z) - y * z)) / rows
+        value = float(np.sum(share * (np.logaddexp(0.0, z) - y * z)))
         value += 0.5 * float(np.sum(penalty * weights * weights))
-        grad: Floats = z_x.T @ (p - y) / rows + penalty * weights
+        grad: Floats = z_x.T @ (share * (p - y)) + penalty * weights
         return value, grad
 
-    free = (None, None)
-    bounds = [SIGNS.get(name, free) if signed else free for name in FEATURES]
     start = np.zeros(x.shape[1])
-    result = optimize.minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds)
+    result = optimize.minimize(loss, start, jac=True, method="L-BFGS-B")
     standard: Floats = result.x
     raw: Floats = standard / scale
     raw[0] = standard[0] - float(np.sum(standard[1:] * centre[1:] / scale[1:]))
     return raw
+
+
+def age_weights(age_ms: int, day_ms: int, rows: int) -> Floats:
+    """The weight of each of ``rows`` rows of an instant ``age_ms`` older than the newest."""
+    return np.full(rows, 0.5 ** (age_ms / day_ms / HALF_LIFE_DAYS))
 
 
 def predict(weights: Floats, x: Floats) -> Floats:
@@ -166,21 +160,33 @@ def fit_horizon(
     x_valid, y_valid = rows_at(backtest, held_out, horizon_ms, day_ms, mbg)
     if len(set(y_train.tolist())) < 2:
         raise ConfigurationError(f"horizon {horizon_ms} ms: every backtest label is the same")
+    w_train = np.concatenate(
+        [
+            age_weights(older[0] - at, day_ms, len(y))
+            for at, (_x, y) in zip(older, parts, strict=True)
+        ]
+    )
+    w_all = np.concatenate(
+        [age_weights(0, day_ms, len(y_valid))]
+        + [
+            age_weights(held_out - at, day_ms, len(y))
+            for at, (_x, y) in zip(older, parts, strict=True)
+        ]
+    )
     losses = {
-        (l2, signed): log_loss(y_valid, predict(fit_weights(x_train, y_train, l2, signed), x_valid))
+        l2: log_loss(y_valid, predict(fit_weights(x_train, y_train, l2, w_train), x_valid))
         for l2 in L2_GRID
-        for signed in (False, True)
     }
-    l2, signed = min(losses, key=lambda choice: losses[choice])
-    valid_p = predict(fit_weights(x_train, y_train, l2, signed), x_valid)
+    l2 = min(losses, key=lambda choice: losses[choice])
+    valid_p = predict(fit_weights(x_train, y_train, l2, w_train), x_valid)
     bins = reliability(y_valid, valid_p)
-    x_all = np.vstack([x_train, x_valid])
-    weights = fit_weights(x_all, np.concatenate([y_train, y_valid]), l2, signed)
+    x_all = np.vstack([x_valid, x_train])
+    weights = fit_weights(x_all, np.concatenate([y_valid, y_train]), l2, w_all)
     return {
         "horizon_ms": horizon_ms,
         "weights": [float(w) for w in weights],
         "l2": l2,
-        "signed": signed,
+        "half_life_days": HALF_LIFE_DAYS,
         "instants_ms": instants,
         "rows": int(len(y_train) + len(y_valid)),
         "held_out": {
@@ -188,7 +194,7 @@ def fit_horizon(
             "users": len(y_valid),
             "roc_auc": roc_auc(y_valid, valid_p),
             "brier": float(np.mean((valid_p - y_valid) ** 2)),
-            "log_loss": losses[(l2, signed)],
+            "log_loss": losses[l2],
             "expected_calibration_error": expected_calibration_error(bins),
             "reliability": bins,
         },

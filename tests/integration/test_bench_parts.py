@@ -59,3 +59,33 @@ def test_a_failed_replay_process_says_why(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="No such file"):
         replay_in_own_process(tmp_path / "missing.jsonl", 0, model_config(load_settings()))
+
+
+def test_the_replay_scores_with_a_learned_file_when_given_one(tmp_path: Path) -> None:
+    """``--risk-params``: the replay's model carries the learned file (through the child's
+    JSON configuration too) and every event is still read; without a file, MBG/NBD."""
+    import msgspec
+
+    from agents.bench.run import BENCH_MODEL, replay_model, replay_rate
+    from agents.offline.evaluate import stress_history
+    from agents.offline.learn import learn, write_model
+    from streams.model_settings import model_config
+    from tables.model import ModelConfig
+
+    day_ms, start_ms = BENCH_MODEL.day_ms, 1_735_689_600_000
+    history = tmp_path / "stress.jsonl"
+    history.write_text("\n".join(stress_history(300, 90, 5, start_ms, day_ms)) + "\n")
+    config = model_config(load_settings())
+    document = learn(history, start_ms + 85 * day_ms, [BENCH_MODEL.horizon_ms], config)
+    path = tmp_path / "risk30.json"
+    write_model(path, document)
+    assert replay_model(None) == BENCH_MODEL
+    learned = replay_model(path)
+    assert learned.learned is not None
+    assert learned.risk_model == document["version"]
+    assert msgspec.json.decode(msgspec.json.encode(learned), type=ModelConfig) == learned
+    size = BenchSize(events=2_000, users=200, tick_users=0, tick_due=0, latency_users=0)
+    records = make_events(size, 1_760_000_000_000)
+    timed, store = replay_rate(records, learned, 1_760_000_000_000 + 3_600_000)
+    assert timed.events == size.events
+    assert len(store) == size.users
