@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import msgspec
 
+from agents.cli.backfill import backfill
 from agents.common.logs import configure_logging
 from streams.settings import Settings, load_settings
 from tables.durations import parse_duration_ms, parse_instant_ms
@@ -424,6 +425,7 @@ def _register_simulate() -> None:
     main.add_command(simulate)
 
 
+main.add_command(backfill)
 _register_simulate()
 
 if __name__ == "__main__":

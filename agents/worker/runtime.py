@@ -147,12 +147,12 @@ class TableStore:
             observer(user_id, state)
 
 
-def _config_key(partition: int) -> bytes:
+def config_key(partition: int) -> bytes:
     """Key of a partition's threshold versions in the clocks table (written in P)."""
     return f"{partition}:config".encode()
 
 
-def _pack_clock(mark: ClockMark) -> bytes:
+def pack_clock(mark: ClockMark) -> bytes:
     return mark.high_ms.to_bytes(8, "big", signed=True) + mark.events_seen_append_ms.to_bytes(
         8, "big", signed=True
     )
@@ -242,7 +242,7 @@ class Runtime:
                 seen=self._seen,
                 high_ms=high_ms,
                 users=lambda: self._partition_users(partition),
-                book=decode_book(self.engine_app.clocks.get(_config_key(partition))),
+                book=decode_book(self.engine_app.clocks.get(config_key(partition))),
                 suppressions=self.erasures.entries([partition])[partition],
             )
             self._seen.append_ms = max(self._seen.append_ms, seen_ms)
@@ -424,9 +424,9 @@ class Runtime:
         """Write the partition values a record changed (inside stream iteration: they
         land in changelog partition P and recover with it)."""
         if result.clock is not None:
-            self._clocks[str(partition).encode()] = _pack_clock(result.clock)
+            self._clocks[str(partition).encode()] = pack_clock(result.clock)
         if result.book is not None:
-            self._clocks[_config_key(partition)] = encode_book(result.book)
+            self._clocks[config_key(partition)] = encode_book(result.book)
         if result.ledger is not None:
             self.erasures.persist(result.ledger)
             self.erasures.gauge(partition, len(self.processors[partition].ledger))
