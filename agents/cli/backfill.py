@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 
 import click
@@ -65,6 +66,7 @@ def backfill(history: Path, config_path: Path | None) -> None:
             settings.cohort_period_ms,
             settings.event_rules(),
             book,
+            latest_ms=int(time.time() * 1000) + settings.max_future_ms,
         )
         clock = ClockMark(seed.high_ms, seed.events_seen_append_ms)
         loaded = asyncio.run(load_seed(settings, seed.states, clock, seed.book, seed.cells))

@@ -43,6 +43,7 @@ from tables.processor import PartitionProcessor
 from tables.state import UserState
 from tables.thresholds import ThresholdBook
 
+TS_IN_FUTURE: Final = "ts_in_future"  # the worker's DLQ reason (docs/CONTRACTS.md)
 # suffix -> format: backfill writes into a deployment, so it reads named formats only
 HISTORY_SUFFIXES: Final = {
     ".jsonl": "JSON Lines",
@@ -83,16 +84,22 @@ def history_seed(
     period_ms: int,
     rules: EventRules,
     book: ThresholdBook | None = None,
+    latest_ms: int = 2**62,
 ) -> HistorySeed:
     """Run the history at ``path`` through the record processor; what the tables hold after.
 
-    ``ConfigurationError`` for an unknown format, an unreadable file, or a
-    history without a single accepted event (nothing to load: the wrong file
-    or the wrong ``ENGAGEMENT_INPUT_FORMAT``)."""
+    An event after ``latest_ms`` (the load's time plus ``ENGAGEMENT_MAX_FUTURE``)
+    is refused as ``ts_in_future``, as a worker refuses it. ``ConfigurationError``
+    for an unknown format, an unreadable file, or a history without a single
+    accepted event (nothing to load: the wrong file or the wrong
+    ``ENGAGEMENT_INPUT_FORMAT``)."""
     history_format(path)
     stats = ReplayStats()
     with history_lines(path) as lines:
-        read = read_events(iter(lines), 2**62, stats, rules)
+        read = read_events(iter(lines), latest_ms, stats, rules)
+    if stats.after_as_of:
+        stats.rejected[TS_IN_FUTURE] = stats.rejected.get(TS_IN_FUTURE, 0) + stats.after_as_of
+        stats.after_as_of = 0
     if not read.events:
         refused = ", ".join(f"{reason}: {n}" for reason, n in sorted(stats.rejected.items()))
         raise ConfigurationError(

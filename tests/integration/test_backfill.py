@@ -263,3 +263,24 @@ def test_the_summary_counts_what_the_history_judged(tmp_path: Path) -> None:
         counts[signal.kind] = counts.get(signal.kind, 0) + 1
     assert seed.stats.signals == counts
     assert msgspec.structs.asdict(seed.stats)["events"] == 8 * 5 + 8 * 10 + 1
+
+
+def test_an_event_further_ahead_than_max_future_is_refused_as_a_worker_refuses_it(
+    tmp_path: Path,
+) -> None:
+    deployment = Deployment("kafka://127.0.0.1:9", tmp_path)
+    settings = deployment.settings
+    load_ms = now_ms()
+    ahead = event("tail", "ahead", load_ms + settings.max_future_ms + 1)
+    path = write_jsonl(tmp_path / "history.jsonl", [*history(load_ms), ahead])
+    seed = history_seed(
+        path,
+        model_config(settings),
+        settings.partitions,
+        settings.cohort_period_ms,
+        settings.event_rules(),
+        latest_ms=load_ms + settings.max_future_ms,
+    )
+    assert seed.stats.rejected == {"ts_in_future": 1}
+    assert seed.stats.after_as_of == 0
+    assert seed.events_seen_append_ms == load_ms  # the history's own newest event
