@@ -35,13 +35,16 @@ from support.workers import (
 )
 
 from agents.offline.history_seed import history_seed
-from agents.offline.replay import run_history
+from agents.offline.replay import ReplayStats, read_config, read_events
 from agents.worker.user_view import user_fields
 from streams.decode import id_hash
 from streams.model_settings import model_config
 from streams.settings import Settings
+from tables.history import History
+from tables.history import run_history as run_events
 from tables.model import Emission
 from tables.state import UserState
+from tables.thresholds import ThresholdBook
 
 ENGAGEMENT = [sys.executable, "-m", "agents.cli.main"]
 SECOND = 1000  # one model day (tests/support/workers.py FAST)
@@ -79,10 +82,18 @@ def backfill(deployment: Deployment, path: Path, *args: str) -> subprocess.Compl
     )
 
 
-def replay_signals(settings: Settings, path: Path, as_of_ms: int) -> list[Emission]:
-    kept: list[Emission] = []
-    run_history(path, as_of_ms, model_config(settings), kept.extend, progress=False)
-    return kept
+def replayed(
+    settings: Settings, path: Path, clock_ms: int, book: ThresholdBook | None = None
+) -> History:
+    """The replay's record rules over every event of the history, the clock then
+    moved to ``clock_ms`` (replay's own ``--as-of`` would also drop later events)."""
+    with path.open("rb") as lines:
+        read = read_events(lines, 2**62, ReplayStats(), settings.event_rules())
+    return run_events(read.events, model_config(settings), clock_ms, book)
+
+
+def replay_signals(settings: Settings, path: Path, clock_ms: int) -> list[Emission]:
+    return replayed(settings, path, clock_ms).emissions
 
 
 def view(worker: Any, user: str) -> dict[str, Any]:
@@ -284,3 +295,43 @@ def test_an_event_further_ahead_than_max_future_is_refused_as_a_worker_refuses_i
     assert seed.stats.rejected == {"ts_in_future": 1}
     assert seed.stats.after_as_of == 0
     assert seed.events_seen_append_ms == load_ms  # the history's own newest event
+
+
+def test_threshold_versions_judge_the_history_as_they_judge_a_replay(tmp_path: Path) -> None:
+    """With ``--config`` the seed's states are the replay's with the same versions, and
+    its book (which the load writes for every partition) holds them."""
+    deployment = Deployment("kafka://127.0.0.1:9", tmp_path)
+    settings = deployment.settings
+    config = model_config(settings)
+    end_ms = now_ms()
+    records = [{**r, "tenant": "acme"} if r["user_id"] < "quiet4" else r for r in history(end_ms)]
+    path = write_jsonl(tmp_path / "history.jsonl", records)
+    version = {
+        "scope": "acme",
+        "effective_from": end_ms - 25 * SECOND,
+        "at_risk": "1s",
+        "dormant": "2s",
+        "churned": "4s",
+    }
+    versions = write_jsonl(tmp_path / "config.jsonl", [version])
+    book = read_config(versions)
+    seed = history_seed(
+        path,
+        config,
+        settings.partitions,
+        settings.cohort_period_ms,
+        settings.event_rules(),
+        book,
+    )
+    assert seed.book == book
+    clock_ms = seed.high_ms - config.lateness_ms
+    states = replayed(settings, path, clock_ms, book).states
+    homes = {user: state.partition for user, state in seed.states.items()}
+    assert seed.states == {
+        user: msgspec.structs.replace(state, partition=homes[user])
+        for user, state in states.items()
+    }
+    plain = history_seed(
+        path, config, settings.partitions, settings.cohort_period_ms, settings.event_rules()
+    )
+    assert plain.states != seed.states  # the versions changed someone's judgement
