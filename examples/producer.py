@@ -33,7 +33,9 @@ What "done right" means here:
   ``ENGAGEMENT_KAFKA_SECURITY_PROTOCOL``, ``..._SASL_MECHANISM``,
   ``..._SASL_USERNAME``, ``..._SASL_PASSWORD``, ``..._SSL_CAFILE``,
   ``..._SSL_CERTFILE``, ``..._SSL_KEYFILE``). The password is read from the
-  environment only, never from the command line (where ``ps`` shows it).
+  environment only, never from the command line (where ``ps`` shows it):
+  ``..._SASL_PASSWORD``, or as the worker reads a secret, the file
+  ``..._SASL_PASSWORD_FILE`` names (its trailing line break dropped).
 
 Only the standard library and aiokafka: copy it into your producer.
 """
@@ -131,7 +133,7 @@ def client_options(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str
     if protocol.startswith("SASL"):
         if not args.sasl_mechanism:
             raise SystemExit(f"{protocol} needs --sasl-mechanism")
-        password = env.get(f"{ENV_PREFIX}KAFKA_SASL_PASSWORD")
+        password = sasl_password(env)
         if not args.sasl_username or password is None:
             raise SystemExit(
                 f"{protocol} needs --sasl-username and {ENV_PREFIX}KAFKA_SASL_PASSWORD"
@@ -142,6 +144,23 @@ def client_options(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str
             sasl_plain_password=password,
         )
     return options
+
+
+def sasl_password(env: Mapping[str, str]) -> str | None:
+    """``ENGAGEMENT_KAFKA_SASL_PASSWORD``, or the content of the file its ``_FILE``
+    variant names (as the worker reads secrets); both set is refused. Errors name
+    the variable and the path, never the secret."""
+    name = f"{ENV_PREFIX}KAFKA_SASL_PASSWORD"
+    path = env.get(name + "_FILE")
+    if path is None:
+        return env.get(name)
+    if name in env:
+        raise SystemExit(f"both {name} and {name}_FILE are set: give the password one way only")
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise SystemExit(f"{name}_FILE: cannot read {path!r}: {reason}") from None
 
 
 _json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import msgspec
 
+from agents.cli.backfill import backfill
 from agents.cli.offline import evaluate, fit, replay, report
 from agents.cli.options import cli_settings
 from agents.common.logs import configure_logging
@@ -134,6 +135,7 @@ def _register_simulate() -> None:
     main.add_command(simulate)
 
 
+main.add_command(backfill)
 _register_simulate()
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The baselines ``engagement evaluate`` compares the risk score with, sharing no code with it.
 
-They read the history themselves (``json`` per line: ``user_id`` and an
-integer ``ts``), not through the engine's decoder, state or model, and are
+They read the history themselves (``json`` per record: ``user_id`` and an
+integer ``ts``; a CSV or Parquet history comes as JSON objects through
+``agents.offline.history_formats``, the format conversion only), not through
+the engine's decoder, state or model, and are
 fitted by the libraries of the ``eval`` extra:
 
 - ``days_since_last_event``: recency as a score (ranking only);
@@ -29,6 +31,8 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from agents.offline.history_formats import history_lines
+
 Floats = NDArray[np.float64]
 PENALIZERS: Final = (0.0, 0.001, 0.01, 0.1)  # lifetimes' advice when the fit does not converge
 
@@ -38,12 +42,12 @@ class BaselineUnavailable(Exception):
 
 
 class History:
-    """Each user's event times (ms), sorted, read straight from a JSON Lines file."""
+    """Each user's event times (ms), sorted, read straight from the history's records."""
 
     def __init__(self, path: Path) -> None:
         times: dict[str, list[int]] = defaultdict(list)
-        with path.open("rb") as handle:
-            for line in handle:
+        with history_lines(path) as lines:  # JSON Lines, CSV or Parquet
+            for line in lines:
                 try:
                     record = json.loads(line)
                 except ValueError:

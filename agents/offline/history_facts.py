@@ -16,6 +16,7 @@ from pathlib import Path
 
 import msgspec
 
+from agents.offline.history_formats import history_lines
 from agents.offline.replay import ReplayStats, read_events
 from streams.validate import DEFAULT_EVENT_RULES, EventRules
 from tables.cohorts import Cell, CellCounts, cell_of, cohort_step, count_step
@@ -40,8 +41,8 @@ def history_facts(
     rules: EventRules = DEFAULT_EVENT_RULES,
 ) -> HistoryFacts:
     """Run the history (up to ``as_of_ms``) through one record processor."""
-    with events_path.open("rb") as handle:
-        read = read_events(iter(handle), as_of_ms or 2**62, ReplayStats(), rules)
+    with history_lines(events_path) as lines:  # JSON Lines, CSV or Parquet
+        read = read_events(iter(lines), as_of_ms or 2**62, ReplayStats(), rules)
     processor = PartitionProcessor(0, config, DictStore())
     cells: dict[Cell, CellCounts] = {}
     active_days: dict[str, list[int]] = {}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -94,8 +96,27 @@ func TestSecuritySettings(t *testing.T) {
 	if _, err := transportFromEnv(getenv); err == nil || !strings.Contains(err.Error(), "GSSAPI") {
 		t.Fatalf("unknown mechanism accepted: %v", err)
 	}
-	delete(env, "ENGAGEMENT_KAFKA_SASL_PASSWORD")
 	env["ENGAGEMENT_KAFKA_SASL_MECHANISM"] = "PLAIN"
+	file := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env["ENGAGEMENT_KAFKA_SASL_PASSWORD_FILE"] = file
+	if _, err := transportFromEnv(getenv); err == nil || !strings.Contains(err.Error(), "one way only") {
+		t.Fatalf("a password given twice accepted: %v", err)
+	}
+	delete(env, "ENGAGEMENT_KAFKA_SASL_PASSWORD")
+	if password, err := secret(getenv, "ENGAGEMENT_KAFKA_SASL_PASSWORD"); err != nil || password != "from-file" {
+		t.Fatalf("password from the file: %q %v", password, err)
+	}
+	if _, err := transportFromEnv(getenv); err != nil {
+		t.Fatal(err)
+	}
+	env["ENGAGEMENT_KAFKA_SASL_PASSWORD_FILE"] = file + ".absent"
+	if _, err := transportFromEnv(getenv); err == nil || !strings.Contains(err.Error(), "cannot read") {
+		t.Fatalf("an unreadable password file accepted: %v", err)
+	}
+	delete(env, "ENGAGEMENT_KAFKA_SASL_PASSWORD_FILE")
 	if _, err := transportFromEnv(getenv); err == nil {
 		t.Fatal("SASL without a password accepted")
 	}

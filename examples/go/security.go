@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -65,9 +66,13 @@ func tlsConfig(getenv func(string) string) (*tls.Config, error) {
 
 func saslMechanism(getenv func(string) string) (sasl.Mechanism, error) {
 	name := strings.ToUpper(getenv("ENGAGEMENT_KAFKA_SASL_MECHANISM"))
-	user, password := getenv("ENGAGEMENT_KAFKA_SASL_USERNAME"), getenv("ENGAGEMENT_KAFKA_SASL_PASSWORD")
+	user := getenv("ENGAGEMENT_KAFKA_SASL_USERNAME")
+	password, err := secret(getenv, "ENGAGEMENT_KAFKA_SASL_PASSWORD")
+	if err != nil {
+		return nil, err
+	}
 	if user == "" || password == "" {
-		return nil, fmt.Errorf("SASL needs ENGAGEMENT_KAFKA_SASL_USERNAME and ENGAGEMENT_KAFKA_SASL_PASSWORD")
+		return nil, fmt.Errorf("SASL needs ENGAGEMENT_KAFKA_SASL_USERNAME and ENGAGEMENT_KAFKA_SASL_PASSWORD (or _FILE)")
 	}
 	switch name {
 	case "PLAIN":
@@ -79,4 +84,22 @@ func saslMechanism(getenv func(string) string) (sasl.Mechanism, error) {
 	default:
 		return nil, fmt.Errorf("unknown ENGAGEMENT_KAFKA_SASL_MECHANISM %q (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)", name)
 	}
+}
+
+// secret is the variable's value, or the content of the file its _FILE variant
+// names without the trailing line break, as the worker reads secrets. Both set
+// is refused; errors name the variable and the path, never the secret.
+func secret(getenv func(string) string, name string) (string, error) {
+	path := getenv(name + "_FILE")
+	if path == "" {
+		return getenv(name), nil
+	}
+	if getenv(name) != "" {
+		return "", fmt.Errorf("both %s and %s_FILE are set: give the password one way only", name, name)
+	}
+	content, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s_FILE: cannot read %q: %v", name, path, errors.Unwrap(err))
+	}
+	return strings.TrimRight(string(content), "\r\n"), nil
 }

@@ -330,7 +330,12 @@ async def test_producers_log_in_with_the_workers_sasl_settings(
     assert refused.returncode != 0
     assert "wrong" not in refused.stderr  # the password is not echoed
 
+    # the password from a file, as the worker reads secrets (``*_FILE``)
+    secret = tmp_path / "sasl-password"
+    secret.write_text(SASL_PASSWORD + "\n")
     settings = sasl_settings(secured_broker, SASL_PASSWORD)
+    del settings["ENGAGEMENT_KAFKA_SASL_PASSWORD"]
+    settings["ENGAGEMENT_KAFKA_SASL_PASSWORD_FILE"] = str(secret)
     summary = run_producer(argv, deployment, *sample, **settings)
     assert summary["sent"] == 2 * users
     records = await records_of(deployment, 2 * users)

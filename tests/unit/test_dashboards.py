@@ -22,15 +22,16 @@ from support.monitoring import (
     panels,
 )
 
+from agents.worker.cohorts import CohortGauges
 from agents.worker.metrics import Metrics
 
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 
 
 def declared_sample_names() -> set[str]:
-    """Every sample name the worker's metrics can produce."""
+    """Every sample name the worker's metrics can produce (the cohort gauges included)."""
     registry = CollectorRegistry()
-    Metrics(registry)
+    CohortGauges(Metrics(registry))
     names: set[str] = set()
     suffixes = {
         "counter": ("_total",),
@@ -76,7 +77,13 @@ def test_the_dashboard_shows_what_operators_watch() -> None:
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 _SELECTOR = re.compile(r"\b(engagement_[a-z0-9_]+|up)\b(\{[^}]*\})?")
-TENANT_METRICS = ("engagement_dau", "engagement_wau", "engagement_mau")
+TENANT_METRICS = (
+    "engagement_dau",
+    "engagement_wau",
+    "engagement_mau",
+    "engagement_cohort_users",
+    "engagement_growth_users",
+)
 
 
 def variables() -> dict[str, dict[str, Any]]:
@@ -124,7 +131,9 @@ def test_every_series_is_filtered_by_job_and_instance_and_tenant_where_labelled(
                 assert 'tenant=~"$tenant"' in matchers, expr
     # the metrics the tenant variable filters really carry a tenant label
     metrics = Metrics(CollectorRegistry())
+    cohorts = CohortGauges(metrics)
     by_name = {gauge._name: gauge for gauge in metrics.active_users.values()}
+    by_name.update({gauge._name: gauge for gauge in (cohorts.users, cohorts.growth)})
     for name in TENANT_METRICS:
         assert "tenant" in by_name[name]._labelnames, name
 
@@ -134,6 +143,38 @@ def test_every_metric_an_alert_watches_has_a_panel() -> None:
     shown = metric_names(dashboard_expressions())
     assert alerted, "no metric found in the alert rules"
     assert alerted <= shown, f"alerts on metrics without a panel: {sorted(alerted - shown)}"
+
+
+def panel_expressions(title: str) -> str:
+    (panel,) = [p for p in panels(dashboards()["engagement.json"]) if p["title"] == title]
+    return " ".join(target["expr"] for target in panel["targets"])
+
+
+def test_the_cohort_gauges_have_their_panels() -> None:
+    """Activation per weekly cohort, cohort retention and growth accounting."""
+    rate = panel_expressions("Activation rate per weekly cohort")
+    assert metric_names([rate]) == {
+        "engagement_activation_cohort_users",
+        "engagement_activation_cohort_activated_users",
+    }
+    assert rate.count("sum by (weeks_ago)") == 2 and " / " in rate
+    sizes = panel_expressions("Users per weekly cohort (activation)")
+    assert metric_names([sizes]) == metric_names([rate])
+    retention = panel_expressions("Cohort retention")
+    assert metric_names([retention]) == {"engagement_cohort_users"}
+    # each cohort's active users by age over the same cohort's first period
+    assert "sum by (cohort, age)" in retention and 'age="0"' in retention
+    assert "on (cohort)" in retention
+    growth = panel_expressions("Growth accounting")
+    assert metric_names([growth]) == {"engagement_growth_users"}
+    assert "by (kind, period)" in growth
+    # every gauge of both cohort families is shown
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    cohorts = CohortGauges(metrics)
+    families = {metrics.cohort_users, metrics.cohort_activated, cohorts.users, cohorts.growth}
+    shown = metric_names(dashboard_expressions())
+    assert {family._name for family in families} <= shown
 
 
 def test_the_datasource_variable_offers_the_provisioned_datasource() -> None:

@@ -14,6 +14,7 @@ from types import ModuleType
 import pytest
 
 from streams.decode import partition_for
+from streams.settings import load_settings
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "producer.py"
 
@@ -87,6 +88,41 @@ def test_an_unknown_protocol_is_refused(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         options(["--security-protocol", "TLS"], {})
     assert "invalid choice" in capsys.readouterr().err
+
+
+SASL = {
+    "ENGAGEMENT_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    "ENGAGEMENT_KAFKA_SASL_MECHANISM": "PLAIN",
+    "ENGAGEMENT_KAFKA_SASL_USERNAME": "producer",
+}
+
+
+def test_the_password_may_come_from_a_file_as_for_the_worker(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    env = {**SASL, "ENGAGEMENT_KAFKA_SASL_PASSWORD_FILE": str(secret)}
+    assert options([], env)["sasl_plain_password"] == "s3cret"
+    # the worker reads the same variables to the same password
+    worker = load_settings(**env)
+    assert worker.kafka_sasl_password is not None
+    assert worker.kafka_sasl_password.get_secret_value() == "s3cret"
+
+
+def test_a_password_file_that_cannot_be_read_or_given_twice_is_refused(tmp_path: Path) -> None:
+    missing = str(tmp_path / "absent")
+    with pytest.raises(SystemExit, match="PASSWORD_FILE: cannot read") as raised:
+        options([], {**SASL, "ENGAGEMENT_KAFKA_SASL_PASSWORD_FILE": missing})
+    assert missing in str(raised.value)
+    secret = tmp_path / "password"
+    secret.write_text("s3cret")
+    twice = {
+        **SASL,
+        "ENGAGEMENT_KAFKA_SASL_PASSWORD_FILE": str(secret),
+        "ENGAGEMENT_KAFKA_SASL_PASSWORD": "other",
+    }
+    with pytest.raises(SystemExit, match="one way only") as raised:
+        options([], twice)
+    assert "s3cret" not in str(raised.value) and "other" not in str(raised.value)
 
 
 def test_the_password_has_no_flag(capsys: pytest.CaptureFixture[str]) -> None:

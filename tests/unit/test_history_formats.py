@@ -20,8 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 from agents.cli.main import main
+from agents.offline.backtest import evaluate
+from agents.offline.baselines import History
 from agents.offline.evaluate import event_times
 from agents.offline.fit import fit_history
+from agents.offline.history_facts import history_facts
 from agents.offline.history_formats import history_lines
 from agents.offline.history_lines import read_lines
 from agents.offline.replay import replay
@@ -112,6 +115,31 @@ def test_fit_and_evaluate_read_parquet_as_jsonl(jsonl: Path, tmp_path: Path) -> 
     assert fit_history(parquet, cutoff, CONFIG).params == fit_history(jsonl, cutoff, CONFIG).params
     rules = EventRules()
     assert list(event_times(parquet, rules)) == list(event_times(jsonl, rules))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_evaluate_and_the_report_history_read_csv_and_parquet_as_jsonl(
+    jsonl: Path, tmp_path: Path, fmt: str
+) -> None:
+    """The backtest's own history reader (its baselines') and the report's cohort
+    figures take every format too."""
+    if fmt == "csv":
+        other = to_csv(jsonl, tmp_path / "events.csv")
+    else:
+        other = to_parquet(jsonl, tmp_path / "events.parquet")
+    cutoffs = [T0 + 30 * DAY_MS]
+
+    def evaluated(path: Path) -> str:
+        report, _scored = evaluate(path, cutoffs, 7 * DAY_MS, CONFIG, samples=20)
+        return json.dumps(report, sort_keys=True)
+
+    assert History(other).times == History(jsonl).times
+    if fmt == "parquet":  # the whole backtest once (CSV reaches it through the same readers)
+        expected = evaluated(jsonl)
+        assert json.loads(expected)["cutoffs"][0]["users"] > 0
+        assert evaluated(other) == expected
+    period_ms = 7 * DAY_MS
+    assert history_facts(other, CONFIG, period_ms) == history_facts(jsonl, CONFIG, period_ms)
 
 
 def lines_of(path: Path) -> tuple[list[Any], Counter[str]]:

@@ -19,7 +19,8 @@ final class Args {
           + "    (--input EVENTS.jsonl | --sample-users N [--events-per-user M])\n"
           + "    [--linger-ms MS] [--batch-bytes BYTES] [--command-config CLIENT.properties]\n"
           + "TLS and SASL: ENGAGEMENT_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME,\n"
-          + "_SASL_PASSWORD, _SSL_CAFILE, _SSL_CERTFILE, _SSL_KEYFILE (as the worker reads them).";
+          + "_SASL_PASSWORD (or _SASL_PASSWORD_FILE), _SSL_CAFILE, _SSL_CERTFILE, _SSL_KEYFILE\n"
+          + "(as the worker reads them).";
 
   static Args parse(String[] argv, Map<String, String> env) {
     Args args = new Args();

@@ -37,7 +37,7 @@ final class Security {
     if (protocol.startsWith("SASL")) {
       String mechanism = env.get(PREFIX + "SASL_MECHANISM");
       String user = env.get(PREFIX + "SASL_USERNAME");
-      String password = env.get(PREFIX + "SASL_PASSWORD");
+      String password = secret(env, PREFIX + "SASL_PASSWORD");
       if (mechanism == null || user == null || password == null) {
         throw new IllegalArgumentException(
             protocol + " needs " + PREFIX + "SASL_MECHANISM, _SASL_USERNAME and _SASL_PASSWORD");
@@ -53,6 +53,28 @@ final class Security {
           module + " required username=\"" + quote(user) + "\" password=\"" + quote(password) + "\";");
     }
     return props;
+  }
+
+  /**
+   * A secret from its variable, or from the file its _FILE variant names (as the worker reads
+   * secrets: the file's content without its trailing line break). Both set is refused; errors
+   * name the variable and the path, never the secret.
+   */
+  static String secret(Map<String, String> env, String name) {
+    String path = env.get(name + "_FILE");
+    if (path == null) {
+      return env.get(name);
+    }
+    if (env.containsKey(name)) {
+      throw new IllegalArgumentException(
+          "both " + name + " and " + name + "_FILE are set: give the password one way only");
+    }
+    try {
+      return read(path).replaceAll("[\\r\\n]+$", "");
+    } catch (IOException e) {
+      throw new IllegalArgumentException(
+          name + "_FILE: cannot read '" + path + "': " + e.getClass().getSimpleName());
+    }
   }
 
   private static String read(String path) throws IOException {
