@@ -125,10 +125,10 @@ def _next_change_ms(state: UserState, config: ModelConfig) -> int | None:
     if tier >= TIER_CHURNED:
         return None  # and no stage change either: only an event can
     policy = config.policy
-    if policy.user_min_active_days or policy.overrides:
+    if policy.user_min_active_days or policy.overrides or policy.population:
         tiers = policy.resolve(state)[0]
     else:
-        tiers = policy.defaults_ms  # what resolve gives without overrides, without the call
+        tiers = policy.defaults_ms  # what resolve gives with none of them, without the call
     tier_due: int | None = state.last_seen_ms + tiers[tier]
     activity = config.activity
     if (

@@ -241,7 +241,13 @@ async def test_every_metric_of_the_dashboard_and_alerts_is_exported_by_a_live_wo
     if not redis_server.running:
         redis_server.start()
     wanted = metric_names(dashboard_expressions() + alert_expressions()) - PROMETHEUS_OWN
-    deployment = Deployment(embedded_broker.url, tmp_path, ENGAGEMENT_REDIS_URL=redis_server.url)
+    # activation on: its cohort gauges are on the dashboard too
+    deployment = Deployment(
+        embedded_broker.url,
+        tmp_path,
+        ENGAGEMENT_REDIS_URL=redis_server.url,
+        ENGAGEMENT_ACTIVATION_TYPES="onboarding_completed",
+    )
     await deployment.create_topics()
     worker = await deployment.start_worker()
     try:

@@ -23,6 +23,8 @@ from streams.settings import Settings
 from tables.engine import DictStore, PartitionEngine
 from tables.errors import ConfigurationError
 from tables.fold import folds_judging
+from tables.judgement import next_change_ms
+from tables.lifecycle import STAGE_ACTIVE
 from tables.model import Emission, ModelConfig, ModelEvent
 from tables.population import population_cadence
 from tables.state import TIER_AT_RISK, TIER_NONE, UserState
@@ -121,6 +123,25 @@ def test_a_monthly_newcomer_is_not_churned_after_thirty_days_of_its_usual_silenc
     plain.on_event(event("m", T0 + 30 * DAY_MS))
     kinds = [e.kind for e in plain.advance_to(T0 + 30 * DAY_MS + 60 * DAY_MS)]
     assert kinds == ["at_risk", "dormant", "churned"]
+
+
+def test_a_population_cadence_counts_with_the_users_own_thresholds_off() -> None:
+    """With per-user thresholds off, the due time and the judgement both take the
+    population's tiers (the due time once took the defaults: the judgement never
+    found its tier and looped)."""
+    policy = msgspec.structs.replace(POLICY, user_min_active_days=0, population={"": 3_000})
+    config = msgspec.structs.replace(CONFIG, policy=policy)
+    user = msgspec.structs.replace(state(1, 0), stage=STAGE_ACTIVE)
+    assert next_change_ms(user, config) == T0 + 90 * DAY_MS  # 3 days' gap x 30
+    engine = PartitionEngine(0, config, DictStore())
+    engine.on_event(event("p", T0))
+    assert engine.advance_to(T0 + 89 * DAY_MS) == []
+    emitted = engine.advance_to(T0 + 200 * DAY_MS)
+    assert [(e.kind, e.threshold_source) for e in emitted] == [
+        ("at_risk", SOURCE_POPULATION),
+        ("dormant", SOURCE_POPULATION),
+        ("churned", SOURCE_POPULATION),
+    ]
 
 
 def test_fit_learns_the_cadence_of_a_history(tmp_path: Path) -> None:
