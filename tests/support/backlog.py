@@ -67,11 +67,13 @@ async def send_backlog(run: FaultRun, count: int | None = None) -> None:
                 await producer.send(
                     run.settings.topic_events, value=value, key=key, partition=part, headers=h
                 )
-                for key, value, part, h in records
+                for key, value, part, h, _tag in records
             ]
-            for metadata in await asyncio.gather(*futures):
+            landed = await asyncio.gather(*futures)
+            for (*_, tag), metadata in zip(records, landed, strict=True):
                 stats.records += 1
                 bisect.insort(stats.offsets.setdefault(metadata.partition, []), metadata.offset)
+                feed.ledger.landed(tag, metadata.partition, metadata.offset)
     finally:
         with contextlib.suppress(Exception):
             await producer.stop()
